@@ -1,0 +1,100 @@
+"""Parameters, size on disk, FLOPs, latency and throughput of a model on this CPU.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one
+sample (a multiply-accumulate counts as 2 FLOPs; MACs = FLOPs / 2). Latency is
+the median (and p95) of many timed batch-1 calls after a warm-up; throughput is
+samples per second at a large batch. Teacher and student are measured in the
+same process with the same thread count, so their ratio is meaningful.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelCost:
+    parameters: int
+    size_bytes: int | None
+    flops: int  # per sample
+    latency_ms_p50: float  # batch 1
+    latency_ms_p95: float
+    throughput: float  # samples/s at throughput_batch
+    throughput_batch: int
+    threads: int
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["macs"] = self.macs
+        return d
+
+
+def count_flops(model: nn.Module, in_shape: Sequence[int]) -> int:
+    """FLOPs of one forward pass on one sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *in_shape))
+        return int(counter.get_total_flops())
+    finally:
+        model.train(was)
+
+
+def _time_calls(model: nn.Module, x: torch.Tensor, runs: int, warmup: int) -> list[float]:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            model(x)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def measure_model(
+    model: nn.Module,
+    in_shape: Sequence[int],
+    *,
+    weights_path: str | Path | None = None,
+    latency_runs: int = 200,
+    warmup_runs: int = 20,
+    throughput_batch: int = 256,
+    throughput_runs: int = 20,
+) -> ModelCost:
+    was = model.training
+    model.eval()
+    try:
+        x1 = torch.randn(1, *in_shape, generator=torch.Generator().manual_seed(0))
+        lat = _time_calls(model, x1, latency_runs, warmup_runs)
+        xb = torch.randn(throughput_batch, *in_shape, generator=torch.Generator().manual_seed(1))
+        big = _time_calls(model, xb, throughput_runs, max(2, warmup_runs // 5))
+        lat_sorted = sorted(lat)
+        p95 = lat_sorted[min(len(lat_sorted) - 1, int(round(0.95 * (len(lat_sorted) - 1))))]
+        return ModelCost(
+            parameters=sum(p.numel() for p in model.parameters()),
+            size_bytes=os.path.getsize(weights_path) if weights_path and Path(weights_path).exists() else None,
+            flops=count_flops(model, in_shape),
+            latency_ms_p50=statistics.median(lat),
+            latency_ms_p95=p95,
+            throughput=throughput_batch * len(big) / (sum(big) / 1e3),
+            throughput_batch=throughput_batch,
+            threads=torch.get_num_threads(),
+        )
+    finally:
+        model.train(was)

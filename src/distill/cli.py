@@ -1,0 +1,212 @@
+"""Command line: argument parsing only; each command calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from distill import __version__
+from distill.errors import DistillError
+
+EPILOG = """\
+examples:
+  distill demo                                  # the embedded default run (< 3 min on 2 cores)
+  distill recipe --example > recipe.yaml        # a documented recipe to edit
+  distill run recipe.yaml --set train.epochs=3  # run it, overriding any field
+  distill run recipe.yaml --resume              # continue an interrupted run
+  distill eval runs/fashion-mnist               # re-evaluate a finished run
+
+Errors in your input print one message (what, why, how to fix) and exit with code 2.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe field (YAML value), repeatable: --set train.epochs=3 --set distill.0.temperature=2",
+    )  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the run in its run directory from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill",
+        description="Distill a large model (teacher) into a small, fast one (student): the student learns "
+        "from the teacher's soft labels (softmax at a temperature T) as well as the hard labels, then is "
+        "measured side by side with the teacher (size, FLOPs, latency, throughput, accuracy, retention).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"distill {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run", help="run a recipe: train or load the teacher, distill the student, evaluate, compare",
+        description="Run the whole flow of a recipe into its run directory (default runs/<name>): train the "
+        "teacher if it has no checkpoint, cache its outputs, train the baseline and the distilled student, "
+        "measure every model, and write metrics.json, comparison.md/.json, weights (safetensors) and a log.",
+    )  # fmt: skip
+    p.add_argument("recipe", help="recipe YAML file (see `distill recipe --example`)")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "demo", help="run the embedded default recipe (Fashion-MNIST when installed, else digits)",
+        description="Distill a CNN teacher into a tiny MLP on Fashion-MNIST (when Debian's dataset-fashion-mnist "
+        "is installed) or scikit-learn's digits (no set-up), and print the comparison table. Writes runs/demo.",
+    )  # fmt: skip
+    p.add_argument("--data", choices=["auto", "fashion_mnist", "digits"], default="auto", help="which demo (default: auto)")
+    p.add_argument("--print-recipe", action="store_true", help="print the demo recipe and exit")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "eval", help="re-evaluate a finished run directory",
+        description="Rebuild the teacher and students of a finished run from their safetensors weights, "
+        "measure accuracy and cost side by side again, print the table and write eval.json.",
+    )  # fmt: skip
+    p.add_argument("run_dir", help="a run directory written by `distill run`")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the table")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "recipe", help="print a documented example recipe, or check one",
+        description="--example prints a complete recipe with every field documented; --check validates a "
+        "recipe (with --set overrides) and prints it resolved, or lists every problem at once.",
+    )  # fmt: skip
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--example", action="store_true", help="print the documented example recipe")
+    g.add_argument("--check", metavar="FILE", help="validate FILE and print the resolved recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.set_defaults(func=cmd_recipe)
+
+    p = sub.add_parser("methods", help="list the distillation losses and their parameters",
+                       description="List every loss a recipe's `distill` list may name, with its parameters.")  # fmt: skip
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("models", help="list the model builders and their parameters",
+                       description="List the built-in model builders a recipe may name as teacher.arch or student.arch.")  # fmt: skip
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from distill.engine.run import run
+    from distill.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
+                 console=not args.quiet)  # fmt: skip
+    if args.quiet:
+        print(result.table_markdown)
+    return 0
+
+
+def demo_recipe_path(which: str = "auto") -> tuple[Path, str]:
+    from distill.recipe import FASHION_MNIST_DIR
+
+    if which == "auto":
+        which = "fashion_mnist" if Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").exists() else "digits"
+    name = {"fashion_mnist": "demo_fashion_mnist.yaml", "digits": "demo_digits.yaml"}[which]
+    return Path(str(resources.files("distill") / "recipes" / name)), which
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from distill.engine.run import run
+    from distill.recipe import load_recipe
+
+    path, which = demo_recipe_path(args.data)
+    if args.print_recipe:
+        print(path.read_text(), end="")
+        return 0
+    if which == "digits" and args.data == "auto":
+        print("Fashion-MNIST is not installed (sudo apt-get install dataset-fashion-mnist); demo on scikit-learn's digits.",
+              file=sys.stderr)  # fmt: skip
+    recipe = load_recipe(path, args.overrides)
+    overwrite = args.overwrite or not args.resume
+    result = run(recipe, resume=args.resume, overwrite=overwrite, progress=not (args.no_progress or args.quiet),
+                 console=not args.quiet)  # fmt: skip
+    if args.quiet:
+        print(result.table_markdown)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from distill.engine.run import evaluate
+
+    result = evaluate(args.run_dir, console=not args.quiet)
+    if args.quiet:
+        print(result.table_markdown)
+    return 0
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from distill.recipe import example_yaml, load_recipe
+
+    if args.example:
+        print(example_yaml(), end="")
+        return 0
+    recipe = load_recipe(args.check, args.overrides)
+    print(f"# {args.check}: valid", file=sys.stderr)
+    print(recipe.to_yaml(), end="")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from distill.losses import REGISTRY
+
+    for name, spec in REGISTRY.items():
+        needs = ", ".join(n for n in spec.needs)
+        print(f"{name:<10} {spec.summary}  [needs: {needs}]")
+        for pname, p in spec.params.items():
+            print(f"{'':<10}   {pname} = {p.default!r}: {p.doc}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import inspect
+
+    from distill.models import BUILDERS
+
+    for name, fn in BUILDERS.items():
+        doc = (inspect.getdoc(fn) or "").splitlines()[0]
+        print(f"{name:<6} {doc}")
+        for pname, p in inspect.signature(fn).parameters.items():
+            if pname in {"in_shape", "num_classes"}:
+                continue
+            print(f"{'':<6}   {pname} = {p.default!r}")
+    return 0
+
+
+# -------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except DistillError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("\ninterrupted: the last finished epoch is checkpointed; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""The training loop, written out: setup → fit (epochs of steps) → evaluate.
+
+HF Accelerate supplies the device, mixed precision and (under ``accelerate
+launch``/``torchrun``) DDP; the loop shards the data by rank itself, so each
+epoch's order is a pure function of (seed, epoch) and a resumed run replays
+exactly the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from distill.data import Split
+from distill.data.augment import augment_images
+from distill.engine.checkpoint import CheckpointStore
+from distill.errors import TrainingError
+from distill.recipe import TrainConfig
+from distill.tasks.classification import Term, accuracy_from_logits, compute_objective, predict_logits
+
+log = logging.getLogger("distill")
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    @property
+    def best_epoch(self) -> dict[str, Any] | None:
+        rows = [h for h in self.history if "val_acc" in h]
+        return max(rows, key=lambda h: (h["val_acc"], -h["epoch"])) if rows else None
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1))
+    return g
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    # a trailing batch of one sample is skipped (BatchNorm cannot train on it)
+    return n // batch_size + (1 if n % batch_size >= 2 else 0)
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    s = cfg.schedule
+    total_steps = max(total_steps, 1)
+    if s.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.optimizer.lr, total_steps=total_steps, pct_start=max(s.warmup_fraction, 1e-3)
+        )
+    if s.name == "cosine":
+        warm = int(total_steps * s.warmup_fraction)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(total_steps - warm, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    objective: list[Term],
+    cfg: TrainConfig,
+    *,
+    accelerator: Any,
+    role: str,
+    eval_splits: dict[str, Split],
+    teacher_logits: Tensor | None = None,
+    online_teacher: Callable[[Tensor], Tensor] | None = None,
+    augment: bool = False,
+    flip_ok: bool = False,
+    checkpoints: CheckpointStore | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    eval_batch_size: int = 1024,
+    stop_after_steps: int | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train`` for ``cfg.epochs`` epochs; return per-epoch history.
+
+    ``teacher_logits`` (aligned with ``train``) come from the cache; with
+    ``online_teacher`` the teacher runs on every (augmented) batch instead.
+    A checkpoint is written after every epoch. With ``resume`` the newest valid
+    checkpoint is loaded and training continues from the epoch after it.
+    ``stop_after_steps`` ends the fit early (used by tests of interruption).
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    is_main = accelerator.is_main_process
+    n = len(train)
+    local_n = n // world if world > 1 else n
+    if local_n < 2:
+        raise TrainingError(f"{role}: the training split has {n} samples; at least 2 per process are needed.")
+    steps_per_epoch = batches_per_epoch(local_n, cfg.batch_size)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    result = FitResult()
+    start_epoch = 1
+
+    if resume and checkpoints is not None:
+        state = checkpoints.load_latest()
+        if state is not None:
+            _unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            result.history = list(state["history"])
+            start_epoch = int(state["epoch"]) + 1
+            result.resumed_from = int(state["epoch"])
+            if is_main:
+                log.info("%s: resumed after epoch %d of %d", role, state["epoch"], cfg.epochs)
+
+    if online_teacher is not None and is_main and start_epoch <= cfg.epochs:
+        log.info("%s: the teacher runs online on every batch (augmented inputs cannot be cached)", role)
+
+    steps_done = 0
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=epoch_generator(cfg.seed, epoch))
+        if world > 1:
+            perm = perm[: local_n * world][rank::world]
+        aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
+        sums: dict[str, Tensor] = {}
+        correct = torch.zeros((), dtype=torch.long)
+        seen = 0
+        bar = None
+        if progress and is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"{role} {epoch}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for step in range(steps_per_epoch):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x, y = train.x[idx], train.y[idx]
+            if augment:
+                x = augment_images(x, aug_gen, flip=flip_ok)
+            t_logits = None
+            if online_teacher is not None:
+                t_logits = online_teacher(x)
+            elif teacher_logits is not None:
+                t_logits = teacher_logits[idx]
+            x, y = x.to(accelerator.device), y.to(accelerator.device)
+            if t_logits is not None:
+                t_logits = t_logits.to(accelerator.device)
+            with accelerator.autocast():
+                logits = model(x)
+                loss, values = compute_objective(objective, logits, y, t_logits)
+            if not torch.isfinite(loss):
+                if bar is not None:
+                    bar.close()
+                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
+                kept = (
+                    f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpoints.folder}"
+                    if checkpoints is not None and epoch > 1
+                    else "no checkpoint was written for this stage yet"
+                )
+                raise TrainingError(
+                    f"{role}: the loss became {float(loss)} at epoch {epoch}, step {step + 1} ({detail}); "
+                    f"training stopped and {kept}. Fix: lower train.optimizer.lr (now {cfg.optimizer.lr}), "
+                    "set train.grad_clip, or check the data for extreme values."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if cfg.grad_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                for k, v in values.items():
+                    d = v.detach().float() * len(idx)
+                    sums[k] = sums[k] + d if k in sums else d
+                correct += (logits.detach().argmax(-1) == y).sum().cpu()
+                seen += len(idx)
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0 or step == steps_per_epoch - 1:
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{float(loss):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
+            steps_done += 1
+            if stop_after_steps is not None and steps_done >= stop_after_steps:
+                if bar is not None:
+                    bar.close()
+                raise KeyboardInterrupt(f"stopped after {steps_done} steps (test hook)")
+        epoch_seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+
+        totals = {k: v for k, v in sums.items()}
+        stats = torch.stack([*totals.values(), correct.float(), torch.tensor(float(seen))]) if totals else None
+        if stats is not None and world > 1:
+            stats = accelerator.reduce(stats.to(accelerator.device), reduction="sum").cpu()
+        row: dict[str, Any] = {"epoch": epoch, "seconds": round(epoch_seconds, 4)}
+        if stats is not None:
+            total_seen = float(stats[-1])
+            for i, k in enumerate(totals):
+                row[f"loss/{k}"] = float(stats[i]) / total_seen
+            row["loss"] = sum(t.weight * row[f"loss/{t.label}"] for t in objective)
+            row["train_acc"] = float(stats[-2]) / total_seen
+        row["samples_per_s"] = round(seen * world / max(epoch_seconds, 1e-9), 1)
+        row["lr"] = float(scheduler.get_last_lr()[0])
+        plain = _unwrap(model)
+        for name, split in eval_splits.items():
+            row[f"{name}_acc"] = accuracy_from_logits(predict_logits(plain, split.x, eval_batch_size), split.y)
+        result.history.append(row)
+        if is_main:
+            terms = " ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in row.items() if k.startswith("loss/"))
+            accs = " ".join(f"{k}={row[k]:.4f}" for k in row if k.endswith("_acc"))
+            log.info(
+                "%s epoch %d/%d: loss=%.4f (%s) %s | %.2fs, %.0f samples/s",
+                role, epoch, cfg.epochs, row.get("loss", float("nan")), terms, accs, epoch_seconds, row["samples_per_s"],
+            )  # fmt: skip
+        if checkpoints is not None and is_main:
+            checkpoints.save(
+                epoch,
+                {
+                    "epoch": epoch,
+                    "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": result.history,
+                },
+            )
+        accelerator.wait_for_everyone()
+    return result

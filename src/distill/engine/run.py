@@ -1,0 +1,426 @@
+"""`distill run`: the whole flow for classification, into one run directory.
+
+recipe → data → teacher (load, or train) → teacher outputs (cache) →
+baseline student (hard labels, optional) → distilled student → evaluate and
+measure every model → comparison table, metrics.json.
+
+Run directory::
+
+    recipe.yaml            the resolved recipe (every default filled in)
+    run.log                the log
+    teacher.safetensors    weights (also baseline.safetensors, student.safetensors)
+    history/<role>.json    per-epoch curves of each trained model
+    checkpoints/<role>/    per-epoch checkpoints (see engine/checkpoint.py)
+    metrics.json           accuracies, fingerprints, timings, curves
+    comparison.md/.json    the "large model vs distilled model" table
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from distill import __version__
+from distill.bench import measure_model
+from distill.data import DataBundle, build_data
+from distill.engine.checkpoint import CheckpointStore
+from distill.engine.loop import FitResult, fit
+from distill.errors import DistillError, RunDirError, TeacherError
+from distill.fsutil import write_json, write_text, write_with
+from distill.models import build
+from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
+from distill.report import comparison, render_markdown
+from distill.tasks.classification import accuracy_from_logits, build_objective, needs_teacher, predict_logits
+from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
+from distill.teachers.cache import TeacherCache, cache_key
+
+log = logging.getLogger("distill")
+_HANDLER_TAG = "_distill_handler"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    table: dict[str, Any]
+    table_markdown: str
+
+
+# ------------------------------------------------------------------ logging
+def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = logging.INFO) -> None:
+    log.setLevel(level)
+    log.propagate = False
+    for h in list(log.handlers):
+        if getattr(h, _HANDLER_TAG, False):
+            log.removeHandler(h)
+            h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if console:
+        ch = logging.StreamHandler(sys.stderr)
+        ch.setFormatter(logging.Formatter("%(message)s"))
+        setattr(ch, _HANDLER_TAG, True)
+        log.addHandler(ch)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+        fh.setFormatter(fmt)
+        setattr(fh, _HANDLER_TAG, True)
+        log.addHandler(fh)
+
+
+# ---------------------------------------------------------------- run dir
+def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
+    run_dir = recipe.run_dir
+    stored = run_dir / "recipe.yaml"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            if not stored.exists():
+                raise RunDirError(f"cannot resume {run_dir}: it has no recipe.yaml, so it is not a distill run directory.")
+            before = yaml.safe_load(stored.read_text())
+            now = recipe.to_dict()
+            for d in (before, now):
+                d.pop("output", None)
+            if before != now:
+                diff = sorted(_diff_keys(before, now))
+                raise RunDirError(
+                    f"cannot resume {run_dir}: the recipe differs from the one the run started with "
+                    f"(changed: {', '.join(diff[:8])}). Fix: resume with the same recipe and --set options, "
+                    "or start a new run with --overwrite or another output.dir."
+                )
+            return run_dir
+        if overwrite or recipe.output.overwrite:
+            shutil.rmtree(run_dir)
+        else:
+            raise RunDirError(
+                f"the run directory {run_dir} already exists. Fix: add --resume to continue it, "
+                f"--overwrite to replace it, or --set output.dir=OTHER."
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(stored, recipe.to_yaml())
+    return run_dir
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return set() if a == b else {prefix or "(root)"}
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_with(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def _seeded_build(fn: Any, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def make_accelerator(recipe: Recipe) -> Any:
+    from accelerate import Accelerator
+
+    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[recipe.train.precision]
+    if mp == "fp16" and not torch.cuda.is_available():
+        raise DistillError("train.precision fp16 needs a GPU; none is available. Fix: use fp32 or bf16 on CPU.")
+    return Accelerator(mixed_precision=mp)
+
+
+# ------------------------------------------------------------------ stages
+def _train_stage(
+    role: str,
+    model: nn.Module,
+    data: DataBundle,
+    terms: list[LossTerm],
+    cfg: TrainConfig,
+    *,
+    run_dir: Path,
+    accelerator: Any,
+    resume: bool,
+    progress: bool,
+    eval_batch: int,
+    teacher_logits: torch.Tensor | None = None,
+    online_teacher: Any = None,
+    stop_after_steps: int | None = None,
+    augment: bool = False,
+) -> list[dict[str, Any]]:
+    weights = run_dir / f"{role}.safetensors"
+    hist_path = run_dir / "history" / f"{role}.json"
+    if resume and weights.exists() and hist_path.exists():
+        load_weights(model, weights, role)
+        log.info("%s: already trained in this run directory; loaded %s", role, weights)
+        return json.loads(hist_path.read_text())
+    objective = build_objective(terms)
+    log.info(
+        "%s: training for %d epochs on %d samples, objective %s",
+        role, cfg.epochs, len(data.train), " + ".join(f"{t.weight:g}·{t.label}{t.params or ''}" for t in objective),
+    )  # fmt: skip
+    result: FitResult = fit(
+        model,
+        data.train,
+        objective,
+        cfg,
+        accelerator=accelerator,
+        role=role,
+        eval_splits={"val": data.val, "test": data.test},
+        teacher_logits=teacher_logits,
+        online_teacher=online_teacher,
+        augment=augment,
+        flip_ok=data.flip_ok,
+        checkpoints=CheckpointStore(run_dir / "checkpoints" / role),
+        resume=resume,
+        progress=progress,
+        eval_batch_size=eval_batch,
+        stop_after_steps=stop_after_steps,
+    )
+    if accelerator.is_main_process:
+        _save_weights(model.module if hasattr(model, "module") else model, weights)
+        write_json(hist_path, result.history)
+    return result.history
+
+
+def _teacher_outputs(
+    teacher: TorchTeacher, data: DataBundle, recipe: Recipe, eval_batch: int
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Teacher logits for every split: from the cache when possible."""
+    out: dict[str, torch.Tensor] = {}
+    info: dict[str, Any] = {"cache": "off", "seconds": 0.0}
+    use_cache = recipe.teacher.cache
+    cache = TeacherCache(recipe.output.cache_dir) if use_cache else None
+    hits = []
+    t0 = time.perf_counter()
+    for name, split in data.splits().items():
+        def compute(split=split) -> torch.Tensor:  # noqa: B023
+            return predict_logits(teacher.module, split.x, eval_batch)
+
+        if cache is None:
+            out[name] = compute()
+            continue
+        key = cache_key(teacher.fingerprint(), split.fingerprint(), data.preprocessing, "classification-logits-v1")
+        out[name], hit = cache.get_or_compute(key, compute, {"split": name, "source": data.source})
+        hits.append(hit)
+        info.setdefault("files", {})[name] = str(cache.path_for(key))
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    if cache is not None:
+        info["cache"] = "hit" if all(hits) else ("partial" if any(hits) else "miss")
+        log.info(
+            "teacher outputs: cache %s (%s), %.2fs", info["cache"], recipe.output.cache_dir, info["seconds"]
+        )
+    return out, info
+
+
+def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, Any]:
+    """Build (untrained) teacher module and a student factory for ``recipe``."""
+    t = recipe.teacher
+    teacher = _seeded_build(
+        lambda: build_teacher_module(t.arch, t.factory, t.params, data.in_shape, data.num_classes),
+        recipe.teacher_train.seed,
+    )
+
+    def student() -> nn.Module:
+        return _seeded_build(
+            lambda: build(recipe.student.arch, data.in_shape, data.num_classes, recipe.student.params), recipe.train.seed
+        )
+
+    return teacher, student
+
+
+def _measure(model: nn.Module, data: DataBundle, weights: Path, recipe: Recipe) -> dict[str, Any]:
+    e = recipe.eval
+    cost = measure_model(
+        model,
+        data.in_shape,
+        weights_path=weights,
+        latency_runs=e.latency_runs,
+        warmup_runs=e.warmup_runs,
+        throughput_batch=e.throughput_batch,
+        throughput_runs=e.throughput_runs,
+    )
+    return cost.to_dict()
+
+
+def evaluate_models(
+    models: list[tuple[str, str, nn.Module, Path]], data: DataBundle, recipe: Recipe
+) -> dict[str, Any]:
+    """Accuracy and cost of each ``(label, role, module, weights_path)``, side by side."""
+    entries = []
+    for label, role, module, weights in models:
+        val_logits = predict_logits(module, data.val.x, recipe.eval.batch_size)
+        test_logits = predict_logits(module, data.test.x, recipe.eval.batch_size)
+        entries.append(
+            {
+                "label": label,
+                "role": role,
+                "val_acc": accuracy_from_logits(val_logits, data.val.y),
+                "test_acc": accuracy_from_logits(test_logits, data.test.y),
+                "cost": _measure(module, data, weights, recipe),
+            }
+        )
+    return comparison(entries)
+
+
+# -------------------------------------------------------------------- run
+def run(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: bool = True,
+    _stop_after_steps: dict[str, int] | None = None,
+) -> RunResult:
+    """Run the whole flow of ``recipe``; return the run directory, metrics and table."""
+    recipe = validate_recipe(recipe.to_dict())  # never mutate the caller's recipe
+    started = time.time()
+    run_dir = _prepare_run_dir(recipe, resume, overwrite)
+    setup_logging(run_dir, console=console)
+    log.info("distill %s: run %r into %s%s", __version__, recipe.name, run_dir, " (resuming)" if resume else "")
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    accelerator = make_accelerator(recipe)
+    stops = _stop_after_steps or {}
+
+    data = build_data(recipe.data)
+    augment = recipe.data.augment and data.kind == "image"
+    if recipe.data.augment and data.kind != "image":
+        log.warning("data.augment applies to images only; %s is a table, so it is ignored", data.source)
+    log.info("data: %s", data.describe())
+
+    teacher_module, make_student = build_models(recipe, data)
+    check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
+    teacher_source = "checkpoint"
+    teacher_history: list[dict[str, Any]] = []
+    teacher_weights = run_dir / "teacher.safetensors"
+    if recipe.teacher.checkpoint:
+        load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
+        log.info("teacher: loaded %s", recipe.teacher.checkpoint)
+        _save_weights(teacher_module, teacher_weights)
+    else:
+        teacher_source = "trained"
+        teacher_history = _train_stage(
+            "teacher", teacher_module, data, [LossTerm(loss="ce")], recipe.teacher_train,
+            run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
+            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"), augment=augment,
+        )  # fmt: skip
+    teacher = TorchTeacher(teacher_module, data.num_classes)
+
+    objective = build_objective(recipe.distill)
+    teacher_logits: dict[str, torch.Tensor] = {}
+    cache_info: dict[str, Any] = {"cache": "not needed"}
+    online = None
+    if needs_teacher(objective):
+        if recipe.data.augment and data.kind == "image":
+            online = teacher.logits
+            cache_info = {"cache": "off (data.augment: the teacher runs online)"}
+            log.info("teacher outputs: data.augment is on, so the teacher runs online on every batch (slower)")
+        else:
+            if not recipe.teacher.cache:
+                log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")
+            teacher_logits, cache_info = _teacher_outputs(teacher, data, recipe, recipe.eval.batch_size)
+
+    histories: dict[str, list[dict[str, Any]]] = {"teacher": teacher_history}
+    students: list[tuple[str, str, nn.Module, Path]] = []
+    if recipe.eval.baseline:
+        baseline = make_student()
+        histories["baseline"] = _train_stage(
+            "baseline", baseline, data, [LossTerm(loss="ce")], recipe.train,
+            run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
+            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("baseline"), augment=augment,
+        )  # fmt: skip
+        students.append(("student, hard labels", "baseline", baseline, run_dir / "baseline.safetensors"))
+    student = make_student()
+    check_output_classes(student, data.in_shape, data.num_classes, "student")
+    histories["student"] = _train_stage(
+        "student", student, data, list(recipe.distill), recipe.train,
+        run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
+        eval_batch=recipe.eval.batch_size, teacher_logits=teacher_logits.get("train"),
+        online_teacher=online, stop_after_steps=stops.get("student"), augment=augment,
+    )  # fmt: skip
+    students.append(("student, distilled", "student", student, run_dir / "student.safetensors"))
+
+    if not accelerator.is_main_process:
+        return RunResult(run_dir, {}, {}, "")
+    log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
+    table = evaluate_models([("teacher", "teacher", teacher_module, teacher_weights), *students], data, recipe)
+    markdown = render_markdown(table)
+    metrics = {
+        "distill_version": __version__,
+        "name": recipe.name,
+        "data": {"source": data.source, "train": len(data.train), "val": len(data.val), "test": len(data.test),
+                 "num_classes": data.num_classes, "class_names": data.class_names},
+        "teacher": {"source": teacher_source, "fingerprint": teacher.fingerprint(),
+                    "checkpoint": recipe.teacher.checkpoint, "name": recipe.teacher.name,
+                    "license": recipe.teacher.license},
+        "teacher_outputs": cache_info,
+        "models": {e["role"]: {k: v for k, v in e.items() if k != "role"} for e in table["models"]},
+        "summary": table["summary"],
+        "history": histories,
+        "seconds": round(time.time() - started, 2),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }  # fmt: skip
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "comparison.json", table)
+    write_text(run_dir / "comparison.md", markdown)
+    log.info("\n%s", markdown)
+    log.info("run directory: %s (%.1fs)", run_dir, metrics["seconds"])
+    return RunResult(run_dir, metrics, table, markdown)
+
+
+# ------------------------------------------------------------------- eval
+def load_run_recipe(run_dir: str | Path) -> Recipe:
+    run_dir = Path(run_dir)
+    path = run_dir / "recipe.yaml"
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
+    if not path.exists():
+        raise RunDirError(f"{run_dir} has no recipe.yaml, so it is not a distill run directory.")
+    raw = yaml.safe_load(path.read_text())
+    recipe = validate_recipe(raw, str(path))
+    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(run_dir)})})
+
+
+def evaluate(run_dir: str | Path, *, console: bool = True) -> RunResult:
+    """Re-evaluate a finished run: rebuild the models from its weights, measure, write eval.json."""
+    run_dir = Path(run_dir)
+    recipe = load_run_recipe(run_dir)
+    setup_logging(None, console=console)
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    data = build_data(recipe.data)
+    teacher_module, make_student = build_models(recipe, data)
+    models = []
+    for label, role in (("teacher", "teacher"), ("student, hard labels", "baseline"), ("student, distilled", "student")):
+        weights = run_dir / f"{role}.safetensors"
+        if not weights.exists():
+            if role == "baseline":
+                continue
+            raise RunDirError(
+                f"{weights} is missing: the run did not finish. Fix: finish it with `distill run RECIPE --resume`."
+            )
+        module = teacher_module if role == "teacher" else make_student()
+        try:
+            load_weights(module, weights, role)
+        except TeacherError as exc:
+            raise RunDirError(str(exc)) from None
+        models.append((label, role, module, weights))
+    table = evaluate_models(models, data, recipe)
+    markdown = render_markdown(table)
+    write_json(run_dir / "eval.json", table)
+    log.info("\n%s", markdown)
+    return RunResult(run_dir, {}, table, markdown)

@@ -1,0 +1,510 @@
+"""The recipe: one YAML file that describes a run, typed and validated.
+
+Every field is documented once, here, in its ``Field(description=...)``; the
+example printed by ``distill recipe --example`` and the README's field table
+are generated from these descriptions.
+
+Validation collects every problem and raises one :class:`RecipeError` whose
+lines name the field as written (``train.batch_size``, ``distill[0].temperature``),
+what was wrong, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distill.errors import RecipeError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------- data
+class DataConfig(_Section):
+    source: Literal["fashion_mnist", "digits", "table"] = Field(
+        "digits",
+        description="Where samples come from: 'fashion_mnist' (IDX gzip files), 'digits' "
+        "(scikit-learn's bundled 8x8 digits, no set-up) or 'table' (a CSV or Parquet file).",
+    )
+    path: str | None = Field(
+        None,
+        description="fashion_mnist: folder of the four IDX .gz files (default "
+        f"{FASHION_MNIST_DIR}, from Debian's dataset-fashion-mnist); table: the .csv/.parquet file.",
+    )
+    label_column: str = Field("label", description="table: the column that holds the class label.")
+    feature_columns: list[str] | None = Field(
+        None, description="table: feature columns (numeric); default: every column but label and id."
+    )
+    id_column: str | None = Field(
+        None, description="table: column with a stable sample id; default: the row number."
+    )
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of the training samples held out for validation (seeded)."
+    )
+    test_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share held out for test, for sources without their own test split (digits, table).",
+    )
+    train_limit: int | None = Field(
+        None, gt=0, description="Use only the first N training samples after the seeded shuffle (quick runs)."
+    )
+    augment: bool = Field(
+        False,
+        description="Random shifts and flips on image training data. The teacher then runs online "
+        "(its outputs cannot be cached), which makes distillation much slower.",
+    )
+    seed: int = Field(0, description="Seed of the train/validation/test split.")
+
+
+# ------------------------------------------------------------------- models
+class StudentConfig(_Section):
+    arch: Literal["mlp", "cnn"] = Field("mlp", description="Builder of the student: 'mlp' or 'cnn'.")
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {"hidden": [32]},
+        description="Arguments of the builder, e.g. mlp: {hidden: [32]}, cnn: {channels: [8, 16], hidden: 32}. "
+        "`distill models` lists them.",
+    )
+
+    @model_validator(mode="after")
+    def _check_params(self) -> "StudentConfig":
+        _check_builder_params(self.arch, self.params)
+        return self
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only: momentum.")
+
+
+class ScheduleConfig(_Section):
+    name: Literal["onecycle", "cosine", "constant"] = Field(
+        "onecycle", description="Learning-rate schedule over all steps: 'onecycle', 'cosine' or 'constant'."
+    )
+    warmup_fraction: float = Field(
+        0.3, ge=0, lt=1, description="Share of the steps spent warming up (onecycle's pct_start; cosine's warm-up)."
+    )
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, gt=0, description="Passes over the training split.")
+    batch_size: int = Field(128, gt=0, description="Samples per optimizer step (per process).")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer settings.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
+    seed: int = Field(0, description="Seed of initialisation, data order and dropout.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Mixed precision through Accelerate: 'fp32' (none), 'bf16', or 'fp16' (GPU only)."
+    )
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (off when null).")
+    num_threads: int | None = Field(
+        None, gt=0, description="torch CPU threads (default: torch's own choice)."
+    )
+
+
+class TeacherConfig(_Section):
+    arch: Literal["mlp", "cnn"] | None = Field(
+        "cnn", description="Built-in builder of the teacher ('mlp' or 'cnn'); null when `factory` is used."
+    )
+    factory: str | None = Field(
+        None,
+        description="Any nn.Module instead of a built-in: 'package.module:function', called with `params` "
+        "(and in_shape/num_classes when it accepts them).",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Arguments of the builder or factory.")
+    checkpoint: str | None = Field(
+        None, description="Safetensors weights of a trained teacher. When absent the teacher is trained first."
+    )
+    train: TrainConfig | None = Field(
+        None, description="How to train the teacher when there is no checkpoint (default: the `train` section)."
+    )
+    cache: bool = Field(
+        True,
+        description="Compute the teacher's outputs once and store them on disk (keyed by a fingerprint of "
+        "weights, data and preprocessing). Ignored, with a log line, when data.augment is on.",
+    )
+    name: str | None = Field(None, description="Human name of the teacher, recorded in the model card.")
+    license: str | None = Field(None, description="Licence of the teacher, recorded in the model card.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> "TeacherConfig":
+        if self.factory is not None and self.arch is not None and "arch" in self.model_fields_set:
+            raise ValueError("give either `arch` or `factory`, not both")
+        if self.factory is not None:
+            object.__setattr__(self, "arch", None)
+            if ":" not in self.factory:
+                raise ValueError(
+                    f"factory must look like 'package.module:function' (got {self.factory!r})"
+                )
+        elif self.arch is None:
+            raise ValueError("give the teacher an `arch` ('mlp' or 'cnn') or a `factory`")
+        else:
+            _check_builder_params(self.arch, self.params)
+        return self
+
+
+# ------------------------------------------------------------------- losses
+class LossTerm(BaseModel):
+    """One weighted term of the distillation objective; extra keys are the loss's parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loss: str = Field(description="Name of the loss (see `distill methods`).")
+    weight: float = Field(1.0, ge=0, description="Weight of the term in the weighted sum.")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_loss(self) -> "LossTerm":
+        from distill.losses import REGISTRY  # lazy: the registry is the source of truth
+
+        if self.loss not in REGISTRY:
+            hint = difflib.get_close_matches(self.loss, list(REGISTRY), n=1)
+            did = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ValueError(
+                f"unknown loss {self.loss!r}{did} Known: {', '.join(sorted(REGISTRY))} (`distill methods`)"
+            )
+        spec = REGISTRY[self.loss]
+        unknown = sorted(set(self.params) - set(spec.params))
+        if unknown:
+            allowed = ", ".join(sorted(spec.params)) or "none"
+            raise ValueError(
+                f"loss {self.loss!r} has no parameter {', '.join(map(repr, unknown))}; its parameters: {allowed}"
+            )
+        for key, value in self.params.items():
+            problem = spec.check(key, value)
+            if problem:
+                raise ValueError(f"{key} {problem}")
+        return self
+
+
+def _default_terms() -> list[LossTerm]:
+    return [LossTerm(loss="kd", weight=0.5, temperature=2.0), LossTerm(loss="ce", weight=0.5)]
+
+
+# --------------------------------------------------------------- eval/output
+class EvalConfig(_Section):
+    baseline: bool = Field(
+        True,
+        description="Also train the same student on hard labels alone, to show what distillation bought.",
+    )
+    batch_size: int = Field(1024, gt=0, description="Batch size for computing accuracy.")
+    latency_runs: int = Field(200, gt=0, description="Timed batch-1 calls per model (median reported).")
+    warmup_runs: int = Field(20, ge=0, description="Untimed calls before timing.")
+    throughput_batch: int = Field(256, gt=0, description="Batch size for the throughput measurement.")
+    throughput_runs: int = Field(20, gt=0, description="Timed large-batch calls per model.")
+
+
+class OutputConfig(_Section):
+    dir: str | None = Field(None, description="Run directory (default: runs/<name>).")
+    cache_dir: str = Field(
+        ".distill-cache", description="Folder of the teacher-output cache, shared across runs."
+    )
+    overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
+
+
+class Recipe(_Section):
+    name: str = Field("run", min_length=1, description="Name of the run (default folder runs/<name>).")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The large model.")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="The small model.")
+    distill: list[LossTerm] = Field(
+        default_factory=_default_terms,
+        min_length=1,
+        description="The objective: a weighted sum of loss terms, each `{loss: NAME, weight: W, ...params}`.",
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="How the student is trained.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and measurement.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or v in {".", ".."}:
+            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
+        return v
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
+
+    @property
+    def teacher_train(self) -> TrainConfig:
+        return self.teacher.train if self.teacher.train is not None else self.train
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------ validation
+def _check_builder_params(arch: str, params: dict[str, Any]) -> None:
+    from distill.models import BUILDERS  # lazy: builders are the source of truth
+
+    fn = BUILDERS[arch]
+    sig = inspect.signature(fn)
+    reserved = {"in_shape", "num_classes"}
+    allowed = [p for p in sig.parameters if p not in reserved]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"builder {arch!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters: {', '.join(allowed)}"
+        )
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"function-after", "function-before"} or str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or check its spelling",
+    "missing": "add it",
+    "literal_error": "use one of the listed values",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        cand = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not cand:
+            return []
+        model = cand[0]
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(err.get("loc", ()))
+    path = _loc_to_path(loc)
+    kind = err.get("type", "")
+    given = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        keys = _known_keys(loc)
+        hint = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        known = f"; known keys here: {', '.join(keys)}" if keys else ""
+        return f"{path}: unknown key{did}{known}. Fix: remove it or correct its spelling."
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values())) if ctx else "?"
+        return f"{path} must be {op} {bound} (got {given!r}). Fix: {_FIXES[kind]}."
+    if kind == "literal_error":
+        return f"{path} must be one of {ctx.get('expected', '?')} (got {given!r}). Fix: {_FIXES[kind]}."
+    if kind == "value_error":
+        msg = str(ctx.get("error", err.get("msg", "")))
+        return f"{path}: {msg}."
+    if kind == "missing":
+        return f"{path} is required. Fix: add it."
+    msg = err.get("msg", "invalid value")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{path}: {msg}{shown}. Fix: {_FIXES.get(kind, 'correct the value')}."
+
+
+def validate_recipe(raw: Any, source: str | None = None) -> Recipe:
+    """Validate a raw mapping into a :class:`Recipe`, reporting every problem at once."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            [f"the recipe must be a mapping of sections (data, teacher, ...), got {type(raw).__name__}"], source
+        )
+    try:
+        return Recipe.model_validate(copy.deepcopy(raw))
+    except ValidationError as exc:
+        problems = [_format_error(e) for e in exc.errors(include_url=False)]
+        raise RecipeError(problems, source) from None
+
+
+# -------------------------------------------------------------- overrides
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (YAML-parsed values) to a copy of ``raw``.
+
+    List items are addressed by index: ``distill.0.temperature=2``.
+    """
+    out = copy.deepcopy(raw) if raw else {}
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+            continue
+        key, _, text = item.partition("=")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        parts = [p for p in key.split(".") if p]
+        if not parts:
+            problems.append(f"--set {item!r}: empty key")
+            continue
+        node: Any = out
+        ok = True
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    problems.append(f"--set {key}: {part!r} is not an index of the list (0..{len(node) - 1})")
+                    ok = False
+                    break
+                node = node[int(part)]
+                continue
+            if part not in node or node[part] is None:
+                node[part] = [] if nxt.isdigit() else {}
+            node = node[part]
+            if not isinstance(node, (dict, list)):
+                problems.append(f"--set {key}: {part!r} is a value, not a section")
+                ok = False
+                break
+        if not ok:
+            continue
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                problems.append(f"--set {key}: {last!r} is not an index of the list (0..{len(node) - 1})")
+                continue
+            node[int(last)] = value
+        else:
+            node[last] = value
+    if problems:
+        raise RecipeError(problems, "--set")
+    return out
+
+
+def _fill_defaults_for_list(raw: dict[str, Any]) -> dict[str, Any]:
+    """Make ``--set distill.0.x=..`` work when the recipe leaves ``distill`` at its default."""
+    if "distill" not in raw:
+        raw = dict(raw)
+        raw["distill"] = [t.model_dump() for t in _default_terms()]
+    return raw
+
+
+def load_recipe(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    raw: dict[str, Any] | None = None,
+) -> Recipe:
+    """Load a recipe from YAML (or a raw mapping), apply ``--set`` overrides, validate."""
+    source = None
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError([f"file not found: {p}. Fix: check the path, or run `distill recipe --example > recipe.yaml`."], source)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise RecipeError(["the file is not UTF-8 text. Fix: save it as UTF-8."], source) from None
+        except yaml.YAMLError as exc:
+            raise RecipeError([f"not valid YAML: {exc}. Fix: correct the YAML syntax at that line."], source) from None
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise RecipeError([f"the recipe must be a mapping of sections, got {type(raw).__name__}"], source)
+    if overrides:
+        raw = apply_overrides(_fill_defaults_for_list(raw), overrides)
+    return validate_recipe(raw, source)
+
+
+# ------------------------------------------------------ documented example
+def example_recipe() -> dict[str, Any]:
+    """The documented example: a CNN teacher distilled into a tiny MLP on Fashion-MNIST."""
+    return {
+        "name": "fashion-mnist",
+        "data": {"source": "fashion_mnist", "path": FASHION_MNIST_DIR, "val_fraction": 5000 / 60000, "seed": 0},
+        "teacher": {
+            "arch": "cnn",
+            "params": {"channels": [16, 32, 64], "hidden": 384, "dropout": 0.3},
+            "train": {"epochs": 10, "batch_size": 128, "optimizer": {"name": "adam", "lr": 3e-3}},
+            "license": "MIT",
+        },
+        "student": {"arch": "mlp", "params": {"hidden": [32]}},
+        "distill": [{"loss": "kd", "weight": 0.5, "temperature": 2.0}, {"loss": "ce", "weight": 0.5}],
+        "train": {"epochs": 30, "batch_size": 128, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0},
+        "eval": {"baseline": True},
+    }
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _emit(model_cls: type[BaseModel], values: dict[str, Any], indent: int, lines: list[str]) -> None:
+    pad = "  " * indent
+    for name, field in model_cls.model_fields.items():
+        desc = field.description or ""
+        value = values.get(name, field.get_default(call_default_factory=True))
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        sub = _submodel(field.annotation)
+        lines.append(f"{pad}# {desc}")
+        if sub is not None and isinstance(value, dict):
+            lines.append(f"{pad}{name}:")
+            _emit(sub, value, indent + 1, lines)
+        elif name == "distill":
+            lines.append(f"{pad}{name}:")
+            from distill.losses import REGISTRY
+
+            for term in value:
+                term = term.model_dump() if isinstance(term, BaseModel) else term
+                spec = REGISTRY[term["loss"]]
+                lines.append(f"{pad}  # {term['loss']}: {spec.summary}")
+                lines.append(f"{pad}  - {_yaml_scalar(term)}")
+        else:
+            lines.append(f"{pad}{name}: {_yaml_scalar(value)}")
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    for a in (annotation, *(getattr(annotation, "__args__", ()) or ())):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
+def example_yaml() -> str:
+    """The example recipe as YAML with every field's documentation as a comment."""
+    lines = [
+        "# distill recipe: one file describes a run (validate it with `distill recipe --check FILE`).",
+        "# Any field can be overridden on the command line: --set train.epochs=3",
+    ]
+    example = example_recipe()
+    validate_recipe(example)  # the example must always be valid
+    _emit(Recipe, example, 0, lines)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""What differs per task: how to get logits and labels, and the metrics."""

@@ -1,0 +1,141 @@
+"""Teachers behind one protocol: ``logits(x) -> (N, C)`` plus a weight fingerprint.
+
+Kinds here: a torch module (built-in builder or ``package.module:function``,
+optionally with safetensors weights). ``cache.py`` stores teacher outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from distill.errors import DistillError, ModelError, TeacherError
+from distill.models import build, build_from_factory
+
+
+class Teacher(Protocol):
+    num_classes: int
+
+    def logits(self, x: Tensor) -> Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """sha256 over the class name and every tensor of the state dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256(type(module).__name__.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+class TorchTeacher:
+    """A teacher that is an ``nn.Module`` run in eval mode without gradients."""
+
+    def __init__(self, module: nn.Module, num_classes: int):
+        self.module = module
+        self.num_classes = num_classes
+        self._fp: str | None = None
+
+    @torch.inference_mode()
+    def logits(self, x: Tensor) -> Tensor:
+        was = self.module.training
+        self.module.eval()
+        try:
+            out = self.module(x)
+        finally:
+            self.module.train(was)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if hasattr(out, "logits"):
+            out = out.logits
+        return out.float()
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            self._fp = module_fingerprint(self.module)
+        return self._fp
+
+    def invalidate(self) -> None:
+        self._fp = None
+
+
+def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
+    """Load safetensors weights into ``module``; shape mismatches are reported by name."""
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise TeacherError(f"{what} checkpoint not found: {p}. Fix: check the path (weights must be a .safetensors file).")
+    if p.suffix not in {".safetensors"}:
+        raise TeacherError(
+            f"{what} checkpoint {p} is not a .safetensors file. distill loads weights only from safetensors "
+            "(no pickle). Fix: convert it: safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
+        )
+    try:
+        state = load_file(str(p))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise TeacherError(f"cannot read {what} checkpoint {p}: {exc}. Fix: the file is corrupt or truncated.") from None
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing in checkpoint: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"not in model: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if wrong:
+            parts.append("shape mismatch: " + "; ".join(wrong[:5]))
+        raise TeacherError(
+            f"{what} checkpoint {p} does not fit the model the recipe builds ({'; '.join(parts)}). "
+            "Fix: make the recipe's arch/params match the architecture the weights were trained with."
+        )
+    module.load_state_dict(state)
+
+
+def build_teacher_module(arch: str | None, factory: str | None, params: dict, in_shape: Sequence[int], num_classes: int) -> nn.Module:
+    try:
+        if factory:
+            return build_from_factory(factory, in_shape, num_classes, params)
+        assert arch is not None
+        return build(arch, in_shape, num_classes, params)
+    except ModelError as exc:
+        raise TeacherError(f"cannot build the teacher: {exc}") from None
+
+
+def check_output_classes(module: nn.Module, in_shape: Sequence[int], num_classes: int, what: str) -> None:
+    """Run one dummy sample and compare the output width with the data's class count."""
+    module.eval()
+    try:
+        with torch.inference_mode():
+            out = module(torch.zeros(1, *in_shape))
+    except Exception as exc:
+        err = TeacherError if what == "teacher" else ModelError
+        raise err(f"the {what} cannot run on samples shaped {tuple(in_shape)}: {type(exc).__name__}: {exc}") from None
+    if hasattr(out, "logits"):
+        out = out.logits
+    width = out.shape[-1]
+    if width != num_classes:
+        err2: type[DistillError] = TeacherError if what == "teacher" else ModelError
+        raise err2(
+            f"the {what} outputs {width} classes but the data has {num_classes}. "
+            f"Fix: give the {what} {num_classes} outputs (or use data with {width} classes)."
+        )
+
+
+__all__ = ["Teacher", "TorchTeacher", "build_teacher_module", "check_output_classes", "load_weights", "module_fingerprint"]
