@@ -219,6 +219,12 @@ def _read_table(path: str | None) -> Any:
     raise DataError(f"unsupported table format {suffix!r} for {p}. Fix: use .csv, .tsv or .parquet.")
 
 
+def _is_numeric(column: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(column)) and not pd.api.types.is_bool_dtype(column)
+
+
 def _table(cfg: DataConfig) -> DataBundle:
     df = _read_table(cfg.path)
     if len(df) == 0:
@@ -237,7 +243,7 @@ def _table(cfg: DataConfig) -> DataBundle:
         raise DataError(f"feature columns not in {cfg.path}: {', '.join(absent)}. Its columns are: {', '.join(cols)}.")
     if not features:
         raise DataError(f"{cfg.path} has no feature columns besides the label. Fix: add features or set data.feature_columns.")
-    non_numeric = [c for c in features if not np.issubdtype(df[c].dtype, np.number)]
+    non_numeric = [c for c in features if not _is_numeric(df[c])]
     if non_numeric:
         raise DataError(
             f"feature columns must be numeric; not numeric: {', '.join(non_numeric)}. "

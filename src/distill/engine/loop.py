@@ -173,14 +173,14 @@ def fit(
             if not torch.isfinite(loss):
                 if bar is not None:
                     bar.close()
-                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
+                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
                 kept = (
                     f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpoints.folder}"
                     if checkpoints is not None and epoch > 1
                     else "no checkpoint was written for this stage yet"
                 )
                 raise TrainingError(
-                    f"{role}: the loss became {float(loss)} at epoch {epoch}, step {step + 1} ({detail}); "
+                    f"{role}: the loss became {float(loss.detach())} at epoch {epoch}, step {step + 1} ({detail}); "
                     f"training stopped and {kept}. Fix: lower train.optimizer.lr (now {cfg.optimizer.lr}), "
                     "set train.grad_clip, or check the data for extreme values."
                 )
@@ -200,7 +200,7 @@ def fit(
                 bar.update(1)
                 if step % 20 == 0 or step == steps_per_epoch - 1:
                     elapsed = time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{float(loss):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
             steps_done += 1
             if stop_after_steps is not None and steps_done >= stop_after_steps:
                 if bar is not None:

@@ -1,0 +1,93 @@
+"""Property tests of the distillation losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distill.losses import REGISTRY, cross_entropy, kd_loss
+
+
+def _logits(n: int = 6, c: int = 5, seed: int = 0, scale: float = 3.0) -> torch.Tensor:
+    return torch.randn(n, c, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("t", [0.5, 1.0, 4.0, 20.0])
+def test_kd_is_zero_on_identical_logits(t: float) -> None:
+    z = _logits()
+    assert kd_loss(z, z.clone(), temperature=t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_is_positive_when_logits_differ() -> None:
+    assert kd_loss(_logits(seed=0), _logits(seed=1), temperature=2.0).item() > 1e-3
+
+
+def test_kd_matches_hand_computation() -> None:
+    s = torch.tensor([[1.0, 2.0, 0.5]])
+    t = torch.tensor([[0.2, 3.0, -1.0]])
+    T = 2.0
+    ps = [math.exp(v / T) for v in s[0].tolist()]
+    pt = [math.exp(v / T) for v in t[0].tolist()]
+    ps = [p / sum(ps) for p in ps]
+    pt = [p / sum(pt) for p in pt]
+    kl = sum(q * math.log(q / p) for q, p in zip(pt, ps))
+    assert kd_loss(s, t, temperature=T).item() == pytest.approx(T * T * kl, rel=1e-5)
+
+
+def test_kd_is_a_true_kl_not_cross_entropy() -> None:
+    """-Σ p log q (a cross-entropy) is not zero on identical inputs; the KL is."""
+    z = _logits()
+    p = torch.softmax(z, -1)
+    cross_ent = -(p * torch.log_softmax(z, -1)).sum(-1).mean()
+    assert cross_ent.item() > 0.1
+    assert kd_loss(z, z, temperature=1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_gradient_does_not_reach_teacher() -> None:
+    s = _logits(seed=0).requires_grad_(True)
+    t = _logits(seed=1).requires_grad_(True)
+    kd_loss(s, t, temperature=3.0).backward()
+    assert s.grad is not None and t.grad is None
+
+
+def test_t_squared_keeps_gradient_scale_across_temperatures() -> None:
+    """At high T the gradient of the softened KL falls as 1/T²; the T² factor cancels it."""
+    s0, t0 = _logits(n=64, seed=2, scale=0.5), _logits(n=64, seed=3, scale=0.5)
+    norms = []
+    for T in (4.0, 8.0, 16.0):
+        s = s0.clone().requires_grad_(True)
+        kd_loss(s, t0, temperature=T).backward()
+        norms.append(s.grad.norm().item())
+    # Without T² these would shrink by 4x per doubling; with it they stay within ~10%
+    # (the gradient tends to (s - t) / (C·N·T) · T, i.e. scale ~ 1/T · T² / T = const).
+    assert max(norms) / min(norms) < 1.1
+    raw = []
+    for T in (4.0, 8.0):
+        s = s0.clone().requires_grad_(True)
+        (kd_loss(s, t0, temperature=T) / (T * T)).backward()
+        raw.append(s.grad.norm().item())
+    assert raw[0] / raw[1] == pytest.approx(4.0, rel=0.1)
+
+
+def test_kd_rejects_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        kd_loss(_logits(c=5), _logits(c=4), temperature=2.0)
+
+
+def test_cross_entropy_matches_torch_and_ignores_unlabelled() -> None:
+    z = _logits()
+    y = torch.tensor([0, 1, 2, 3, 4, -100])
+    expect = torch.nn.functional.cross_entropy(z[:5], y[:5])
+    assert cross_entropy(z, y).item() == pytest.approx(expect.item(), rel=1e-6)
+
+
+def test_registry_entries_are_consistent() -> None:
+    for name, spec in REGISTRY.items():
+        assert spec.summary, name
+        assert set(spec.needs) <= {"labels", "teacher_logits"}
+        for pname, p in spec.params.items():
+            assert spec.check(pname, p.default) is None, (name, pname)
+    assert REGISTRY["kd"].check("temperature", 0) is not None
+    assert REGISTRY["kd"].check("temperature", "hot") is not None
