@@ -219,7 +219,9 @@ def test_teacher_output_width_mismatch_with_data(write_recipe, tmp_path: Path, m
 
 
 def test_augmented_run_uses_an_online_teacher(write_recipe) -> None:
-    raw = tiny_recipe(data={"source": "digits", "augment": True})
+    raw = tiny_recipe()
+    raw["train"]["augment"] = True
+    raw["teacher"]["train"]["augment"] = True
     raw["eval"]["baseline"] = False
     assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
     m = json.loads(Path("runs/tiny/metrics.json").read_text())

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--example", action="store_true", help="print the documented example recipe")
     g.add_argument("--check", metavar="FILE", help="validate FILE and print the resolved recipe")
+    g.add_argument("--fields", action="store_true", help="print every field as a Markdown table")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     p.set_defaults(func=cmd_recipe)
 
@@ -149,8 +150,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
-    from distill.recipe import example_yaml, load_recipe
+    from distill.recipe import example_yaml, fields_markdown, load_recipe
 
+    if args.fields:
+        print(fields_markdown(), end="")
+        return 0
     if args.example:
         print(example_yaml(), end="")
         return 0

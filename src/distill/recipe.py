@@ -60,11 +60,6 @@ class DataConfig(_Section):
     train_limit: int | None = Field(
         None, gt=0, description="Use only the first N training samples after the seeded shuffle (quick runs)."
     )
-    augment: bool = Field(
-        False,
-        description="Random shifts and flips on image training data. The teacher then runs online "
-        "(its outputs cannot be cached), which makes distillation much slower.",
-    )
     seed: int = Field(0, description="Seed of the train/validation/test split.")
 
 
@@ -109,6 +104,11 @@ class TrainConfig(_Section):
         "fp32", description="Mixed precision through Accelerate: 'fp32' (none), 'bf16', or 'fp16' (GPU only)."
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (off when null).")
+    augment: bool = Field(
+        False,
+        description="Random shifts (and flips, where the data allows) of image training batches. For the student "
+        "this means the teacher runs online on every batch (its outputs cannot be cached): much slower.",
+    )
     num_threads: int | None = Field(
         None, gt=0, description="torch CPU threads (default: torch's own choice)."
     )
@@ -133,7 +133,7 @@ class TeacherConfig(_Section):
     cache: bool = Field(
         True,
         description="Compute the teacher's outputs once and store them on disk (keyed by a fingerprint of "
-        "weights, data and preprocessing). Ignored, with a log line, when data.augment is on.",
+        "weights, data and preprocessing). Not possible, and said so in the log, when train.augment is on.",
     )
     name: str | None = Field(None, description="Human name of the teacher, recorded in the model card.")
     license: str | None = Field(None, description="Licence of the teacher, recorded in the model card.")
@@ -496,6 +496,32 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
         if isinstance(a, type) and issubclass(a, BaseModel):
             return a
     return None
+
+
+def fields_markdown() -> str:
+    """Every recipe field as a Markdown table (path, type, default, meaning), for the README."""
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+
+    def walk(model_cls: type[BaseModel], prefix: str) -> None:
+        for name, field in model_cls.model_fields.items():
+            path = f"{prefix}{name}"
+            sub = _submodel(field.annotation)
+            if sub is not None and name != "distill":
+                rows.append(f"| `{path}` | | {field.description or ''} |")
+                walk(sub, path + ".")
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, list) and default and isinstance(default[0], BaseModel):
+                default = [d.model_dump() for d in default]
+            shown = _yaml_scalar(default).replace("|", "\\|")
+            rows.append(f"| `{path}` | `{shown}` | {field.description or ''} |")
+            if name == "distill":
+                rows.append("| `distill[].loss` | | " + (LossTerm.model_fields["loss"].description or "") + " |")
+                rows.append("| `distill[].weight` | `1.0` | " + (LossTerm.model_fields["weight"].description or "") + " |")
+                rows.append("| `distill[].<param>` | | Parameters of the loss, e.g. `temperature` for kd (`distill methods`). |")
+
+    walk(Recipe, "")
+    return "\n".join(rows) + "\n"
 
 
 def example_yaml() -> str:

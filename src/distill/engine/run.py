@@ -296,9 +296,8 @@ def run(
     stops = _stop_after_steps or {}
 
     data = build_data(recipe.data)
-    augment = recipe.data.augment and data.kind == "image"
-    if recipe.data.augment and data.kind != "image":
-        log.warning("data.augment applies to images only; %s is a table, so it is ignored", data.source)
+    if (recipe.train.augment or recipe.teacher_train.augment) and data.kind != "image":
+        log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
     log.info("data: %s", data.describe())
 
     teacher_module, make_student = build_models(recipe, data)
@@ -315,7 +314,8 @@ def run(
         teacher_history = _train_stage(
             "teacher", teacher_module, data, [LossTerm(loss="ce")], recipe.teacher_train,
             run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
-            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"), augment=augment,
+            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"),
+            augment=recipe.teacher_train.augment and data.kind == "image",
         )  # fmt: skip
     teacher = TorchTeacher(teacher_module, data.num_classes)
 
@@ -324,10 +324,10 @@ def run(
     cache_info: dict[str, Any] = {"cache": "not needed"}
     online = None
     if needs_teacher(objective):
-        if recipe.data.augment and data.kind == "image":
+        if recipe.train.augment and data.kind == "image":
             online = teacher.logits
-            cache_info = {"cache": "off (data.augment: the teacher runs online)"}
-            log.info("teacher outputs: data.augment is on, so the teacher runs online on every batch (slower)")
+            cache_info = {"cache": "off (train.augment: the teacher runs online)"}
+            log.info("teacher outputs: train.augment is on, so the teacher runs online on every batch (slower)")
         else:
             if not recipe.teacher.cache:
                 log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")
@@ -340,7 +340,8 @@ def run(
         histories["baseline"] = _train_stage(
             "baseline", baseline, data, [LossTerm(loss="ce")], recipe.train,
             run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
-            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("baseline"), augment=augment,
+            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("baseline"),
+            augment=recipe.train.augment and data.kind == "image",
         )  # fmt: skip
         students.append(("student, hard labels", "baseline", baseline, run_dir / "baseline.safetensors"))
     student = make_student()
@@ -349,7 +350,8 @@ def run(
         "student", student, data, list(recipe.distill), recipe.train,
         run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
         eval_batch=recipe.eval.batch_size, teacher_logits=teacher_logits.get("train"),
-        online_teacher=online, stop_after_steps=stops.get("student"), augment=augment,
+        online_teacher=online, stop_after_steps=stops.get("student"),
+        augment=recipe.train.augment and data.kind == "image",
     )  # fmt: skip
     students.append(("student, distilled", "student", student, run_dir / "student.safetensors"))
 
