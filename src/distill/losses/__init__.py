@@ -10,14 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from distill.losses.kd import cross_entropy, kd_loss, softmax_with_temperature
+from distill.losses.kd import (
+    cross_entropy,
+    cross_entropy_value_and_grad,
+    kd_loss,
+    kd_targets,
+    kd_value_and_grad,
+    log_softmax,
+    softmax_with_temperature,
+)
 
 
 @dataclass(frozen=True)
 class Param:
     default: Any
     doc: str
-    low: float | None = None  # exclusive lower bound
+    low: float | None = None  # exclusive lower bound (inclusive with low_inclusive)
     low_inclusive: bool = False
     high: float | None = None  # exclusive upper bound
 
@@ -28,6 +36,13 @@ class LossSpec:
     needs: tuple[str, ...]
     summary: str
     params: dict[str, Param] = field(default_factory=dict)
+    # Optional fast path (closed-form gradient, no autograd graph for the loss):
+    # ``prepare(all_teacher_logits, **params)`` returns per-sample teacher tensors once
+    # per run (cached teachers only); ``value_and_grad(student_logits, <labels, or the
+    # batch's rows of prepare's tensors>, **params)`` returns (value, d value / d logits)
+    # and must match autograd through ``fn`` (tested).
+    prepare: Callable[..., dict[str, Any]] | None = None
+    value_and_grad: Callable[..., Any] | None = None
 
     @property
     def needs_teacher(self) -> bool:
@@ -60,13 +75,19 @@ REGISTRY: dict[str, LossSpec] = {
         needs=("labels",),
         summary="cross-entropy on hard labels (the vanilla objective)",
         params={"label_smoothing": Param(0.0, "share of probability spread over all classes", 0.0, True, 1.0)},
+        value_and_grad=cross_entropy_value_and_grad,
     ),
     "kd": LossSpec(
         fn=kd_loss,
         needs=("teacher_logits",),
         summary="Hinton KD: T² · KL(softmax(t/T) ‖ softmax(s/T)) (Hinton et al. 2015)",
         params={"temperature": Param(4.0, "softening temperature T", 0.0)},
+        prepare=kd_targets,
+        value_and_grad=kd_value_and_grad,
     ),
 }
 
-__all__ = ["REGISTRY", "LossSpec", "Param", "cross_entropy", "kd_loss", "softmax_with_temperature"]
+__all__ = [
+    "REGISTRY", "LossSpec", "Param", "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets",
+    "kd_value_and_grad", "log_softmax", "softmax_with_temperature",
+]  # fmt: skip

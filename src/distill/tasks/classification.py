@@ -38,10 +38,59 @@ def needs_teacher(objective: list[Term]) -> bool:
     return any(t.spec.needs_teacher and t.weight > 0 for t in objective)
 
 
+def prepare_teacher_targets(objective: list[Term], teacher_logits: Tensor) -> dict[str, dict[str, Tensor]]:
+    """Per-sample teacher tensors for every term that has a closed-form path (once per run)."""
+    out: dict[str, dict[str, Tensor]] = {}
+    for term in objective:
+        if term.spec.needs_teacher and term.spec.prepare is not None and term.spec.value_and_grad is not None:
+            out[term.label] = term.spec.prepare(teacher_logits, **term.params)
+    return out
+
+
+def closed_form_available(objective: list[Term], prepared: dict[str, Any], labels_all_valid: bool) -> bool:
+    """True when every term's value and gradient can be computed in closed form."""
+    for term in objective:
+        if term.spec.value_and_grad is None:
+            return False
+        if term.spec.needs_teacher and term.label not in prepared:
+            return False
+        if "labels" in term.spec.needs and (not labels_all_valid or term.params.get("label_smoothing", 0.0)):
+            return False
+    return True
+
+
+@torch.no_grad()
+def objective_value_and_grad(
+    objective: list[Term], student_logits: Tensor, labels: Tensor, prepared: dict[str, dict[str, Tensor]]
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """``(total, {label: unweighted value}, d total / d student_logits)`` without autograd.
+
+    ``prepared`` holds this batch's rows of :func:`prepare_teacher_targets`. Only valid
+    when :func:`closed_form_available` says so.
+    """
+    values: dict[str, Tensor] = {}
+    total: Tensor | None = None
+    grad: Tensor | None = None
+    for term in objective:
+        vg = term.spec.value_and_grad
+        assert vg is not None
+        if term.spec.needs_teacher:
+            value, g = vg(student_logits, **prepared[term.label], **term.params)
+        else:
+            value, g = vg(student_logits, labels)
+        values[term.label] = value
+        if term.weight != 1.0:
+            value, g = value * term.weight, g.mul_(term.weight)
+        total = value if total is None else total + value
+        grad = g if grad is None else grad.add_(g)
+    assert total is not None and grad is not None
+    return total, values, grad
+
+
 def compute_objective(
     objective: list[Term], student_logits: Tensor, labels: Tensor, teacher_logits: Tensor | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Return ``(total, {label: unweighted value})``."""
+    """Return ``(total, {label: unweighted value})`` through autograd (the reference path)."""
     values: dict[str, Tensor] = {}
     total: Tensor | None = None
     for term in objective:
@@ -52,7 +101,7 @@ def compute_objective(
         else:
             value = term.spec.fn(student_logits, labels, **term.params)
         values[term.label] = value
-        weighted = value * term.weight
+        weighted = value if term.weight == 1.0 else value * term.weight
         total = weighted if total is None else total + weighted
     assert total is not None
     return total, values
