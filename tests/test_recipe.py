@@ -130,3 +130,14 @@ def test_resolved_recipe_round_trips() -> None:
     r = validate_recipe(tiny_recipe())
     again = validate_recipe(yaml.safe_load(r.to_yaml()))
     assert again.to_dict() == r.to_dict()
+
+
+def test_readme_field_table_is_generated_from_the_schema() -> None:
+    from pathlib import Path
+
+    from distill.recipe import fields_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- fields:start -->\n", "<!-- fields:end -->"
+    block = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert block == fields_markdown(), "README field table is stale: paste `distill recipe --fields` between the markers"
