@@ -13,6 +13,7 @@ Run directory::
     checkpoints/<role>/    per-epoch checkpoints (see engine/checkpoint.py)
     metrics.json           accuracies, fingerprints, timings, curves
     comparison.md/.json    the "large model vs distilled model" table
+    predictions.safetensors test labels and every model's test logits (for reports)
 """
 
 from __future__ import annotations
@@ -255,13 +256,22 @@ def _measure(model: nn.Module, data: DataBundle, weights: Path, recipe: Recipe) 
 
 
 def evaluate_models(
-    models: list[tuple[str, str, nn.Module, Path]], data: DataBundle, recipe: Recipe
+    models: list[tuple[str, str, nn.Module, Path]],
+    data: DataBundle,
+    recipe: Recipe,
+    predictions_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and cost of each ``(label, role, module, weights_path)``, side by side."""
+    """Accuracy and cost of each ``(label, role, module, weights_path)``, side by side.
+
+    With ``predictions_path``, the test logits of every model (and the test labels)
+    are saved there as safetensors: ``test_labels``, ``test_logits.<role>``.
+    """
     entries = []
+    preds: dict[str, torch.Tensor] = {"test_labels": data.test.y.clone()}
     for label, role, module, weights in models:
         val_logits = predict_logits(module, data.val.x, recipe.eval.batch_size)
         test_logits = predict_logits(module, data.test.x, recipe.eval.batch_size)
+        preds[f"test_logits.{role}"] = test_logits.contiguous()
         entries.append(
             {
                 "label": label,
@@ -271,6 +281,10 @@ def evaluate_models(
                 "cost": _measure(module, data, weights, recipe),
             }
         )
+    if predictions_path is not None:
+        from safetensors.torch import save_file
+
+        write_with(predictions_path, lambda tmp: save_file(preds, str(tmp)))
     return comparison(entries)
 
 
@@ -358,7 +372,10 @@ def run(
     if not accelerator.is_main_process:
         return RunResult(run_dir, {}, {}, "")
     log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
-    table = evaluate_models([("teacher", "teacher", teacher_module, teacher_weights), *students], data, recipe)
+    table = evaluate_models(
+        [("teacher", "teacher", teacher_module, teacher_weights), *students], data, recipe,
+        predictions_path=run_dir / "predictions.safetensors",
+    )  # fmt: skip
     markdown = render_markdown(table)
     metrics = {
         "distill_version": __version__,
