@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("recipe", help="recipe YAML file (see `distill recipe --example`)")
     _add_common(p)
+    p.add_argument(
+        "--nproc", type=int, default=1, metavar="N",
+        help="train with N processes (PyTorch DDP through torchrun; gloo on CPU). train.batch_size is per process. "
+        "Equivalent: torchrun --nproc_per_node N -m distill run RECIPE, or accelerate launch -m distill run RECIPE",
+    )  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -99,11 +104,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- commands
+def _relaunch(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under torchrun with ``nproc`` processes; return its exit code."""
+    import os
+    import subprocess
+
+    if nproc < 1:
+        raise DistillError(f"--nproc must be >= 1 (got {nproc})")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "distill", *rest]
+    import tempfile
+
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        # torchrun reports any failed worker as exit code 1; a worker that stops on a user
+        # error (DistillError) leaves its own exit code here so that we can return it
+        env["DISTILL_EXIT_FILE"] = str(Path(tmp) / "exit")
+        print(f"launching {nproc} processes: {' '.join(cmd[1:])}", file=sys.stderr)
+        done = subprocess.run(cmd, env=env)
+        exit_file = Path(env["DISTILL_EXIT_FILE"])
+        if done.returncode != 0 and exit_file.exists():
+            return int(exit_file.read_text().strip() or done.returncode)
+    return done.returncode
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     from distill.engine.run import run
     from distill.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides)  # validate before starting processes
+    if args.nproc != 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args.nproc, args.argv)
     result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
                  console=not args.quiet)  # fmt: skip
     if args.quiet:
@@ -194,6 +238,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -201,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except DistillError as exc:
+        import os
+
+        if os.environ.get("DISTILL_EXIT_FILE"):
+            Path(os.environ["DISTILL_EXIT_FILE"]).write_text(str(exc.exit_code))
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -80,7 +80,12 @@ def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = lo
 
 
 # ---------------------------------------------------------------- run dir
-def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
+def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> str:
+    """Decide what to do with the run directory, changing nothing: 'resume', 'replace' or 'create'.
+
+    Every process of a multi-process run calls this before any of them writes,
+    so they all reach the same decision (or raise the same error).
+    """
     run_dir = recipe.run_dir
     stored = run_dir / "recipe.yaml"
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -98,16 +103,24 @@ def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
                     f"(changed: {', '.join(diff[:8])}). Fix: resume with the same recipe and --set options, "
                     "or start a new run with --overwrite or another output.dir."
                 )
-            return run_dir
+            return "resume"
         if overwrite or recipe.output.overwrite:
-            shutil.rmtree(run_dir)
-        else:
-            raise RunDirError(
-                f"the run directory {run_dir} already exists. Fix: add --resume to continue it, "
-                f"--overwrite to replace it, or --set output.dir=OTHER."
-            )
+            return "replace"
+        raise RunDirError(
+            f"the run directory {run_dir} already exists. Fix: add --resume to continue it, "
+            f"--overwrite to replace it, or --set output.dir=OTHER."
+        )
+    return "create"
+
+
+def _prepare_run_dir(recipe: Recipe, decision: str) -> Path:
+    run_dir = recipe.run_dir
+    if decision == "resume":
+        return run_dir
+    if decision == "replace":
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(stored, recipe.to_yaml())
+    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
     return run_dir
 
 
@@ -139,7 +152,8 @@ def make_accelerator(recipe: Recipe) -> Any:
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[recipe.train.precision]
     if mp == "fp16" and not torch.cuda.is_available():
         raise DistillError("train.precision fp16 needs a GPU; none is available. Fix: use fp32 or bf16 on CPU.")
-    return Accelerator(mixed_precision=mp)
+    # cpu=True where there is no GPU, so that torchrun/accelerate launch give DDP over gloo
+    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
 # ------------------------------------------------------------------ stages
@@ -195,28 +209,57 @@ def _train_stage(
     return result.history
 
 
+def sharded_predict(module: nn.Module, x: torch.Tensor, batch_size: int, accelerator: Any) -> torch.Tensor:
+    """Logits for all rows of ``x``; with several processes each computes a contiguous
+    shard and the shards are gathered (every process gets the whole result)."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if world == 1:
+        return predict_logits(module, x, batch_size)
+    n = x.shape[0]
+    chunk = -(-n // world)
+    part = predict_logits(module, x[rank * chunk : (rank + 1) * chunk], batch_size)
+    width = part.shape[1] if part.numel() else predict_logits(module, x[:1], 1).shape[1]
+    padded = torch.zeros(chunk, width)
+    padded[: part.shape[0]] = part
+    gathered = accelerator.gather(padded.to(accelerator.device)).cpu()
+    return gathered[:n].contiguous()
+
+
 def _teacher_outputs(
-    teacher: TorchTeacher, data: DataBundle, recipe: Recipe, eval_batch: int
+    teacher: TorchTeacher, data: DataBundle, recipe: Recipe, eval_batch: int, accelerator: Any
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Teacher logits for every split: from the cache when possible."""
+    """Teacher logits for every split: from the cache when possible.
+
+    With several processes the cache is read by all of them (they agree on hit or
+    miss: nothing writes between the barrier and the read), a miss is computed
+    in shards across the processes and merged, and the main process stores it.
+    """
     out: dict[str, torch.Tensor] = {}
     info: dict[str, Any] = {"cache": "off", "seconds": 0.0}
     use_cache = recipe.teacher.cache
     cache = TeacherCache(recipe.output.cache_dir) if use_cache else None
     hits = []
+    module = teacher.module
+    fingerprint = teacher.fingerprint()
     t0 = time.perf_counter()
     for name, split in data.splits().items():
-        def compute(split=split) -> torch.Tensor:  # noqa: B023
-            return predict_logits(teacher.module, split.x, eval_batch)
-
         if cache is None:
-            out[name] = compute()
+            out[name] = sharded_predict(module, split.x, eval_batch, accelerator)
             continue
-        key = cache_key(teacher.fingerprint(), split.fingerprint(), data.preprocessing, "classification-logits-v1")
-        out[name], hit = cache.get_or_compute(key, compute, {"split": name, "source": data.source})
-        hits.append(hit)
+        key = cache_key(fingerprint, split.fingerprint(), data.preprocessing, "classification-logits-v1")
+        accelerator.wait_for_everyone()
+        cached = cache.load(key)
+        if cached is not None:
+            out[name] = cached
+        else:
+            out[name] = sharded_predict(module, split.x, eval_batch, accelerator)
+            if accelerator.is_main_process:
+                cache.store(key, out[name], {"split": name, "source": data.source})
+        hits.append(cached is not None)
         info.setdefault("files", {})[name] = str(cache.path_for(key))
+    accelerator.wait_for_everyone()
     info["seconds"] = round(time.perf_counter() - t0, 3)
+    info["processes"] = accelerator.num_processes
     if cache is not None:
         info["cache"] = "hit" if all(hits) else ("partial" if any(hits) else "miss")
         log.info(
@@ -301,12 +344,21 @@ def run(
     """Run the whole flow of ``recipe``; return the run directory, metrics and table."""
     recipe = validate_recipe(recipe.to_dict())  # never mutate the caller's recipe
     started = time.time()
-    run_dir = _prepare_run_dir(recipe, resume, overwrite)
-    setup_logging(run_dir, console=console)
-    log.info("distill %s: run %r into %s%s", __version__, recipe.name, run_dir, " (resuming)" if resume else "")
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     accelerator = make_accelerator(recipe)
+    main_process = accelerator.is_main_process
+    decision = _check_run_dir(recipe, resume, overwrite)
+    accelerator.wait_for_everyone()
+    run_dir = _prepare_run_dir(recipe, decision) if main_process else recipe.run_dir
+    accelerator.wait_for_everyone()
+    setup_logging(run_dir if main_process else None, console=console and main_process)
+    if not main_process:
+        log.setLevel(logging.WARNING)
+    log.info("distill %s: run %r into %s%s", __version__, recipe.name, run_dir, " (resuming)" if resume else "")
+    if accelerator.num_processes > 1:
+        log.info("%d processes (%s), batch size %d per process", accelerator.num_processes,
+                 accelerator.distributed_type, recipe.train.batch_size)  # fmt: skip
     stops = _stop_after_steps or {}
 
     data = build_data(recipe.data)
@@ -322,7 +374,8 @@ def run(
     if recipe.teacher.checkpoint:
         load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
         log.info("teacher: loaded %s", recipe.teacher.checkpoint)
-        _save_weights(teacher_module, teacher_weights)
+        if main_process:
+            _save_weights(teacher_module, teacher_weights)
     else:
         teacher_source = "trained"
         teacher_history = _train_stage(
@@ -345,7 +398,7 @@ def run(
         else:
             if not recipe.teacher.cache:
                 log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")
-            teacher_logits, cache_info = _teacher_outputs(teacher, data, recipe, recipe.eval.batch_size)
+            teacher_logits, cache_info = _teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accelerator)
 
     histories: dict[str, list[dict[str, Any]]] = {"teacher": teacher_history}
     students: list[tuple[str, str, nn.Module, Path]] = []
