@@ -77,3 +77,31 @@ def test_killed_run_resumes_to_the_same_final_metrics(sig: signal.Signals, write
     assert "resumed after epoch" in Path("runs/killed/run.log").read_text()
     assert _final("runs/killed") == _final("runs/full")
     assert Path("runs/killed/student.safetensors").read_bytes() == Path("runs/full/student.safetensors").read_bytes()
+
+
+def _limit_file_size() -> None:  # runs in the child before exec
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+
+def test_out_of_disk_while_writing_the_cache_is_a_clear_error(write_recipe) -> None:
+    """A file-size limit makes the 52 kB teacher-output cache unwritable, as a full disk would."""
+    from safetensors.torch import save_file
+
+    from distill.models import mlp
+
+    save_file(mlp((1, 8, 8), 10, hidden=[32]).state_dict(), "teacher.safetensors")
+    raw = tiny_recipe()
+    raw["teacher"]["checkpoint"] = "teacher.safetensors"
+    raw["eval"]["baseline"] = False
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "distill", "run", str(write_recipe(raw)), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env, preexec_fn=_limit_file_size,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "cannot write" in out.stderr and "File too large" in out.stderr and "Traceback" not in out.stderr
+    assert not list(Path(".distill-cache").glob("*")), "no partial cache entry may remain"
+    assert not list(Path("runs").rglob("*.tmp"))

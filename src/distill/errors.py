@@ -15,6 +15,7 @@ that escapes is a bug in `distill`.
     ├── CheckpointError    a checkpoint is missing, truncated or does not fit
     ├── TrainingError      training diverged (non-finite loss) or cannot go on
     ├── RunDirError        a run directory is missing, incomplete or in the way
+    ├── StorageError       a file cannot be written (disk full, no permission)
     └── ExportError        export or its parity check failed
 
 Messages follow one shape: what is wrong, why, and how to fix it.
@@ -67,6 +68,10 @@ class TrainingError(DistillError):
 
 class RunDirError(DistillError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+class StorageError(DistillError):
+    """A file cannot be written: no space left, file too large, no permission."""
 
 
 class ExportError(DistillError):

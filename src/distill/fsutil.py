@@ -1,4 +1,4 @@
-"""Atomic file writes and checksums (imports nothing of ours).
+"""Atomic file writes and checksums (imports only the error tree).
 
 A file is written to a temporary name in the same folder, flushed, fsynced and
 renamed over the target, so an interrupted run never leaves a file that looks
@@ -8,6 +8,7 @@ complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,13 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from distill.errors import StorageError
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _storage_error(target, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -29,9 +37,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+    except Exception as exc:  # torch and safetensors wrap OS errors in their own types
+        if _is_storage_problem(exc):
+            raise _storage_error(target, exc) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _is_storage_problem(exc: BaseException) -> bool:
+    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno in _NO_SPACE):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("no space left", "file too large", "disk quota", "os error 28", "os error 27"))
+
+
+def _storage_error(target: Path, exc: BaseException) -> StorageError:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return StorageError(
+        f"cannot write {target}: {reason}. Nothing was half-written (files are written to a temporary name "
+        "and renamed). Fix: free disk space, or point output.dir / output.cache_dir at a disk with room."
+    )
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

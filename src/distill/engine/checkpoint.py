@@ -10,6 +10,7 @@ the previous one is used; nothing unverified is ever loaded.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -45,7 +46,14 @@ class CheckpointStore:
 
     def save(self, epoch: int, state: dict[str, Any]) -> Path:
         path = self.folder / f"epoch-{epoch:04d}.pt"
-        write_with(path, lambda tmp: torch.save(state, tmp))
+        def save(tmp: Path) -> None:
+            # serialise in memory first: a full disk then raises a plain OSError on write,
+            # not one of torch's opaque zip-writer errors
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            tmp.write_bytes(buffer.getbuffer())
+
+        write_with(path, save)
         entries = [e for e in self._index() if e["epoch"] != epoch]
         entries.append({"epoch": epoch, "file": path.name, "sha256": sha256_file(path)})
         entries.sort(key=lambda e: e["epoch"])
