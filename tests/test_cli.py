@@ -238,3 +238,35 @@ def test_console_script_runs_as_a_subprocess(write_recipe) -> None:
     assert "| test accuracy |" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "distill", "run", "missing.yaml"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "file not found" in bad.stderr
+
+
+def test_teacher_checkpoint_problems(write_recipe, tmp_path: Path, capsys) -> None:
+    (tmp_path / "t.pt").write_bytes(b"\x80\x04 pickled")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    cases = {
+        str(tmp_path / "t.pt"): "not a .safetensors file",
+        str(tmp_path / "bad.safetensors"): "corrupt or truncated",
+        str(tmp_path / "absent.safetensors"): "checkpoint not found",
+    }
+    for ckpt, message in cases.items():
+        raw = tiny_recipe()
+        raw["teacher"]["checkpoint"] = ckpt
+        assert main(["run", str(write_recipe(raw)), "--no-progress", "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+
+
+def test_teacher_factory_that_cannot_be_imported(write_recipe, capsys) -> None:
+    raw = tiny_recipe()
+    raw["teacher"] = {"factory": "no_such_package.models:big", "train": {"epochs": 1}}
+    assert main(["run", str(write_recipe(raw)), "--no-progress"]) == 2
+    assert "cannot import module 'no_such_package.models'" in capsys.readouterr().err
+
+
+def test_eval_of_a_missing_or_unfinished_run_dir(capsys) -> None:
+    assert main(["eval", "runs/none"]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    Path("runs/half").mkdir(parents=True)
+    Path("runs/half/recipe.yaml").write_text(yaml.safe_dump(tiny_recipe()))
+    assert main(["eval", "runs/half"]) == 2
+    assert "did not finish" in capsys.readouterr().err
