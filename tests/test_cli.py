@@ -270,3 +270,11 @@ def test_eval_of_a_missing_or_unfinished_run_dir(capsys) -> None:
     Path("runs/half/recipe.yaml").write_text(yaml.safe_dump(tiny_recipe()))
     assert main(["eval", "runs/half"]) == 2
     assert "did not finish" in capsys.readouterr().err
+
+
+def test_baseline_has_its_own_training_settings(write_recipe) -> None:
+    raw = tiny_recipe()
+    raw["eval"]["baseline_train"] = {"epochs": 1, "batch_size": 32, "optimizer": {"name": "adamw", "lr": 0.01}, "seed": 5}
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
+    m = json.loads(Path("runs/tiny/metrics.json").read_text())
+    assert len(m["history"]["baseline"]) == 1 and len(m["history"]["student"]) == 2

@@ -141,3 +141,11 @@ def test_readme_field_table_is_generated_from_the_schema() -> None:
     start, end = "<!-- fields:start -->\n", "<!-- fields:end -->"
     block = readme[readme.index(start) + len(start) : readme.index(end)]
     assert block == fields_markdown(), "README field table is stale: paste `distill recipe --fields` between the markers"
+
+
+def test_augment_accepts_booleans_and_modes() -> None:
+    assert validate_recipe({"train": {"augment": True}}).train.augment == "flip+shift"
+    assert validate_recipe({"train": {"augment": False}}).train.augment == "none"
+    assert validate_recipe({"train": {"augment": "flip"}}).train.augment == "flip"
+    with pytest.raises(RecipeError, match="train.augment must be one of"):
+        validate_recipe({"train": {"augment": "rotate"}})

@@ -104,11 +104,17 @@ class TrainConfig(_Section):
         "fp32", description="Mixed precision through Accelerate: 'fp32' (none), 'bf16', or 'fp16' (GPU only)."
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (off when null).")
-    augment: bool = Field(
-        False,
-        description="Random shifts (and flips, where the data allows) of image training batches. For the student "
-        "this means the teacher runs online on every batch (its outputs cannot be cached): much slower.",
+    augment: Literal["none", "flip", "shift", "flip+shift"] = Field(
+        "none",
+        description="Random augmentation of image training batches: 'flip' (horizontal, where the data allows), "
+        "'shift' (up to 2 pixels), 'flip+shift' (true), or 'none' (false). For the student this means the teacher "
+        "runs online on every batch (its outputs cannot be cached): much slower.",
     )
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_bool(cls, v: Any) -> Any:
+        return {True: "flip+shift", False: "none"}.get(v, v) if isinstance(v, bool) else v
     num_threads: int | None = Field(
         None, gt=0, description="torch CPU threads (default: torch's own choice)."
     )
@@ -133,7 +139,7 @@ class TeacherConfig(_Section):
     cache: bool = Field(
         True,
         description="Compute the teacher's outputs once and store them on disk (keyed by a fingerprint of "
-        "weights, data and preprocessing). Not possible, and said so in the log, when train.augment is on.",
+        "weights, data and preprocessing). Not possible, and said so in the log, when train.augment is used.",
     )
     name: str | None = Field(None, description="Human name of the teacher, recorded in the model card.")
     license: str | None = Field(None, description="Licence of the teacher, recorded in the model card.")
@@ -201,6 +207,11 @@ class EvalConfig(_Section):
     baseline: bool = Field(
         True,
         description="Also train the same student on hard labels alone, to show what distillation bought.",
+    )
+    baseline_train: TrainConfig | None = Field(
+        None,
+        description="Training settings of that baseline (default: the `train` section). Tune them on the "
+        "validation split so that the comparison is with the best hard-label student, not a handicapped one.",
     )
     batch_size: int = Field(1024, gt=0, description="Batch size for computing accuracy.")
     latency_runs: int = Field(200, gt=0, description="Timed batch-1 calls per model (median reported).")

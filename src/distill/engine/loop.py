@@ -101,7 +101,7 @@ def fit(
     eval_splits: dict[str, Split],
     teacher_logits: Tensor | None = None,
     online_teacher: Callable[[Tensor], Tensor] | None = None,
-    augment: bool = False,
+    augment: str = "none",
     flip_ok: bool = False,
     checkpoints: CheckpointStore | None = None,
     resume: bool = False,
@@ -176,8 +176,8 @@ def fit(
         for step in range(steps_per_epoch):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
-            if augment:
-                x = augment_images(x, aug_gen, flip=flip_ok)
+            if augment != "none":
+                x = augment_images(x, aug_gen, max_shift=2 if "shift" in augment else 0, flip=flip_ok and "flip" in augment)
             t_logits = None
             if online_teacher is not None:
                 t_logits = online_teacher(x)

@@ -172,7 +172,7 @@ def _train_stage(
     teacher_logits: torch.Tensor | None = None,
     online_teacher: Any = None,
     stop_after_steps: int | None = None,
-    augment: bool = False,
+    augment: str = "none",
 ) -> list[dict[str, Any]]:
     weights = run_dir / f"{role}.safetensors"
     hist_path = run_dir / "history" / f"{role}.json"
@@ -276,9 +276,10 @@ def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, Any]:
         recipe.teacher_train.seed,
     )
 
-    def student() -> nn.Module:
+    def student(seed: int | None = None) -> nn.Module:
         return _seeded_build(
-            lambda: build(recipe.student.arch, data.in_shape, data.num_classes, recipe.student.params), recipe.train.seed
+            lambda: build(recipe.student.arch, data.in_shape, data.num_classes, recipe.student.params),
+            recipe.train.seed if seed is None else seed,
         )
 
     return teacher, student
@@ -362,7 +363,7 @@ def run(
     stops = _stop_after_steps or {}
 
     data = build_data(recipe.data)
-    if (recipe.train.augment or recipe.teacher_train.augment) and data.kind != "image":
+    if {recipe.train.augment, recipe.teacher_train.augment} != {"none"} and data.kind != "image":
         log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
     log.info("data: %s", data.describe())
 
@@ -382,7 +383,7 @@ def run(
             "teacher", teacher_module, data, [LossTerm(loss="ce")], recipe.teacher_train,
             run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
             eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"),
-            augment=recipe.teacher_train.augment and data.kind == "image",
+            augment=recipe.teacher_train.augment if data.kind == "image" else "none",
         )  # fmt: skip
     teacher = TorchTeacher(teacher_module, data.num_classes)
 
@@ -391,7 +392,7 @@ def run(
     cache_info: dict[str, Any] = {"cache": "not needed"}
     online = None
     if needs_teacher(objective):
-        if recipe.train.augment and data.kind == "image":
+        if recipe.train.augment != "none" and data.kind == "image":
             online = teacher.logits
             cache_info = {"cache": "off (train.augment: the teacher runs online)"}
             log.info("teacher outputs: train.augment is on, so the teacher runs online on every batch (slower)")
@@ -403,12 +404,13 @@ def run(
     histories: dict[str, list[dict[str, Any]]] = {"teacher": teacher_history}
     students: list[tuple[str, str, nn.Module, Path]] = []
     if recipe.eval.baseline:
-        baseline = make_student()
+        baseline_cfg = recipe.eval.baseline_train or recipe.train
+        baseline = make_student(baseline_cfg.seed)
         histories["baseline"] = _train_stage(
-            "baseline", baseline, data, [LossTerm(loss="ce")], recipe.train,
+            "baseline", baseline, data, [LossTerm(loss="ce")], baseline_cfg,
             run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
             eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("baseline"),
-            augment=recipe.train.augment and data.kind == "image",
+            augment=baseline_cfg.augment if data.kind == "image" else "none",
         )  # fmt: skip
         students.append(("student, hard labels", "baseline", baseline, run_dir / "baseline.safetensors"))
     student = make_student()
@@ -418,7 +420,7 @@ def run(
         run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
         eval_batch=recipe.eval.batch_size, teacher_logits=teacher_logits.get("train"),
         online_teacher=online, stop_after_steps=stops.get("student"),
-        augment=recipe.train.augment and data.kind == "image",
+        augment=recipe.train.augment if data.kind == "image" else "none",
     )  # fmt: skip
     students.append(("student, distilled", "student", student, run_dir / "student.safetensors"))
 
