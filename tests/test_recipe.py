@@ -149,3 +149,13 @@ def test_augment_accepts_booleans_and_modes() -> None:
     assert validate_recipe({"train": {"augment": "flip"}}).train.augment == "flip"
     with pytest.raises(RecipeError, match="train.augment must be one of"):
         validate_recipe({"train": {"augment": "rotate"}})
+
+
+def test_shipped_recipes_are_valid() -> None:
+    from importlib import resources
+
+    folder = resources.files("distill") / "recipes"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert {"demo_digits.yaml", "demo_fashion_mnist.yaml", "fashion_mnist.yaml"} <= set(names)
+    for name in names:
+        load_recipe(str(folder / name))
