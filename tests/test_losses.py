@@ -86,8 +86,11 @@ def test_cross_entropy_matches_torch_and_ignores_unlabelled() -> None:
 def test_registry_entries_are_consistent() -> None:
     for name, spec in REGISTRY.items():
         assert spec.summary, name
-        assert set(spec.needs) <= {"labels", "teacher_logits"}
+        assert set(spec.needs) <= {"labels", "teacher_logits", "student_features", "teacher_features"}
         for pname, p in spec.params.items():
+            if p.required_text:
+                assert spec.check(pname, "2") is None and spec.check(pname, "") is not None
+                continue
             assert spec.check(pname, p.default) is None, (name, pname)
     assert REGISTRY["kd"].check("temperature", 0) is not None
     assert REGISTRY["kd"].check("temperature", "hot") is not None

@@ -97,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List every loss a recipe's `distill` list may name, with its parameters.")  # fmt: skip
     p.set_defaults(func=cmd_methods)
 
+    p = sub.add_parser(
+        "layers", help="list the module paths of a recipe's teacher and student (for feature losses)",
+        description="Build the recipe's teacher and student (untrained, nothing is written) and list every layer's "
+        "module path, type and output shape for one sample: the names that hint/at/rkd terms take as "
+        "student_layer and teacher_layer.",
+    )  # fmt: skip
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.set_defaults(func=cmd_layers)
+
     p = sub.add_parser("models", help="list the model builders and their parameters",
                        description="List the built-in model builders a recipe may name as teacher.arch or student.arch.")  # fmt: skip
     p.set_defaults(func=cmd_models)
@@ -215,7 +225,32 @@ def cmd_methods(args: argparse.Namespace) -> int:
         needs = ", ".join(n for n in spec.needs)
         print(f"{name:<10} {spec.summary}  [needs: {needs}]")
         for pname, p in spec.params.items():
-            print(f"{'':<10}   {pname} = {p.default!r}: {p.doc}")
+            shown = "(required)" if p.required_text else f"= {p.default!r}"
+            print(f"{'':<10}   {pname} {shown}: {p.doc}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from distill.data import build_data
+    from distill.engine.run import build_models
+    from distill.recipe import load_recipe
+    from distill.tasks.features import FeatureCapture
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    data = build_data(recipe.data)
+    teacher, make_student = build_models(recipe, data)
+    for what, module in (("teacher", teacher), ("student", make_student())):
+        names = [n for n, _ in module.named_modules() if n]
+        module.eval()
+        with torch.no_grad(), FeatureCapture(module, names, what) as cap:
+            module(torch.zeros(1, *data.in_shape))
+        print(f"{what}:")
+        for n in names:
+            out = cap.outputs.get(n)
+            shape = tuple(out.shape[1:]) if out is not None and hasattr(out, "shape") else "-"
+            print(f"  {n:<24} {type(module.get_submodule(n)).__name__:<14} {shape}")
     return 0
 
 

@@ -191,6 +191,12 @@ class LossTerm(BaseModel):
             raise ValueError(
                 f"loss {self.loss!r} has no parameter {', '.join(map(repr, unknown))}; its parameters: {allowed}"
             )
+        missing = [k for k in spec.required if k not in self.params]
+        if missing:
+            raise ValueError(
+                f"loss {self.loss!r} needs {', '.join(missing)} (module paths of the layers to match; "
+                "`distill layers RECIPE` lists them)"
+            )
         for key, value in self.params.items():
             problem = spec.check(key, value)
             if problem:

@@ -42,6 +42,7 @@ from distill.models import build
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import comparison, render_markdown
 from distill.tasks.classification import accuracy_from_logits, build_objective, needs_teacher, predict_logits
+from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
 from distill.teachers.cache import TeacherCache, cache_key
 
@@ -171,6 +172,8 @@ def _train_stage(
     eval_batch: int,
     teacher_logits: torch.Tensor | None = None,
     online_teacher: Any = None,
+    adapters: nn.ModuleDict | None = None,
+    teacher_features: dict[str, torch.Tensor] | None = None,
     stop_after_steps: int | None = None,
     augment: str = "none",
 ) -> list[dict[str, Any]]:
@@ -195,6 +198,8 @@ def _train_stage(
         eval_splits={"val": data.val, "test": data.test},
         teacher_logits=teacher_logits,
         online_teacher=online_teacher,
+        adapters=adapters,
+        teacher_features=teacher_features,
         augment=augment,
         flip_ok=data.flip_ok,
         checkpoints=CheckpointStore(run_dir / "checkpoints" / role),
@@ -391,9 +396,24 @@ def run(
     teacher_logits: dict[str, torch.Tensor] = {}
     cache_info: dict[str, Any] = {"cache": "not needed"}
     online = None
+    augmenting = recipe.train.augment != "none" and data.kind == "image"
+    _, teacher_layers = layer_names(objective)
+    if augmenting and (needs_teacher(objective) or teacher_layers):
+
+        def online(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            with FeatureCapture(teacher_module, teacher_layers, "teacher") as cap:
+                logits = teacher.logits(x)
+            return logits, {k: v.detach().clone() for k, v in cap.outputs.items()}
+
+    teacher_features = None
+    if teacher_layers and not augmenting:
+        t0 = time.perf_counter()
+        teacher_features = teacher_feature_table(teacher_module, teacher_layers, data.train.x, recipe.eval.batch_size)
+        size = sum(v.numel() * 4 for v in teacher_features.values()) / 2**20
+        log.info("teacher features of layers %s: computed once for the training split (%.0f MiB in memory), %.2fs",
+                 ", ".join(sorted(teacher_layers)), size, time.perf_counter() - t0)  # fmt: skip
     if needs_teacher(objective):
-        if recipe.train.augment != "none" and data.kind == "image":
-            online = teacher.logits
+        if augmenting:
             cache_info = {"cache": "off (train.augment: the teacher runs online)"}
             log.info("teacher outputs: train.augment is on, so the teacher runs online on every batch (slower)")
         else:
@@ -415,11 +435,18 @@ def run(
         students.append(("student, hard labels", "baseline", baseline, run_dir / "baseline.safetensors"))
     student = make_student()
     check_output_classes(student, data.in_shape, data.num_classes, "student")
+    adapters = None
+    if teacher_layers:
+        adapters = _seeded_build(lambda: build_adapters(objective, student, teacher_module, data.in_shape), recipe.train.seed)
+        if len(adapters):
+            log.info("feature adapters (trained with the student): %s",
+                     "; ".join(f"{k}: {m}" for k, m in adapters.items()))  # fmt: skip
     histories["student"] = _train_stage(
         "student", student, data, list(recipe.distill), recipe.train,
         run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
         eval_batch=recipe.eval.batch_size, teacher_logits=teacher_logits.get("train"),
         online_teacher=online, stop_after_steps=stops.get("student"),
+        adapters=adapters, teacher_features=teacher_features,
         augment=recipe.train.augment if data.kind == "image" else "none",
     )  # fmt: skip
     students.append(("student, distilled", "student", student, run_dir / "student.safetensors"))

@@ -3,6 +3,17 @@
 A registry entry says which inputs a loss needs (``student_logits`` always;
 ``teacher_logits`` and/or ``labels``), its parameters with defaults and valid
 ranges, and a one-line summary that ``distill methods`` prints.
+
+Calling convention of ``spec.fn``, by ``spec.needs``:
+
+- ``("labels",)``: ``fn(student_logits, labels, **params)``
+- ``("teacher_logits",)``: ``fn(student_logits, teacher_logits, **params)``
+- ``("teacher_logits", "labels")``: ``fn(student_logits, teacher_logits, labels, **params)``
+  (e.g. ``dkd``: both the teacher's outputs and the ground truth)
+- ``("student_features", "teacher_features")``: ``fn(student_feat, teacher_feat, **params)`` on the
+  outputs of the layers named by the term's ``student_layer`` / ``teacher_layer`` (module paths),
+  captured with forward hooks; with ``adapter=True`` a learned 1×1 conv / linear maps the student's
+  features to the teacher's shape first.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ from distill.losses.kd import (
     log_softmax,
     softmax_with_temperature,
 )
+from distill.losses.feature import attention_transfer_loss, hint_loss, rkd_loss
+from distill.losses.logit import dist_loss, dkd_loss, ls_kd_loss, standardize_logits
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,7 @@ class Param:
     low: float | None = None  # exclusive lower bound (inclusive with low_inclusive)
     low_inclusive: bool = False
     high: float | None = None  # exclusive upper bound
+    required_text: bool = False  # a module path the term must name (student_layer, teacher_layer)
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,11 @@ class LossSpec:
     # and must match autograd through ``fn`` (tested).
     prepare: Callable[..., dict[str, Any]] | None = None
     value_and_grad: Callable[..., Any] | None = None
+    adapter: bool = False  # feature losses: learn a projection when student/teacher shapes differ
+
+    @property
+    def required(self) -> list[str]:
+        return [k for k, p in self.params.items() if p.required_text]
 
     @property
     def needs_teacher(self) -> bool:
@@ -51,6 +70,10 @@ class LossSpec:
     def check(self, key: str, value: Any) -> str | None:
         """Return a problem with one parameter value, or None when it is fine."""
         p = self.params[key]
+        if p.required_text:
+            if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
+                return f"must be a module path such as '3' or 'features.2' (got {value!r})"
+            return None
         if isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"must be a number (got {value!r})"
@@ -64,8 +87,8 @@ class LossSpec:
         return None
 
     def resolved(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = {k: p.default for k, p in self.params.items()}
-        out.update(params)
+        out = {k: p.default for k, p in self.params.items() if not p.required_text}
+        out.update({k: (str(v) if self.params[k].required_text else v) for k, v in params.items()})
         return out
 
 
@@ -85,9 +108,68 @@ REGISTRY: dict[str, LossSpec] = {
         prepare=kd_targets,
         value_and_grad=kd_value_and_grad,
     ),
+    "dkd": LossSpec(
+        fn=dkd_loss,
+        needs=("teacher_logits", "labels"),
+        summary="Decoupled KD: T² · (alpha · TCKD + beta · NCKD), target vs non-target classes (Zhao et al. 2022)",
+        params={
+            "alpha": Param(1.0, "weight of TCKD (target vs non-target, binary KL)", 0.0, True),
+            "beta": Param(8.0, "weight of NCKD (KL among the non-target classes)", 0.0, True),
+            "temperature": Param(4.0, "softening temperature T", 0.0),
+        },
+    ),
+    "dist": LossSpec(
+        fn=dist_loss,
+        needs=("teacher_logits",),
+        summary="DIST: T² · (beta · (1 − Pearson per sample) + gamma · (1 − Pearson per class)), Huang et al. 2022",
+        params={
+            "beta": Param(1.0, "weight of the inter-class relation (per-sample Pearson)", 0.0, True),
+            "gamma": Param(1.0, "weight of the intra-class relation (per-class Pearson over the batch)", 0.0, True),
+            "temperature": Param(1.0, "softening temperature T", 0.0),
+        },
+    ),
+    "ls_kd": LossSpec(
+        fn=ls_kd_loss,
+        needs=("teacher_logits",),
+        summary="KD on z-scored logits: T² · KL(softmax(ẑ_t/T) ‖ softmax(ẑ_s/T)) (Sun et al. 2024)",
+        params={"temperature": Param(2.0, "softening temperature T on the standardised logits", 0.0)},
+    ),
+    "hint": LossSpec(
+        fn=hint_loss,
+        needs=("student_features", "teacher_features"),
+        summary="FitNets hint: MSE between a student layer (through a learned adapter) and a teacher layer "
+        "(Romero et al. 2015)",
+        params={
+            "student_layer": Param(None, "student module path, e.g. '2'", required_text=True),
+            "teacher_layer": Param(None, "teacher module path, e.g. '13'", required_text=True),
+        },
+        adapter=True,
+    ),
+    "at": LossSpec(
+        fn=attention_transfer_loss,
+        needs=("student_features", "teacher_features"),
+        summary="attention transfer: match normalised spatial attention maps mean_c |F|^p (Zagoruyko & Komodakis 2017)",
+        params={
+            "student_layer": Param(None, "student module path", required_text=True),
+            "teacher_layer": Param(None, "teacher module path", required_text=True),
+            "p": Param(2.0, "exponent of the attention map", 0.0),
+        },
+    ),
+    "rkd": LossSpec(
+        fn=rkd_loss,
+        needs=("student_features", "teacher_features"),
+        summary="relational KD: match pairwise distances and triplet angles between samples (Park et al. 2019)",
+        params={
+            "student_layer": Param(None, "student module path (an embedding layer)", required_text=True),
+            "teacher_layer": Param(None, "teacher module path", required_text=True),
+            "distance_weight": Param(25.0, "weight of the distance term", 0.0, True),
+            "angle_weight": Param(50.0, "weight of the angle term", 0.0, True),
+        },
+    ),
 }
 
 __all__ = [
     "REGISTRY", "LossSpec", "Param", "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets",
     "kd_value_and_grad", "log_softmax", "softmax_with_temperature",
+    "dist_loss", "dkd_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss",
 ]  # fmt: skip

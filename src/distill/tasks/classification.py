@@ -35,7 +35,12 @@ def build_objective(terms: list[Any]) -> list[Term]:
 
 
 def needs_teacher(objective: list[Term]) -> bool:
-    return any(t.spec.needs_teacher and t.weight > 0 for t in objective)
+    """True when some term needs the teacher's logits."""
+    return any("teacher_logits" in t.spec.needs and t.weight > 0 for t in objective)
+
+
+def needs_teacher_features(objective: list[Term]) -> bool:
+    return any("teacher_features" in t.spec.needs and t.weight > 0 for t in objective)
 
 
 def prepare_teacher_targets(objective: list[Term], teacher_logits: Tensor) -> dict[str, dict[str, Tensor]]:
@@ -87,19 +92,58 @@ def objective_value_and_grad(
     return total, values, grad
 
 
+def call_term(
+    term: Term,
+    student_logits: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor | None,
+    student_features: dict[str, Tensor] | None = None,
+    teacher_features: dict[str, Tensor] | None = None,
+    adapters: Any = None,
+) -> Tensor:
+    """The unweighted value of one term, dispatched on what its loss needs.
+
+    Calling conventions (``spec.needs``): ``("labels",)`` → ``fn(s, labels)``;
+    ``("teacher_logits",)`` → ``fn(s, t)``; ``("teacher_logits", "labels")`` →
+    ``fn(s, t, labels)``; ``("student_features", "teacher_features")`` →
+    ``fn(adapter(student_feat), teacher_feat)`` for the layers the term names.
+    """
+    from distill.tasks.features import LAYER_PARAMS
+
+    needs = term.spec.needs
+    params = {k: v for k, v in term.params.items() if k not in LAYER_PARAMS}
+    if "teacher_features" in needs:
+        if student_features is None or teacher_features is None:
+            raise RuntimeError(f"loss {term.label!r} needs features but none were captured")
+        s_f = student_features[term.params["student_layer"]]
+        t_f = teacher_features[term.params["teacher_layer"]]
+        key = term.label.replace("#", "_")
+        if adapters is not None and key in adapters:
+            s_f = adapters[key](s_f)
+        return term.spec.fn(s_f, t_f, **params)
+    if "teacher_logits" in needs:
+        if teacher_logits is None:
+            raise RuntimeError(f"loss {term.label!r} needs teacher outputs but none were given")
+        if "labels" in needs:
+            return term.spec.fn(student_logits, teacher_logits, labels, **params)
+        return term.spec.fn(student_logits, teacher_logits, **params)
+    return term.spec.fn(student_logits, labels, **params)
+
+
 def compute_objective(
-    objective: list[Term], student_logits: Tensor, labels: Tensor, teacher_logits: Tensor | None
+    objective: list[Term],
+    student_logits: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor | None,
+    student_features: dict[str, Tensor] | None = None,
+    teacher_features: dict[str, Tensor] | None = None,
+    adapters: Any = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Return ``(total, {label: unweighted value})`` through autograd (the reference path)."""
     values: dict[str, Tensor] = {}
     total: Tensor | None = None
     for term in objective:
-        if term.spec.needs_teacher:
-            if teacher_logits is None:
-                raise RuntimeError(f"loss {term.label!r} needs teacher outputs but none were given")
-            value = term.spec.fn(student_logits, teacher_logits, **term.params)
-        else:
-            value = term.spec.fn(student_logits, labels, **term.params)
+        value = call_term(term, student_logits, labels, teacher_logits, student_features, teacher_features, adapters)
         values[term.label] = value
         weighted = value if term.weight == 1.0 else value * term.weight
         total = weighted if total is None else total + weighted

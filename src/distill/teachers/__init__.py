@@ -45,7 +45,7 @@ class TorchTeacher:
         self.num_classes = num_classes
         self._fp: str | None = None
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: outputs may be saved by the student's autograd graph
     def logits(self, x: Tensor) -> Tensor:
         was = self.module.training
         self.module.eval()
