@@ -63,6 +63,8 @@ def tiny_recipe(**sections: Any) -> dict[str, Any]:
         "distill": [{"loss": "kd", "weight": 0.7, "temperature": 2.0}, {"loss": "ce", "weight": 0.3}],
         "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 0.01}},
         "eval": {"baseline": True, "latency_runs": 5, "warmup_runs": 1, "throughput_runs": 2, "throughput_batch": 32},
+        # the report (matplotlib, ~2 s) has its own tests in test_report.py
+        "output": {"report": False},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):

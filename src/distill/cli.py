@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
+        "report", help="write report.html, the model card (README.md) and TensorBoard curves of a finished run",
+        description="Write RUN_DIR/report.html (self-contained: figures embedded, works offline), RUN_DIR/README.md "
+        "(a Hugging Face model card recording the teacher, its licence, the data, the method and the numbers) and, "
+        "when tensorboard is installed, RUN_DIR/tensorboard/. `distill run` does this at its end (output.report).",
+    )  # fmt: skip
+    p.add_argument("run_dir", help="a run directory written by `distill run`")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
         "recipe", help="print a documented example recipe, or check one",
         description="--example prints a complete recipe with every field documented; --check validates a "
         "recipe (with --set overrides) and prints it resolved, or lists every problem at once.",
@@ -200,6 +209,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.run_dir, console=not args.quiet)
     if args.quiet:
         print(result.table_markdown)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from distill.report import write_model_card, write_report, write_tensorboard
+
+    print(write_report(args.run_dir))
+    print(write_model_card(args.run_dir))
+    tb = write_tensorboard(args.run_dir)
+    if tb is None:
+        print("tensorboard is not installed: pip install 'distill[tensorboard]' for event files", file=sys.stderr)
+    else:
+        print(tb)
     return 0
 
 

@@ -232,6 +232,11 @@ class OutputConfig(_Section):
         ".distill-cache", description="Folder of the teacher-output cache, shared across runs."
     )
     overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
+    report: bool = Field(
+        True,
+        description="At the end of the run write report.html (plots, tables; self-contained), the model card "
+        "README.md and, when tensorboard is installed, TensorBoard curves (`distill report RUN_DIR` does it later).",
+    )
 
 
 class Recipe(_Section):

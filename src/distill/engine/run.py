@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import shutil
 import sys
 import time
@@ -40,7 +41,7 @@ from distill.errors import DistillError, RunDirError, TeacherError
 from distill.fsutil import write_json, write_text, write_with
 from distill.models import build
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
-from distill.report import comparison, render_markdown
+from distill.report import comparison, licence_status, render_markdown, write_model_card, write_report, write_tensorboard
 from distill.tasks.classification import accuracy_from_logits, build_objective, needs_teacher, predict_logits
 from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
@@ -362,6 +363,9 @@ def run(
     if not main_process:
         log.setLevel(logging.WARNING)
     log.info("distill %s: run %r into %s%s", __version__, recipe.name, run_dir, " (resuming)" if resume else "")
+    licence_ok, licence_msg = licence_status(recipe.teacher.license)
+    if not licence_ok:
+        log.warning("licence: %s", licence_msg)
     if accelerator.num_processes > 1:
         log.info("%d processes (%s), batch size %d per process", accelerator.num_processes,
                  accelerator.distributed_type, recipe.train.batch_size)  # fmt: skip
@@ -474,10 +478,19 @@ def run(
         "seconds": round(time.time() - started, 2),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "command": " ".join(["distill", *sys.argv[1:]]) if sys.argv and "distill" in sys.argv[0] else None,
     }  # fmt: skip
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "comparison.json", table)
     write_text(run_dir / "comparison.md", markdown)
+    if recipe.output.report:
+        write_model_card(run_dir)
+        report = write_report(run_dir)
+        tb = write_tensorboard(run_dir)
+        log.info("report: %s; model card: %s%s", report, run_dir / "README.md",
+                 f"; tensorboard --logdir {tb}" if tb else "")  # fmt: skip
     log.info("\n%s", markdown)
     log.info("run directory: %s (%.1fs)", run_dir, metrics["seconds"])
     return RunResult(run_dir, metrics, table, markdown)
