@@ -121,20 +121,55 @@ class TrainConfig(_Section):
 
 
 class TeacherConfig(_Section):
+    kind: Literal["torch", "onnx", "sklearn", "precomputed", "ensemble"] = Field(
+        "torch",
+        description="What the teacher is: 'torch' (a module: built-in `arch` or `factory`, trained here or "
+        "loaded from `checkpoint`), 'onnx' (a model file run by onnxruntime), 'sklearn' (an estimator with "
+        "predict_proba), 'precomputed' (a file of outputs keyed by sample id, e.g. from a hosted API), or "
+        "'ensemble' (the mean of `members`' probabilities).",
+    )
     arch: Literal["mlp", "cnn"] | None = Field(
-        "cnn", description="Built-in builder of the teacher ('mlp' or 'cnn'); null when `factory` is used."
+        "cnn", description="torch: built-in builder of the teacher ('mlp' or 'cnn'); null when `factory` is used."
     )
     factory: str | None = Field(
         None,
-        description="Any nn.Module instead of a built-in: 'package.module:function', called with `params` "
+        description="torch: any nn.Module instead of a built-in: 'package.module:function', called with `params` "
         "(and in_shape/num_classes when it accepts them).",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Arguments of the builder or factory.")
+    params: dict[str, Any] = Field(default_factory=dict, description="torch: arguments of the builder or factory.")
     checkpoint: str | None = Field(
-        None, description="Safetensors weights of a trained teacher. When absent the teacher is trained first."
+        None, description="torch: safetensors weights of a trained teacher. When absent the teacher is trained first."
     )
     train: TrainConfig | None = Field(
-        None, description="How to train the teacher when there is no checkpoint (default: the `train` section)."
+        None, description="torch: how to train the teacher when there is no checkpoint (default: the `train` section)."
+    )
+    path: str | None = Field(
+        None,
+        description="onnx/sklearn/precomputed: the file (.onnx; .skops, or .pkl/.joblib with trust_pickle; "
+        ".parquet/.npz/.jsonl of outputs with an `id` per sample).",
+    )
+    inputs: Literal["raw", "preprocessed"] = Field(
+        "raw",
+        description="onnx/sklearn: what the teacher is fed: 'raw' samples as in your data (table values as in the "
+        "file, pixel values 0-255) or 'preprocessed' (standardised, as the student sees them).",
+    )
+    trust_pickle: bool = Field(
+        False,
+        description="sklearn: allow loading a pickle/joblib file. Unpickling runs code from the file: only for "
+        "files you trust.",
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list, description="sklearn: extra types a .skops file may load (the error names them)."
+    )
+    values: Literal["auto", "logits", "probs"] = Field(
+        "auto", description="precomputed: whether the file holds logits or probabilities (auto: by column name)."
+    )
+    members: list["TeacherConfig"] = Field(
+        default_factory=list, description="ensemble: the member teachers, each a teacher section of its own."
+    )
+    weights: list[float] | None = Field(None, description="ensemble: one weight per member (default: equal).")
+    combine: Literal["mean_probs", "mean_logits"] = Field(
+        "mean_probs", description="ensemble: average the members' probabilities, or their log-probabilities."
     )
     cache: bool = Field(
         True,
@@ -146,14 +181,33 @@ class TeacherConfig(_Section):
 
     @model_validator(mode="after")
     def _check_kind(self) -> "TeacherConfig":
+        if self.kind != "torch":
+            torch_only = [k for k in ("factory", "checkpoint", "train") if getattr(self, k) is not None]
+            if self.params:
+                torch_only.append("params")
+            if "arch" in self.model_fields_set and self.arch is not None:
+                torch_only.append("arch")
+            object.__setattr__(self, "arch", None)
+            if torch_only:
+                raise ValueError(f"{', '.join(torch_only)} only apply to kind 'torch' (kind is {self.kind!r})")
+            if self.kind == "ensemble":
+                if not self.members:
+                    raise ValueError("kind 'ensemble' needs `members`, a list of teacher sections")
+                if self.weights is not None and len(self.weights) != len(self.members):
+                    raise ValueError(f"weights has {len(self.weights)} entries for {len(self.members)} members")
+                if self.weights is not None and (any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
+                    raise ValueError("weights must be non-negative and not all zero")
+            elif not self.path:
+                raise ValueError(f"kind {self.kind!r} needs `path`, the file of the teacher")
+            return self
+        if self.path is not None or self.members:
+            raise ValueError("`path`/`members` apply to kinds onnx, sklearn, precomputed, ensemble; set `kind`")
         if self.factory is not None and self.arch is not None and "arch" in self.model_fields_set:
             raise ValueError("give either `arch` or `factory`, not both")
         if self.factory is not None:
             object.__setattr__(self, "arch", None)
             if ":" not in self.factory:
-                raise ValueError(
-                    f"factory must look like 'package.module:function' (got {self.factory!r})"
-                )
+                raise ValueError(f"factory must look like 'package.module:function' (got {self.factory!r})")
         elif self.arch is None:
             raise ValueError("give the teacher an `arch` ('mlp' or 'cnn') or a `factory`")
         else:

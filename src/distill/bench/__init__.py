@@ -1,5 +1,5 @@
 """Measurements of a model's cost, into plain dataclasses."""
 
-from distill.bench.measure import ModelCost, count_flops, measure_model
+from distill.bench.measure import ModelCost, count_flops, measure_callable, measure_model
 
-__all__ = ["ModelCost", "count_flops", "measure_model"]
+__all__ = ["ModelCost", "count_flops", "measure_callable", "measure_model"]

@@ -14,7 +14,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,18 +22,21 @@ from torch import nn
 
 @dataclass
 class ModelCost:
-    parameters: int
+    """Costs of one model; None where a quantity cannot be measured (e.g. the FLOPs of an ONNX
+    or scikit-learn teacher, or anything of a teacher known only by its precomputed outputs)."""
+
+    parameters: int | None
     size_bytes: int | None
-    flops: int  # per sample
-    latency_ms_p50: float  # batch 1
-    latency_ms_p95: float
-    throughput: float  # samples/s at throughput_batch
+    flops: int | None  # per sample
+    latency_ms_p50: float | None  # batch 1
+    latency_ms_p95: float | None
+    throughput: float | None  # samples/s at throughput_batch
     throughput_batch: int
     threads: int
 
     @property
-    def macs(self) -> int:
-        return self.flops // 2
+    def macs(self) -> int | None:
+        return None if self.flops is None else self.flops // 2
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,6 +67,49 @@ def _time_calls(model: nn.Module, x: torch.Tensor, runs: int, warmup: int) -> li
             t0 = time.perf_counter_ns()
             model(x)
             times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def measure_callable(
+    fn: Callable[[torch.Tensor], object] | None,
+    in_shape: Sequence[int],
+    *,
+    file_path: str | Path | None = None,
+    latency_runs: int = 200,
+    warmup_runs: int = 20,
+    throughput_batch: int = 256,
+    throughput_runs: int = 20,
+) -> ModelCost:
+    """Latency and throughput of a teacher that is not a torch module (ONNX, scikit-learn):
+    ``fn(x)`` on random inputs; parameters and FLOPs are unknown. ``fn=None``: nothing can run."""
+    size = os.path.getsize(file_path) if file_path and Path(file_path).is_file() else None
+    if fn is None:
+        return ModelCost(None, size, None, None, None, None, throughput_batch, torch.get_num_threads())
+    x1 = torch.randn(1, *in_shape, generator=torch.Generator().manual_seed(0))
+    xb = torch.randn(throughput_batch, *in_shape, generator=torch.Generator().manual_seed(1))
+    lat = _time_fn(fn, x1, latency_runs, warmup_runs)
+    big = _time_fn(fn, xb, throughput_runs, max(2, warmup_runs // 5))
+    lat_sorted = sorted(lat)
+    return ModelCost(
+        parameters=None,
+        size_bytes=size,
+        flops=None,
+        latency_ms_p50=statistics.median(lat),
+        latency_ms_p95=lat_sorted[min(len(lat_sorted) - 1, int(round(0.95 * (len(lat_sorted) - 1))))],
+        throughput=throughput_batch * len(big) / (sum(big) / 1e3),
+        throughput_batch=throughput_batch,
+        threads=torch.get_num_threads(),
+    )
+
+
+def _time_fn(fn: Callable[[torch.Tensor], object], x: torch.Tensor, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        fn(x)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
     return times
 
 

@@ -69,6 +69,13 @@ class DataBundle:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     flip_ok: bool = False
 
+    def to_raw(self, x: Tensor) -> Tensor:
+        """Undo the preprocessing: samples as in the user's data (table values, pixels 0-255)."""
+        p = self.preprocessing
+        if self.kind == "table":
+            return x * torch.tensor(p["std"], dtype=x.dtype) + torch.tensor(p["mean"], dtype=x.dtype)
+        return (x * p["std"] + p["mean"]) * p["scale"]
+
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
 

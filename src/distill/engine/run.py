@@ -33,7 +33,7 @@ import yaml
 from torch import nn
 
 from distill import __version__
-from distill.bench import measure_model
+from distill.bench import measure_callable, measure_model
 from distill.data import DataBundle, build_data
 from distill.engine.checkpoint import CheckpointStore
 from distill.engine.loop import FitResult, fit
@@ -45,7 +45,9 @@ from distill.report import comparison, licence_status, render_markdown, write_mo
 from distill.tasks.classification import accuracy_from_logits, build_objective, needs_teacher, predict_logits
 from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
+from distill.teachers.external import build_external_teacher, can_run_on_inputs
 from distill.teachers.cache import TeacherCache, cache_key
+from distill.teachers.ensemble import teacher_logits_for
 
 log = logging.getLogger("distill")
 _HANDLER_TAG = "_distill_handler"
@@ -232,7 +234,7 @@ def sharded_predict(module: nn.Module, x: torch.Tensor, batch_size: int, acceler
 
 
 def _teacher_outputs(
-    teacher: TorchTeacher, data: DataBundle, recipe: Recipe, eval_batch: int, accelerator: Any
+    teacher: Any, data: DataBundle, recipe: Recipe, eval_batch: int, accelerator: Any
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Teacher logits for every split: from the cache when possible.
 
@@ -245,12 +247,18 @@ def _teacher_outputs(
     use_cache = recipe.teacher.cache
     cache = TeacherCache(recipe.output.cache_dir) if use_cache else None
     hits = []
-    module = teacher.module
+    module = getattr(teacher, "module", None)
     fingerprint = teacher.fingerprint()
+
+    def predict(split: Any) -> torch.Tensor:
+        if isinstance(teacher, TorchTeacher):
+            return sharded_predict(module, split.x, eval_batch, accelerator)
+        return teacher_logits_for(teacher, split.x, split.ids).float()
+
     t0 = time.perf_counter()
     for name, split in data.splits().items():
         if cache is None:
-            out[name] = sharded_predict(module, split.x, eval_batch, accelerator)
+            out[name] = predict(split)
             continue
         key = cache_key(fingerprint, split.fingerprint(), data.preprocessing, "classification-logits-v1")
         accelerator.wait_for_everyone()
@@ -258,7 +266,7 @@ def _teacher_outputs(
         if cached is not None:
             out[name] = cached
         else:
-            out[name] = sharded_predict(module, split.x, eval_batch, accelerator)
+            out[name] = predict(split)
             if accelerator.is_main_process:
                 cache.store(key, out[name], {"split": name, "source": data.source})
         hits.append(cached is not None)
@@ -274,13 +282,16 @@ def _teacher_outputs(
     return out, info
 
 
-def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, Any]:
-    """Build (untrained) teacher module and a student factory for ``recipe``."""
+def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, Any]:
+    """Build the (untrained) teacher module (None when the teacher is not a torch module)
+    and a student factory for ``recipe``."""
     t = recipe.teacher
-    teacher = _seeded_build(
-        lambda: build_teacher_module(t.arch, t.factory, t.params, data.in_shape, data.num_classes),
-        recipe.teacher_train.seed,
-    )
+    teacher = None
+    if t.kind == "torch":
+        teacher = _seeded_build(
+            lambda: build_teacher_module(t.arch, t.factory, t.params, data.in_shape, data.num_classes),
+            recipe.teacher_train.seed,
+        )
 
     def student(seed: int | None = None) -> nn.Module:
         return _seeded_build(
@@ -291,8 +302,14 @@ def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module, Any]:
     return teacher, student
 
 
-def _measure(model: nn.Module, data: DataBundle, weights: Path, recipe: Recipe) -> dict[str, Any]:
+def _measure(model: Any, data: DataBundle, weights: Path, recipe: Recipe) -> dict[str, Any]:
     e = recipe.eval
+    if not isinstance(model, nn.Module):  # an ONNX / scikit-learn / precomputed / ensemble teacher
+        fn = model.logits if can_run_on_inputs(model) else None
+        return measure_callable(
+            fn, data.in_shape, file_path=weights, latency_runs=e.latency_runs, warmup_runs=e.warmup_runs,
+            throughput_batch=e.throughput_batch, throughput_runs=e.throughput_runs,
+        ).to_dict()  # fmt: skip
     cost = measure_model(
         model,
         data.in_shape,
@@ -306,12 +323,12 @@ def _measure(model: nn.Module, data: DataBundle, weights: Path, recipe: Recipe) 
 
 
 def evaluate_models(
-    models: list[tuple[str, str, nn.Module, Path]],
+    models: list[tuple[str, str, Any, Path]],
     data: DataBundle,
     recipe: Recipe,
     predictions_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and cost of each ``(label, role, module, weights_path)``, side by side.
+    """Accuracy and cost of each ``(label, role, module or teacher object, weights_path)``, side by side.
 
     With ``predictions_path``, the test logits of every model (and the test labels)
     are saved there as safetensors: ``test_labels``, ``test_logits.<role>``.
@@ -319,8 +336,12 @@ def evaluate_models(
     entries = []
     preds: dict[str, torch.Tensor] = {"test_labels": data.test.y.clone()}
     for label, role, module, weights in models:
-        val_logits = predict_logits(module, data.val.x, recipe.eval.batch_size)
-        test_logits = predict_logits(module, data.test.x, recipe.eval.batch_size)
+        if isinstance(module, nn.Module):
+            val_logits = predict_logits(module, data.val.x, recipe.eval.batch_size)
+            test_logits = predict_logits(module, data.test.x, recipe.eval.batch_size)
+        else:
+            val_logits = teacher_logits_for(module, data.val.x, data.val.ids).float()
+            test_logits = teacher_logits_for(module, data.test.x, data.test.ids).float()
         preds[f"test_logits.{role}"] = test_logits.contiguous()
         entries.append(
             {
@@ -377,24 +398,31 @@ def run(
     log.info("data: %s", data.describe())
 
     teacher_module, make_student = build_models(recipe, data)
-    check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
-    teacher_source = "checkpoint"
     teacher_history: list[dict[str, Any]] = []
     teacher_weights = run_dir / "teacher.safetensors"
-    if recipe.teacher.checkpoint:
-        load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
-        log.info("teacher: loaded %s", recipe.teacher.checkpoint)
-        if main_process:
-            _save_weights(teacher_module, teacher_weights)
+    teacher: Any
+    if teacher_module is None:
+        teacher = build_external_teacher(recipe.teacher, data)
+        teacher_source = recipe.teacher.kind
+        teacher_weights = Path(recipe.teacher.path) if recipe.teacher.path else teacher_weights
+        log.info("teacher: %s (%s), %d classes", recipe.teacher.kind, recipe.teacher.path or "ensemble", teacher.num_classes)
     else:
-        teacher_source = "trained"
-        teacher_history = _train_stage(
-            "teacher", teacher_module, data, [LossTerm(loss="ce")], recipe.teacher_train,
-            run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
-            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"),
-            augment=recipe.teacher_train.augment if data.kind == "image" else "none",
-        )  # fmt: skip
-    teacher = TorchTeacher(teacher_module, data.num_classes)
+        check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
+        teacher_source = "checkpoint"
+        if recipe.teacher.checkpoint:
+            load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
+            log.info("teacher: loaded %s", recipe.teacher.checkpoint)
+            if main_process:
+                _save_weights(teacher_module, teacher_weights)
+        else:
+            teacher_source = "trained"
+            teacher_history = _train_stage(
+                "teacher", teacher_module, data, [LossTerm(loss="ce")], recipe.teacher_train,
+                run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
+                eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"),
+                augment=recipe.teacher_train.augment if data.kind == "image" else "none",
+            )  # fmt: skip
+        teacher = TorchTeacher(teacher_module, data.num_classes)
 
     objective = build_objective(recipe.distill)
     teacher_logits: dict[str, torch.Tensor] = {}
@@ -402,9 +430,22 @@ def run(
     online = None
     augmenting = recipe.train.augment != "none" and data.kind == "image"
     _, teacher_layers = layer_names(objective)
+    if teacher_layers and teacher_module is None:
+        raise TeacherError(
+            f"feature losses ({', '.join(t.label for t in objective if 'teacher_features' in t.spec.needs)}) need a "
+            f"torch teacher whose layers can be hooked; this teacher is kind {recipe.teacher.kind!r}. "
+            "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
+        )
+    if augmenting and needs_teacher(objective) and not can_run_on_inputs(teacher):
+        raise TeacherError(
+            "train.augment needs a teacher that runs on the augmented inputs, but this teacher only has "
+            "precomputed outputs. Fix: set train.augment: none."
+        )
     if augmenting and (needs_teacher(objective) or teacher_layers):
 
         def online(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            if teacher_module is None:
+                return teacher.logits(x), {}
             with FeatureCapture(teacher_module, teacher_layers, "teacher") as cap:
                 logits = teacher.logits(x)
             return logits, {k: v.detach().clone() for k, v in cap.outputs.items()}
@@ -441,7 +482,9 @@ def run(
     check_output_classes(student, data.in_shape, data.num_classes, "student")
     adapters = None
     if teacher_layers:
-        adapters = _seeded_build(lambda: build_adapters(objective, student, teacher_module, data.in_shape), recipe.train.seed)
+        assert teacher_module is not None
+        tm = teacher_module
+        adapters = _seeded_build(lambda: build_adapters(objective, student, tm, data.in_shape), recipe.train.seed)
         if len(adapters):
             log.info("feature adapters (trained with the student): %s",
                      "; ".join(f"{k}: {m}" for k, m in adapters.items()))  # fmt: skip
@@ -459,7 +502,8 @@ def run(
         return RunResult(run_dir, {}, {}, "")
     log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
     table = evaluate_models(
-        [("teacher", "teacher", teacher_module, teacher_weights), *students], data, recipe,
+        [("teacher", "teacher", teacher_module if teacher_module is not None else teacher, teacher_weights), *students],
+        data, recipe,
         predictions_path=run_dir / "predictions.safetensors",
     )  # fmt: skip
     markdown = render_markdown(table)
@@ -518,8 +562,13 @@ def evaluate(run_dir: str | Path, *, console: bool = True) -> RunResult:
         torch.set_num_threads(recipe.train.num_threads)
     data = build_data(recipe.data)
     teacher_module, make_student = build_models(recipe, data)
-    models = []
+    models: list[tuple[str, str, Any, Path]] = []
+    if teacher_module is None:
+        path = Path(recipe.teacher.path) if recipe.teacher.path else run_dir / "teacher"
+        models.append(("teacher", "teacher", build_external_teacher(recipe.teacher, data), path))
     for label, role in (("teacher", "teacher"), ("student, hard labels", "baseline"), ("student, distilled", "student")):
+        if role == "teacher" and teacher_module is None:
+            continue
         weights = run_dir / f"{role}.safetensors"
         if not weights.exists():
             if role == "baseline":

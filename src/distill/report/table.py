@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def _fmt_count(n: float) -> str:
+def _fmt_count(n: float | None) -> str:
+    if n is None:
+        return "—"
     for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(n) >= div:
             return f"{n / div:.3g}{unit}"
@@ -38,13 +40,18 @@ def comparison(entries: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if student is not None:
         tc, sc = teacher["cost"], student["cost"]
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return a / b if a is not None and b else None
+
+        flop_ratio = ratio(sc["flops"], tc["flops"])
         summary = {
-            "retention": student["test_acc"] / teacher["test_acc"] if teacher["test_acc"] else None,
-            "cost_reduction": 1 - sc["flops"] / tc["flops"] if tc["flops"] else None,
-            "parameter_ratio": sc["parameters"] / tc["parameters"],
-            "latency_speedup": tc["latency_ms_p50"] / sc["latency_ms_p50"],
-            "throughput_speedup": sc["throughput"] / tc["throughput"],
-            "size_ratio": (sc["size_bytes"] / tc["size_bytes"]) if sc.get("size_bytes") and tc.get("size_bytes") else None,
+            "retention": ratio(student["test_acc"], teacher["test_acc"]),
+            "cost_reduction": None if flop_ratio is None else 1 - flop_ratio,
+            "parameter_ratio": ratio(sc["parameters"], tc["parameters"]),
+            "latency_speedup": ratio(tc["latency_ms_p50"], sc["latency_ms_p50"]),
+            "throughput_speedup": ratio(sc["throughput"], tc["throughput"]),
+            "size_ratio": ratio(sc.get("size_bytes"), tc.get("size_bytes")),
         }
         if baseline is not None:
             summary["gain_over_baseline"] = student["test_acc"] - baseline["test_acc"]
@@ -61,29 +68,36 @@ def render_markdown(table: dict[str, Any]) -> str:
         return f"| {name} | " + " | ".join(cells) + f" | {ratio} |"
 
     c = [e["cost"] for e in entries]
+
+    def r(key: str, fmt: str) -> str:
+        return fmt.format(s[key]) if s.get(key) is not None else ""
+
+    def ms(v: float | None) -> str:
+        return "—" if v is None else f"{v:.3f} ms"
+
     lines = [head, sep]
-    lines.append(row("parameters", [_fmt_count(x["parameters"]) for x in c], f"{s['parameter_ratio']:.4f}×" if s else ""))
-    lines.append(row("size on disk", [_fmt_bytes(x.get("size_bytes")) for x in c], f"{s['size_ratio']:.4f}×" if s.get("size_ratio") else ""))
-    lines.append(row("FLOPs / sample", [_fmt_count(x["flops"]) for x in c], f"−{100 * s['cost_reduction']:.2f}% (cost cut)" if s else ""))
-    lines.append(row("MACs / sample", [_fmt_count(x["flops"] // 2) for x in c], ""))
-    lines.append(
-        row("latency, batch 1 (p50)", [f"{x['latency_ms_p50']:.3f} ms" for x in c], f"{s['latency_speedup']:.1f}× faster" if s else "")
-    )
+    lines.append(row("parameters", [_fmt_count(x["parameters"]) for x in c], r("parameter_ratio", "{:.4f}×")))
+    lines.append(row("size on disk", [_fmt_bytes(x.get("size_bytes")) for x in c], r("size_ratio", "{:.4f}×")))
+    cut = f"−{100 * s['cost_reduction']:.2f}% (cost cut)" if s.get("cost_reduction") is not None else ""
+    lines.append(row("FLOPs / sample", [_fmt_count(x["flops"]) for x in c], cut))
+    lines.append(row("MACs / sample", [_fmt_count(None if x["flops"] is None else x["flops"] // 2) for x in c], ""))
+    lines.append(row("latency, batch 1 (p50)", [ms(x["latency_ms_p50"]) for x in c], r("latency_speedup", "{:.1f}× faster")))
     lines.append(
         row(
             f"throughput, batch {c[0]['throughput_batch']}",
-            [f"{_fmt_count(x['throughput'])}/s" for x in c],
-            f"{s['throughput_speedup']:.1f}× more" if s else "",
+            ["—" if x["throughput"] is None else f"{_fmt_count(x['throughput'])}/s" for x in c],
+            r("throughput_speedup", "{:.1f}× more"),
         )
     )
     lines.append(row("validation accuracy", [_fmt_pct(e.get("val_acc")) for e in entries], ""))
     lines.append(row("test accuracy", [_fmt_pct(e.get("test_acc")) for e in entries], f"{100 * s['retention']:.1f}% retained" if s.get("retention") else ""))
     out = "\n".join(lines) + "\n"
-    if s:
-        out += (
-            f"\nThe distilled student keeps {100 * s['retention']:.1f}% of the teacher's test accuracy "
-            f"at {100 * (1 - s['cost_reduction']):.2f}% of its FLOPs (cost cut {100 * s['cost_reduction']:.2f}%)."
-        )
+    if s and s.get("retention") is not None:
+        out += f"\nThe distilled student keeps {100 * s['retention']:.1f}% of the teacher's test accuracy"
+        if s.get("cost_reduction") is not None:
+            out += f" at {100 * (1 - s['cost_reduction']):.2f}% of its FLOPs (cost cut {100 * s['cost_reduction']:.2f}%)."
+        else:
+            out += " (the teacher's FLOPs are unknown for this kind of teacher)."
         if "gain_over_baseline" in s:
             out += f" Distillation changed test accuracy by {100 * s['gain_over_baseline']:+.2f} points over the same student trained on hard labels."
         out += f"\nLatency and throughput: this CPU, {c[0]['threads']} thread(s), eager PyTorch, measured side by side in one process.\n"

@@ -1,0 +1,89 @@
+"""Build the teacher a recipe describes when it is not a torch module trained here:
+an ONNX file, a scikit-learn estimator, a file of precomputed outputs, or an ensemble."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from distill.data import DataBundle
+from distill.errors import TeacherError
+from distill.recipe import TeacherConfig
+
+
+def build_external_teacher(cfg: TeacherConfig, data: DataBundle) -> Any:
+    """A teacher object (``num_classes``, ``logits(x)`` or ``logits_for_ids(ids)``, ``fingerprint()``)."""
+    teacher = _build(cfg, data, "teacher")
+    if teacher.num_classes != data.num_classes:
+        raise TeacherError(
+            f"the teacher ({cfg.kind}) outputs {teacher.num_classes} classes but the data has {data.num_classes}. "
+            "Fix: use a teacher trained on the same classes."
+        )
+    return teacher
+
+
+class RawInputs:
+    """Feeds a teacher the samples as they are in the user's data, not as preprocessed for the student."""
+
+    def __init__(self, teacher: Any, data: DataBundle):
+        self.teacher = teacher
+        self.num_classes = teacher.num_classes
+        self._to_raw = data.to_raw
+
+    def logits(self, x: Any) -> Any:
+        return self.teacher.logits(self._to_raw(x))
+
+    def fingerprint(self) -> str:
+        return "raw-inputs:" + self.teacher.fingerprint()
+
+
+def _build(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
+    t = _build_kind(cfg, data, where)
+    if cfg.kind in {"onnx", "sklearn"} and cfg.inputs == "raw":
+        return RawInputs(t, data)
+    return t
+
+
+def _build_kind(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
+    if cfg.kind == "onnx":
+        from distill.teachers.onnx import OnnxTeacher
+
+        t = OnnxTeacher(str(cfg.path))
+        t.check_sample_shape(data.in_shape)
+        return t
+    if cfg.kind == "sklearn":
+        from distill.teachers.sklearn import SklearnTeacher
+
+        return SklearnTeacher.from_path(str(cfg.path), trust_pickle=cfg.trust_pickle, trusted_types=tuple(cfg.trusted_types))
+    if cfg.kind == "precomputed":
+        from distill.teachers.precomputed import PrecomputedTeacher
+
+        ids = np.concatenate([s.ids for s in data.splits().values()])
+        return PrecomputedTeacher.from_file(str(cfg.path), ids, values=cfg.values)
+    if cfg.kind == "ensemble":
+        from distill.teachers.ensemble import EnsembleTeacher
+
+        members = [_build(m, data, f"{where}.members[{i}]") for i, m in enumerate(cfg.members)]
+        return EnsembleTeacher(members, weights=cfg.weights, combine=cfg.combine)
+    # a torch member of an ensemble: built and loaded from its checkpoint (not trained here)
+    from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
+
+    if not cfg.checkpoint:
+        raise TeacherError(
+            f"{where}: a torch member of an ensemble needs a `checkpoint` (members are not trained here). "
+            "Fix: train it with its own `distill run` and point checkpoint at its teacher.safetensors."
+        )
+    module = build_teacher_module(cfg.arch, cfg.factory, cfg.params, data.in_shape, data.num_classes)
+    load_weights(module, cfg.checkpoint, where)
+    check_output_classes(module, data.in_shape, data.num_classes, "teacher")
+    return TorchTeacher(module, data.num_classes)
+
+
+def can_run_on_inputs(teacher: Any) -> bool:
+    """False for teachers that only look outputs up by sample id (precomputed, or an ensemble with one)."""
+    from distill.teachers.ensemble import EnsembleTeacher
+
+    if isinstance(teacher, EnsembleTeacher):
+        return all(can_run_on_inputs(m) for m in teacher.teachers)
+    return not getattr(teacher, "needs_ids", False)
