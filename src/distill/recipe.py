@@ -568,6 +568,9 @@ def _emit(model_cls: type[BaseModel], values: dict[str, Any], indent: int, lines
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field (also when optional); None for lists and plain values."""
+    if getattr(annotation, "__origin__", None) is list:
+        return None
     for a in (annotation, *(getattr(annotation, "__args__", ()) or ())):
         if isinstance(a, type) and issubclass(a, BaseModel):
             return a
