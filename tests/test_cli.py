@@ -279,3 +279,25 @@ def test_baseline_has_its_own_training_settings(write_recipe) -> None:
     assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
     m = json.loads(Path("runs/tiny/metrics.json").read_text())
     assert len(m["history"]["baseline"]) == 1 and len(m["history"]["student"]) == 2
+
+
+def test_omitted_class_transfer_with_bias_correction(write_recipe) -> None:
+    raw = tiny_recipe(transfer={"exclude_classes": [3]})
+    raw["train"]["epochs"] = 3
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
+    m = json.loads(Path("runs/tiny/metrics.json").read_text())
+    t = m["transfer"]
+    assert t["exclude_classes"] == [3] and t["train_samples"] < m["data"]["train"]
+    for role in ("baseline", "student"):
+        r = t["bias_correction"][role]
+        assert 0 <= r["test_acc_on_classes_before"] <= r["test_acc_on_classes_after"] + 1e-9 or r["bias"] == 0
+    assert "never-seen classes [3]" in Path("runs/tiny/comparison.md").read_text()
+
+
+def test_scarce_labels_transfer_set(write_recipe) -> None:
+    raw = tiny_recipe(transfer={"labeled_fraction": 0.1, "seed": 1})
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
+    m = json.loads(Path("runs/tiny/metrics.json").read_text())
+    t = m["transfer"]
+    assert t["labeled_samples"] == round(0.1 * t["train_samples"])
+    assert "keep their hard label" in Path("runs/tiny/run.log").read_text()

@@ -165,3 +165,11 @@ def test_objective_closed_form_matches_autograd_through_a_model() -> None:
     assert values.keys() == ref_values.keys()
     for a, b in zip(grads, ref_grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_cross_entropy_of_a_batch_without_labels_is_zero_not_nan() -> None:
+    z = _logits(n=4).requires_grad_(True)
+    loss = cross_entropy(z, torch.full((4,), -100))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(z.grad).all()

@@ -262,6 +262,24 @@ def _default_terms() -> list[LossTerm]:
     return [LossTerm(loss="kd", weight=0.5, temperature=2.0), LossTerm(loss="ce", weight=0.5)]
 
 
+class TransferConfig(_Section):
+    exclude_classes: list[int] = Field(
+        default_factory=list,
+        description="Classes left out of the students' training split entirely (the teacher still learns "
+        "them): Hinton's omitted-class experiment. The report then gives accuracy on those classes before and "
+        "after a bias correction tuned on the validation split.",
+    )
+    labeled_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the students' training samples that keep their hard label (seeded); the others "
+        "are unlabeled: the distilled student learns them from the teacher's soft labels, the hard-label "
+        "baseline trains on the labeled share only.",
+    )
+    seed: int = Field(0, description="Seed of the choice of labeled samples.")
+
+
 # --------------------------------------------------------------- eval/output
 class EvalConfig(_Section):
     baseline: bool = Field(
@@ -298,6 +316,10 @@ class Recipe(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="The data.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The large model.")
     student: StudentConfig = Field(default_factory=StudentConfig, description="The small model.")
+    transfer: TransferConfig = Field(
+        default_factory=TransferConfig,
+        description="What the students learn from: the teacher always trains on the full training split.",
+    )
     distill: list[LossTerm] = Field(
         default_factory=_default_terms,
         min_length=1,

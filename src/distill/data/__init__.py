@@ -86,6 +86,40 @@ class DataBundle:
         )
 
 
+def transfer_set(bundle: DataBundle, exclude_classes: list[int], labeled_fraction: float, seed: int) -> tuple[DataBundle, np.ndarray]:
+    """The students' training split: without ``exclude_classes``, and with the labels of all but a
+    seeded ``labeled_fraction`` of the samples replaced by -100 (unlabeled). Returns the new bundle
+    (validation and test unchanged) and the indices of its training rows in ``bundle.train``."""
+    import dataclasses
+
+    bad = [c for c in exclude_classes if not 0 <= c < bundle.num_classes]
+    if bad:
+        raise DataError(f"transfer.exclude_classes {bad} are not classes of the data (0..{bundle.num_classes - 1}).")
+    if len(set(exclude_classes)) >= bundle.num_classes:
+        raise DataError("transfer.exclude_classes leaves no class to train on.")
+    y = bundle.train.y.numpy()
+    keep = np.flatnonzero(~np.isin(y, exclude_classes))
+    train = bundle.train.subset(keep)
+    if labeled_fraction < 1.0:
+        rng = np.random.default_rng(seed)
+        n_labeled = max(1, int(round(len(keep) * labeled_fraction)))
+        unlabeled = rng.permutation(len(keep))[n_labeled:]
+        labels = train.y.clone()
+        labels[torch.as_tensor(unlabeled, dtype=torch.long)] = -100
+        train = Split(train.x, labels, train.ids)
+    return dataclasses.replace(bundle, train=train), keep
+
+
+def labeled_only(bundle: DataBundle) -> DataBundle:
+    """The bundle with only the labeled training rows (for the hard-label baseline)."""
+    import dataclasses
+
+    mask = (bundle.train.y >= 0).numpy()
+    if mask.all():
+        return bundle
+    return dataclasses.replace(bundle, train=bundle.train.subset(np.flatnonzero(mask)))
+
+
 # ------------------------------------------------------------------ sources
 def load_fashion_mnist(path: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     folder = Path(path or FASHION_MNIST_DIR)
@@ -312,4 +346,4 @@ def build_data(cfg: DataConfig) -> DataBundle:
     return bundle
 
 
-__all__ = ["DataBundle", "Split", "build_data", "load_fashion_mnist", "read_idx", "write_idx", "FASHION_CLASSES"]
+__all__ = ["DataBundle", "Split", "build_data", "labeled_only", "transfer_set", "load_fashion_mnist", "read_idx", "write_idx", "FASHION_CLASSES"]

@@ -34,7 +34,7 @@ from torch import nn
 
 from distill import __version__
 from distill.bench import measure_callable, measure_model
-from distill.data import DataBundle, build_data
+from distill.data import DataBundle, build_data, labeled_only, transfer_set
 from distill.engine.checkpoint import CheckpointStore
 from distill.engine.loop import FitResult, fit
 from distill.errors import DistillError, RunDirError, TeacherError
@@ -42,7 +42,13 @@ from distill.fsutil import write_json, write_text, write_with
 from distill.models import build
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import comparison, licence_status, render_markdown, write_model_card, write_report, write_tensorboard
-from distill.tasks.classification import accuracy_from_logits, build_objective, needs_teacher, predict_logits
+from distill.tasks.classification import (
+    accuracy_from_logits,
+    build_objective,
+    class_bias_correction,
+    needs_teacher,
+    predict_logits,
+)
 from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
@@ -450,10 +456,19 @@ def run(
                 logits = teacher.logits(x)
             return logits, {k: v.detach().clone() for k, v in cap.outputs.items()}
 
+    # what the students learn from (the teacher has seen the whole training split)
+    student_data, train_index = data, None
+    tr = recipe.transfer
+    if tr.exclude_classes or tr.labeled_fraction < 1.0:
+        student_data, train_index = transfer_set(data, tr.exclude_classes, tr.labeled_fraction, tr.seed)
+        n_lab = int((student_data.train.y >= 0).sum())
+        log.info("transfer set: %d of %d training samples%s; %d keep their hard label",
+                 len(student_data.train), len(data.train),
+                 f" (classes {tr.exclude_classes} left out)" if tr.exclude_classes else "", n_lab)  # fmt: skip
     teacher_features = None
     if teacher_layers and not augmenting:
         t0 = time.perf_counter()
-        teacher_features = teacher_feature_table(teacher_module, teacher_layers, data.train.x, recipe.eval.batch_size)
+        teacher_features = teacher_feature_table(teacher_module, teacher_layers, student_data.train.x, recipe.eval.batch_size)
         size = sum(v.numel() * 4 for v in teacher_features.values()) / 2**20
         log.info("teacher features of layers %s: computed once for the training split (%.0f MiB in memory), %.2fs",
                  ", ".join(sorted(teacher_layers)), size, time.perf_counter() - t0)  # fmt: skip
@@ -465,6 +480,8 @@ def run(
             if not recipe.teacher.cache:
                 log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")
             teacher_logits, cache_info = _teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accelerator)
+            if train_index is not None:
+                teacher_logits["train"] = teacher_logits["train"][torch.as_tensor(train_index, dtype=torch.long)]
 
     histories: dict[str, list[dict[str, Any]]] = {"teacher": teacher_history}
     students: list[tuple[str, str, nn.Module, Path]] = []
@@ -472,7 +489,7 @@ def run(
         baseline_cfg = recipe.eval.baseline_train or recipe.train
         baseline = make_student(baseline_cfg.seed)
         histories["baseline"] = _train_stage(
-            "baseline", baseline, data, [LossTerm(loss="ce")], baseline_cfg,
+            "baseline", baseline, labeled_only(student_data), [LossTerm(loss="ce")], baseline_cfg,
             run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
             eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("baseline"),
             augment=baseline_cfg.augment if data.kind == "image" else "none",
@@ -489,7 +506,7 @@ def run(
             log.info("feature adapters (trained with the student): %s",
                      "; ".join(f"{k}: {m}" for k, m in adapters.items()))  # fmt: skip
     histories["student"] = _train_stage(
-        "student", student, data, list(recipe.distill), recipe.train,
+        "student", student, student_data, list(recipe.distill), recipe.train,
         run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
         eval_batch=recipe.eval.batch_size, teacher_logits=teacher_logits.get("train"),
         online_teacher=online, stop_after_steps=stops.get("student"),
@@ -507,6 +524,21 @@ def run(
         predictions_path=run_dir / "predictions.safetensors",
     )  # fmt: skip
     markdown = render_markdown(table)
+    transfer_report: dict[str, Any] = {}
+    if tr.exclude_classes:
+        for label, role, module, _ in students:
+            transfer_report[role] = class_bias_correction(
+                predict_logits(module, data.val.x, recipe.eval.batch_size), data.val.y,
+                predict_logits(module, data.test.x, recipe.eval.batch_size), data.test.y, list(tr.exclude_classes),
+            )  # fmt: skip
+            r = transfer_report[role]
+            markdown += (
+                f"\n{label}: on the never-seen classes {tr.exclude_classes}, test accuracy "
+                f"{100 * r['test_acc_on_classes_before']:.1f}% → {100 * r['test_acc_on_classes_after']:.1f}% after adding "
+                f"{r['bias']:.2f} to their logits (tuned on validation); overall {100 * r['test_acc_before']:.2f}% → "
+                f"{100 * r['test_acc_after']:.2f}%."
+            )
+        markdown += "\n"
     metrics = {
         "distill_version": __version__,
         "name": recipe.name,
@@ -518,6 +550,9 @@ def run(
         "teacher_outputs": cache_info,
         "models": {e["role"]: {k: v for k, v in e.items() if k != "role"} for e in table["models"]},
         "summary": table["summary"],
+        "transfer": {"exclude_classes": tr.exclude_classes, "labeled_fraction": tr.labeled_fraction,
+                     "train_samples": len(student_data.train),
+                     "labeled_samples": int((student_data.train.y >= 0).sum()), "bias_correction": transfer_report},
         "history": histories,
         "seconds": round(time.time() - started, 2),
         "torch": torch.__version__,

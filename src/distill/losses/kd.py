@@ -96,12 +96,18 @@ def cross_entropy(student_logits: Tensor, labels: Tensor, *, label_smoothing: fl
     Args:
         student_logits: ``(N, C)``.
         labels: ``(N,)`` integer classes in ``[0, C)``; entries equal to -100
-            (unlabelled samples) are ignored.
+            (unlabelled samples) are ignored: the mean is over labelled rows, and a
+            batch with none gives 0.
         label_smoothing: in ``[0, 1)``.
     """
     if label_smoothing:
-        return F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing, ignore_index=-100)
-    return F.nll_loss(log_softmax(student_logits.float()), labels, ignore_index=-100)
+        total = F.cross_entropy(
+            student_logits.float(), labels, label_smoothing=label_smoothing, ignore_index=-100, reduction="sum"
+        )
+    else:
+        total = F.nll_loss(log_softmax(student_logits.float()), labels, ignore_index=-100, reduction="sum")
+    # mean over the labelled rows; a batch without any label contributes 0 (not NaN)
+    return total / (labels != -100).sum().clamp_min(1)
 
 
 def softmax_with_temperature(logits: Tensor, temperature: float) -> Tensor:
