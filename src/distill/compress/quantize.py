@@ -1,0 +1,587 @@
+"""Post-training int8 quantization: PyTorch (dynamic, static, per-layer sensitivity) and ONNX Runtime.
+
+PyTorch side (CPU inference; the result runs on the x86/fbgemm or qnnpack
+quantized engine that ``torch.backends.quantized.engine`` names):
+
+* :func:`dynamic_int8` — int8 weights, activations quantized on the fly, for
+  ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``). No calibration.
+* :func:`static_int8` — eager-mode post-training static quantization of the
+  mlp/cnn students: QuantStub/DeQuantStub around the model, Conv+BN+ReLU and
+  Linear+ReLU fused, activation ranges calibrated on real batches.
+* :func:`sensitivity_int8` — how much int8 in each Linear alone moves the
+  output, then greedy: keep the most sensitive layers in float until the
+  quality bound holds. Works on any module with named ``nn.Linear`` layers
+  (e.g. a Hugging Face encoder), through a ``run_model`` callable.
+
+ONNX side: :func:`onnx_int8` quantizes an exported ``.onnx`` file with ONNX
+Runtime's quantizer (dynamic, or static QDQ with calibration).
+
+torch 2.13 still ships ``torch.ao.quantization`` (eager and FX) and it works,
+but announces its move to the separate ``torchao`` package with a
+DeprecationWarning on every call, and a UserWarning on the first creation of
+a quantized tensor. Neither is something a user of distill can act on, so the
+functions here silence exactly those two messages while they call into
+``torch.ao`` (nothing else is filtered; see :func:`_quiet_torch_ao`). If a
+future torch removes ``torch.ao.quantization``, these functions raise a
+``ModelError`` that says so; ONNX Runtime quantization is unaffected.
+
+Every quantized model returned here carries ``distill_quantization``, a plain
+dict that says how it was made (kind, options); ``distill.export.save_torch``
+records it so that ``load_torch`` can rebuild the same structure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import math
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from distill.errors import ExportError, ModelError
+from distill.fsutil import atomic_path
+
+log = logging.getLogger("distill")
+
+ATTR = "distill_quantization"
+CALIBRATION_METHODS = ("minmax", "histogram")
+ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+# The two messages torch.ao emits on every use in torch >= 2.9 (see the module docstring).
+_TORCH_AO_MESSAGES = (
+    r"torch\.ao\.quantization is deprecated",
+    r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation functions",
+)
+
+
+@contextlib.contextmanager
+def _quiet_torch_ao() -> Iterator[None]:
+    """Silence only torch.ao's own deprecation notices (not thread-safe, like all of ``warnings``)."""
+    with warnings.catch_warnings():
+        for msg in _TORCH_AO_MESSAGES:
+            warnings.filterwarnings("ignore", message=msg)
+        yield
+
+
+def _ao() -> Any:
+    try:
+        with _quiet_torch_ao():
+            import torch.ao.quantization as ao
+    except ImportError as exc:  # pragma: no cover - depends on a future torch
+        raise ModelError(
+            f"this torch ({torch.__version__}) has no torch.ao.quantization: {exc}. "
+            "Fix: quantize the exported ONNX file instead (onnx_int8), or use torch <= 2.13."
+        ) from None
+    engine = torch.backends.quantized.engine
+    if engine in (None, "none"):
+        raise ModelError(
+            "this torch build has no quantized CPU engine (torch.backends.quantized.engine is 'none'). "
+            "Fix: use ONNX Runtime quantization (onnx_int8)."
+        )
+    return ao
+
+
+def _check_cpu(model: nn.Module, what: str) -> None:
+    devices = {t.device.type for t in [*model.parameters(), *model.buffers()]}
+    if devices - {"cpu"}:
+        raise ModelError(
+            f"{what}: int8 PyTorch models run on the CPU, but this model is on {', '.join(sorted(devices))}. "
+            "Fix: quantize model.cpu()."
+        )
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    # exactly nn.Linear: subclasses such as MultiheadAttention's out_proj
+    # (NonDynamicallyQuantizableLinear) have no int8 version and stay float
+    return [n for n, m in model.named_modules() if type(m) is nn.Linear and n]
+
+
+def _check_names(model: nn.Module, names: Sequence[str], what: str) -> list[str]:
+    known = _linear_names(model)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ModelError(
+            f"{what}: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not the name of an "
+            f"nn.Linear in the model. Known: {', '.join(known) or '(none)'}."
+        )
+    return list(names)
+
+
+def _dynamic_qconfig(per_channel: bool) -> Any:
+    ao = _ao()
+    return ao.per_channel_dynamic_qconfig if per_channel else ao.default_dynamic_qconfig
+
+
+# --------------------------------------------------------------------------- dynamic
+
+
+def dynamic_int8(model: nn.Module, *, per_channel: bool = True, keep_float: Sequence[str] = ()) -> nn.Module:
+    """Dynamic int8 quantization of the ``nn.Linear`` layers; returns a quantized copy (eval mode).
+
+    Weights are stored as int8 (per output channel when ``per_channel``, else
+    one scale per tensor); activations are quantized per batch at run time, so
+    no calibration data is needed. Linear layers whose module names (as in
+    ``model.named_modules()``) are in ``keep_float`` stay float. Other layers
+    (convolutions, norms) stay float: dynamic quantization only speeds up
+    Linear layers. CPU only.
+
+    API: ``torch.ao.quantization.quantize_dynamic(model, {name: qconfig}, dtype=torch.qint8)``
+    with ``per_channel_dynamic_qconfig`` or ``default_dynamic_qconfig``.
+    """
+    _check_cpu(model, "dynamic_int8")
+    keep = _check_names(model, keep_float, "dynamic_int8 keep_float")
+    ao = _ao()
+    qconfig = _dynamic_qconfig(per_channel)
+    spec = {n: qconfig for n in _linear_names(model) if n not in keep}
+    src = copy.deepcopy(model).eval()
+    if spec:
+        with _quiet_torch_ao():
+            quantized = ao.quantize_dynamic(src, spec, dtype=torch.qint8, inplace=False)
+    else:
+        quantized = src
+    setattr(quantized, ATTR, {"kind": "dynamic_int8", "per_channel": bool(per_channel), "keep_float": sorted(keep)})
+    return quantized
+
+
+# --------------------------------------------------------------------------- static
+
+
+class QuantWrapper(nn.Module):
+    """``dequant(model(quant(x)))``: the float boundary of an eager-mode statically quantized model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        ao = _ao()
+        self.quant = ao.QuantStub()
+        self.model = model
+        self.dequant = ao.DeQuantStub()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dequant(self.model(self.quant(x)))
+
+
+_STATIC_OK = (
+    nn.Linear,
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.Flatten,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Dropout,
+    nn.Identity,
+)
+
+
+def _fusion_groups(layers: list[nn.Module]) -> list[list[str]]:
+    """Runs of [Conv2d, BatchNorm2d, ReLU], [Conv2d, BatchNorm2d], [Conv2d, ReLU], [Linear, ReLU]."""
+    groups, i = [], 0
+    while i < len(layers):
+        m = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        nxt2 = layers[i + 2] if i + 2 < len(layers) else None
+        if isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+            if isinstance(nxt2, nn.ReLU):
+                groups.append([str(i), str(i + 1), str(i + 2)])
+                i += 3
+            else:
+                groups.append([str(i), str(i + 1)])
+                i += 2
+            continue
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(nxt, nn.ReLU):
+            groups.append([str(i), str(i + 1)])
+            i += 2
+            continue
+        i += 1
+    return groups
+
+
+def _static_qconfig(method: str, per_channel: bool) -> Any:
+    ao = _ao()
+    # x86/fbgemm kernels need 7-bit activations (reduce_range) to avoid overflow
+    # in their int16 accumulation; the range is given explicitly because
+    # `reduce_range=True` itself now warns.
+    seven_bit = torch.backends.quantized.engine in ("x86", "fbgemm", "onednn")
+    act_cls = ao.MinMaxObserver if method == "minmax" else ao.HistogramObserver
+    activation = act_cls.with_args(
+        dtype=torch.quint8, qscheme=torch.per_tensor_affine, quant_min=0, quant_max=127 if seven_bit else 255
+    )
+    if per_channel:
+        weight = ao.PerChannelMinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-128, quant_max=127
+        )
+    else:
+        weight = ao.MinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-128, quant_max=127
+        )
+    return ao.QConfig(activation=activation, weight=weight)
+
+
+def prepare_static(model: nn.Module, *, method: str = "minmax", per_channel: bool = True) -> nn.Module:
+    """The observed (not yet converted) copy of ``model``: fused, wrapped, with observers.
+
+    Run calibration batches through it, then :func:`convert_static`. Used by
+    :func:`static_int8` and by ``load_torch`` to rebuild the structure.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ModelError(f"static_int8: unknown calibration method {method!r}; known: {', '.join(CALIBRATION_METHODS)}")
+    if not isinstance(model, nn.Sequential):
+        raise ModelError(
+            f"static_int8 (eager mode) works on an nn.Sequential student (mlp, cnn); got {type(model).__name__}. "
+            "Fix: use dynamic_int8, or export to ONNX and use onnx_int8 with calibration."
+        )
+    for i, m in enumerate(model):
+        if not isinstance(m, _STATIC_OK):
+            raise ModelError(
+                f"static_int8: layer {i} ({type(m).__name__}) has no int8 kernel in eager mode. "
+                "Fix: use dynamic_int8, or export to ONNX and use onnx_int8 with calibration."
+            )
+    _check_cpu(model, "static_int8")
+    ao = _ao()
+    src = copy.deepcopy(model).eval()
+    with _quiet_torch_ao():
+        groups = _fusion_groups(list(src))
+        if groups:
+            src = ao.fuse_modules(src, groups, inplace=False)
+        wrapped = QuantWrapper(src).eval()
+        wrapped.qconfig = _static_qconfig(method, per_channel)
+        ao.prepare(wrapped, inplace=True)
+    return wrapped
+
+
+def convert_static(prepared: nn.Module, *, method: str, per_channel: bool) -> nn.Module:
+    ao = _ao()
+    with _quiet_torch_ao():
+        quantized = ao.convert(prepared.eval(), inplace=False)
+    setattr(quantized, ATTR, {"kind": "static_int8", "method": method, "per_channel": bool(per_channel)})
+    return quantized
+
+
+def static_int8(
+    model: nn.Module,
+    calibration: Tensor,
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    batch_size: int = 256,
+) -> nn.Module:
+    """Eager-mode post-training static int8 quantization of an mlp/cnn student; returns a quantized copy.
+
+    Conv2d+BatchNorm2d(+ReLU), Conv2d+ReLU and Linear+ReLU are fused; the model
+    is wrapped in QuantStub/DeQuantStub (float in, float out: callers see no
+    difference); ``calibration`` (a few hundred real inputs, ``(N, *in_shape)``)
+    runs through observers to fix every activation's scale: ``method='minmax'``
+    (the observed range) or ``'histogram'`` (a range that minimises the
+    quantization error of the observed histogram: robust to outliers, slower).
+    Weights are int8 per output channel when ``per_channel``. CPU only.
+
+    API: ``torch.ao.quantization.fuse_modules``, ``prepare``, ``convert``
+    (eager mode), observers ``MinMaxObserver``/``HistogramObserver`` (quint8,
+    7-bit on x86/fbgemm) and ``PerChannelMinMaxObserver`` (qint8, symmetric).
+    """
+    if not isinstance(calibration, Tensor) or calibration.ndim < 2 or len(calibration) == 0:
+        raise ModelError(
+            "static_int8 needs calibration inputs: a non-empty tensor shaped (N, *in_shape). "
+            "Fix: pass a few hundred training inputs."
+        )
+    if batch_size <= 0:
+        raise ModelError(f"static_int8: batch_size must be > 0 (got {batch_size})")
+    prepared = prepare_static(model, method=method, per_channel=per_channel)
+    with torch.no_grad():
+        for start in range(0, len(calibration), batch_size):
+            prepared(calibration[start : start + batch_size].float())
+    return convert_static(prepared, method=method, per_channel=per_channel)
+
+
+def quantized_like(model: nn.Module, spec: dict[str, Any], example_input: Tensor) -> nn.Module:
+    """A model with the quantized structure ``spec`` (a ``distill_quantization`` dict) around float ``model``.
+
+    Its weights and scales are placeholders until a quantized state dict is
+    loaded into it (``distill.export.load_torch`` does that).
+    """
+    kind = spec.get("kind")
+    if kind == "dynamic_int8":
+        return dynamic_int8(model, per_channel=spec.get("per_channel", True), keep_float=spec.get("keep_float", ()))
+    if kind == "static_int8":
+        method, per_channel = spec.get("method", "minmax"), spec.get("per_channel", True)
+        prepared = prepare_static(model, method="minmax", per_channel=per_channel)
+        with torch.no_grad():
+            prepared(example_input.float())  # any data: the loaded state dict replaces the scales
+        return convert_static(prepared, method=method, per_channel=per_channel)
+    raise ModelError(f"unknown quantization kind {kind!r}; known: dynamic_int8, static_int8")
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+def cosine_similarity(reference: Tensor, other: Tensor) -> float:
+    """Mean over samples of the cosine similarity of each sample's flattened output (1.0 = same direction)."""
+    a = reference.detach().float().reshape(len(reference), -1)
+    b = other.detach().float().reshape(len(other), -1)
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).mean())
+
+
+@dataclass
+class SensitivityReport:
+    """What :func:`sensitivity_int8` measured and chose (``metric``: higher is closer to float)."""
+
+    layers: list[dict[str, Any]]  # [{"layer": name, "metric_alone": m}], most sensitive first
+    keep_float: list[str]  # Linear layers left in float, in the order they were chosen
+    all_int8_metric: float  # every Linear int8
+    final_metric: float  # the returned model
+    bound: float
+    met: bool  # final_metric >= bound
+    per_channel: bool
+    steps: list[dict[str, Any]] = field(default_factory=list)  # greedy steps: [{"keep_float": [...], "metric": m}]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _quantize_one(linear: nn.Module, per_channel: bool) -> nn.Module:
+    ao = _ao()
+    holder = nn.Sequential(copy.deepcopy(linear)).eval()
+    with _quiet_torch_ao():
+        return ao.quantize_dynamic(holder, {nn.Linear: _dynamic_qconfig(per_channel)}, dtype=torch.qint8)[0]
+
+
+def sensitivity_int8(
+    model: nn.Module,
+    run_model: Callable[[nn.Module], Tensor] | Tensor,
+    *,
+    bound: float,
+    metric: Callable[[Tensor, Tensor], float] = cosine_similarity,
+    per_channel: bool = True,
+    layers: Sequence[str] | None = None,
+) -> tuple[nn.Module, SensitivityReport]:
+    """Dynamic int8 with the most quantization-sensitive Linear layers kept in float.
+
+    ``run_model(m) -> Tensor`` runs a model on fixed evaluation inputs and
+    returns its output (for a Hugging Face model, e.g.
+    ``lambda m: m(**batch).logits``); a Tensor of inputs stands for
+    ``lambda m: m(inputs)``. ``metric(out_float, out_quant)`` must be higher
+    when the quantized output is closer (default: mean cosine similarity).
+
+    1. For each Linear (``layers``, default all named ``nn.Linear`` modules;
+       Linear layers not listed stay float throughout) alone in int8:
+       ``metric_alone``.
+    2. All of them int8; while the metric is below ``bound``, the layer with
+       the lowest ``metric_alone`` among those still int8 goes back to float.
+
+    Returns the model (what ``dynamic_int8(model, keep_float=report.keep_float)``
+    returns) and a :class:`SensitivityReport`. The model is run
+    ``len(layers) + 2 + len(keep_float)`` times, swapping copies of single
+    layers in and out of one working copy (no copy of the whole model per layer).
+    """
+    _check_cpu(model, "sensitivity_int8")
+    if not math.isfinite(bound):
+        raise ModelError(f"sensitivity_int8: bound must be a finite number (got {bound})")
+    if isinstance(run_model, Tensor):
+        inputs = run_model
+
+        def run(m: nn.Module) -> Tensor:
+            return m(inputs)
+    else:
+        run = run_model
+    names = _check_names(model, layers, "sensitivity_int8 layers") if layers is not None else _linear_names(model)
+    if not names:
+        raise ModelError("sensitivity_int8: the model has no nn.Linear layer to quantize.")
+
+    work = copy.deepcopy(model).eval()
+
+    def measure() -> float:
+        with torch.no_grad():
+            return float(metric(reference, run(work)))
+
+    with torch.no_grad():
+        reference = run(work)
+    originals = {n: work.get_submodule(n) for n in names}
+    quantized = {n: _quantize_one(originals[n], per_channel) for n in names}
+
+    alone = []
+    for n in names:
+        _set_submodule(work, n, quantized[n])
+        alone.append({"layer": n, "metric_alone": measure()})
+        _set_submodule(work, n, originals[n])
+    alone.sort(key=lambda r: r["metric_alone"])
+
+    for n in names:
+        _set_submodule(work, n, quantized[n])
+    current = all_int8 = measure()
+    keep: list[str] = []
+    steps = [{"keep_float": [], "metric": current}]
+    for row in alone:
+        if current >= bound:
+            break
+        keep.append(row["layer"])
+        _set_submodule(work, row["layer"], originals[row["layer"]])
+        current = measure()
+        steps.append({"keep_float": list(keep), "metric": current})
+    del work
+
+    excluded = [n for n in _linear_names(model) if n not in names]
+    final = dynamic_int8(model, per_channel=per_channel, keep_float=[*excluded, *keep])
+    report = SensitivityReport(
+        layers=alone,
+        keep_float=keep,
+        all_int8_metric=all_int8,
+        final_metric=current,
+        bound=float(bound),
+        met=current >= bound,
+        per_channel=bool(per_channel),
+        steps=steps,
+    )
+    return final, report
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+def _onnx_input_name(path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ExportError(
+            f"onnx_int8 calibration feeds one input, but {path} has {len(inputs)} ({', '.join(inputs)}). "
+            "Fix: quantize it without calibration (dynamic), or with ONNX Runtime's own tools."
+        )
+    return inputs[0]
+
+
+def onnx_int8(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    *,
+    per_channel: bool = True,
+    calibration: Tensor | None = None,
+    method: str = "minmax",
+    batch_size: int = 64,
+) -> Path:
+    """Quantize an ONNX file to int8 with ONNX Runtime; write ``out_path`` atomically and return it.
+
+    * ``calibration is None``: dynamic quantization
+      (``onnxruntime.quantization.quantize_dynamic``, QInt8 weights, per
+      channel when asked): int8 weights, activations quantized at run time.
+    * ``calibration`` given (``(N, *in_shape)`` real inputs): static
+      quantization (``quantize_static``, QDQ format, QInt8 activations and
+      weights), activation ranges from a ``CalibrationDataReader`` over the
+      tensor in batches of ``batch_size``, ``method`` 'minmax', 'entropy' or
+      'percentile' (``CalibrationMethod.MinMax/Entropy/Percentile``).
+
+    The model is first pre-processed (``quant_pre_process``: shape inference
+    and graph optimisation), as ONNX Runtime recommends.
+    """
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as exc:
+        raise ExportError(f"onnx_int8 needs onnxruntime ({exc}). Fix: pip install onnxruntime onnx") from None
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise ExportError(
+            f"onnx_int8: no ONNX file at {src}. Fix: export the model first (distill.export.export_onnx)."
+        )
+    if method not in ONNX_CALIBRATION_METHODS:
+        known = ", ".join(ONNX_CALIBRATION_METHODS)
+        raise ExportError(f"onnx_int8: unknown calibration method {method!r}; known: {known}")
+    if calibration is not None and (not isinstance(calibration, Tensor) or len(calibration) == 0):
+        raise ExportError(
+            "onnx_int8: calibration must be a non-empty tensor shaped (N, *in_shape), or None for dynamic."
+        )
+    if batch_size <= 0:
+        raise ExportError(f"onnx_int8: batch_size must be > 0 (got {batch_size})")
+    out = Path(out_path)
+    input_name = _onnx_input_name(src) if calibration is not None else None
+    progress = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="distill-onnx-int8-") as work, atomic_path(out) as tmp:
+        try:
+            # the entropy/percentile calibrators print progress lines: kept for the debug log
+            with contextlib.redirect_stdout(progress):
+                pre = Path(work) / "preprocessed.onnx"
+                try:
+                    quant_pre_process(str(src), str(pre))
+                except Exception as exc:  # an optimisation step only: quantize the file as it is
+                    log.warning("onnx_int8: pre-processing %s failed (%s); quantizing it without.", src, exc)
+                    pre = src
+                if calibration is None:
+                    quantize_dynamic(str(pre), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8)
+                else:
+                    data = calibration.detach().cpu().float().numpy()
+
+                    class _Reader(CalibrationDataReader):
+                        def __init__(self) -> None:
+                            self._batches = iter(
+                                [{input_name: data[i : i + batch_size]} for i in range(0, len(data), batch_size)]
+                            )
+
+                        def get_next(self) -> dict | None:
+                            return next(self._batches, None)
+
+                    calibrate = {
+                        "minmax": CalibrationMethod.MinMax,
+                        "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile,
+                    }[method]
+                    quantize_static(
+                        str(pre),
+                        str(tmp),
+                        _Reader(),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel,
+                        activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=calibrate,
+                    )
+        except (ExportError, OSError):
+            raise
+        except Exception as exc:
+            raise ExportError(
+                f"ONNX Runtime could not quantize {src}: {type(exc).__name__}: {exc}. "
+                "Fix: check that the file runs in onnxruntime (check_onnx_parity), or try calibration=None (dynamic)."
+            ) from exc
+        finally:
+            if progress.getvalue().strip():
+                log.debug("onnx_int8: %s", progress.getvalue().strip())
+    return out
+
+
+__all__ = [
+    "ATTR",
+    "CALIBRATION_METHODS",
+    "ONNX_CALIBRATION_METHODS",
+    "QuantWrapper",
+    "SensitivityReport",
+    "convert_static",
+    "cosine_similarity",
+    "dynamic_int8",
+    "onnx_int8",
+    "prepare_static",
+    "quantized_like",
+    "sensitivity_int8",
+    "static_int8",
+]
