@@ -20,7 +20,8 @@ from .conftest import tiny_recipe
 
 def test_help_of_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in (["--help"], ["run", "--help"], ["demo", "--help"], ["eval", "--help"], ["recipe", "--help"],
-                ["report", "--help"], ["layers", "--help"]):  # fmt: skip
+                ["report", "--help"], ["layers", "--help"], ["compress", "--help"], ["export", "--help"],
+                ["bench", "--help"]):  # fmt: skip
         with pytest.raises(SystemExit) as exc:
             main(cmd)
         assert exc.value.code == 0

@@ -82,6 +82,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
+        "compress", help="prune and/or int8-quantize the distilled student of a finished run",
+        description="Apply the recipe's `compress` section (or --set compress...) to RUN_DIR's student: structured or "
+        "magnitude pruning followed by a short recovery distillation, then dynamic, static or sensitivity-aware "
+        "int8 quantization. Writes RUN_DIR/compressed/ (pruned/, int8/: safetensors + config.json) and compress.json.",
+    )  # fmt: skip
+    p.add_argument("run_dir", help="a run directory written by `distill run`")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set compress.prune.kind=structured --set compress.quantize.kind=dynamic")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser(
+        "export", help="export the student (pruned if it was) to ONNX / torch / HF, with parity checks",
+        description="Write RUN_DIR/export/: student.onnx (dynamic batch axis) checked against PyTorch on real test "
+        "inputs (max |difference| and argmax agreement, thresholds in the recipe's export.parity; a failure stops with "
+        "the numbers), student.int8.onnx (ONNX Runtime quantizer), torch/ (safetensors + config.json that rebuilds "
+        "the model) and hf/ (save_pretrained, Hugging Face models only).",
+    )  # fmt: skip
+    p.add_argument("run_dir", help="a run directory written by `distill run`")
+    p.add_argument("--format", dest="formats", action="append", choices=["onnx", "torch", "hf"],
+                   help="repeatable; default: the recipe's export.formats (onnx, torch)")  # fmt: skip
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "bench", help="measure every stage of a run side by side (teacher, distilled, pruned, int8, ONNX fp32/int8)",
+        description="Measure, in one process with the same threads: parameters, file size, FLOPs, latency at batch 1 "
+        "(p50, p95), throughput at eval.throughput_batch, peak memory (a fresh child process per model), test accuracy "
+        "and retention of the teacher (PyTorch and ONNX Runtime) and of every student stage present in RUN_DIR. "
+        "Writes RUN_DIR/bench.md and bench.json.",
+    )  # fmt: skip
+    p.add_argument("run_dir", help="a run directory written by `distill run` (compress/export first for those stages)")
+    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
         "report", help="write report.html, the model card (README.md) and TensorBoard curves of a finished run",
         description="Write RUN_DIR/report.html (self-contained: figures embedded, works offline), RUN_DIR/README.md "
         "(a Hugging Face model card recording the teacher, its licence, the data, the method and the numbers) and, "
@@ -209,6 +246,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.run_dir, console=not args.quiet)
     if args.quiet:
         print(result.table_markdown)
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from distill.engine.run import setup_logging
+    from distill.engine.stages import compress_run
+
+    setup_logging(None)
+    report = compress_run(args.run_dir, args.overrides, progress=not args.no_progress)
+    for name, st in report["stages"].items():
+        print(f"{name:<10} test accuracy {100 * st['test_acc']:.2f}%")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from distill.engine.run import setup_logging
+    from distill.engine.stages import export_run
+
+    setup_logging(None)
+    report = export_run(args.run_dir, args.formats, args.overrides)
+    for kind, path in report["files"].items():
+        print(f"{kind:<11} {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from distill.engine.run import setup_logging
+    from distill.engine.stages import bench_run, render_bench
+
+    setup_logging(None)
+    print(render_bench(bench_run(args.run_dir, memory=not args.no_memory, threads=args.threads)))
     return 0
 
 

@@ -280,6 +280,69 @@ class TransferConfig(_Section):
     seed: int = Field(0, description="Seed of the choice of labeled samples.")
 
 
+class PruneConfig(_Section):
+    kind: Literal["none", "magnitude", "structured"] = Field(
+        "none",
+        description="'structured' removes whole neurons/channels (layers really shrink: faster); 'magnitude' "
+        "zeroes the smallest weights globally (smaller only once compressed; no faster); 'none'.",
+    )
+    amount: float = Field(0.5, ge=0, lt=1, description="Share of units (structured) or weights (magnitude) to remove.")
+    criterion: Literal["auto", "l1", "l2", "bn"] = Field(
+        "auto", description="structured: how units are ranked (auto: BatchNorm scale where there is one, else L1)."
+    )
+    recovery_epochs: int = Field(
+        3, ge=0, description="Epochs of distillation (the recipe's `distill` objective) after pruning, to recover."
+    )
+    recovery_lr: float | None = Field(None, gt=0, description="Peak learning rate of the recovery (default: train's / 3).")
+
+
+class QuantizeConfig(_Section):
+    kind: Literal["none", "dynamic", "static", "sensitivity"] = Field(
+        "none",
+        description="int8 in PyTorch: 'dynamic' (Linear weights), 'static' (weights and activations, calibrated; "
+        "for CNN students), 'sensitivity' (dynamic, keeping the layers that move the output most in float until "
+        "quality_bound holds), or 'none'.",
+    )
+    per_channel: bool = Field(True, description="Per-channel weight scales (more accurate than per-tensor).")
+    calibration_size: int = Field(512, gt=0, description="Training samples used to calibrate (static, ONNX static).")
+    calibration_method: Literal["minmax", "histogram"] = Field(
+        "minmax", description="static: how activation ranges are observed."
+    )
+    quality_bound: float = Field(
+        0.999, gt=0, le=1, description="sensitivity: least cosine similarity of outputs to the float model."
+    )
+
+
+class CompressConfig(_Section):
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="Pruning, then a short recovery distillation.")
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 quantization in PyTorch.")
+
+
+class ParityConfig(_Section):
+    atol: float = Field(1e-4, gt=0, description="Largest allowed |ONNX − PyTorch| of any output (fp32 export).")
+    min_argmax_agreement: float = Field(
+        0.999, gt=0, le=1, description="Least share of inputs whose predicted class is the same in both."
+    )
+    int8_min_argmax_agreement: float = Field(
+        0.98, gt=0, le=1, description="The same for the int8 ONNX file against the float PyTorch model."
+    )
+    samples: int = Field(1000, gt=0, description="Test samples the parity checks run on.")
+
+
+class ExportConfig(_Section):
+    formats: list[Literal["onnx", "torch", "hf"]] = Field(
+        default_factory=lambda: ["onnx", "torch"],
+        description="onnx (dynamic batch axis, parity-checked), torch (safetensors + config.json that rebuilds "
+        "the model), hf (save_pretrained; Hugging Face models only).",
+    )
+    onnx_int8: bool = Field(True, description="Also write an int8 ONNX file with ONNX Runtime's quantizer.")
+    onnx_int8_static: bool = Field(
+        False, description="Static (calibrated activations) instead of dynamic int8 for the ONNX file."
+    )
+    opset: int = Field(17, ge=11, description="ONNX opset.")
+    parity: ParityConfig = Field(default_factory=ParityConfig, description="Thresholds of the parity checks.")
+
+
 # --------------------------------------------------------------- eval/output
 class EvalConfig(_Section):
     baseline: bool = Field(
@@ -326,6 +389,12 @@ class Recipe(_Section):
         description="The objective: a weighted sum of loss terms, each `{loss: NAME, weight: W, ...params}`.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="How the student is trained.")
+    compress: CompressConfig | None = Field(
+        None, description="Optional stage after distillation (also `distill compress RUN_DIR`): prune, quantize."
+    )
+    export: ExportConfig | None = Field(
+        None, description="Optional last stage (also `distill export RUN_DIR`): ONNX/torch/HF files, parity-checked."
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and measurement.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 

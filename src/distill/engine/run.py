@@ -564,6 +564,18 @@ def run(
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "comparison.json", table)
     write_text(run_dir / "comparison.md", markdown)
+    if recipe.compress is not None and (recipe.compress.prune.kind != "none" or recipe.compress.quantize.kind != "none"):
+        from distill.engine.stages import compress_run
+
+        log.info("compress stage ...")
+        metrics["compress"] = compress_run(run_dir, progress=progress)
+        write_json(run_dir / "metrics.json", metrics)
+    if recipe.export is not None:
+        from distill.engine.stages import export_run
+
+        log.info("export stage ...")
+        metrics["export"] = export_run(run_dir)
+        write_json(run_dir / "metrics.json", metrics)
     if recipe.output.report:
         write_model_card(run_dir)
         report = write_report(run_dir)
