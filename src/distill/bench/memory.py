@@ -1,9 +1,11 @@
 """Peak memory of running a model, measured in a fresh child process.
 
-The child imports torch and onnxruntime, notes its peak resident set size
-(``ru_maxrss``), loads the model, runs a few batches, and reports how much the
-peak grew: the model's weights plus the largest activations, in MiB. A fresh
-process per model keeps one model's allocations out of another's number.
+The child imports torch and onnxruntime, resets the kernel's high-water mark of
+its resident set (``/proc/self/clear_refs``), notes its current resident size,
+loads the model, runs a few batches, and reports how far the peak (``VmHWM``)
+rose above that: the model's weights plus the largest activations and the
+runtime's working buffers, in MiB. A fresh process per model keeps one model's
+allocations out of another's number. Linux only (None elsewhere).
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from pathlib import Path
 from typing import Sequence
 
 _CHILD = r"""
-import json, resource, sys
+import json, sys
 import numpy as np
 import torch
 import onnxruntime
 kind, path, shape, batch = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(int(sys.argv[5]))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])  # kB
+    raise KeyError(key)
+
+torch.randn(batch, *shape)  # warm the allocator before the baseline
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # reset VmHWM to the current resident size
+before = status("VmRSS")
 x = torch.randn(batch, *shape)
 if kind == "onnx":
     opts = onnxruntime.SessionOptions()
@@ -37,8 +49,8 @@ else:
     with torch.inference_mode():
         for _ in range(3):
             model(x)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_mib": (after - before) / 1024.0}))
+after = status("VmHWM")
+print(json.dumps({"peak_mib": max(after - before, 0) / 1024.0}))
 """
 
 
