@@ -164,6 +164,7 @@ REGISTRY: dict[str, LossSpec] = {
             "teacher_layer": Param(None, "teacher module path", required_text=True),
             "distance_weight": Param(25.0, "weight of the distance term", 0.0, True),
             "angle_weight": Param(50.0, "weight of the angle term", 0.0, True),
+            "angle_samples": Param(32, "samples of each batch the O(N^3) angle term uses (0: all)", 0.0, True),
         },
     ),
 }

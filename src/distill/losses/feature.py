@@ -67,14 +67,21 @@ def _pairwise_distances(e: Tensor) -> Tensor:
 
 
 def rkd_loss(
-    student_emb: Tensor, teacher_emb: Tensor, *, distance_weight: float = 25.0, angle_weight: float = 50.0
+    student_emb: Tensor,
+    teacher_emb: Tensor,
+    *,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
+    angle_samples: int = 32,
 ) -> Tensor:
     """Relational KD (Park et al., CVPR 2019): match the *relations* between samples.
 
     Distance term: pairwise Euclidean distances, each normalised by its mean,
     compared with smooth L1. Angle term: cosines of the angles formed by every
     triplet, compared with smooth L1. Dimensions may differ between student and
-    teacher (only relations are compared).
+    teacher (only relations are compared). The angle term costs O(N³·D), so it
+    uses the first ``angle_samples`` samples of the batch (the batch order is
+    random); 0 means all of them.
 
     Args:
         student_emb: ``(N, Ds)`` (flattened when it has more axes).
@@ -93,5 +100,6 @@ def rkd_loss(
             diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)
             return torch.bmm(diff, diff.transpose(1, 2)).flatten()
 
-        loss = loss + angle_weight * F.smooth_l1_loss(angles(s), angles(t))
+        k = s.shape[0] if not angle_samples else min(int(angle_samples), s.shape[0])
+        loss = loss + angle_weight * F.smooth_l1_loss(angles(s[:k]), angles(t[:k]))
     return loss
