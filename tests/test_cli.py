@@ -302,3 +302,14 @@ def test_scarce_labels_transfer_set(write_recipe) -> None:
     t = m["transfer"]
     assert t["labeled_samples"] == round(0.1 * t["train_samples"])
     assert "keep their hard label" in Path("runs/tiny/run.log").read_text()
+
+
+def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process() -> None:
+    raw = tiny_recipe()
+    raw["teacher"]["params"] = {"hidden": [32], "dropout": 0.3}
+    raw["student"]["params"] = {"hidden": [8], "dropout": 0.2}
+    first = run(validate_recipe({**raw, "output": {"dir": "runs/a", "report": False}}), progress=False, console=False)
+    torch.rand(1000)  # move the global generator
+    second = run(validate_recipe({**raw, "output": {"dir": "runs/b", "report": False}}), progress=False, console=False)
+    assert first.metrics["teacher"]["fingerprint"] == second.metrics["teacher"]["fingerprint"]
+    assert Path("runs/a/student.safetensors").read_bytes() == Path("runs/b/student.safetensors").read_bytes()

@@ -178,6 +178,10 @@ def fit(
         prepared_all = {}
     raw_teacher_needed = any("teacher_logits" in t.spec.needs for t in objective) and not closed_form
 
+    if result.resumed_from is None:
+        # dropout draws from torch's global generator: seed it here, so that a fit does not depend on what
+        # ran before it in this process (a resumed fit restored the generator's state instead)
+        torch.manual_seed(cfg.seed)
     capture = FeatureCapture(_unwrap(model), student_layers, "student") if student_layers else None
     if capture is not None:
         capture.__enter__()
