@@ -58,18 +58,6 @@ def count_flops(model: nn.Module, in_shape: Sequence[int]) -> int:
         model.train(was)
 
 
-def _time_calls(model: nn.Module, x: torch.Tensor, runs: int, warmup: int) -> list[float]:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter_ns()
-            model(x)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-    return times
-
-
 def measure_callable(
     fn: Callable[[torch.Tensor], object] | None,
     in_shape: Sequence[int],
@@ -123,24 +111,17 @@ def measure_model(
     throughput_batch: int = 256,
     throughput_runs: int = 20,
 ) -> ModelCost:
+    """The costs of a torch module: timed in eval mode without autograd, plus its parameters and FLOPs."""
     was = model.training
     model.eval()
     try:
-        x1 = torch.randn(1, *in_shape, generator=torch.Generator().manual_seed(0))
-        lat = _time_calls(model, x1, latency_runs, warmup_runs)
-        xb = torch.randn(throughput_batch, *in_shape, generator=torch.Generator().manual_seed(1))
-        big = _time_calls(model, xb, throughput_runs, max(2, warmup_runs // 5))
-        lat_sorted = sorted(lat)
-        p95 = lat_sorted[min(len(lat_sorted) - 1, int(round(0.95 * (len(lat_sorted) - 1))))]
-        return ModelCost(
-            parameters=sum(p.numel() for p in model.parameters()),
-            size_bytes=os.path.getsize(weights_path) if weights_path and Path(weights_path).exists() else None,
-            flops=count_flops(model, in_shape),
-            latency_ms_p50=statistics.median(lat),
-            latency_ms_p95=p95,
-            throughput=throughput_batch * len(big) / (sum(big) / 1e3),
-            throughput_batch=throughput_batch,
-            threads=torch.get_num_threads(),
-        )
+        with torch.inference_mode():
+            cost = measure_callable(
+                model, in_shape, file_path=weights_path, latency_runs=latency_runs, warmup_runs=warmup_runs,
+                throughput_batch=throughput_batch, throughput_runs=throughput_runs,
+            )  # fmt: skip
     finally:
         model.train(was)
+    cost.parameters = sum(p.numel() for p in model.parameters())
+    cost.flops = count_flops(model, in_shape)
+    return cost
