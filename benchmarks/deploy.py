@@ -14,17 +14,15 @@ Writes benchmarks/results/deploy.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from distill.engine.run import setup_logging
+from distill.engine.logs import setup_logging
 from distill.engine.stages import bench_run, compress_run, export_run, render_bench
 from distill.fsutil import write_json, write_text
 
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(None)
     cache = str(ROOT / ".work" / "fashion_mnist" / "cache")
     main_dir = fresh_copy("chain")
-    sets = [f"compress.prune.kind=structured", f"compress.prune.amount={args.amount}", "compress.prune.recovery_epochs=3",
+    sets = ["compress.prune.kind=structured", f"compress.prune.amount={args.amount}", "compress.prune.recovery_epochs=3",
             "compress.quantize.kind=dynamic", f"output.cache_dir={cache}"]  # fmt: skip
     compress = compress_run(main_dir, sets, progress=False)
     export = export_run(main_dir, ["onnx", "torch"], [f"output.cache_dir={cache}"])

@@ -23,7 +23,7 @@ def run(recipe: Recipe, **kwargs):  # type: ignore[no-untyped-def]
 
 def evaluate(run_dir, **kwargs):  # type: ignore[no-untyped-def]
     """Re-evaluate a finished run directory (see :func:`distill.engine.run.evaluate`)."""
-    from distill.engine.run import evaluate as _evaluate
+    from distill.engine.evaluate import evaluate as _evaluate
 
     return _evaluate(run_dir, **kwargs)
 

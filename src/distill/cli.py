@@ -241,7 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from distill.engine.run import evaluate
+    from distill.engine.evaluate import evaluate
 
     result = evaluate(args.run_dir, console=not args.quiet)
     if args.quiet:
@@ -250,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from distill.engine.run import setup_logging
+    from distill.engine.logs import setup_logging
     from distill.engine.stages import compress_run
 
     setup_logging(None)
@@ -261,7 +261,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distill.engine.run import setup_logging
+    from distill.engine.logs import setup_logging
     from distill.engine.stages import export_run
 
     setup_logging(None)
@@ -272,7 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from distill.engine.run import setup_logging
+    from distill.engine.logs import setup_logging
     from distill.engine.stages import bench_run, render_bench
 
     setup_logging(None)
@@ -324,7 +324,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     import torch
 
     from distill.data import build_data
-    from distill.engine.run import build_models
+    from distill.engine.build import build_models
     from distill.recipe import load_recipe
     from distill.tasks.features import FeatureCapture
 

@@ -24,7 +24,6 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,60 +32,25 @@ import yaml
 from torch import nn
 
 from distill import __version__
-from distill.bench import measure_callable, measure_model
-from distill.data import DataBundle, build_data, labeled_only, transfer_set
+from distill.data import DataBundle, build_data, labeled_only
+from distill.engine.build import build_models, make_accelerator, save_weights, seeded_build
 from distill.engine.checkpoint import CheckpointStore
+from distill.engine.evaluate import RunResult, evaluate_models
+from distill.engine.logs import setup_logging
 from distill.engine.loop import FitResult, fit
-from distill.errors import DistillError, RunDirError, TeacherError
-from distill.fsutil import write_json, write_text, write_with
-from distill.models import build
+from distill.engine.teacher_outputs import student_view, teacher_outputs
+from distill.errors import RunDirError, TeacherError
+from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
-from distill.report import comparison, licence_status, render_markdown, write_model_card, write_report, write_tensorboard
-from distill.tasks.classification import (
-    accuracy_from_logits,
-    build_objective,
-    class_bias_correction,
-    needs_teacher,
-    predict_logits,
-)
+from distill.report import licence_status, render_markdown, write_model_card, write_report, write_tensorboard
+from distill.tasks.classification import build_objective, class_bias_correction, needs_teacher
 from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
-from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
+from distill.teachers import TorchTeacher, check_output_classes, load_weights
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
-from distill.teachers.cache import TeacherCache, cache_key
-from distill.teachers.ensemble import teacher_logits_for
+
+__all__ = ["RunResult", "run", "setup_logging"]
 
 log = logging.getLogger("distill")
-_HANDLER_TAG = "_distill_handler"
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    table: dict[str, Any]
-    table_markdown: str
-
-
-# ------------------------------------------------------------------ logging
-def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = logging.INFO) -> None:
-    log.setLevel(level)
-    log.propagate = False
-    for h in list(log.handlers):
-        if getattr(h, _HANDLER_TAG, False):
-            log.removeHandler(h)
-            h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    if console:
-        ch = logging.StreamHandler(sys.stderr)
-        ch.setFormatter(logging.Formatter("%(message)s"))
-        setattr(ch, _HANDLER_TAG, True)
-        log.addHandler(ch)
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-        fh.setFormatter(fmt)
-        setattr(fh, _HANDLER_TAG, True)
-        log.addHandler(fh)
 
 
 # ---------------------------------------------------------------- run dir
@@ -143,29 +107,6 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
     return set() if a == b else {prefix or "(root)"}
 
 
-def _save_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_with(path, lambda tmp: save_file(state, str(tmp)))
-
-
-def _seeded_build(fn: Any, seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return fn()
-
-
-def make_accelerator(recipe: Recipe) -> Any:
-    from accelerate import Accelerator
-
-    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[recipe.train.precision]
-    if mp == "fp16" and not torch.cuda.is_available():
-        raise DistillError("train.precision fp16 needs a GPU; none is available. Fix: use fp32 or bf16 on CPU.")
-    # cpu=True where there is no GPU, so that torchrun/accelerate launch give DDP over gloo
-    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
-
-
 # ------------------------------------------------------------------ stages
 def _train_stage(
     role: str,
@@ -218,151 +159,9 @@ def _train_stage(
         stop_after_steps=stop_after_steps,
     )
     if accelerator.is_main_process:
-        _save_weights(model.module if hasattr(model, "module") else model, weights)
+        save_weights(model.module if hasattr(model, "module") else model, weights)
         write_json(hist_path, result.history)
     return result.history
-
-
-def sharded_predict(module: nn.Module, x: torch.Tensor, batch_size: int, accelerator: Any) -> torch.Tensor:
-    """Logits for all rows of ``x``; with several processes each computes a contiguous
-    shard and the shards are gathered (every process gets the whole result)."""
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if world == 1:
-        return predict_logits(module, x, batch_size)
-    n = x.shape[0]
-    chunk = -(-n // world)
-    part = predict_logits(module, x[rank * chunk : (rank + 1) * chunk], batch_size)
-    width = part.shape[1] if part.numel() else predict_logits(module, x[:1], 1).shape[1]
-    padded = torch.zeros(chunk, width)
-    padded[: part.shape[0]] = part
-    gathered = accelerator.gather(padded.to(accelerator.device)).cpu()
-    return gathered[:n].contiguous()
-
-
-def _teacher_outputs(
-    teacher: Any, data: DataBundle, recipe: Recipe, eval_batch: int, accelerator: Any
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Teacher logits for every split: from the cache when possible.
-
-    With several processes the cache is read by all of them (they agree on hit or
-    miss: nothing writes between the barrier and the read), a miss is computed
-    in shards across the processes and merged, and the main process stores it.
-    """
-    out: dict[str, torch.Tensor] = {}
-    info: dict[str, Any] = {"cache": "off", "seconds": 0.0}
-    use_cache = recipe.teacher.cache
-    cache = TeacherCache(recipe.output.cache_dir) if use_cache else None
-    hits = []
-    module = getattr(teacher, "module", None)
-    fingerprint = teacher.fingerprint()
-
-    def predict(split: Any) -> torch.Tensor:
-        if isinstance(teacher, TorchTeacher):
-            return sharded_predict(module, split.x, eval_batch, accelerator)
-        return teacher_logits_for(teacher, split.x, split.ids).float()
-
-    t0 = time.perf_counter()
-    for name, split in data.splits().items():
-        if cache is None:
-            out[name] = predict(split)
-            continue
-        key = cache_key(fingerprint, split.fingerprint(), data.preprocessing, "classification-logits-v1")
-        accelerator.wait_for_everyone()
-        cached = cache.load(key)
-        if cached is not None:
-            out[name] = cached
-        else:
-            out[name] = predict(split)
-            if accelerator.is_main_process:
-                cache.store(key, out[name], {"split": name, "source": data.source})
-        hits.append(cached is not None)
-        info.setdefault("files", {})[name] = str(cache.path_for(key))
-    accelerator.wait_for_everyone()
-    info["seconds"] = round(time.perf_counter() - t0, 3)
-    info["processes"] = accelerator.num_processes
-    if cache is not None:
-        info["cache"] = "hit" if all(hits) else ("partial" if any(hits) else "miss")
-        log.info(
-            "teacher outputs: cache %s (%s), %.2fs", info["cache"], recipe.output.cache_dir, info["seconds"]
-        )
-    return out, info
-
-
-def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, Any]:
-    """Build the (untrained) teacher module (None when the teacher is not a torch module)
-    and a student factory for ``recipe``."""
-    t = recipe.teacher
-    teacher = None
-    if t.kind == "torch":
-        teacher = _seeded_build(
-            lambda: build_teacher_module(t.arch, t.factory, t.params, data.in_shape, data.num_classes),
-            recipe.teacher_train.seed,
-        )
-
-    def student(seed: int | None = None) -> nn.Module:
-        return _seeded_build(
-            lambda: build(recipe.student.arch, data.in_shape, data.num_classes, recipe.student.params),
-            recipe.train.seed if seed is None else seed,
-        )
-
-    return teacher, student
-
-
-def _measure(model: Any, data: DataBundle, weights: Path, recipe: Recipe) -> dict[str, Any]:
-    e = recipe.eval
-    if not isinstance(model, nn.Module):  # an ONNX / scikit-learn / precomputed / ensemble teacher
-        fn = model.logits if can_run_on_inputs(model) else None
-        return measure_callable(
-            fn, data.in_shape, file_path=weights, latency_runs=e.latency_runs, warmup_runs=e.warmup_runs,
-            throughput_batch=e.throughput_batch, throughput_runs=e.throughput_runs,
-        ).to_dict()  # fmt: skip
-    cost = measure_model(
-        model,
-        data.in_shape,
-        weights_path=weights,
-        latency_runs=e.latency_runs,
-        warmup_runs=e.warmup_runs,
-        throughput_batch=e.throughput_batch,
-        throughput_runs=e.throughput_runs,
-    )
-    return cost.to_dict()
-
-
-def evaluate_models(
-    models: list[tuple[str, str, Any, Path]],
-    data: DataBundle,
-    recipe: Recipe,
-    predictions_path: Path | None = None,
-) -> dict[str, Any]:
-    """Accuracy and cost of each ``(label, role, module or teacher object, weights_path)``, side by side.
-
-    With ``predictions_path``, the test logits of every model (and the test labels)
-    are saved there as safetensors: ``test_labels``, ``test_logits.<role>``.
-    """
-    entries = []
-    preds: dict[str, torch.Tensor] = {"test_labels": data.test.y.clone()}
-    for label, role, module, weights in models:
-        if isinstance(module, nn.Module):
-            val_logits = predict_logits(module, data.val.x, recipe.eval.batch_size)
-            test_logits = predict_logits(module, data.test.x, recipe.eval.batch_size)
-        else:
-            val_logits = teacher_logits_for(module, data.val.x, data.val.ids).float()
-            test_logits = teacher_logits_for(module, data.test.x, data.test.ids).float()
-        preds[f"test_logits.{role}"] = test_logits.contiguous()
-        entries.append(
-            {
-                "label": label,
-                "role": role,
-                "val_acc": accuracy_from_logits(val_logits, data.val.y),
-                "test_acc": accuracy_from_logits(test_logits, data.test.y),
-                "cost": _measure(module, data, weights, recipe),
-            }
-        )
-    if predictions_path is not None:
-        from safetensors.torch import save_file
-
-        write_with(predictions_path, lambda tmp: save_file(preds, str(tmp)))
-    return comparison(entries)
 
 
 # -------------------------------------------------------------------- run
@@ -419,7 +218,7 @@ def run(
             load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
             log.info("teacher: loaded %s", recipe.teacher.checkpoint)
             if main_process:
-                _save_weights(teacher_module, teacher_weights)
+                save_weights(teacher_module, teacher_weights)
         else:
             teacher_source = "trained"
             teacher_history = _train_stage(
@@ -457,14 +256,13 @@ def run(
             return logits, {k: v.detach().clone() for k, v in cap.outputs.items()}
 
     # what the students learn from (the teacher has seen the whole training split)
-    student_data, train_index = data, None
     tr = recipe.transfer
-    if tr.exclude_classes or tr.labeled_fraction < 1.0:
-        student_data, train_index = transfer_set(data, tr.exclude_classes, tr.labeled_fraction, tr.seed)
-        n_lab = int((student_data.train.y >= 0).sum())
+    student_data, _ = student_view(data, recipe)
+    if student_data is not data:
         log.info("transfer set: %d of %d training samples%s; %d keep their hard label",
                  len(student_data.train), len(data.train),
-                 f" (classes {tr.exclude_classes} left out)" if tr.exclude_classes else "", n_lab)  # fmt: skip
+                 f" (classes {tr.exclude_classes} left out)" if tr.exclude_classes else "",
+                 int((student_data.train.y >= 0).sum()))  # fmt: skip
     teacher_features = None
     if teacher_layers and not augmenting:
         t0 = time.perf_counter()
@@ -479,9 +277,8 @@ def run(
         else:
             if not recipe.teacher.cache:
                 log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")
-            teacher_logits, cache_info = _teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accelerator)
-            if train_index is not None:
-                teacher_logits["train"] = teacher_logits["train"][torch.as_tensor(train_index, dtype=torch.long)]
+            teacher_logits, cache_info = teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accelerator)
+            _, teacher_logits["train"] = student_view(data, recipe, teacher_logits["train"])
 
     histories: dict[str, list[dict[str, Any]]] = {"teacher": teacher_history}
     students: list[tuple[str, str, nn.Module, Path]] = []
@@ -501,7 +298,7 @@ def run(
     if teacher_layers:
         assert teacher_module is not None
         tm = teacher_module
-        adapters = _seeded_build(lambda: build_adapters(objective, student, tm, data.in_shape), recipe.train.seed)
+        adapters = seeded_build(lambda: build_adapters(objective, student, tm, data.in_shape), recipe.train.seed)
         if len(adapters):
             log.info("feature adapters (trained with the student): %s",
                      "; ".join(f"{k}: {m}" for k, m in adapters.items()))  # fmt: skip
@@ -518,7 +315,7 @@ def run(
     if not accelerator.is_main_process:
         return RunResult(run_dir, {}, {}, "")
     log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
-    table = evaluate_models(
+    table, logits = evaluate_models(
         [("teacher", "teacher", teacher_module if teacher_module is not None else teacher, teacher_weights), *students],
         data, recipe,
         predictions_path=run_dir / "predictions.safetensors",
@@ -526,11 +323,10 @@ def run(
     markdown = render_markdown(table)
     transfer_report: dict[str, Any] = {}
     if tr.exclude_classes:
-        for label, role, module, _ in students:
+        for label, role, _, _ in students:
             transfer_report[role] = class_bias_correction(
-                predict_logits(module, data.val.x, recipe.eval.batch_size), data.val.y,
-                predict_logits(module, data.test.x, recipe.eval.batch_size), data.test.y, list(tr.exclude_classes),
-            )  # fmt: skip
+                logits[role]["val"], data.val.y, logits[role]["test"], data.test.y, list(tr.exclude_classes)
+            )
             r = transfer_report[role]
             markdown += (
                 f"\n{label}: on the never-seen classes {tr.exclude_classes}, test accuracy "
@@ -587,50 +383,3 @@ def run(
     return RunResult(run_dir, metrics, table, markdown)
 
 
-# ------------------------------------------------------------------- eval
-def load_run_recipe(run_dir: str | Path) -> Recipe:
-    run_dir = Path(run_dir)
-    path = run_dir / "recipe.yaml"
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
-    if not path.exists():
-        raise RunDirError(f"{run_dir} has no recipe.yaml, so it is not a distill run directory.")
-    raw = yaml.safe_load(path.read_text())
-    recipe = validate_recipe(raw, str(path))
-    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(run_dir)})})
-
-
-def evaluate(run_dir: str | Path, *, console: bool = True) -> RunResult:
-    """Re-evaluate a finished run: rebuild the models from its weights, measure, write eval.json."""
-    run_dir = Path(run_dir)
-    recipe = load_run_recipe(run_dir)
-    setup_logging(None, console=console)
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    data = build_data(recipe.data)
-    teacher_module, make_student = build_models(recipe, data)
-    models: list[tuple[str, str, Any, Path]] = []
-    if teacher_module is None:
-        path = Path(recipe.teacher.path) if recipe.teacher.path else run_dir / "teacher"
-        models.append(("teacher", "teacher", build_external_teacher(recipe.teacher, data), path))
-    for label, role in (("teacher", "teacher"), ("student, hard labels", "baseline"), ("student, distilled", "student")):
-        if role == "teacher" and teacher_module is None:
-            continue
-        weights = run_dir / f"{role}.safetensors"
-        if not weights.exists():
-            if role == "baseline":
-                continue
-            raise RunDirError(
-                f"{weights} is missing: the run did not finish. Fix: finish it with `distill run RECIPE --resume`."
-            )
-        module = teacher_module if role == "teacher" else make_student()
-        try:
-            load_weights(module, weights, role)
-        except TeacherError as exc:
-            raise RunDirError(str(exc)) from None
-        models.append((label, role, module, weights))
-    table = evaluate_models(models, data, recipe)
-    markdown = render_markdown(table)
-    write_json(run_dir / "eval.json", table)
-    log.info("\n%s", markdown)
-    return RunResult(run_dir, {}, table, markdown)

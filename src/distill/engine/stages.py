@@ -19,7 +19,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from distill.errors import ExportError, RecipeError, RunDirError
+from distill.engine.build import load_run_recipe, load_run_student, load_run_teacher
+from distill.engine.teacher_outputs import student_view, teacher_outputs
+from distill.errors import ExportError, RecipeError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, apply_overrides, validate_recipe
 
@@ -28,8 +30,6 @@ log = logging.getLogger("distill")
 
 # ----------------------------------------------------------------- loading
 def _recipe(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    from distill.engine.run import load_run_recipe
-
     recipe = load_run_recipe(run_dir)
     if overrides:
         recipe = validate_recipe(apply_overrides(recipe.to_dict(), list(overrides)), "--set")
@@ -42,29 +42,9 @@ def _builder(recipe: Recipe, data: Any, params: dict[str, Any] | None = None) ->
 
 
 def _load_student(run_dir: Path, recipe: Recipe, data: Any) -> nn.Module:
-    from distill.engine.run import build_models
-    from distill.teachers import load_weights
-
-    weights = run_dir / "student.safetensors"
-    if not weights.exists():
-        raise RunDirError(f"{weights} is missing: the run did not finish. Fix: `distill run RECIPE --resume`.")
-    _, make_student = build_models(recipe, data)
-    student = make_student()
-    load_weights(student, weights, "student")
-    return student.eval()
-
-
-def _load_teacher(run_dir: Path, recipe: Recipe, data: Any) -> tuple[Any, nn.Module | None]:
-    """(teacher object, torch module or None)."""
-    from distill.engine.run import build_models
-    from distill.teachers import TorchTeacher, load_weights
-    from distill.teachers.external import build_external_teacher
-
-    module, _ = build_models(recipe, data)
-    if module is None:
-        return build_external_teacher(recipe.teacher, data), None
-    load_weights(module, run_dir / "teacher.safetensors", "teacher")
-    return TorchTeacher(module, data.num_classes), module.eval()
+    student = load_run_student(run_dir, recipe, data)
+    assert student is not None  # only a baseline may be absent
+    return student
 
 
 def _accuracy(fn: Callable[[torch.Tensor], torch.Tensor], split: Any, batch: int = 1024) -> float:
@@ -80,9 +60,8 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     from distill.compress import dynamic_int8, magnitude_prune, pruned_params, sensitivity_int8, static_int8, structured_prune
     from distill.compress.prune import sparsity
-    from distill.data import build_data, transfer_set
+    from distill.data import build_data
     from distill.engine.loop import fit
-    from distill.engine.run import _teacher_outputs
     from distill.export.torch_format import save_torch
     from distill.tasks.classification import build_objective
 
@@ -114,14 +93,10 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
                  sum(q.numel() for q in model.parameters()), 100 * sparsity(model))  # fmt: skip
         before_recovery = _accuracy(model, data.test)
         if p.recovery_epochs:
-            teacher, _ = _load_teacher(run_dir, recipe, data)
-            student_data, train_index = data, None
-            tr = recipe.transfer
-            if tr.exclude_classes or tr.labeled_fraction < 1.0:
-                student_data, train_index = transfer_set(data, tr.exclude_classes, tr.labeled_fraction, tr.seed)
+            teacher, _, _ = load_run_teacher(run_dir, recipe, data)
             accel = Accelerator(cpu=not torch.cuda.is_available())
-            logits, _info = _teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accel)
-            t_train = logits["train"] if train_index is None else logits["train"][torch.as_tensor(train_index)]
+            logits, _info = teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accel)
+            student_data, t_train = student_view(data, recipe, logits["train"])
             cfg_train = TrainConfig(**{**recipe.train.model_dump(), "epochs": p.recovery_epochs, "augment": "none"})
             cfg_train.optimizer.lr = p.recovery_lr or recipe.train.optimizer.lr / 3
             # logit terms of the recipe's objective (feature terms would need the teacher online)
@@ -287,7 +262,7 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
     def nparams(m: nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())
 
-    teacher, tmodule = _load_teacher(run_dir, recipe, data)
+    teacher, tmodule, _ = load_run_teacher(run_dir, recipe, data)
     if tmodule is not None:
         tdir = save_torch(tmodule, work / "teacher-torch", builder={"arch": recipe.teacher.arch, "in_shape": list(data.in_shape),
                           "num_classes": data.num_classes, "params": recipe.teacher.params}) if recipe.teacher.arch else None  # fmt: skip

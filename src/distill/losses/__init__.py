@@ -92,6 +92,12 @@ class LossSpec:
         return out
 
 
+# the two module paths every feature loss takes (`distill layers RECIPE` lists them)
+_LAYERS = {
+    "student_layer": Param(None, "student module path, e.g. '2'", required_text=True),
+    "teacher_layer": Param(None, "teacher module path, e.g. '13'", required_text=True),
+}
+
 REGISTRY: dict[str, LossSpec] = {
     "ce": LossSpec(
         fn=cross_entropy,
@@ -139,29 +145,21 @@ REGISTRY: dict[str, LossSpec] = {
         needs=("student_features", "teacher_features"),
         summary="FitNets hint: MSE between a student layer (through a learned adapter) and a teacher layer "
         "(Romero et al. 2015)",
-        params={
-            "student_layer": Param(None, "student module path, e.g. '2'", required_text=True),
-            "teacher_layer": Param(None, "teacher module path, e.g. '13'", required_text=True),
-        },
+        params=dict(_LAYERS),
         adapter=True,
     ),
     "at": LossSpec(
         fn=attention_transfer_loss,
         needs=("student_features", "teacher_features"),
         summary="attention transfer: match normalised spatial attention maps mean_c |F|^p (Zagoruyko & Komodakis 2017)",
-        params={
-            "student_layer": Param(None, "student module path", required_text=True),
-            "teacher_layer": Param(None, "teacher module path", required_text=True),
-            "p": Param(2.0, "exponent of the attention map", 0.0),
-        },
+        params={**_LAYERS, "p": Param(2.0, "exponent of the attention map", 0.0)},
     ),
     "rkd": LossSpec(
         fn=rkd_loss,
         needs=("student_features", "teacher_features"),
         summary="relational KD: match pairwise distances and triplet angles between samples (Park et al. 2019)",
         params={
-            "student_layer": Param(None, "student module path (an embedding layer)", required_text=True),
-            "teacher_layer": Param(None, "teacher module path", required_text=True),
+            **_LAYERS,
             "distance_weight": Param(25.0, "weight of the distance term", 0.0, True),
             "angle_weight": Param(50.0, "weight of the angle term", 0.0, True),
             "angle_samples": Param(32, "samples of each batch the O(N^3) angle term uses (0: all)", 0.0, True),

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from distill.fsutil import write_with

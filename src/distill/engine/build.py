@@ -1,0 +1,109 @@
+"""Building what a run needs, and loading what a finished run left: the accelerator, the
+teacher module and student factory of a recipe, the stored recipe and the trained models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from torch import nn
+
+from distill.data import DataBundle
+from distill.errors import DistillError, RunDirError, TeacherError
+from distill.fsutil import write_with
+from distill.models import build
+from distill.recipe import Recipe, validate_recipe
+from distill.teachers import TorchTeacher, build_teacher_module, load_weights
+from distill.teachers.external import build_external_teacher
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The state dict as safetensors, written atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_with(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def seeded_build(fn: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """``fn()`` with torch's generator seeded, without changing the caller's generator state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def make_accelerator(recipe: Recipe) -> Any:
+    from accelerate import Accelerator
+
+    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[recipe.train.precision]
+    if mp == "fp16" and not torch.cuda.is_available():
+        raise DistillError("train.precision fp16 needs a GPU; none is available. Fix: use fp32 or bf16 on CPU.")
+    # cpu=True where there is no GPU, so that torchrun/accelerate launch give DDP over gloo
+    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+
+
+def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, Callable[..., nn.Module]]:
+    """Build the (untrained) teacher module (None when the teacher is not a torch module)
+    and a student factory for ``recipe``."""
+    t = recipe.teacher
+    teacher = None
+    if t.kind == "torch":
+        teacher = seeded_build(
+            lambda: build_teacher_module(t.arch, t.factory, t.params, data.in_shape, data.num_classes),
+            recipe.teacher_train.seed,
+        )
+
+    def student(seed: int | None = None) -> nn.Module:
+        return seeded_build(
+            lambda: build(recipe.student.arch, data.in_shape, data.num_classes, recipe.student.params),
+            recipe.train.seed if seed is None else seed,
+        )
+
+    return teacher, student
+
+
+# ------------------------------------------------------------ finished runs
+def load_run_recipe(run_dir: str | Path) -> Recipe:
+    """The resolved recipe a run directory holds, with ``output.dir`` pointing at that directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / "recipe.yaml"
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
+    if not path.exists():
+        raise RunDirError(f"{run_dir} has no recipe.yaml, so it is not a distill run directory.")
+    recipe = validate_recipe(yaml.safe_load(path.read_text()), str(path))
+    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(run_dir)})})
+
+
+def _load_into(module: nn.Module, weights: Path, role: str) -> None:
+    if not weights.exists():
+        raise RunDirError(f"{weights} is missing: the run did not finish. Fix: finish it with `distill run RECIPE --resume`.")
+    try:
+        load_weights(module, weights, role)
+    except TeacherError as exc:
+        raise RunDirError(str(exc)) from None
+
+
+def load_run_teacher(run_dir: Path, recipe: Recipe, data: DataBundle) -> tuple[Any, nn.Module | None, Path]:
+    """(teacher object, its torch module or None, the file it came from) of a finished run."""
+    module, _ = build_models(recipe, data)
+    if module is None:
+        path = Path(recipe.teacher.path) if recipe.teacher.path else run_dir / "teacher"
+        return build_external_teacher(recipe.teacher, data), None, path
+    weights = run_dir / "teacher.safetensors"
+    _load_into(module, weights, "teacher")
+    return TorchTeacher(module, data.num_classes), module.eval(), weights
+
+
+def load_run_student(run_dir: Path, recipe: Recipe, data: DataBundle, role: str = "student") -> nn.Module | None:
+    """The trained ``role`` (student or baseline) of a finished run, in eval mode; None for a
+    baseline the run did not train."""
+    weights = run_dir / f"{role}.safetensors"
+    if role == "baseline" and not weights.exists():
+        return None
+    _, make_student = build_models(recipe, data)
+    model = make_student()
+    _load_into(model, weights, role)
+    return model.eval()
