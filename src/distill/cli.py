@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", metavar="FILE", help="validate FILE and print the resolved recipe")
     g.add_argument("--fields", action="store_true", help="print every field as a Markdown table")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.add_argument("--task", default="classification", choices=["classification", "embedding", "causal_lm"],
+                   help="which task's example or fields to print (default: classification)")
     p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("methods", help="list the distillation losses and their parameters",
@@ -195,15 +197,26 @@ def _relaunch(nproc: int, argv: list[str]) -> int:
     return done.returncode
 
 
+# The runner of each recipe task: ``fn(recipe, *, resume, overwrite, progress, console)`` returning a
+# result with ``table_markdown``.
+RUNNERS = {
+    "classification": ("distill.engine.run", "run"),
+    "embedding": ("distill.engine.embed_run", "run_embedding"),
+    "causal_lm": ("distill.engine.lm_run", "run_lm"),
+}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import importlib
     import os
 
-    from distill.engine.run import run
     from distill.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)  # validate before starting processes
     if args.nproc != 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args.nproc, args.argv)
+    module, name = RUNNERS[recipe.task]
+    run = getattr(importlib.import_module(module), name)
     result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
                  console=not args.quiet)  # fmt: skip
     if args.quiet:
@@ -297,10 +310,10 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     from distill.recipe import example_yaml, fields_markdown, load_recipe
 
     if args.fields:
-        print(fields_markdown(), end="")
+        print(fields_markdown(args.task), end="")
         return 0
     if args.example:
-        print(example_yaml(), end="")
+        print(example_yaml(args.task), end="")
         return 0
     recipe = load_recipe(args.check, args.overrides)
     print(f"# {args.check}: valid", file=sys.stderr)

@@ -68,8 +68,11 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def fields_markdown() -> str:
-    """Every recipe field as a Markdown table (path, type, default, meaning), for the README."""
+def fields_markdown(task: str = "classification") -> str:
+    """Every recipe field of a task as a Markdown table (path, type, default, meaning), for the README."""
+    from distill.recipe.load import recipe_class
+
+    root = recipe_class(task)
     rows = ["| field | default | meaning |", "|---|---|---|"]
 
     def walk(model_cls: type[BaseModel], prefix: str) -> None:
@@ -90,17 +93,20 @@ def fields_markdown() -> str:
                 rows.append("| `distill[].weight` | `1.0` | " + (LossTerm.model_fields["weight"].description or "") + " |")
                 rows.append("| `distill[].<param>` | | Parameters of the loss, e.g. `temperature` for kd (`distill methods`). |")
 
-    walk(Recipe, "")
+    walk(root, "")
     return "\n".join(rows) + "\n"
 
 
-def example_yaml() -> str:
-    """The example recipe as YAML with every field's documentation as a comment."""
+def example_yaml(task: str = "classification") -> str:
+    """The example recipe of a task as YAML with every field's documentation as a comment."""
+    from distill.recipe.load import recipe_class, task_module
+
+    root = recipe_class(task)
     lines = [
         "# distill recipe: one file describes a run (validate it with `distill recipe --check FILE`).",
         "# Any field can be overridden on the command line: --set train.epochs=3",
     ]
-    example = example_recipe()
+    example = example_recipe() if task == "classification" else task_module(task).example_recipe()
     validate_recipe(example)  # the example must always be valid
-    _emit(Recipe, example, 0, lines)
+    _emit(root, example, 0, lines)
     return "\n".join(lines) + "\n"

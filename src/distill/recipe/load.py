@@ -15,6 +15,28 @@ from pydantic import BaseModel, ValidationError
 from distill.errors import RecipeError
 from distill.recipe.schema import Recipe, _default_terms
 
+# The tasks a recipe can describe: its top-level ``task`` key picks the schema. Each entry names the
+# module and class of the schema (imported lazily); that module also defines ``example_recipe()``.
+TASKS: dict[str, tuple[str, str]] = {
+    "classification": ("distill.recipe.schema", "Recipe"),
+    "embedding": ("distill.recipe.embedding", "EmbeddingRecipe"),
+    "causal_lm": ("distill.recipe.lm", "LMRecipe"),
+}
+
+
+def task_module(task: str) -> Any:
+    import importlib
+
+    return importlib.import_module(TASKS[task][0])
+
+
+def recipe_class(task: str) -> type[BaseModel]:
+    """The schema class of a task (see :data:`TASKS`)."""
+    if task not in TASKS:
+        raise RecipeError([f"task: unknown task {task!r}. Fix: use one of {', '.join(TASKS)}."])
+    return getattr(task_module(task), TASKS[task][1])
+
+
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -38,8 +60,8 @@ _FIXES = {
 }
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = Recipe
+def _known_keys(loc: tuple[Any, ...], root: type[BaseModel] = Recipe) -> list[str]:
+    model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -55,14 +77,14 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: dict[str, Any], root: type[BaseModel] = Recipe) -> str:
     loc = tuple(err.get("loc", ()))
     path = _loc_to_path(loc)
     kind = err.get("type", "")
     given = err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        keys = _known_keys(loc)
+        keys = _known_keys(loc, root)
         hint = difflib.get_close_matches(str(loc[-1]), keys, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         known = f"; known keys here: {', '.join(keys)}" if keys else ""
@@ -83,18 +105,23 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{path}: {msg}{shown}. Fix: {_FIXES.get(kind, 'correct the value')}."
 
 
-def validate_recipe(raw: Any, source: str | None = None) -> Recipe:
-    """Validate a raw mapping into a :class:`Recipe`, reporting every problem at once."""
+def validate_recipe(raw: Any, source: str | None = None) -> Any:
+    """Validate a raw mapping into the schema of its ``task`` (default ``classification``:
+    a :class:`Recipe`), reporting every problem at once."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise RecipeError(
             [f"the recipe must be a mapping of sections (data, teacher, ...), got {type(raw).__name__}"], source
         )
+    task = raw.get("task", "classification")
+    if not isinstance(task, str) or task not in TASKS:
+        raise RecipeError([f"task must be one of {', '.join(TASKS)} (got {task!r}). Fix: use one of those."], source)
+    schema = recipe_class(task)
     try:
-        return Recipe.model_validate(copy.deepcopy(raw))
+        return schema.model_validate(copy.deepcopy(raw))
     except ValidationError as exc:
-        problems = [_format_error(e) for e in exc.errors(include_url=False)]
+        problems = [_format_error(e, schema) for e in exc.errors(include_url=False)]
         raise RecipeError(problems, source) from None
 
 
@@ -155,7 +182,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 
 def _fill_defaults_for_list(raw: dict[str, Any]) -> dict[str, Any]:
     """Make ``--set distill.0.x=..`` work when the recipe leaves ``distill`` at its default."""
-    if "distill" not in raw:
+    if "distill" not in raw and raw.get("task", "classification") == "classification":
         raw = dict(raw)
         raw["distill"] = [t.model_dump() for t in _default_terms()]
     return raw
@@ -166,7 +193,7 @@ def load_recipe(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     raw: dict[str, Any] | None = None,
-) -> Recipe:
+) -> Any:
     """Load a recipe from YAML (or a raw mapping), apply ``--set`` overrides, validate."""
     source = None
     if path is not None:

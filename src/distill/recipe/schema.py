@@ -367,6 +367,11 @@ class OutputConfig(_Section):
 
 
 class Recipe(_Section):
+    task: Literal["classification"] = Field(
+        "classification",
+        description="What is distilled: 'classification' (this schema), 'embedding' (sentence embeddings) or "
+        "'causal_lm' (language models); each task has its own sections (`distill recipe --example --task T`).",
+    )
     name: str = Field("run", min_length=1, description="Name of the run (default folder runs/<name>).")
     data: DataConfig = Field(default_factory=DataConfig, description="The data.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The large model.")
