@@ -213,7 +213,6 @@ def test_coarsened_with_k_covering_the_vocab_equals_dense(name, drop):
 @given(seed=st.integers(0, 10_000), k=st.integers(1, 10))
 def test_coarsened_is_a_lower_bound_of_dense(name, seed, k):
     s, te = _pair(seed, v=12)
-    mask = _full_mask(s)
     sl, tl = coarsen(s, dense_topk(te, k, 1.0), 1.0)
     assert sl.shape == (2, 5, k + 1) and tl.shape == (2, 5, k + 1)
     torch.testing.assert_close(sl.exp().sum(-1), torch.ones(2, 5))

@@ -19,7 +19,9 @@ def tiny_lm(vocab: int = V, seed: int = 0) -> torch.nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=vocab, n_positions=32, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=2, n_embd=16, n_head=2, vocab_size=vocab, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -38,14 +40,27 @@ def blocks() -> torch.Tensor:
 
 
 def build(teacher, blocks, directory, **kw):
-    kw = {"k": 8, "temperature": 2.0, "batch_size": 2, "shard_blocks": 4, "fingerprint": "fp-1", "progress": False, **kw}
+    kw = {
+        "k": 8,
+        "temperature": 2.0,
+        "batch_size": 2,
+        "shard_blocks": 4,
+        "fingerprint": "fp-1",
+        "progress": False,
+        **kw,
+    }
     return build_topk_cache(teacher, blocks, directory, **kw)
 
 
 def test_round_trip_equals_dense_topk_of_the_teacher(tmp_path: Path, teacher, blocks):
     cache = build(teacher, blocks, tmp_path / "c")
     assert (cache.k, cache.temperature, cache.num_blocks, cache.block_len, cache.vocab_size, cache.fingerprint) == (
-        8, 2.0, N, L, V, "fp-1",
+        8,
+        2.0,
+        N,
+        L,
+        V,
+        "fp-1",
     )
     assert len(cache) == N
     with torch.inference_mode():
@@ -201,7 +216,14 @@ def test_sizes_and_the_k32_ratio_at_vocab_8192(tmp_path: Path, teacher, blocks):
     vocab = 8192
     lm = tiny_lm(vocab=vocab)
     cache = build_topk_cache(
-        lm, tiny_blocks(32, vocab), tmp_path / "big", k=32, batch_size=8, shard_blocks=16, fingerprint="v8k", progress=False
+        lm,
+        tiny_blocks(32, vocab),
+        tmp_path / "big",
+        k=32,
+        batch_size=8,
+        shard_blocks=16,
+        fingerprint="v8k",
+        progress=False,
     )
     ratio = cache.nbytes / cache.dense_fp16_nbytes()
     # 32·(2+2)+2 = 130 B per position vs 2·8192 = 16 384 B: 0.79 % plus the shard headers

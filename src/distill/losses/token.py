@@ -32,8 +32,8 @@ Registry: :data:`TOKEN_LOSSES`, an explicit dict separate from the classificatio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -68,17 +68,15 @@ class TeacherTopK:
     def k(self) -> int:
         return int(self.indices.shape[-1])
 
-    def select(self, mask: Tensor) -> "TeacherTopK":
+    def select(self, mask: Tensor) -> TeacherTopK:
         """The positions where ``mask`` ``(B, S)`` is True, flattened: shapes ``(N, k)``, ``(N,)``."""
         return TeacherTopK(self.indices[mask], self.logprobs[mask], self.tail[mask], self.temperature)
 
-    def to(self, device: torch.device | str) -> "TeacherTopK":
-        return TeacherTopK(
-            self.indices.to(device), self.logprobs.to(device), self.tail.to(device), self.temperature
-        )
+    def to(self, device: torch.device | str) -> TeacherTopK:
+        return TeacherTopK(self.indices.to(device), self.logprobs.to(device), self.tail.to(device), self.temperature)
 
 
-Teacher = Union[Tensor, TeacherTopK]
+Teacher = Tensor | TeacherTopK
 
 
 # --------------------------------------------------------------------------- divergences
@@ -189,7 +187,9 @@ class TokenLossSpec:
         return {name: p.default for name, p in self.params.items()}
 
 
-_GKD = "Agarwal et al., On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes (GKD), ICLR 2024"
+_GKD = (
+    "Agarwal et al., On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes (GKD), ICLR 2024"
+)
 _DISTILLM = "Ko et al., DistiLLM: Towards Streamlined Distillation for Large Language Models, ICML 2024"
 
 TOKEN_LOSSES: dict[str, TokenLossSpec] = {
@@ -318,7 +318,7 @@ def _check_params(name: str, params: dict) -> dict:
         p = spec.params[key]
         if isinstance(p.default, bool):
             if not isinstance(value, bool):
-                raise ValueError(f"token loss {name!r}: {key} must be true or false (got {value!r})")
+                raise ValueError(f"token loss {name!r}: {key} must be true or false (got {value!r})")  # noqa: TRY004
         else:
             try:
                 value = float(value)
@@ -341,9 +341,13 @@ def _check_inputs(student_logits: Tensor, teacher: Teacher, mask: Tensor, temper
     if isinstance(teacher, TeacherTopK):
         k = teacher.indices.shape[-1] if teacher.indices.dim() == 3 else -1
         if teacher.indices.shape[:2] != (b, s) or teacher.indices.dim() != 3:
-            raise ValueError(f"teacher top-k indices must be shaped (B, S, k) with (B, S) = {(b, s)}, got {tuple(teacher.indices.shape)}")
+            raise ValueError(
+                f"teacher top-k indices must be shaped (B, S, k) with (B, S) = {(b, s)}, got {tuple(teacher.indices.shape)}"
+            )
         if teacher.logprobs.shape != teacher.indices.shape:
-            raise ValueError(f"teacher top-k logprobs {tuple(teacher.logprobs.shape)} and indices {tuple(teacher.indices.shape)} differ in shape")
+            raise ValueError(
+                f"teacher top-k logprobs {tuple(teacher.logprobs.shape)} and indices {tuple(teacher.indices.shape)} differ in shape"
+            )
         if teacher.tail.shape != (b, s):
             raise ValueError(f"teacher tail must be shaped (B, S) = {(b, s)}, got {tuple(teacher.tail.shape)}")
         if not 1 <= k <= v:
@@ -364,7 +368,9 @@ def _check_inputs(student_logits: Tensor, teacher: Teacher, mask: Tensor, temper
                 f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher.shape)} differ in shape"
             )
     else:
-        raise ValueError(f"teacher must be dense logits (a Tensor) or a TeacherTopK, got {type(teacher).__name__}")
+        raise ValueError(  # noqa: TRY004 - one documented error type for bad input
+            f"teacher must be dense logits (a Tensor) or a TeacherTopK, got {type(teacher).__name__}"
+        )
 
 
 def per_token_divergence(

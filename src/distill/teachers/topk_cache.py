@@ -41,8 +41,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -144,7 +145,9 @@ class TopKCache:
             path = self.directory / entry["file"]
             size = path.stat().st_size if path.exists() else None
             if size != int(entry["bytes"]):
-                what = "is missing" if size is None else f"has {size} bytes, the index says {entry['bytes']} (truncated?)"
+                what = (
+                    "is missing" if size is None else f"has {size} bytes, the index says {entry['bytes']} (truncated?)"
+                )
                 raise CacheError(
                     f"top-k teacher cache shard {path} {what}. "
                     f"Fix: run the build again (it recomputes missing shards), or delete {self.directory} and rebuild."
@@ -217,7 +220,7 @@ def _load_shard(directory: Path, entry: dict[str, Any], cache: TopKCache) -> dic
         raise CacheError(f"top-k teacher cache shard {path} fails its sha256 check (corrupt or truncated). {fix}")
     try:
         data = st_load(raw)
-    except Exception as exc:  # safetensors raises its own error types
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise CacheError(f"top-k teacher cache shard {path} is unreadable ({exc}). {fix}") from None
     n = int(entry["stop"]) - int(entry["start"])
     want = {
