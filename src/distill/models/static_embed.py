@@ -1,0 +1,529 @@
+"""Static sentence-embedding students: a token table, per-token weights and a projection into the
+teacher's space. No network at inference: tokenize, a weighted mean of table rows, one small matmul.
+
+Build (:func:`build_static`), model2vec-style:
+
+1. Every vocabulary token goes through the teacher as its own one-token input (``[CLS] tok [SEP]``,
+   or whatever special tokens the teacher's tokenizer adds), with the teacher's pooling (and dense
+   layers and normalisation): a (V, D) matrix ``X``.
+2. PCA to ``dim``: centre with ``mean = X.mean(0)``, ``components`` (dim, D) are the top right
+   singular vectors of ``X - mean`` (sign fixed so each component's largest entry is positive, for
+   reproducibility). The table is ``(X - mean) @ components.T`` (V, dim). The projection back to the
+   teacher's space is initialised as the PCA inverse transform: ``y = m @ components + mean``, i.e.
+   ``proj.weight = components.T`` and ``proj.bias = mean``. With ``dim == D`` this is exact, so the
+   untrained student reproduces the teacher's one-token embeddings; the student's outputs always
+   live in the teacher's space, so cosine to the teacher is defined and fine-tuning can use it.
+3. Per-token weights ``w``: ``"sif"``: ``a / (a + p(t))`` with ``p(t)`` the token's frequency in
+   the tokenized ``corpus``; tokens never seen in the corpus get the smallest probability of a
+   seen token (i.e. the largest weight). Without a corpus ``"sif"`` falls back to ``"zipf"``:
+   as model2vec does, assume the vocabulary is ordered roughly by frequency and take
+   ``p(rank r) ∝ 1 / (r + 2)`` (r = 0 for the first id), then the same ``a / (a + p)``. For
+   BERT's WordPiece vocabulary this is rough (ids 0..~2000 are ``[unusedN]`` and single
+   characters), which is why a corpus is better. ``"none"``: all weights 1. Special tokens
+   (``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]`` ...) always get weight 0: they are ignored.
+4. ``extend_vocab=N`` (needs a corpus, WordPiece tokenizers): the N most frequent whole words of the
+   corpus that the tokenizer splits into several pieces become single tokens. They are added to the
+   saved tokenizer as non-special added tokens (``single_word=True``, matched on the normalised,
+   lower-cased text), so the tokenizer emits them; their rows are the teacher's embedding of the word
+   itself, passed through the same PCA.
+
+Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tokens), ``y = proj(m)``,
+L2-normalised. A text with no token of positive weight (empty, only unknown or special tokens) gives
+the zero vector, never NaN.
+
+Fine-tuning (:func:`finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
+teacher sentence embeddings; the table (sparse gradients, ``SparseAdam``), the weights (kept >= 1e-6,
+special tokens stay 0) and the projection (``Adam``) all train.
+
+The saved folder is the "light format" documented in :mod:`distill.static_model` (config.json,
+embeddings.npy fp32 or fp16, weights.npy, projection.npy, bias.npy, tokenizer.json and a copy of that
+loader as static_model.py), so it runs with only numpy and `tokenizers`. :func:`load_static` reads it
+back into a trainable :class:`StaticEmbedder`; both give the same embeddings.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill import static_model as light
+from distill.errors import DataError, ModelError, TrainingError
+from distill.fsutil import write_bytes, write_json, write_text
+
+WEIGHTINGS = ("sif", "zipf", "none")
+MIN_WEIGHT = 1e-6
+
+
+class StaticEmbedder(nn.Module):
+    """Token table (V, d) + weights (V,) + projection d → D (+ bias), a ``tokenizers.Tokenizer``.
+
+    ``forward(ids, offsets)`` takes flat token ids and offsets (N + 1,) as :meth:`tokenize` returns
+    them and gives (N, D) embeddings (L2-normalised when ``normalize``; zero rows for texts without
+    a token of positive weight)."""
+
+    def __init__(
+        self, tokenizer: Any, table: Tensor, weights: Tensor, projection: Tensor, bias: Tensor, *,
+        normalize: bool = True, meta: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        v, d = table.shape
+        if weights.shape != (v,) or projection.shape[1:] != (d,) or bias.shape != projection.shape[:1]:
+            raise ModelError(
+                f"static model parts do not fit: table {tuple(table.shape)}, weights {tuple(weights.shape)}, "
+                f"projection {tuple(projection.shape)}, bias {tuple(bias.shape)} (expected (V, d), (V,), (D, d), (D,))."
+            )
+        n_tok = tokenizer.get_vocab_size(with_added_tokens=True)
+        if n_tok > v:
+            raise ModelError(
+                f"the tokenizer has {n_tok} tokens but the table only {v} rows; they do not belong together."
+            )
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.embedding = nn.EmbeddingBag(v, d, mode="sum", sparse=True, include_last_offset=True)
+        self.proj = nn.Linear(d, projection.shape[0])
+        with torch.no_grad():
+            self.embedding.weight.copy_(table.float())
+            self.proj.weight.copy_(projection.float())
+            self.proj.bias.copy_(bias.float())
+        self.weights = nn.Parameter(weights.detach().float().clone())
+        self.normalize = bool(normalize)
+        self.meta = dict(meta or {})
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embedding.weight.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Width of the token table (d)."""
+        return int(self.embedding.weight.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        """Dimension of the sentence embeddings (D, the teacher's)."""
+        return int(self.proj.out_features)
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Flat token ids and offsets (N + 1,), int64 tensors."""
+        ids, offsets = light.tokenize_flat(self.tokenizer, light.check_texts(texts))
+        return torch.from_numpy(ids), torch.from_numpy(offsets)
+
+    def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
+        n = offsets.numel() - 1
+        w = self.weights[ids]
+        sums = self.embedding(ids, offsets, per_sample_weights=w)
+        owner = torch.repeat_interleave(torch.arange(n), torch.diff(offsets))
+        wsum = torch.zeros(n, dtype=w.dtype).index_add(0, owner, w)
+        has = wsum > 0
+        out = self.proj(sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1))
+        if self.normalize:
+            out = nn.functional.normalize(out, dim=-1)
+        return torch.where(has.unsqueeze(1), out, torch.zeros_like(out))
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], *, batch_size: int = 1024, progress: bool = False) -> np.ndarray:
+        """Embeddings float32 (N, D) in input order; same numbers as ``StaticModel.encode``."""
+        texts = light.check_texts(texts)
+        out = np.empty((len(texts), self.output_dim), dtype=np.float32)
+        starts = range(0, len(texts), max(1, int(batch_size)))
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch", leave=False)
+        for s in starts:
+            ids, offsets = self.tokenize(texts[s : s + batch_size])
+            out[s : s + batch_size] = self(ids, offsets).numpy()
+        return out
+
+
+# ------------------------------------------------------------------ build
+def _backend(tokenizer: Any) -> Any:
+    """A private copy of the `tokenizers.Tokenizer` behind ``tokenizer`` (HF fast or plain), with no
+    padding and no truncation."""
+    from tokenizers import Tokenizer
+
+    inner = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if not isinstance(inner, Tokenizer):
+        raise ModelError(
+            f"a static model needs a fast (Rust `tokenizers`) tokenizer, got {type(tokenizer).__name__}. "
+            "Fix: use a teacher saved with tokenizer.json."
+        )
+    tok = Tokenizer.from_str(inner.to_str())
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def _special_template(tok: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text's tokens (``[CLS]`` / ``[SEP]`` for BERT)."""
+    vocab = tok.get_vocab(with_added_tokens=False)
+    for word in ("the", "a", "Ġthe", "▁the", *sorted(vocab, key=vocab.get)[-50:]):
+        plain = tok.encode(word, add_special_tokens=False).ids
+        if len(plain) == 1:
+            full = tok.encode(word, add_special_tokens=True).ids
+            i = full.index(plain[0])
+            return full[:i], full[i + 1 :]
+    return [], []
+
+
+def _special_ids(tok: Any) -> list[int]:
+    return sorted(i for i, t in tok.get_added_tokens_decoder().items() if t.special)
+
+
+def _token_matrix(teacher: Any, tok: Any, ids: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+    """The teacher's embedding of each id as a one-token input with its special tokens: (len(ids), D)."""
+    pre, post = _special_template(tok)
+    out = np.empty((len(ids), int(teacher.dim)), dtype=np.float32)
+    starts = range(0, len(ids), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="teacher on vocabulary", unit="batch", leave=False)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.inference_mode():
+            for s in starts:
+                chunk = torch.as_tensor(ids[s : s + batch_size], dtype=torch.long).unsqueeze(1)
+                b = chunk.shape[0]
+                input_ids = torch.cat(
+                    [torch.tensor([pre] * b, dtype=torch.long).reshape(b, len(pre)), chunk,
+                     torch.tensor([post] * b, dtype=torch.long).reshape(b, len(post))], dim=1,
+                )  # fmt: skip
+                emb = teacher(input_ids, torch.ones_like(input_ids))
+                out[s : s + b] = emb.float().numpy()
+    except (IndexError, RuntimeError) as exc:
+        raise ModelError(
+            f"the teacher failed on its own vocabulary tokens: {exc}. Fix: the tokenizer and the teacher's "
+            "embedding matrix must match (same vocabulary size)."
+        ) from None
+    finally:
+        teacher.train(was_training)
+    return out
+
+
+def _pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(components (dim, D), mean (D,)) of the rows of ``x``; each component's largest-|.| entry positive."""
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=0)
+    _, _, vt = np.linalg.svd(x64 - mean, full_matrices=False)
+    comps = vt[:dim]
+    signs = np.sign(comps[np.arange(dim), np.abs(comps).argmax(axis=1)])
+    comps = comps * np.where(signs == 0, 1.0, signs)[:, None]
+    return comps, mean
+
+
+def _frequent_split_words(tok: Any, corpus: list[str], n: int) -> list[str]:
+    """The ``n`` most frequent whole words of ``corpus`` (as the tokenizer normalises and pre-splits
+    them) that the tokenizer cuts into several pieces without ``[UNK]``."""
+    from tokenizers.models import WordPiece
+
+    if not isinstance(tok.model, WordPiece):
+        raise ModelError(
+            f"extend_vocab works with WordPiece tokenizers (BERT family); this teacher's is {type(tok.model).__name__}. "
+            "Fix: set extend_vocab to 0."
+        )
+    counts: Counter[str] = Counter()
+    norm, pre = tok.normalizer, tok.pre_tokenizer
+    for text in corpus:
+        text = norm.normalize_str(text) if norm is not None else text
+        words = pre.pre_tokenize_str(text) if pre is not None else [(w, None) for w in text.split()]
+        counts.update(w for w, _ in words if len(w) > 1 and any(c.isalpha() for c in w))
+    unk = tok.token_to_id(tok.model.unk_token)
+    chosen: list[str] = []
+    ranked = [w for w, _ in counts.most_common()]
+    for s in range(0, len(ranked), 4096):
+        block = ranked[s : s + 4096]
+        for word, enc in zip(block, tok.encode_batch(block, add_special_tokens=False)):
+            if len(enc.ids) > 1 and unk not in enc.ids:
+                chosen.append(word)
+                if len(chosen) == n:
+                    return chosen
+    return chosen
+
+
+def _weights(tok: Any, v: int, weighting: str, corpus: list[str] | None, sif_a: float) -> np.ndarray:
+    if weighting == "none":
+        w = np.ones(v, dtype=np.float64)
+    elif weighting == "sif" and corpus is not None:
+        ids, _ = light.tokenize_flat(tok, corpus)
+        if ids.size == 0:
+            raise DataError("the corpus has no tokens, so SIF weights cannot be estimated. Fix: pass real sentences.")
+        counts = np.bincount(ids, minlength=v).astype(np.float64)
+        p = counts / counts.sum()
+        p[counts == 0] = p[counts > 0].min()
+        w = sif_a / (sif_a + p)
+    else:  # zipf, or sif without a corpus
+        inv_rank = 1.0 / np.arange(2, v + 2, dtype=np.float64)
+        w = sif_a / (sif_a + inv_rank / inv_rank.sum())
+    w[_special_ids(tok)] = 0.0
+    return w.astype(np.float32)
+
+
+def _teacher_identity(teacher: Any) -> dict[str, Any]:
+    name = getattr(getattr(getattr(teacher, "backbone", None), "config", None), "_name_or_path", None)
+    info: dict[str, Any] = {"dim": int(teacher.dim)}
+    if name:
+        info["name_or_path"] = str(name)
+    for key in ("pooling", "normalize", "max_seq_length"):
+        if hasattr(teacher, key):
+            info[key] = getattr(teacher, key)
+    return info
+
+
+def build_static(
+    teacher: Any, *, dim: int = 256, weighting: Literal["sif", "zipf", "none"] = "sif",
+    corpus: list[str] | None = None, extend_vocab: int = 0, sif_a: float = 1e-3, batch_size: int = 256,
+    progress: bool = True,
+) -> StaticEmbedder:  # fmt: skip
+    """A static student of ``teacher`` (a :class:`~distill.models.sentence.SentenceEncoder`): see the
+    module docstring for each step. ``corpus`` (sentences) gives SIF frequencies and the words of
+    ``extend_vocab``; it is tokenized once, never stored."""
+    tok = _backend(teacher.tokenizer)
+    v, d_teacher = tok.get_vocab_size(with_added_tokens=True), int(teacher.dim)
+    problems = []
+    if weighting not in WEIGHTINGS:
+        problems.append(f"weighting must be one of {', '.join(map(repr, WEIGHTINGS))} (got {weighting!r})")
+    if not isinstance(dim, int) or not 1 <= dim <= min(v, d_teacher):
+        problems.append(
+            f"dim must be an integer in 1..{min(v, d_teacher)} (PCA of the teacher's {d_teacher}-d vectors of "
+            f"{v} tokens cannot give more components; got {dim!r})"
+        )
+    if not isinstance(extend_vocab, int) or extend_vocab < 0:
+        problems.append(f"extend_vocab must be an integer >= 0 (got {extend_vocab!r})")
+    elif extend_vocab and corpus is None:
+        problems.append("extend_vocab needs a corpus to find frequent words in")
+    if not (isinstance(sif_a, (int, float)) and sif_a > 0 and math.isfinite(sif_a)):
+        problems.append(f"sif_a must be a positive number (got {sif_a!r}); 1e-3 is the usual value")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if problems:
+        raise ModelError("cannot build a static model: " + "; ".join(problems) + ". Fix: change those arguments.")
+    if corpus is not None:
+        corpus = light.check_texts(corpus)
+        if not corpus:
+            raise DataError("the corpus is empty. Fix: pass sentences, or corpus=None (Zipf weights, no extend_vocab).")
+
+    x = _token_matrix(teacher, tok, np.arange(v), batch_size, progress)
+    comps, mean = _pca(x, dim)
+    rows = [x]
+    added: list[str] = []
+    if extend_vocab:
+        from tokenizers import AddedToken
+
+        added = _frequent_split_words(tok, corpus or [], extend_vocab)
+        if added:
+            tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in added])
+            new_ids = [tok.token_to_id(w) for w in added]
+            if new_ids != list(range(v, v + len(added))):
+                raise ModelError(f"the tokenizer gave unexpected ids to the added words: {new_ids[:5]}...")
+            with torch.inference_mode():
+                rows.append(np.asarray(teacher.encode(added, batch_size=batch_size), dtype=np.float32))
+    table = (np.concatenate(rows) - mean) @ comps.T
+    weights = _weights(tok, table.shape[0], weighting, corpus, float(sif_a))
+    meta = {
+        "teacher": _teacher_identity(teacher),
+        "weighting": weighting if (weighting != "sif" or corpus is not None) else "zipf (sif without a corpus)",
+        "sif_a": float(sif_a),
+        "added_words": len(added),
+        "base_vocab_size": v,
+    }
+    return StaticEmbedder(
+        tok, torch.from_numpy(table.astype(np.float32)), torch.from_numpy(weights),
+        torch.from_numpy(comps.T.astype(np.float32)), torch.from_numpy(mean.astype(np.float32)),
+        normalize=True, meta=meta,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------- fine-tune
+def _gather(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat ids and offsets of the texts ``idx`` (vectorised, no loop per text)."""
+    lengths = offsets[idx + 1] - offsets[idx]
+    new_off = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_off[1:])
+    pos = np.repeat(offsets[idx] - new_off[:-1], lengths) + np.arange(new_off[-1], dtype=np.int64)
+    return ids[pos], new_off
+
+
+def finetune_static(
+    model: StaticEmbedder, texts: list[str], targets: Tensor, *, epochs: int = 3, lr: float = 1e-2,
+    batch_size: int = 256, seed: int = 0, time_budget_s: float | None = None, progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``model`` in place so that ``model(text)`` points where the teacher's embedding of
+    ``text`` (``targets[i]``, (N, D)) does: loss ``1 − cos``. Deterministic for a ``seed`` on CPU.
+
+    Stops after ``epochs`` or once ``time_budget_s`` seconds have passed (checked every step). Texts
+    without a token of positive weight carry no signal and are skipped. Returns ``{"epochs",
+    "steps", "seconds", "initial_loss", "final_loss", "epoch_losses", "texts_used", "stopped_by_budget"}``
+    (``final_loss``: mean loss of the last epoch, partial if the budget cut it)."""
+    texts = light.check_texts(texts)
+    targets = torch.as_tensor(targets)
+    if targets.ndim != 2 or targets.shape[0] != len(texts) or targets.shape[1] != model.output_dim:
+        raise DataError(
+            f"targets must be (N, D) = ({len(texts)}, {model.output_dim}) (one teacher embedding per text), got "
+            f"{tuple(targets.shape)}. Fix: encode exactly these texts with the teacher this model was built from."
+        )
+    problems = []
+    if not isinstance(epochs, int) or epochs < 0:
+        problems.append(f"epochs must be an integer >= 0 (got {epochs!r})")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        problems.append(f"lr must be a positive number (got {lr!r})")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if time_budget_s is not None and not time_budget_s > 0:
+        problems.append(f"time_budget_s must be > 0 or None (got {time_budget_s!r})")
+    if problems:
+        raise TrainingError("cannot fine-tune the static model: " + "; ".join(problems) + ".")
+    if not torch.isfinite(targets).all():
+        raise DataError("targets contain NaN or infinite values. Fix: recompute the teacher embeddings.")
+
+    start = time.perf_counter()
+    ids, offsets = light.tokenize_flat(model.tokenizer, texts)
+    ignored = model.weights.detach() == 0
+    pos_w = (~ignored).numpy()[ids]
+    useful = np.add.reduceat(pos_w.astype(np.int64), offsets[:-1]) if ids.size else np.zeros(len(texts), np.int64)
+    useful[np.diff(offsets) == 0] = 0  # reduceat gives a[start] for empty segments
+    keep = np.flatnonzero(useful > 0)
+    targets = nn.functional.normalize(targets.detach().float(), dim=-1)
+    stats: dict[str, Any] = {
+        "epochs": 0, "steps": 0, "seconds": 0.0, "initial_loss": None, "final_loss": None, "epoch_losses": [],
+        "texts_used": len(keep), "stopped_by_budget": False,
+    }  # fmt: skip
+    if len(keep) == 0 or epochs == 0:
+        stats["seconds"] = time.perf_counter() - start
+        return stats
+
+    sparse_opt = torch.optim.SparseAdam([model.embedding.weight], lr=lr)
+    dense_opt = torch.optim.Adam([model.weights, model.proj.weight, model.proj.bias], lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    steps_per_epoch = math.ceil(len(keep) / batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=epochs * steps_per_epoch, desc="static fine-tune", unit="step", leave=False, dynamic_ncols=True
+        )
+    model.train()
+    try:
+        for epoch in range(epochs):
+            order = keep[torch.randperm(len(keep), generator=gen).numpy()]
+            total, seen = 0.0, 0
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                b_ids, b_off = _gather(ids, offsets, idx)
+                out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
+                loss = (1.0 - nn.functional.cosine_similarity(out, targets[idx], dim=-1)).mean()
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"static fine-tuning diverged at epoch {epoch}, step {stats['steps']} (loss {loss.item()}). "
+                        f"Fix: lower lr (now {lr})."
+                    )
+                sparse_opt.zero_grad()
+                dense_opt.zero_grad()
+                loss.backward()
+                sparse_opt.step()
+                dense_opt.step()
+                with torch.no_grad():
+                    model.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
+                value = float(loss.detach())
+                if stats["initial_loss"] is None:
+                    stats["initial_loss"] = value
+                total += value * len(idx)
+                seen += len(idx)
+                stats["steps"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}")
+                if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                    stats["stopped_by_budget"] = True
+                    break
+            stats["epoch_losses"].append(total / seen)
+            stats["final_loss"] = total / seen
+            if stats["stopped_by_budget"]:
+                stats["epochs"] = epoch + seen / len(order)
+                break
+            stats["epochs"] = epoch + 1
+    finally:
+        if bar is not None:
+            bar.close()
+        model.eval()
+    stats["seconds"] = time.perf_counter() - start
+    return stats
+
+
+# ------------------------------------------------------------- save / load
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def save_static(
+    model: StaticEmbedder, tokenizer: Any | None, directory: str | os.PathLike, *,
+    dtype: Literal["float32", "float16"] = "float32",
+) -> Path:  # fmt: skip
+    """Write ``model`` in the light format (see :mod:`distill.static_model`) into ``directory``.
+
+    ``tokenizer``: a ``tokenizers.Tokenizer`` or HF fast tokenizer, or None for ``model.tokenizer``.
+    ``dtype``: storage of the token table (float16 halves the folder; everything else stays fp32).
+    Every file is written atomically; ``config.json`` is removed first and written last, so a folder
+    with a config.json is complete."""
+    if dtype not in ("float32", "float16"):
+        raise ModelError(f"dtype must be 'float32' or 'float16' (got {dtype!r}).")
+    tok = _backend(model.tokenizer if tokenizer is None else tokenizer)
+    if tok.get_vocab_size(with_added_tokens=True) > model.vocab_size:
+        raise ModelError(
+            f"the tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens but the model's table "
+            f"{model.vocab_size} rows. Fix: save the model with the tokenizer it was built with (tokenizer=None)."
+        )
+    root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise ModelError(f"{root} exists and is not a folder. Fix: choose another output path.")
+    (root / "config.json").unlink(missing_ok=True)
+    table = model.embedding.weight.detach().numpy()
+    write_bytes(root / "embeddings.npy", _npy(table.astype(np.float16 if dtype == "float16" else np.float32)))
+    write_bytes(root / "weights.npy", _npy(model.weights.detach().numpy().astype(np.float32)))
+    write_bytes(root / "projection.npy", _npy(model.proj.weight.detach().numpy().T.astype(np.float32)))
+    write_bytes(root / "bias.npy", _npy(model.proj.bias.detach().numpy().astype(np.float32)))
+    write_text(root / "tokenizer.json", tok.to_str())
+    write_bytes(root / "static_model.py", Path(light.__file__).read_bytes())
+    config = {
+        "format": light.FORMAT,
+        "version": light.VERSION,
+        "vocab_size": model.vocab_size,
+        "dim": model.dim,
+        "output_dim": model.output_dim,
+        "normalize": model.normalize,
+        "embedding_dtype": dtype,
+        "weighting": model.meta.get("weighting"),
+        "added_words": model.meta.get("added_words", 0),
+        "teacher": model.meta.get("teacher"),
+        "usage": "import sys; sys.path.insert(0, FOLDER); from static_model import StaticModel; "
+        "StaticModel.from_dir(FOLDER).encode(texts)",
+    }
+    write_json(root / "config.json", config)
+    return root
+
+
+def load_static(directory: str | os.PathLike) -> StaticEmbedder:
+    """Read a light-format folder into a trainable :class:`StaticEmbedder` (fp16 tables become fp32)."""
+    try:
+        m = light.StaticModel.from_dir(directory)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the static model in {directory}: {exc}") from None
+    meta = {k: m.config.get(k) for k in ("weighting", "added_words", "teacher")}
+    return StaticEmbedder(
+        m.tokenizer, torch.from_numpy(m.embeddings.astype(np.float32)), torch.from_numpy(m.weights.copy()),
+        torch.from_numpy(m.projection.T.copy()), torch.from_numpy(m.bias.copy()), normalize=m.normalize, meta=meta,
+    )  # fmt: skip

@@ -1,0 +1,192 @@
+"""Load and run a static sentence-embedding model ("light format") with only numpy and `tokenizers`.
+
+This file is copied verbatim into every saved static model folder as ``static_model.py``, so the
+folder works without `distill` (or torch) installed::
+
+    import sys; sys.path.insert(0, "path/to/folder")
+    from static_model import StaticModel
+    model = StaticModel.from_dir("path/to/folder")
+    vectors = model.encode(["a sentence", "another one"])     # float32 (2, D), L2-normalised rows
+
+It imports nothing but the standard library, numpy and `tokenizers`; keep it that way.
+
+The folder (format ``distill-static``, version 1)
+------------------------------------------------
+``config.json``
+    ``{"format": "distill-static", "version": 1, "vocab_size": V, "dim": d, "output_dim": D,
+    "normalize": true, "embedding_dtype": "float32" | "float16", "weighting": ..., "teacher": {...} | null}``
+``embeddings.npy``
+    the token table, (V, d), float32 or float16 (fp16 halves the size; rows are upcast to float32
+    before any arithmetic, so the only loss is the fp16 rounding of the stored values).
+``weights.npy``
+    per-token weights, (V,), float32, >= 0. Weight 0 means "ignore this token" (special tokens such
+    as ``[UNK]``, ``[CLS]``, ``[PAD]``).
+``projection.npy`` and ``bias.npy``
+    (d, D) float32 and (D,) float32: the map from the table's space into the teacher's space.
+``tokenizer.json``
+    a `tokenizers` file; it is used without special tokens, padding or truncation.
+
+Inference for one text: tokenize (no special tokens); ``m = sum_i w[t_i] E[t_i] / sum_i w[t_i]``;
+``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
+(the empty string, only unknown words, only special tokens) gives the zero vector: "no information",
+never NaN. Its cosine to anything is 0 by convention.
+
+All arrays are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+FORMAT = "distill-static"
+VERSION = 1
+FILES = ("config.json", "embeddings.npy", "weights.npy", "projection.npy", "bias.npy", "tokenizer.json")
+
+
+def tokenize_flat(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``texts`` in one flat int64 array and offsets (N + 1,): text ``i`` is
+    ``ids[offsets[i]:offsets[i + 1]]``. No special tokens; the batch is tokenised in parallel (Rust)."""
+    encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+    encodings = encode(list(texts), add_special_tokens=False)
+    n = len(encodings)
+    lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(offsets[-1]))
+    return ids, offsets
+
+
+def check_texts(texts) -> list[str]:
+    """``texts`` as a list of str (a bare str is one text); a clear TypeError otherwise."""
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is a {type(t).__name__}, not a str. Fix: pass a list of strings.")
+    return texts
+
+
+class StaticModel:
+    """A static sentence embedder: token table + per-token weights + a projection, numpy only."""
+
+    def __init__(self, tokenizer, embeddings: np.ndarray, weights: np.ndarray, projection: np.ndarray,
+                 bias: np.ndarray, *, normalize: bool = True, config: dict | None = None) -> None:  # fmt: skip
+        v, d = embeddings.shape
+        if (
+            weights.shape != (v,)
+            or projection.ndim != 2
+            or projection.shape[0] != d
+            or bias.shape != (projection.shape[1],)
+        ):
+            raise ValueError(
+                f"static model arrays do not fit together: embeddings {embeddings.shape}, weights {weights.shape}, "
+                f"projection {projection.shape}, bias {bias.shape} (expected (V, d), (V,), (d, D), (D,)). "
+                "Fix: the folder is corrupt or was edited; save it again."
+            )
+        n_tok = tokenizer.get_vocab_size(with_added_tokens=True)
+        if n_tok > v:
+            raise ValueError(
+                f"the tokenizer has {n_tok} tokens but the table only {v} rows. "
+                "Fix: the tokenizer.json does not belong to this table; save the folder again."
+            )
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.embeddings = embeddings
+        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self.projection = np.ascontiguousarray(projection, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        self.normalize = bool(normalize)
+        self.config = dict(config or {})
+
+    @property
+    def dim(self) -> int:
+        """Width of the token table (d)."""
+        return int(self.embeddings.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        """Dimension of the sentence embeddings (D, the teacher's)."""
+        return int(self.projection.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike) -> StaticModel:
+        """Load a folder in the light format (see the module docstring)."""
+        from tokenizers import Tokenizer
+
+        path = os.fspath(path)
+        missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} is not a complete static model folder: missing {', '.join(missing)}. "
+                "Fix: point at a folder written by distill's save_static."
+            )
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+        if config.get("format") != FORMAT or not isinstance(config.get("version"), int):
+            raise ValueError(f"{path}/config.json is not a {FORMAT!r} config (format={config.get('format')!r}).")
+        if config["version"] > VERSION:
+            raise ValueError(
+                f"{path} has format version {config['version']}, this loader reads up to {VERSION}. "
+                "Fix: use the static_model.py saved inside that folder, or a newer distill."
+            )
+
+        def load(name: str) -> np.ndarray:
+            return np.load(os.path.join(path, name), allow_pickle=False)
+
+        embeddings = load("embeddings.npy")
+        if embeddings.dtype not in (np.float32, np.float16):
+            raise ValueError(f"{path}/embeddings.npy has dtype {embeddings.dtype}; expected float32 or float16.")
+        tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+        return cls(
+            tokenizer, embeddings, load("weights.npy"), load("projection.npy"), load("bias.npy"),
+            normalize=bool(config.get("normalize", True)), config=config,
+        )  # fmt: skip
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Flat token ids and offsets (N + 1,) of ``texts`` (see :func:`tokenize_flat`)."""
+        return tokenize_flat(self.tokenizer, check_texts(texts))
+
+    def embed_ids(self, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Sentence embeddings (N, D) float32 from flat ids and offsets (N + 1,)."""
+        n = len(offsets) - 1
+        w = self.weights[ids]
+        rows = self.embeddings[ids].astype(np.float32, copy=False)
+        rows *= w[:, None]
+        lengths = np.diff(offsets)
+        nonempty = lengths > 0
+        sums = np.zeros((n, self.dim), dtype=np.float32)
+        wsum = np.zeros(n, dtype=np.float32)
+        if ids.size:
+            starts = offsets[:-1][nonempty]  # empty texts sit between, with zero length: reduceat stays exact
+            sums[nonempty] = np.add.reduceat(rows, starts, axis=0)
+            wsum[nonempty] = np.add.reduceat(w, starts)
+        has = wsum > 0
+        out = (sums / np.where(has, wsum, 1.0)[:, None]) @ self.projection
+        out += self.bias
+        if self.normalize:
+            norm = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.where(norm > 0, norm, 1.0)
+        out[~has] = 0.0
+        return out
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """Embeddings of ``texts`` as float32 (N, D), in input order (L2-normalised if the config says
+        so; the zero vector for a text without known tokens). A bare str counts as one text."""
+        texts = check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        out = np.empty((len(texts), self.output_dim), dtype=np.float32)
+        for s in range(0, len(texts), batch_size):
+            out[s : s + batch_size] = self.embed_ids(*tokenize_flat(self.tokenizer, texts[s : s + batch_size]))
+        return out

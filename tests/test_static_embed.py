@@ -1,0 +1,189 @@
+"""Static sentence-embedding students: build from a tiny random teacher, fine-tune, save in the light
+format, reload with torch and with the numpy-only loader."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.errors import DataError, ModelError, TrainingError
+from distill.models.sentence import SentenceEncoder, load_sentence_encoder
+from distill.models.static_embed import StaticEmbedder, build_static, finetune_static, load_static, save_static
+from distill.static_model import FILES as LIGHT_FILES
+from distill.static_model import StaticModel
+from tests.embed_helpers import SENTENCES, WORDS, make_tiny_sentence_model
+
+ODD = ["", "日本語", "   ", "the cat 日本"]  # empty, only [UNK], only spaces, mixed
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> SentenceEncoder:
+    return load_sentence_encoder(make_tiny_sentence_model(tmp_path_factory.mktemp("teacher") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def targets(teacher: SentenceEncoder) -> torch.Tensor:
+    return torch.from_numpy(teacher.encode(SENTENCES))
+
+
+def _single_token_words(model: StaticEmbedder) -> list[str]:
+    return [w for w in WORDS if len(model.tokenizer.encode(w, add_special_tokens=False).ids) == 1]
+
+
+def test_build_finetune_save_reload_identical(teacher: SentenceEncoder, targets: torch.Tensor, tmp_path: Path) -> None:
+    model = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+    vocab = teacher.tokenizer.backend_tokenizer.get_vocab_size(True)
+    assert (model.vocab_size, model.dim, model.output_dim) == (vocab, 8, 16)
+    stats = finetune_static(model, SENTENCES, targets, epochs=8, batch_size=5, lr=1e-2, progress=False)
+    assert stats["epochs"] == 8 and stats["steps"] == 32 and stats["texts_used"] == len(SENTENCES)
+    assert stats["epoch_losses"][-1] < 0.5 * stats["epoch_losses"][0]
+    assert (model.weights.detach()[:5] == 0).all()  # special tokens stay ignored through training
+
+    texts = SENTENCES + ODD
+    before = model.encode(texts)
+    folder = save_static(model, None, tmp_path / "static")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*LIGHT_FILES, "static_model.py"])
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == "distill-static" and config["version"] == 1 and config["output_dim"] == 16
+    assert config["teacher"]["dim"] == 16
+    torch_side = load_static(folder).encode(texts)
+    numpy_side = StaticModel.from_dir(folder).encode(texts, batch_size=7)
+    np.testing.assert_allclose(torch_side, before, atol=1e-6)
+    np.testing.assert_allclose(numpy_side, before, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(numpy_side[: len(SENTENCES)], axis=1), 1.0, atol=1e-5)
+
+    half = save_static(model, None, tmp_path / "half", dtype="float16")
+    assert (half / "embeddings.npy").stat().st_size < (folder / "embeddings.npy").stat().st_size
+    np.testing.assert_allclose(StaticModel.from_dir(half).encode(texts), load_static(half).encode(texts), atol=1e-6)
+    np.testing.assert_allclose(StaticModel.from_dir(half).encode(texts), before, atol=5e-3)
+
+
+def test_loader_runs_without_torch_or_distill(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    model = build_static(teacher, dim=6, corpus=SENTENCES, progress=False)
+    folder = save_static(model, teacher.tokenizer, tmp_path / "light")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import static_model; "
+        "m = static_model.StaticModel.from_dir(sys.argv[1]); e = m.encode(json.loads(sys.argv[2])); "
+        "bad = sorted(k for k in sys.modules if k == 'torch' or k.startswith(('torch.', 'distill'))); "
+        "assert not bad, bad; print(json.dumps(e.tolist()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), json.dumps(SENTENCES[:4])],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_allclose(np.array(json.loads(out.stdout)), model.encode(SENTENCES[:4]), atol=1e-6)
+
+
+@pytest.mark.parametrize("weighting", ["sif", "none"])
+def test_pca_init_with_full_dim_reproduces_teacher_tokens(teacher: SentenceEncoder, weighting: str) -> None:
+    model = build_static(teacher, dim=teacher.dim, weighting=weighting, corpus=SENTENCES, progress=False)
+    words = _single_token_words(model)
+    assert len(words) > 50
+    np.testing.assert_allclose(model.encode(words), teacher.encode(words), atol=1e-5)
+    # a smaller dim is a lossy projection: close, not equal
+    small = build_static(teacher, dim=4, weighting=weighting, corpus=SENTENCES, progress=False)
+    assert np.abs(small.encode(words) - teacher.encode(words)).max() > 1e-3
+
+
+def test_sif_weights_decrease_with_frequency(teacher: SentenceEncoder) -> None:
+    model = build_static(teacher, dim=4, weighting="sif", corpus=SENTENCES, progress=False)
+    tok = model.tokenizer
+    counts = Counter(i for e in tok.encode_batch(SENTENCES, add_special_tokens=False) for i in e.ids)
+    w = model.weights.detach().numpy()
+    seen = sorted(counts, key=counts.get)
+    for rare, common in itertools.pairwise(seen):
+        if counts[common] > counts[rare]:
+            assert w[common] < w[rare]
+    assert counts[tok.token_to_id("the")] == max(counts.values()) and w[tok.token_to_id("the")] == w[seen].min()
+    unseen = [i for i in range(5, model.vocab_size) if i not in counts]
+    assert unseen and np.allclose(w[unseen], w[seen].max())  # never seen: the smallest probability
+    assert (w[:5] == 0).all() and (w[5:] > 0).all()  # [PAD] [UNK] [CLS] [SEP] [MASK] are ignored
+
+    zipf = build_static(teacher, dim=4, weighting="zipf", progress=False).weights.detach().numpy()[5:]
+    assert (np.diff(zipf) > 0).all()  # later ids = rarer under Zipf's assumption
+    no_corpus = build_static(teacher, dim=4, weighting="sif", progress=False).weights.detach().numpy()[5:]
+    np.testing.assert_array_equal(no_corpus, zipf)
+    ones = build_static(teacher, dim=4, weighting="none", progress=False).weights.detach().numpy()[5:]
+    assert (ones == 1).all()
+
+
+def test_extend_vocab_adds_tokens_the_saved_tokenizer_uses(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    corpus = SENTENCES + ["the bird sings slowly", "slowly the river runs", "garden music", "a garden"]
+    base = build_static(teacher, dim=teacher.dim, corpus=corpus, progress=False)
+    assert base.tokenizer.encode("slowly garden", add_special_tokens=False).tokens[0] == "slow"
+    model = build_static(teacher, dim=teacher.dim, corpus=corpus, extend_vocab=3, progress=False)
+    v = base.vocab_size
+    assert model.vocab_size == v + 3 and model.meta["added_words"] == 3
+    folder = save_static(model, None, tmp_path / "ext")
+    light = StaticModel.from_dir(folder)
+    enc = light.tokenizer.encode("Slowly, the garden sings", add_special_tokens=False)
+    assert enc.tokens[:3] == ["slowly", ",", "the"] and "garden" in enc.tokens
+    assert {enc.ids[0], enc.ids[enc.tokens.index("garden")]} <= set(range(v, v + 3))
+    # not inside other words: "gardens" still splits
+    assert "garden" not in light.tokenizer.encode("gardens", add_special_tokens=False).tokens
+    # the new rows are the teacher's embedding of the word itself (dim == D: exact)
+    np.testing.assert_allclose(light.encode(["slowly", "garden"]), teacher.encode(["slowly", "garden"]), atol=1e-5)
+    np.testing.assert_allclose(load_static(folder).encode(corpus), light.encode(corpus), atol=1e-6)
+
+
+def test_empty_and_unknown_texts_give_zero_vectors(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    model = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+    light = StaticModel.from_dir(save_static(model, None, tmp_path / "s"))
+    texts = ["", SENTENCES[0], "日本語", SENTENCES[1], "   ", "the cat 日本", ""]
+    for emb in (model.encode(texts), light.encode(texts), light.encode(texts, batch_size=1)):
+        assert np.isfinite(emb).all()
+        assert (emb[[0, 2, 4, 6]] == 0).all()
+        np.testing.assert_allclose(emb[[1, 3]], light.encode(SENTENCES[:2]), atol=1e-6)
+        np.testing.assert_allclose(emb[5], light.encode(["the cat"])[0], atol=1e-6)  # [UNK] is ignored
+    assert light.encode([]).shape == (0, 16) and light.encode("one text").shape == (1, 16)
+    with pytest.raises(TypeError, match="not a str"):
+        light.encode(["ok", 3])
+
+
+def test_finetune_is_deterministic_and_respects_budget(teacher: SentenceEncoder, targets: torch.Tensor) -> None:
+    runs = []
+    for _ in range(2):
+        m = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+        finetune_static(m, SENTENCES, targets, epochs=2, batch_size=3, seed=3, progress=False)
+        runs.append(m.state_dict())
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+    m = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+    stats = finetune_static(m, SENTENCES, targets, epochs=1000, batch_size=2, time_budget_s=0.05, progress=False)
+    assert stats["stopped_by_budget"] and stats["epochs"] < 1000 and np.isfinite(stats["final_loss"])
+
+
+def test_bad_input_raises_clear_errors(teacher: SentenceEncoder, targets: torch.Tensor, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"dim must be an integer in 1\.\.16"):
+        build_static(teacher, dim=0, progress=False)
+    with pytest.raises(ModelError, match="cannot give more components"):
+        build_static(teacher, dim=17, progress=False)
+    with pytest.raises(ModelError, match="weighting must be one of"):
+        build_static(teacher, dim=4, weighting="tfidf", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="extend_vocab needs a corpus"):
+        build_static(teacher, dim=4, extend_vocab=5, progress=False)
+    with pytest.raises(DataError, match="corpus is empty"):
+        build_static(teacher, dim=4, corpus=[], progress=False)
+    model = build_static(teacher, dim=4, progress=False)
+    with pytest.raises(DataError, match=r"targets must be \(N, D\)"):
+        finetune_static(model, SENTENCES[:3], targets, progress=False)
+    with pytest.raises(TrainingError, match="lr must be a positive number"):
+        finetune_static(model, SENTENCES, targets, lr=0.0, progress=False)
+    with pytest.raises(ModelError, match="missing"):
+        load_static(tmp_path / "nowhere")
+    folder = save_static(model, None, tmp_path / "s")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "version": 99}))
+    with pytest.raises(ModelError, match="format version 99"):
+        load_static(folder)
+    with pytest.raises(ModelError, match="dtype must be"):
+        save_static(model, None, tmp_path / "s2", dtype="int8")  # type: ignore[arg-type]
