@@ -1,0 +1,340 @@
+"""`distill run` for ``task: causal_lm``: the whole flow into one run directory.
+
+recipe → text → tokenizer → blocks → teacher (load, or train here) → student (config, or copied
+teacher blocks) → teacher signal (online / offline top-k cache / sequence-level / on-policy) →
+fit → evaluate teacher and student side by side → comparison table.
+
+Run directory::
+
+    recipe.yaml              the resolved recipe
+    run.log                  the log
+    tokenizer/               the tokenizer (save_pretrained), also inside student/ and teacher/
+    teacher/                 the teacher trained here (save_pretrained, safetensors)
+    student/                 the distilled student (save_pretrained, safetensors) + tokenizer
+    baseline/                with eval.baseline: the same student trained from scratch on CE
+    checkpoints/<role>/      checkpoints every train.checkpoint_every steps (--resume continues)
+    sequence_data.safetensors  mode sequence: the generated training examples
+    metrics.json             everything measured; comparison.md/.json the table; samples.md/.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from distill.data.text import (
+    deduplicate,
+    load_tokenizer,
+    pack_blocks,
+    read_documents,
+    read_pairs,
+    save_tokenizer,
+    split_documents,
+    train_tokenizer,
+)
+from distill.engine.checkpoint import CheckpointStore
+from distill.engine.lm_loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
+from distill.engine.lm_report import comparison, write_outputs
+from distill.engine.logs import setup_logging
+from distill.errors import DataError, ModelError, RunDirError
+from distill.models.causal_lm import (
+    build_causal_lm,
+    check_same_vocab,
+    copy_layers_student,
+    load_causal_lm,
+)
+from distill.tasks.causal_lm import api_sequences, lm_logits, teacher_sequences
+
+log = logging.getLogger("distill")
+
+
+@dataclass
+class LMData:
+    tokenizer: Any
+    train: torch.Tensor  # (N, L) packed training blocks
+    val: torch.Tensor  # (M, L) packed held-out blocks
+    stats: dict[str, Any]
+
+
+@dataclass
+class LMRunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    table_markdown: str
+
+
+# ---------------------------------------------------------------- run dir
+def _check_run_dir(recipe: Any, resume: bool, overwrite: bool) -> str:
+    run_dir = recipe.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            stored = run_dir / "recipe.yaml"
+            if not stored.exists():
+                raise RunDirError(f"cannot resume {run_dir}: it has no recipe.yaml, so it is not a distill run directory.")
+            before, now = yaml.safe_load(stored.read_text()), recipe.to_dict()
+            for d in (before, now):
+                d.pop("output", None)
+            if before != now:
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                raise RunDirError(
+                    f"cannot resume {run_dir}: the recipe differs from the one the run started with (changed "
+                    f"sections: {', '.join(changed)}). Fix: resume with the same recipe and --set options, or start "
+                    "a new run with --overwrite or another output.dir."
+                )
+            return "resume"
+        if overwrite or recipe.output.overwrite:
+            shutil.rmtree(run_dir)
+            return "create"
+        raise RunDirError(
+            f"the run directory {run_dir} already exists. Fix: add --resume to continue it, --overwrite to replace "
+            "it, or --set output.dir=OTHER."
+        )
+    return "create"
+
+
+def save_model(model: Any, directory: Path, tokenizer: Any) -> None:
+    """save_pretrained (safetensors) + tokenizer into a temporary folder, then rename."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    bars_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one tiny shard: its "Writing model shards" bar is noise
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    finally:
+        if bars_on:
+            hf_logging.enable_progress_bar()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -------------------------------------------------------------------- data
+def prepare_data(recipe: Any, run_dir: Path) -> LMData:
+    d = recipe.data
+    docs = read_documents(d.path, d.format, separator=d.separator, text_field=d.text_field)
+    n_read = len(docs)
+    if d.max_documents:
+        docs = docs[: d.max_documents]
+    if d.dedup:
+        docs = deduplicate(docs)
+    train_docs, val_docs = split_documents(docs, d.val_fraction, d.seed)
+    tok_dir = d.tokenizer.dir or recipe.teacher.dir
+    if tok_dir is not None:
+        tokenizer = load_tokenizer(tok_dir)
+    elif (run_dir / "tokenizer" / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(run_dir / "tokenizer")
+    else:
+        t0 = time.perf_counter()
+        tokenizer = train_tokenizer(train_docs, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency)
+        save_tokenizer(tokenizer, run_dir / "tokenizer")
+        log.info("tokenizer: byte-level BPE, %d tokens, trained on %d documents in %.1fs",
+                 len(tokenizer), len(train_docs), time.perf_counter() - t0)  # fmt: skip
+    train = pack_blocks(train_docs, tokenizer, d.block_len, what="training")
+    val = pack_blocks(val_docs, tokenizer, d.block_len, what="validation")
+    stats = {"documents_read": n_read, "documents": len(docs), "train_documents": len(train_docs),
+             "val_documents": len(val_docs), "train_blocks": len(train), "val_blocks": len(val),
+             "block_len": d.block_len, "train_tokens": int(train.numel()), "vocab_size": len(tokenizer)}  # fmt: skip
+    log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", n_read, len(docs),
+             len(train), len(val), d.block_len)  # fmt: skip
+    return LMData(tokenizer, train, val, stats)
+
+
+def blocks_fingerprint(blocks: torch.Tensor) -> str:
+    return hashlib.sha256(blocks.contiguous().numpy().tobytes() + str(tuple(blocks.shape)).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ models
+def _build(cfg: Any, data: LMData, seed: int) -> Any:
+    return build_causal_lm(vocab_size=len(data.tokenizer), layers=cfg.layers, width=cfg.width, heads=cfg.heads,
+                           context=cfg.context or data.train.shape[1], arch=cfg.arch, dropout=cfg.dropout,
+                           eos_token_id=data.tokenizer.eos_token_id, seed=seed)  # fmt: skip
+
+
+def train_ce(role: str, model: Any, cfg: Any, data: LMData, *, run_dir: Path, accelerator: Any, resume: bool,
+             progress: bool) -> tuple[Any, list[dict[str, Any]], float]:  # fmt: skip
+    """Train ``model`` on the data with cross-entropy, save it to ``run_dir/role``; reuse it when resuming."""
+    out = run_dir / role
+    if resume and (out / "config.json").exists():
+        log.info("%s: already trained in this run directory; loading %s", role, out)
+        hist_file = run_dir / "history" / f"{role}.json"
+        history = yaml.safe_load(hist_file.read_text()) if hist_file.exists() else []
+        return load_causal_lm(out), history, 0.0
+    t0 = time.perf_counter()
+    history = fit_lm(model, cfg, role=role, make_batch=block_batches(data.train, cfg.batch_size, cfg.seed),
+                     objective=Objective(), accelerator=accelerator, checkpoints=CheckpointStore(run_dir / "checkpoints" / role),
+                     resume=resume, progress=progress)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    model = getattr(model, "module", model)
+    save_model(model, out, data.tokenizer)
+    from distill.fsutil import write_json
+
+    write_json(run_dir / "history" / f"{role}.json", history)
+    return model, history, seconds
+
+
+def prepare_teacher(recipe: Any, data: LMData, run_dir: Path, accelerator: Any, resume: bool, progress: bool) -> tuple[Any, dict[str, Any]]:
+    t = recipe.teacher
+    if t.dir is not None:
+        teacher = load_causal_lm(t.dir, trust_remote_code=t.trust_remote_code)
+        info = {"source": str(t.dir)}
+    else:
+        cfg = recipe.teacher_train
+        teacher, history, seconds = train_ce("teacher", _build(t.model, data, cfg.seed), cfg, data, run_dir=run_dir,
+                                             accelerator=accelerator, resume=resume, progress=progress)  # fmt: skip
+        info = {"source": "trained here", "train_seconds": round(seconds, 2), "history": history}
+    n_pos = getattr(teacher.config, "n_positions", None) or getattr(teacher.config, "max_position_embeddings", None)
+    if n_pos is not None and n_pos < data.train.shape[1]:
+        raise ModelError(
+            f"the teacher handles at most {n_pos} positions but data.block_len is {data.train.shape[1]}. "
+            f"Fix: set data.block_len ≤ {n_pos}."
+        )
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, info
+
+
+def prepare_student(recipe: Any, teacher: Any, data: LMData) -> Any:
+    s = recipe.student
+    if s.copy_layers is not None:
+        student = copy_layers_student(teacher, s.copy_layers)
+        for p in student.parameters():
+            p.requires_grad_(True)
+        return student
+    return _build(s.model, data, recipe.train.seed)
+
+
+# -------------------------------------------------------------- the signal
+def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_dir: Path, progress: bool) -> tuple[Any, Objective, dict[str, Any]]:
+    """The batches and objective of the recipe's mode, and what preparing them cost."""
+    d, cfg = recipe.distill, recipe.train
+    info: dict[str, Any] = {"mode": d.mode}
+    base = dict(loss=d.loss, params=dict(d.params), temperature=d.temperature, ce_weight=d.ce_weight)
+
+    @torch.no_grad()
+    def online(b: Batch) -> torch.Tensor:
+        return lm_logits(teacher, b.ids)
+
+    if d.mode == "online":
+        return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=online), info
+    if d.mode == "on_policy":
+        make = on_policy_batches(data.train, cfg.batch_size, cfg.seed, student, fraction=d.on_policy_fraction,
+                                 prompt_len=d.prompt_len, gen_len=d.gen_len)  # fmt: skip
+        return make, Objective(**base, teacher=online), info
+    if d.mode == "offline":
+        from distill.teachers import module_fingerprint
+        from distill.teachers.topk_cache import build_topk_cache
+
+        key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(data.train)}|k={d.top_k}|"
+                             f"T={d.temperature}".encode()).hexdigest()  # fmt: skip
+        folder = Path(recipe.output.cache_dir) / f"lm-topk-{key[:24]}"
+        t0 = time.perf_counter()
+        cache = build_topk_cache(teacher, data.train, folder, k=d.top_k, temperature=d.temperature,
+                                 batch_size=recipe.eval.batch_size, fingerprint=key, progress=progress)  # fmt: skip
+        info.update(cache_dir=str(folder), cache_fingerprint=key, cache_seconds=round(time.perf_counter() - t0, 2),
+                    cache_bytes=cache.nbytes, dense_fp16_bytes=cache.dense_fp16_nbytes(),
+                    cache_ratio=cache.nbytes / cache.dense_fp16_nbytes())  # fmt: skip
+        log.info("offline: top-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", d.top_k, folder,
+                 cache.nbytes / 1e6, 100 * info["cache_ratio"], cache.dense_fp16_nbytes() / 1e6)  # fmt: skip
+        return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=lambda b: cache.get(b.rows)), info
+    # sequence-level: cross-entropy on completions written by the teacher (or a black-box API)
+    stored = run_dir / "sequence_data.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    if stored.exists():
+        seq = load_file(str(stored))
+        ids, mask = seq["ids"], seq["mask"].bool()
+    elif d.completions is not None:
+        ids, mask = api_sequences(data.tokenizer, read_pairs(d.completions), data.train.shape[1])
+        info["source"] = str(d.completions)
+    else:
+        n = min(d.num_prompts or len(data.train), len(data.train))
+        t0 = time.perf_counter()
+        ids, mask = teacher_sequences(teacher, data.train[:n, : d.prompt_len], d.gen_len, data.train.shape[1],
+                                      data.tokenizer.eos_token_id, sample=d.sample, seed=cfg.seed,
+                                      batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
+        info.update(source="teacher generation", generate_seconds=round(time.perf_counter() - t0, 2))
+        log.info("sequence: the teacher wrote %d continuations of %d tokens", n, d.gen_len)
+    if not stored.exists():
+        from distill.fsutil import write_with
+
+        tensors = {"ids": ids.contiguous(), "mask": mask.to(torch.uint8).contiguous()}
+        write_with(stored, lambda tmp: save_file(tensors, str(tmp)))
+    if not bool(mask[:, :-1].any()):
+        raise DataError("sequence: the examples have no completion tokens to learn from. Fix: check distill.completions.")
+    info["examples"] = len(ids)
+    ce_only = Objective()
+    return block_batches(ids, cfg.batch_size, cfg.seed, mask=mask), ce_only, info
+
+
+# -------------------------------------------------------------------- run
+def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+           console: bool = True, stop_after_steps: int | None = None) -> LMRunResult:  # fmt: skip
+    """Run a ``task: causal_lm`` recipe end to end (see the module docstring for what is written)."""
+    from accelerate import Accelerator
+
+    from distill.fsutil import write_json, write_text
+
+    decision = _check_run_dir(recipe, resume, overwrite)
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if decision == "create":
+        write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+    setup_logging(run_dir, console=console)
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    t_start = time.perf_counter()
+    data = prepare_data(recipe, run_dir)
+    teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress)
+    student = prepare_student(recipe, teacher, data)
+    if recipe.distill.mode != "sequence":
+        check_same_vocab(teacher, student, data.tokenizer)
+    make_batch, objective, signal = teacher_signal(recipe, teacher, student, data, run_dir, progress)
+
+    out = run_dir / "student"
+    if resume and (out / "config.json").exists():
+        student, history, seconds = load_causal_lm(out), yaml.safe_load((run_dir / "history" / "student.json").read_text()), 0.0
+    else:
+        t0 = time.perf_counter()
+        history = fit_lm(student, recipe.train, role="student", make_batch=make_batch, objective=objective,
+                         accelerator=accelerator, checkpoints=CheckpointStore(run_dir / "checkpoints" / "student"),
+                         resume=resume, progress=progress, stop_after_steps=stop_after_steps)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        student = getattr(student, "module", student)
+        save_model(student, out, data.tokenizer)
+        write_json(run_dir / "history" / "student.json", history)
+    models = {"teacher": teacher, "student": student}
+    train_seconds = {"student": round(seconds, 2)}
+    if recipe.eval.baseline:
+        scratch = _build(recipe.student.model, data, recipe.train.seed) if recipe.student.model is not None else \
+            copy_layers_student(teacher, recipe.student.copy_layers)  # fmt: skip
+        for p in scratch.parameters():
+            p.requires_grad_(True)
+        scratch, _, secs = train_ce("baseline", scratch, recipe.train, data, run_dir=run_dir, accelerator=accelerator,
+                                    resume=resume, progress=progress)  # fmt: skip
+        models["baseline"] = scratch
+        train_seconds["baseline"] = round(secs, 2)
+    table, comp, extra = comparison(models, data, recipe)
+    metrics = {
+        "name": recipe.name, "mode": recipe.distill.mode, "loss": recipe.distill.loss, "data": data.stats,
+        "teacher": {k: v for k, v in teacher_info.items() if k != "history"}, "signal": signal,
+        "train_seconds": train_seconds, "history": {"student": history, "teacher": teacher_info.get("history", [])},
+        "comparison": comp, **extra, "total_seconds": round(time.perf_counter() - t_start, 2),
+    }  # fmt: skip
+    write_outputs(run_dir, metrics, table, console=console)
+    return LMRunResult(run_dir, metrics, table)
