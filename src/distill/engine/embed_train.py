@@ -1,0 +1,199 @@
+"""The training loop of transformer sentence-embedding students, written out.
+
+The student learns the teacher's sentence embeddings (precomputed once and cached): a weighted sum of
+``1 - cos`` and MSE on the pooled embedding, and, when their weights are set, hidden-state and
+attention-map terms against the teacher run on the same batch (learned projections where widths
+differ). Batches group sentences of similar length (less padding), in a seeded order; every epoch ends
+with an atomic checkpoint (student, projections, optimizer, schedule) that ``resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill.engine.logs import log
+from distill.errors import CheckpointError, TrainingError
+from distill.fsutil import atomic_path
+from distill.models.sentence import SentenceEncoder
+from distill.recipe.embedding import EmbedTrainConfig
+from distill.tasks.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss
+
+DEFAULT_LR = {"layers": 1e-4, "narrow": 5e-4, "static": 2e-2}
+
+
+@dataclass
+class EmbedFitResult:
+    epochs_done: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_by_time: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+    """Seeded batches of indices of similar length: shuffle, sort within windows of 50 batches, shuffle batches."""
+    n = len(lengths)
+    perm = torch.randperm(n, generator=generator).numpy()
+    lens = np.asarray(lengths)
+    window = batch_size * 50
+    batches: list[np.ndarray] = []
+    for s in range(0, n, window):
+        chunk = perm[s : s + window]
+        chunk = chunk[np.argsort(lens[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def _pad(ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.as_tensor(x)
+        mask[i, : len(x)] = 1
+    return input_ids, mask
+
+
+def layer_map(student_layers: int, teacher_layers: int, kept: Sequence[int] | None = None) -> list[int]:
+    """Teacher layer (0-based) matched to each student layer: the kept ones, else evenly spaced ending at the top."""
+    if kept is not None:
+        return [int(i) for i in kept]
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def fit_encoder(
+    student: SentenceEncoder,
+    texts: Sequence[str],
+    targets: np.ndarray,
+    cfg: EmbedTrainConfig,
+    *,
+    kind: str,
+    teacher: SentenceEncoder | None = None,
+    kept_layers: Sequence[int] | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> EmbedFitResult:
+    """Train ``student`` so that its embeddings of ``texts`` approach ``targets`` (N, D)."""
+    torch.manual_seed(cfg.seed)
+    enc = student.tokenizer(list(texts), truncation=True, max_length=student.max_seq_length, return_attention_mask=False,
+                            return_token_type_ids=False)  # fmt: skip
+    ids: list[list[int]] = enc["input_ids"]
+    pad_id = student.tokenizer.pad_token_id or 0
+    target_t = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+    use_hidden, use_attn = cfg.hidden > 0, cfg.attention > 0
+    if (use_hidden or use_attn) and teacher is None:
+        raise TrainingError("hidden/attention terms need the teacher; pass it to fit_encoder")
+    t_layers = teacher.num_layers if teacher is not None else 0
+    mapping = layer_map(student.num_layers, t_layers, kept_layers) if teacher is not None else []
+    projs = nn.ModuleList()
+    if use_hidden:
+        hs, ht = student.hidden_size, teacher.hidden_size
+        projs = nn.ModuleList([nn.Linear(hs, ht) for _ in mapping])
+        if hs == ht:
+            for p in projs:
+                nn.init.eye_(p.weight)
+                nn.init.zeros_(p.bias)
+    if use_attn:
+        for m in (student, teacher):
+            m.backbone.config._attn_implementation = "eager"  # attention maps need the eager kernel
+    params = [p for p in student.parameters() if p.requires_grad] + list(projs.parameters())
+    lr = cfg.lr or DEFAULT_LR[kind]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warm = max(1, int(cfg.warmup_fraction * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    result = EmbedFitResult()
+    start_epoch = 0
+    if checkpoint is not None and resume and checkpoint.exists():
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            student.load_state_dict(state["student"])
+            projs.load_state_dict(state["projs"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+        except (RuntimeError, KeyError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot resume from {checkpoint}: {exc}. Fix: delete it to start this student again.") from None
+        start_epoch = int(state["epoch"])
+        if "rng" in state:  # dropout draws continue where they stopped: resume is bit-exact
+            torch.set_rng_state(state["rng"])
+        result = EmbedFitResult(epochs_done=start_epoch, steps=int(state["steps"]), seconds=float(state["seconds"]),
+                                history=list(state.get("history", [])))  # fmt: skip
+        log.info("resumed %s after epoch %d", checkpoint.parent.name, start_epoch)
+    deadline = time.perf_counter() + cfg.max_minutes * 60 - result.seconds if cfg.max_minutes else None
+    student.train()
+    if teacher is not None:
+        teacher.eval()
+    lengths = [len(x) for x in ids]
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        batches = length_batches(lengths, cfg.batch_size, gen)
+        it: Any = batches
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        total_loss, seen = 0.0, 0
+        for b in it:
+            input_ids, mask = _pad([ids[i] for i in b], pad_id)
+            out = student.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
+            emb = out["embedding"]
+            tgt = target_t[torch.as_tensor(b)]
+            loss = cfg.cosine * cosine_loss(emb, tgt) if cfg.cosine else emb.new_zeros(())
+            if cfg.mse:
+                loss = loss + cfg.mse * mse_loss(emb, tgt)
+            if use_hidden or use_attn:
+                with torch.no_grad():
+                    t_out = teacher.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
+                for si, ti in enumerate(mapping):
+                    if use_hidden:
+                        loss = loss + cfg.hidden * hidden_loss(out["hidden_states"][si + 1], t_out["hidden_states"][ti + 1], mask, projs[si]) / len(mapping)
+                    if use_attn:
+                        loss = loss + cfg.attention * attention_loss(out["attentions"][si], t_out["attentions"][ti], mask) / len(mapping)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at step {result.steps + 1}. Fix: lower train.lr (now {lr:g})."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            result.steps += 1
+            total_loss += loss.item() * len(b)
+            seen += len(b)
+            if progress:
+                it.set_postfix(loss=f"{total_loss / seen:.4f}")
+            if deadline is not None and time.perf_counter() > deadline:
+                result.stopped_by_time = True
+                break
+        result.seconds += time.perf_counter() - t0
+        result.history.append({"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "seconds": result.seconds})
+        log.info("  epoch %d: loss %.4f (%.0f s)", epoch + 1, total_loss / max(seen, 1), result.seconds)
+        if result.stopped_by_time:
+            log.info("  stopped after %.1f minutes (train.max_minutes)", result.seconds / 60)
+            break
+        result.epochs_done = epoch + 1
+        if checkpoint is not None:
+            state = {"student": student.state_dict(), "projs": projs.state_dict(), "opt": opt.state_dict(),
+                     "sched": sched.state_dict(), "epoch": epoch + 1, "steps": result.steps, "seconds": result.seconds,
+                     "history": result.history, "rng": torch.get_rng_state()}  # fmt: skip
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
+    student.eval()
+    return result

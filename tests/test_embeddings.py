@@ -1,0 +1,305 @@
+"""Sentence-embedding distillation on a tiny random BERT (offline, seconds): corpora, students, metrics,
+the run through the real CLI, ONNX export, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from distill.cli import main
+from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
+from distill.errors import DataError, ModelError, RecipeError
+from distill.models.sentence import (
+    layer_selected_student,
+    load_sentence_encoder,
+    narrow_student,
+    save_sentence_encoder,
+)
+from distill.recipe import load_recipe
+from distill.tasks.embedding import (
+    attention_loss,
+    cosine_loss,
+    hidden_loss,
+    mean_cosine,
+    quality,
+    retrieval_agreement,
+    similarity_spearman,
+    spearman,
+    sts_spearman,
+)
+from tests.embed_helpers import SENTENCES, WORDS, make_tiny_sentence_model
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_sentence_model(tmp_path_factory.mktemp("st") / "teacher")
+
+
+def corpus_lines(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
+
+
+# ----------------------------------------------------------------- metrics
+def test_identical_models_score_one() -> None:
+    e = np.random.default_rng(0).normal(size=(120, 8))
+    q = quality(e, e.copy(), n_pairs=300, n_queries=30, k=5)
+    assert q["cosine"] == pytest.approx(1.0) and q["spearman"] == pytest.approx(1.0) and q["top5"] == 1.0
+
+
+def test_metrics_on_hand_made_cases() -> None:
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=(200, 16))
+    # a rotation keeps every cosine between sentences: perfect agreement, but cosine to the teacher is not 1
+    rot, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    assert similarity_spearman(t @ rot, t) == pytest.approx(1.0)
+    assert retrieval_agreement(t @ rot, t, n_queries=50, k=10) == 1.0
+    assert mean_cosine(t @ rot, t) < 0.5
+    assert mean_cosine(t[:, :8], t) is None  # other dimension: undefined, not a wrong number
+    noise = rng.normal(size=(200, 16))
+    assert abs(similarity_spearman(noise, t)) < 0.1 and retrieval_agreement(noise, t, n_queries=50, k=10) < 0.2
+    assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 40.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)
+    assert spearman(np.array([1, 1, 2.0]), np.array([1, 1, 2.0])) == pytest.approx(1.0)  # ties averaged
+    gold = (t[:50] * t[50:100]).sum(1) / np.linalg.norm(t[:50], axis=1) / np.linalg.norm(t[50:100], axis=1)
+    assert sts_spearman(t[:50], t[50:100], gold) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least"):
+        retrieval_agreement(t[:5], t[:5], n_queries=10, k=10)
+
+
+def test_losses_are_zero_on_identical_inputs_and_positive_otherwise() -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    assert cosine_loss(a, a).item() == pytest.approx(0.0, abs=1e-6) and cosine_loss(a, b).item() > 0
+    h, mask = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert hidden_loss(h, h, mask).item() == pytest.approx(0.0)
+    h2 = h.clone()
+    h2[0, 4] += 100  # a padding position: ignored
+    assert hidden_loss(h2, h, mask).item() == pytest.approx(0.0)
+    att = torch.softmax(torch.randn(2, 2, 5, 5), -1)
+    assert attention_loss(att, att, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert attention_loss(torch.softmax(torch.randn(2, 3, 5, 5), -1), att, mask).item() > 0  # other head count
+
+
+# ------------------------------------------------------------------ corpus
+def test_corpus_formats_dedupe_and_split(tmp_path: Path) -> None:
+    lines = ["a cat", "a dog", "  a cat ", "", "the sun"]
+    (tmp_path / "c.txt").write_text("\n".join(lines))
+    assert read_corpus(tmp_path / "c.txt") == ["a cat", "a dog", "the sun"]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in lines))
+    assert read_corpus(tmp_path / "c.jsonl", column="body") == ["a cat", "a dog", "the sun"]
+    import pandas as pd
+
+    pd.DataFrame({"text": lines}).to_csv(tmp_path / "c.csv", index=False)
+    pd.DataFrame({"text": lines}).to_parquet(tmp_path / "c.parquet")
+    assert read_corpus(tmp_path / "c.csv") == read_corpus(tmp_path / "c.parquet") == ["a cat", "a dog", "the sun"]
+    import datasets
+
+    datasets.Dataset.from_dict({"text": lines}).save_to_disk(str(tmp_path / "ds"))
+    assert read_corpus(tmp_path / "ds") == ["a cat", "a dog", "the sun"]
+    train, held = split_corpus([f"s{i}" for i in range(100)], 20, seed=3)
+    assert len(held) == 20 and not set(train) & set(held) and split_corpus([f"s{i}" for i in range(100)], 20, seed=3)[1] == held
+    assert len(split_corpus([f"s{i}" for i in range(100)], 0.1, seed=0)[1]) == 10
+    assert dedupe(["x  y", "x y", "z"]) == ["x y", "z"]
+
+
+def test_builtin_python_docs_corpus_is_real_english() -> None:
+    texts = read_corpus("builtin:python-docs")
+    assert len(texts) > 5000 and all(t[0].isupper() for t in texts[:100])
+
+
+def test_corpus_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        read_corpus(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="no text"):
+        read_corpus(tmp_path / "empty.txt")
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(DataError, match="line 2 is not JSON"):
+        read_corpus(tmp_path / "bad.jsonl")
+    (tmp_path / "c.csv").write_text("body\nhello\n")
+    with pytest.raises(DataError, match="no column 'text'.*body"):
+        read_corpus(tmp_path / "c.csv")
+    with pytest.raises(DataError, match="unknown built-in"):
+        read_corpus("builtin:nope")
+    with pytest.raises(DataError, match="cannot hold out"):
+        split_corpus(["a", "b"], 5, seed=0)
+    (tmp_path / "sts.csv").write_text("sentence1,sentence2\na,b\n")
+    with pytest.raises(DataError, match="score"):
+        read_sts(tmp_path / "sts.csv")
+
+
+# ---------------------------------------------------------------- students
+def test_teacher_matches_sentence_transformers(teacher_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    ours = load_sentence_encoder(teacher_dir).encode(SENTENCES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        theirs = SentenceTransformer(str(teacher_dir), device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # Normalize module honoured
+
+
+def test_layer_selection_keeps_teacher_weights(teacher_dir: Path) -> None:
+    teacher = load_sentence_encoder(teacher_dir)
+    student = layer_selected_student(teacher, [1])
+    assert student.num_layers == 1 and teacher.num_layers == 2
+    t_block = teacher.backbone.encoder.layer[1].state_dict()
+    for k, v in student.backbone.encoder.layer[0].state_dict().items():
+        assert torch.equal(v, t_block[k])
+    with pytest.raises(ModelError, match=r"layers 0\.\.1"):
+        layer_selected_student(teacher, [0, 7])
+
+
+def test_narrow_student_embeddings_come_from_pca(teacher_dir: Path) -> None:
+    teacher = load_sentence_encoder(teacher_dir)
+    student = narrow_student(teacher, layers=1, hidden=8, heads=2)
+    assert student.hidden_size == 8 and student.dim == teacher.dim
+    t_emb = teacher.backbone.get_input_embeddings().weight.detach()
+    s_emb = student.backbone.get_input_embeddings().weight.detach()
+    # PCA scores: centred, and their first component holds the most variance of any direction
+    assert torch.allclose(s_emb.mean(0), torch.zeros(8), atol=1e-5)
+    assert s_emb.var(0)[0] >= s_emb.var(0)[-1] and s_emb.var(0).sum() <= t_emb.var(0).sum() + 1e-5
+    with pytest.raises(ModelError, match="multiple of heads"):
+        narrow_student(teacher, layers=1, hidden=9, heads=2)
+
+
+@pytest.mark.parametrize("kind", ["layers", "narrow"])
+def test_transformer_student_saves_and_reloads_identically(teacher_dir: Path, tmp_path: Path, kind: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    teacher = load_sentence_encoder(teacher_dir)
+    student = layer_selected_student(teacher, [0]) if kind == "layers" else narrow_student(teacher, layers=1, hidden=8, heads=2)
+    out = save_sentence_encoder(student, tmp_path / "s")
+    again = load_sentence_encoder(out).encode(SENTENCES)
+    np.testing.assert_array_equal(student.encode(SENTENCES), again)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        np.testing.assert_allclose(SentenceTransformer(str(out), device="cpu").encode(SENTENCES), again, atol=1e-5)
+
+
+def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path: Path) -> None:
+    from distill.engine.embed_train import fit_encoder
+    from distill.recipe.embedding import EmbedTrainConfig
+
+    teacher = load_sentence_encoder(teacher_dir)
+    texts = corpus_lines(64)
+    targets = teacher.encode(texts)
+    student = narrow_student(teacher, layers=1, hidden=8, heads=2)
+    cfg = EmbedTrainConfig(epochs=4, batch_size=16, lr=3e-3, mse=1.0, hidden=0.5, attention=0.5)
+    fit = fit_encoder(student, texts, targets, cfg, kind="narrow", teacher=teacher, checkpoint=tmp_path / "ck.pt", progress=False)
+    assert fit.epochs_done == 4 and fit.history[-1]["loss"] < fit.history[0]["loss"]
+    assert (tmp_path / "ck.pt").exists()
+
+
+def test_fit_encoder_resume_is_exact(teacher_dir: Path, tmp_path: Path) -> None:
+    from distill.engine.embed_train import fit_encoder
+    from distill.recipe.embedding import EmbedTrainConfig
+
+    teacher = load_sentence_encoder(teacher_dir)
+    texts = corpus_lines(48, seed=2)
+    targets = teacher.encode(texts)
+    full = layer_selected_student(teacher, [1])
+    fit_encoder(full, texts, targets, EmbedTrainConfig(epochs=2, batch_size=16), kind="layers", progress=False)
+    part = layer_selected_student(teacher, [1])
+    ck = tmp_path / "ck.pt"
+    calls = []
+
+    def kill(*_: object) -> None:  # interrupt in the middle of epoch 2 (3 batches an epoch)
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    part.backbone.register_forward_hook(kill)
+    with pytest.raises(KeyboardInterrupt):
+        fit_encoder(part, texts, targets, EmbedTrainConfig(epochs=2, batch_size=16), kind="layers", checkpoint=ck, progress=False)
+    resumed = layer_selected_student(teacher, [1])
+    fit_encoder(resumed, texts, targets, EmbedTrainConfig(epochs=2, batch_size=16), kind="layers", checkpoint=ck,
+                resume=True, progress=False)  # fmt: skip
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+# ------------------------------------------------------------- end to end
+def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
+    raw = {
+        "task": "embedding", "name": "emb",
+        "data": {"corpus": str(corpus), "held_out": 60, "extra_eval": [str(corpus.parent / "other.txt")], "extra_eval_max": 40},
+        "teacher": {"path": str(teacher_dir), "license": "apache-2.0"},
+        "students": [
+            {"name": "l1", "kind": "layers", "layers": [1]},
+            {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 8, "heads": 2},
+            {"name": "static", "kind": "static", "dim": 8},
+        ],
+        "train": {"epochs": 1, "batch_size": 16},
+        "eval": {"pairs": 200, "queries": 10, "speed_sentences": 32, "latency_sentences": 4},
+    }  # fmt: skip
+    raw.update(over)
+    return raw
+
+
+def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(corpus_lines(260)))
+    (tmp_path / "other.txt").write_text("\n".join(SENTENCES * 3 + corpus_lines(60, seed=9)))
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe(teacher_dir, corpus)))
+    assert main(["run", str(tmp_path / "r.yaml"), "--no-progress", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "| l1 | layers |" in out and "| static | static |" in out and "Spearman (" in out
+    run = Path("runs/emb")
+    rows = json.loads((run / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows][1:] == ["l1", "narrow", "static"]
+    assert all(0 <= r["topk"] <= 1 and -1 <= r["spearman"] <= 1 and r["speed_b64"] > 0 for r in rows)
+    assert rows[0]["spearman"] == pytest.approx(1.0)
+    l1 = rows[1]
+    assert l1["onnx"]["max_abs_diff"] < 1e-4 and l1["onnx"]["int8"]["cosine"] >= 0.98
+    assert (run / "students/l1/onnx/model.onnx").exists()
+    card = (run / "students/l1/README.md").read_text()
+    assert "teacher **teacher**" in card and "apache-2.0" in card and "may breach its terms" in card
+    # the students reload to the embeddings the run measured
+    again = load_sentence_encoder(run / "students/l1").encode(SENTENCES)
+    assert again.shape == (len(SENTENCES), 16)
+    # resume: nothing left to do, the same table
+    assert main(["run", str(tmp_path / "r.yaml"), "--no-progress", "-q", "--resume"]) == 0
+    # an existing run directory is not overwritten silently
+    assert main(["run", str(tmp_path / "r.yaml"), "--no-progress", "-q"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_embedding_recipe_errors_are_collected(teacher_dir: Path, tmp_path: Path) -> None:
+    raw = _recipe(teacher_dir, tmp_path / "c.txt", students=[
+        {"name": "a", "kind": "layers"}, {"name": "a", "kind": "narrow", "hidden": 9, "heads": 2, "num_layers": 1},
+        {"name": "b", "kind": "static", "dims": 3},
+    ])  # fmt: skip
+    with pytest.raises(RecipeError) as err:
+        load_recipe(raw=raw)
+    text = str(err.value)
+    assert "needs `layers`" in text and "multiple of heads" in text and "dims" in text and "did you mean 'dim'" in text
+    with pytest.raises(RecipeError, match="task must be one of"):
+        load_recipe(raw={"task": "regression"})
+
+
+def test_recipe_example_and_fields_for_embedding(capsys: pytest.CaptureFixture) -> None:
+    assert main(["recipe", "--example", "--task", "embedding"]) == 0
+    text = capsys.readouterr().out
+    assert load_recipe(raw=yaml.safe_load(text)).task == "embedding"
+    assert main(["recipe", "--fields", "--task", "embedding"]) == 0
+    assert "`students`" in capsys.readouterr().out
+
+
+def test_missing_teacher_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(corpus_lines(100)))
+    (tmp_path / "other.txt").write_text("\n".join(corpus_lines(50, seed=4)))
+    raw = _recipe(tmp_path / "nope", corpus)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["run", str(tmp_path / "r.yaml"), "--no-progress"]) == 2
+    assert "sentence encoder folder not found" in capsys.readouterr().err
