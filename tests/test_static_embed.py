@@ -160,6 +160,12 @@ def test_finetune_is_deterministic_and_respects_budget(teacher: SentenceEncoder,
     m = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
     stats = finetune_static(m, SENTENCES, targets, epochs=1000, batch_size=2, time_budget_s=0.05, progress=False)
     assert stats["stopped_by_budget"] and stats["epochs"] < 1000 and np.isfinite(stats["final_loss"])
+    # table_lr=0 freezes the table; the weights and the projection still learn
+    m = build_static(teacher, dim=8, corpus=SENTENCES, keep_mean=False, progress=False)
+    assert (m.proj.bias.detach() == 0).all()
+    table, proj = m.embedding.weight.detach().clone(), m.proj.weight.detach().clone()
+    finetune_static(m, SENTENCES, targets, epochs=2, batch_size=4, table_lr=0.0, progress=False)
+    assert torch.equal(m.embedding.weight.detach(), table) and not torch.equal(m.proj.weight.detach(), proj)
 
 
 def test_bad_input_raises_clear_errors(teacher: SentenceEncoder, targets: torch.Tensor, tmp_path: Path) -> None:
