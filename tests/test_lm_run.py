@@ -19,7 +19,7 @@ from distill.errors import RecipeError
 from distill.models.causal_lm import build_causal_lm
 from distill.recipe import load_recipe
 
-WORDS = "the cat dog sat on a mat and ran to big small red blue house tree under over quickly slowly".split()
+WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big", "small", "red", "blue", "house", "tree", "under", "over", "quickly", "slowly"]
 
 
 def write_corpus(path: Path, n: int = 160, seed: int = 0) -> Path:

@@ -13,10 +13,10 @@ checksummed: :class:`~distill.engine.checkpoint.CheckpointStore`).
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -227,7 +227,3 @@ def fit_lm(
         bar.close()
     _unwrap(model).eval()
     return history
-
-
-def finite_or_nan(x: float) -> float:
-    return x if math.isfinite(x) else float("nan")

@@ -302,7 +302,7 @@ def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progre
     data = prepare_data(recipe, run_dir)
     teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress)
     student = prepare_student(recipe, teacher, data)
-    if recipe.distill.mode != "sequence":
+    if recipe.distill.completions is None:  # token ids are shared unless the student learns from text
         check_same_vocab(teacher, student, data.tokenizer)
     make_batch, objective, signal = teacher_signal(recipe, teacher, student, data, run_dir, progress)
 

@@ -151,8 +151,9 @@ def check_same_vocab(teacher: Any, student: Any, tokenizer: Any = None) -> None:
         raise ModelError(
             "the vocabularies differ: " + "; ".join(problems) + ". Token-level distillation compares the two "
             "models' probabilities token id by token id, so id i must mean the same token in both. Fix: build the "
-            "student with the teacher's tokenizer (student vocabulary = the teacher's), or use sequence-level "
-            "distillation (distill.mode: sequence), which learns from generated text and needs no shared vocabulary."
+            "student with the teacher's tokenizer (student vocabulary = the teacher's; leave data.tokenizer.dir unset to "
+            "use the teacher folder's), or use sequence-level distillation from text (distill.mode: sequence with "
+            "distill.completions: a JSONL of prompt/completion text the teacher wrote), which needs no shared vocabulary."
         )
 
 
