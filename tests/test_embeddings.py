@@ -28,6 +28,7 @@ from distill.tasks.embedding import (
     cosine_loss,
     hidden_loss,
     mean_cosine,
+    relational_loss,
     quality,
     retrieval_agreement,
     similarity_spearman,
@@ -78,6 +79,9 @@ def test_losses_are_zero_on_identical_inputs_and_positive_otherwise() -> None:
     torch.manual_seed(0)
     a, b = torch.randn(4, 8), torch.randn(4, 8)
     assert cosine_loss(a, a).item() == pytest.approx(0.0, abs=1e-6) and cosine_loss(a, b).item() > 0
+    rot, _ = torch.linalg.qr(torch.randn(8, 8))
+    assert relational_loss(a @ rot, a).item() == pytest.approx(0.0, abs=1e-6)  # only relations count
+    assert relational_loss(b, a).item() > 0
     h, mask = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     assert hidden_loss(h, h, mask).item() == pytest.approx(0.0)
     h2 = h.clone()
@@ -194,7 +198,7 @@ def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path
     texts = corpus_lines(64)
     targets = teacher.encode(texts)
     student = narrow_student(teacher, layers=1, hidden=8, heads=2)
-    cfg = EmbedTrainConfig(epochs=4, batch_size=16, lr=3e-3, mse=1.0, hidden=0.5, attention=0.5)
+    cfg = EmbedTrainConfig(epochs=4, batch_size=16, lr=3e-3, mse=1.0, relational=1.0, hidden=0.5, attention=0.5)
     fit = fit_encoder(student, texts, targets, cfg, kind="narrow", teacher=teacher, checkpoint=tmp_path / "ck.pt", progress=False)
     assert fit.epochs_done == 4 and fit.history[-1]["loss"] < fit.history[0]["loss"]
     assert (tmp_path / "ck.pt").exists()
@@ -238,8 +242,9 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
             {"name": "l1", "kind": "layers", "layers": [1]},
             {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 8, "heads": 2},
             {"name": "static", "kind": "static", "dim": 8},
+            {"name": "static-ctx", "kind": "static", "dim": 8, "init": "context", "finetune": False},
         ],
-        "train": {"epochs": 1, "batch_size": 16},
+        "train": {"epochs": 1, "batch_size": 16, "relational": 0.5},
         "eval": {"pairs": 200, "queries": 10, "speed_sentences": 32, "latency_sentences": 4},
     }  # fmt: skip
     raw.update(over)
@@ -256,7 +261,7 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     assert "| l1 | layers |" in out and "| static | static |" in out and "Spearman (" in out
     run = Path("runs/emb")
     rows = json.loads((run / "comparison.json").read_text())["rows"]
-    assert [r["name"] for r in rows][1:] == ["l1", "narrow", "static"]
+    assert [r["name"] for r in rows][1:] == ["l1", "narrow", "static", "static-ctx"]
     assert all(0 <= r["topk"] <= 1 and -1 <= r["spearman"] <= 1 and r["speed_b64"] > 0 for r in rows)
     assert rows[0]["spearman"] == pytest.approx(1.0)
     l1 = rows[1]
@@ -303,3 +308,19 @@ def test_missing_teacher_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
     assert main(["run", str(tmp_path / "r.yaml"), "--no-progress"]) == 2
     assert "sentence encoder folder not found" in capsys.readouterr().err
+
+
+def test_contextual_token_vectors_are_the_teacher_pass(teacher_dir: Path) -> None:
+    from distill.models.static_embed import build_static, contextual_token_vectors
+
+    teacher = load_sentence_encoder(teacher_dir)
+    texts = corpus_lines(40, seed=3)
+    emb, sums, counts = contextual_token_vectors(teacher, texts, batch_size=16, progress=False)
+    np.testing.assert_allclose(emb, teacher.encode(texts), atol=1e-5)
+    n_tokens = sum(len(x) for x in teacher.tokenizer(texts)["input_ids"])  # specials included, as the teacher pools
+    assert counts.sum() == n_tokens and sums.shape == (teacher.tokenizer.vocab_size, teacher.hidden_size)
+    static = build_static(teacher, dim=8, weighting="none", corpus=texts, progress=False, context=(sums, counts))
+    untrained = build_static(teacher, dim=8, weighting="none", corpus=texts, progress=False)
+    # starting from the teacher's tokens in context is closer to the teacher than one token at a time
+    assert quality(static.encode(texts), emb, n_pairs=300, n_queries=5)["cosine"] > quality(
+        untrained.encode(texts), emb, n_pairs=300, n_queries=5)["cosine"]

@@ -97,6 +97,31 @@ def cached_embeddings(
     return arr
 
 
+def cached_context(teacher: SentenceEncoder, texts: list[str], cache_dir: Path, fingerprint: str, *,
+                   batch_size: int, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The teacher's sentence embeddings of ``texts`` and its per-token contextual sums and counts
+    (for static students with ``init: context``), cached like :func:`cached_embeddings`."""
+    from distill.models.static_embed import contextual_token_vectors
+
+    key = hashlib.sha256((fingerprint + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "embeddings" / f"{key}.context.npz"
+    if path.exists():
+        try:
+            z = np.load(path, allow_pickle=False)
+            if z["emb"].shape[0] == len(texts):
+                log.info("teacher token contexts: from the cache (%s)", path)
+                return z["emb"], z["sums"], z["counts"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("context cache %s is unreadable (%s): recomputing", path, exc)
+    t0 = time.perf_counter()
+    emb, sums, counts = contextual_token_vectors(teacher, texts, batch_size=batch_size, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, emb=emb, sums=sums, counts=counts)
+    log.info("teacher token contexts of %d sentences in %.0f s (cached)", len(texts), time.perf_counter() - t0)
+    return emb, sums, counts
+
+
 def sentences_per_second(encode: Callable[[list[str]], Any], texts: list[str], batch_size: int) -> float:
     """End-to-end throughput (tokenisation included): ``texts`` encoded in calls of ``batch_size``."""
     encode(texts[: min(len(texts), batch_size * 2)])  # warm-up
@@ -166,16 +191,18 @@ def load_texts(recipe: EmbeddingRecipe) -> Texts:
 
 
 # --------------------------------------------------------------- students
-def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_texts: list[str], *, progress: bool) -> Any:
+def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_texts: list[str], *, progress: bool,
+                  context: tuple[np.ndarray, np.ndarray] | None = None) -> Any:  # fmt: skip
     if spec.kind == "layers":
-        return layer_selected_student(teacher, spec.layers or [])
+        return layer_selected_student(teacher, spec.layers or [], ffn_keep=spec.ffn_keep)
     if spec.kind == "narrow":
         return narrow_student(teacher, layers=spec.num_layers, hidden=spec.hidden, heads=spec.heads,
                               seed=(spec.train.seed if spec.train else 0))  # fmt: skip
     from distill.models.static_embed import build_static
 
     return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
-                        extend_vocab=spec.extend_vocab, progress=progress)  # fmt: skip
+                        extend_vocab=spec.extend_vocab, progress=progress,
+                        context=context if spec.init == "context" else None)  # fmt: skip
 
 
 def train_student(
@@ -190,7 +217,7 @@ def train_student(
         from distill.engine.embed_train import DEFAULT_LR
 
         stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
-                                batch_size=max(cfg.batch_size, 256), seed=cfg.seed,
+                                batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational,
                                 time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
         return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
     from distill.engine.embed_train import fit_encoder
@@ -248,7 +275,13 @@ def run_embedding(
     def t_encode(xs: list[str]) -> np.ndarray:
         return teacher.encode(xs, batch_size=recipe.teacher.batch_size, progress=progress)
 
-    t_train = cached_embeddings(t_encode, texts.train, cache, fp, "the training text")
+    context = None
+    if any(s.kind == "static" and s.init == "context" for s in recipe.students):
+        t_train, sums, counts = cached_context(teacher, texts.train, cache, fp, batch_size=recipe.teacher.batch_size,
+                                               progress=progress)  # fmt: skip
+        context = (sums, counts)
+    else:
+        t_train = cached_embeddings(t_encode, texts.train, cache, fp, "the training text")
     t_held = cached_embeddings(t_encode, texts.held, cache, fp, "the held-out text")
     t_extra = {k: cached_embeddings(t_encode, v, cache, fp, k) for k, v in texts.extra.items()}
     sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
@@ -281,7 +314,7 @@ def run_embedding(
             student = _load_student(spec, out_dir)
             stats = json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
         else:
-            student = build_student(spec, teacher, texts.train, progress=progress)
+            student = build_student(spec, teacher, texts.train, progress=progress, context=context)
             stats = train_student(recipe, spec, student, teacher, texts.train, t_train,
                                   run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume, progress=progress)  # fmt: skip
             _save_student(spec, student, out_dir)

@@ -25,9 +25,9 @@ from distill.errors import CheckpointError, TrainingError
 from distill.fsutil import atomic_path
 from distill.models.sentence import SentenceEncoder
 from distill.recipe.embedding import EmbedTrainConfig
-from distill.tasks.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss
+from distill.tasks.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss, relational_loss
 
-DEFAULT_LR = {"layers": 1e-4, "narrow": 5e-4, "static": 2e-2}
+DEFAULT_LR = {"layers": 1e-4, "narrow": 5e-4, "static": 1e-3}
 
 
 @dataclass
@@ -156,6 +156,8 @@ def fit_encoder(
             loss = cfg.cosine * cosine_loss(emb, tgt) if cfg.cosine else emb.new_zeros(())
             if cfg.mse:
                 loss = loss + cfg.mse * mse_loss(emb, tgt)
+            if cfg.relational:
+                loss = loss + cfg.relational * relational_loss(emb, tgt)
             if use_hidden or use_attn:
                 with torch.no_grad():
                     t_out = teacher.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)

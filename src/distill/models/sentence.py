@@ -329,8 +329,12 @@ def save_sentence_encoder(model: SentenceEncoder, path: str | os.PathLike, *, ca
 
 
 # ---------------------------------------------------------------- students
-def layer_selected_student(teacher: SentenceEncoder, layers: Sequence[int]) -> SentenceEncoder:
-    """A copy of ``teacher`` keeping only the blocks ``layers`` (0-based, in order), weights copied."""
+def layer_selected_student(teacher: SentenceEncoder, layers: Sequence[int], *, ffn_keep: float = 1.0) -> SentenceEncoder:
+    """A copy of ``teacher`` keeping only the blocks ``layers`` (0-based, in order), weights copied.
+
+    ``ffn_keep < 1`` also keeps only that share of each kept block's feed-forward neurons (the ones
+    with the largest ``|w_in| * |w_out|``), so the blocks really shrink (the feed-forward part is about
+    two thirds of a BERT block's compute)."""
     n = teacher.num_layers
     bad = [i for i in layers if not 0 <= int(i) < n]
     if not layers or bad or len(set(layers)) != len(layers):
@@ -350,7 +354,34 @@ def layer_selected_student(teacher: SentenceEncoder, layers: Sequence[int]) -> S
         attn = getattr(getattr(block, "attention", None), "self", None)
         if attn is not None and hasattr(attn, "layer_idx"):
             attn.layer_idx = i
+    if ffn_keep < 1.0:
+        if not 0.0 < ffn_keep:
+            raise ModelError(f"ffn_keep must be in (0, 1] (got {ffn_keep})")
+        for block in kept:
+            _shrink_ffn(block, ffn_keep)
+        student.backbone.config.intermediate_size = int(kept[0].intermediate.dense.out_features)
     return student
+
+
+def _shrink_ffn(block: nn.Module, keep: float) -> None:
+    """Keep the ``keep`` share of a BERT block's feed-forward neurons with the largest |w_in|·|w_out|."""
+    fc_in, fc_out = getattr(getattr(block, "intermediate", None), "dense", None), getattr(getattr(block, "output", None), "dense", None)
+    if not isinstance(fc_in, nn.Linear) or not isinstance(fc_out, nn.Linear):
+        raise ModelError(f"ffn_keep needs BERT-like blocks (intermediate.dense, output.dense); {type(block).__name__} has none")
+    n = fc_in.out_features
+    k = max(1, round(n * keep))
+    score = fc_in.weight.detach().norm(dim=1) * fc_out.weight.detach().norm(dim=0)
+    idx = torch.sort(torch.topk(score, k).indices).values
+    new_in = nn.Linear(fc_in.in_features, k, bias=fc_in.bias is not None)
+    new_out = nn.Linear(k, fc_out.out_features, bias=fc_out.bias is not None)
+    with torch.no_grad():
+        new_in.weight.copy_(fc_in.weight[idx])
+        if fc_in.bias is not None:
+            new_in.bias.copy_(fc_in.bias[idx])
+        new_out.weight.copy_(fc_out.weight[:, idx])
+        if fc_out.bias is not None:
+            new_out.bias.copy_(fc_out.bias)
+    block.intermediate.dense, block.output.dense = new_in, new_out
 
 
 def _pca(matrix: Tensor, k: int) -> tuple[Tensor, Tensor]:

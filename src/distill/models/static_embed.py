@@ -212,6 +212,61 @@ def _token_matrix(teacher: Any, tok: Any, ids: np.ndarray, batch_size: int, prog
     return out
 
 
+def contextual_token_vectors(
+    teacher: Any, texts: list[str], *, batch_size: int = 64, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass of the teacher over ``texts``: its sentence embeddings (N, D) and, for every vocabulary
+    id, the sum (V, H) and count (V,) of the teacher's last-layer vectors of that token in context.
+
+    ``sums / counts`` is the token's mean contextual vector: with mean pooling, the teacher's sentence
+    embedding is (before normalisation) the mean of these vectors over the sentence's tokens, so a
+    static table built from them starts close to the teacher (``build_static(context=(sums, counts))``)."""
+    v = _backend(teacher.tokenizer).get_vocab_size(with_added_tokens=True)
+    sums = torch.zeros(v, teacher.hidden_size, dtype=torch.float64)
+    counts = torch.zeros(v, dtype=torch.float64)
+    emb = np.empty((len(texts), int(teacher.dim)), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    starts = range(0, len(texts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="teacher (sentences and token contexts)", unit="batch", leave=False)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.inference_mode():
+            for s in starts:
+                idx = order[s : s + batch_size]
+                enc = teacher.tokenize([texts[i] for i in idx])
+                out = teacher.features(enc["input_ids"], enc["attention_mask"], hidden_states=True)
+                emb[idx] = out["embedding"].float().numpy()
+                last = out["hidden_states"][-1]
+                m = enc["attention_mask"].bool()
+                ids = enc["input_ids"][m]
+                sums.index_add_(0, ids, last[m].double())
+                counts.index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
+    finally:
+        teacher.train(was_training)
+    return emb, sums.float().numpy(), counts.numpy()
+
+
+def _with_context(single: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Token rows: the mean contextual vector where the token was seen, else its one-token vector scaled
+    to the median norm of the contextual ones."""
+    if sums.shape[0] != single.shape[0] or sums.shape[1] != single.shape[1]:
+        raise ModelError(
+            f"contextual vectors {sums.shape} do not match the vocabulary table {single.shape}. Fix: compute them "
+            "with the same teacher (contextual_token_vectors)."
+        )
+    seen = counts > 0
+    out = single.copy()
+    if seen.any():
+        out[seen] = sums[seen] / counts[seen, None]
+        scale = float(np.median(np.linalg.norm(out[seen], axis=1)))
+        out[~seen] = single[~seen] * (scale / np.maximum(np.linalg.norm(single[~seen], axis=1, keepdims=True), 1e-12))
+    return out
+
+
 def _pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(components (dim, D), mean (D,)) of the rows of ``x``; each component's largest-|.| entry positive."""
     x64 = x.astype(np.float64)
@@ -284,7 +339,7 @@ def _teacher_identity(teacher: Any) -> dict[str, Any]:
 def build_static(
     teacher: Any, *, dim: int = 256, weighting: Literal["sif", "zipf", "none"] = "sif",
     corpus: list[str] | None = None, extend_vocab: int = 0, sif_a: float = 1e-3, batch_size: int = 256,
-    progress: bool = True, keep_mean: bool = True,
+    progress: bool = True, keep_mean: bool = True, context: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> StaticEmbedder:  # fmt: skip
     """A static student of ``teacher`` (a :class:`~distill.models.sentence.SentenceEncoder`): see the
     module docstring for each step. ``corpus`` (sentences) gives SIF frequencies and the words of
@@ -318,6 +373,8 @@ def build_static(
             raise DataError("the corpus is empty. Fix: pass sentences, or corpus=None (Zipf weights, no extend_vocab).")
 
     x = _token_matrix(teacher, tok, np.arange(v), batch_size, progress)
+    if context is not None:
+        x = _with_context(x, *context)
     comps, mean = _pca(x, dim)
     rows = [x]
     added: list[str] = []
@@ -362,10 +419,14 @@ def _gather(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.n
 def finetune_static(
     model: StaticEmbedder, texts: list[str], targets: Tensor, *, epochs: int = 3, lr: float = 1e-3,
     batch_size: int = 256, seed: int = 0, time_budget_s: float | None = None, progress: bool = True,
-    table_lr: float | None = None,
+    table_lr: float | None = None, relational: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``model`` in place so that ``model(text)`` points where the teacher's embedding of
     ``text`` (``targets[i]``, (N, D)) does: loss ``1 − cos``. Deterministic for a ``seed`` on CPU.
+
+    ``relational > 0`` adds that weight times the mean squared difference between the student's and the
+    teacher's in-batch cosine-similarity matrices (relational KD on similarities: what search and
+    Spearman agreement measure, rather than where each vector points).
 
     ``lr`` is Adam's for the weights and the projection; ``table_lr`` (default: ``lr``; 0 freezes the
     table) is SparseAdam's for the table. On MiniLM (dim 256, 20k sentences) lr 1e-3 for 3-6 epochs
@@ -435,6 +496,9 @@ def finetune_static(
                 b_ids, b_off = _gather(ids, offsets, idx)
                 out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
                 loss = (1.0 - nn.functional.cosine_similarity(out, targets[idx], dim=-1)).mean()
+                if relational:
+                    unit = nn.functional.normalize(out, dim=-1)
+                    loss = loss + relational * ((unit @ unit.T - targets[idx] @ targets[idx].T) ** 2).mean()
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"static fine-tuning diverged at epoch {epoch}, step {stats['steps']} (loss {loss.item()}). "

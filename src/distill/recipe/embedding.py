@@ -62,12 +62,16 @@ class EmbedTrainConfig(_Section):
     batch_size: int = Field(64, gt=0, description="Sentences per step.")
     lr: float | None = Field(
         None, gt=0, description="Peak learning rate (AdamW, linear warm-up then decay). Default per student kind: "
-        "layers 1e-4, narrow 5e-4, static 2e-2.",
+        "layers 1e-4, narrow 5e-4, static 1e-3.",
     )  # fmt: skip
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (transformer students).")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
     cosine: float = Field(1.0, ge=0, description="Weight of 1 - cos(student, teacher) on the sentence embedding.")
     mse: float = Field(0.0, ge=0, description="Weight of the MSE between student and teacher sentence embeddings.")
+    relational: float = Field(
+        0.0, ge=0, description="Weight of the relational term: MSE between the in-batch cosine-similarity matrices "
+        "of student and teacher (what search and the Spearman agreement measure).",
+    )  # fmt: skip
     hidden: float = Field(
         0.0, ge=0, description="Weight of the hidden-state term (MSE through learned projections; runs the teacher each "
         "step, so it costs a teacher forward per batch). Transformer students only.",
@@ -88,12 +92,22 @@ class EmbedStudentConfig(_Section):
         "inference), built from the teacher's token embeddings, PCA and SIF weights, optionally fine-tuned.",
     )
     layers: list[int] | None = Field(None, description="kind layers: teacher layers to keep, 0-based (e.g. [0, 5]).")
+    ffn_keep: float = Field(
+        1.0, gt=0, le=1, description="kind layers: share of each kept block's feed-forward neurons kept (largest "
+        "|w_in|·|w_out|); below 1 the blocks shrink and run faster.",
+    )  # fmt: skip
     num_layers: int | None = Field(None, gt=0, description="kind narrow: number of transformer layers.")
     hidden: int | None = Field(None, gt=0, description="kind narrow: hidden size (a multiple of `heads`).")
     heads: int | None = Field(None, gt=0, description="kind narrow: attention heads.")
     dim: int = Field(256, gt=0, description="kind static: dimension of the token table (PCA of the teacher's).")
     weighting: Literal["sif", "zipf", "none"] = Field(
         "sif", description="kind static: token weights: SIF a/(a+p(w)) from corpus frequencies, Zipf from vocabulary rank, or none."
+    )
+    init: Literal["token", "context"] = Field(
+        "token",
+        description="kind static: token rows from the teacher on each token alone ('token', model2vec-style), or "
+        "the mean of the teacher's vectors of the token in the training sentences ('context'; tokens never seen "
+        "fall back to 'token'): a much better table without fine-tuning.",
     )
     extend_vocab: int = Field(0, ge=0, description="kind static: add this many frequent corpus words as whole tokens.")
     finetune: bool = Field(True, description="kind static: fine-tune the table against the teacher's sentence embeddings.")

@@ -30,7 +30,9 @@ class TokenizerConfig(_Section):
 
 
 class LMDataConfig(_Section):
-    path: str | None = Field(None, description="The text file: plain text, .jsonl or .parquet (required).")
+    path: str | None = Field(
+        None, description="The text: a plain text, .jsonl or .parquet file, or a folder of text files (required)."
+    )
     format: Literal["auto", "text", "jsonl", "parquet"] = Field(
         "auto", description="How to read `path` ('auto': by extension; anything but .jsonl/.parquet is text)."
     )

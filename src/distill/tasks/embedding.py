@@ -2,7 +2,8 @@
 
 Losses (pure functions on tensors):
 
-* :func:`cosine_loss` ``1 - cos(s, t)`` per sentence, averaged; :func:`mse_loss` on the embeddings.
+* :func:`cosine_loss` ``1 - cos(s, t)`` per sentence, averaged; :func:`mse_loss` on the embeddings;
+  :func:`relational_loss` between the in-batch similarity matrices.
 * :func:`hidden_loss`: MSE between a student hidden state and a teacher hidden state through a learned
   linear projection (TinyBERT's hidden-state term); :func:`attention_loss`: KL between teacher and
   student attention maps averaged over heads (MiniLM/TinyBERT's attention term), over real tokens.
@@ -35,6 +36,15 @@ def cosine_loss(student: Tensor, teacher: Tensor) -> Tensor:
 def mse_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean squared error per coordinate; student, teacher: (N, D)."""
     return F.mse_loss(student, teacher)
+
+
+def relational_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared difference between the in-batch cosine-similarity matrices of student and teacher
+    embeddings (N, D) (relational KD, Park et al. 2019, on similarities): it trains what search and the
+    Spearman agreement measure, how sentences relate, rather than where each vector points."""
+    s = F.normalize(student, dim=-1)
+    t = F.normalize(teacher, dim=-1)
+    return ((s @ s.T - t @ t.T) ** 2).mean()
 
 
 def hidden_loss(student_h: Tensor, teacher_h: Tensor, mask: Tensor, proj: torch.nn.Module | None = None) -> Tensor:
