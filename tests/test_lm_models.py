@@ -119,3 +119,22 @@ def test_sequence_and_on_policy_batches() -> None:
     assert seq.shape == (3, 9) and int(m.sum()) == 15 and torch.equal(seq[:, :4], blocks[:, :4])
     speed = tokens_per_second({"t": teacher, "s": student}, blocks, batch_size=2, batches=2)
     assert set(speed) == {"t", "s"} and all(v > 0 and math.isfinite(v) for v in speed.values())
+
+
+def test_expand_topk_keeps_the_top_k_and_spreads_the_tail_by_the_prior() -> None:
+    from distill.losses.token import dense_topk
+    from distill.tasks.causal_lm import expand_topk, unigram_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, V, generator=g) * 2
+    prior = unigram_logprobs(torch.randint(0, V, (10, 20), generator=g), V)
+    assert prior.exp().sum() == pytest.approx(1.0, abs=1e-5)
+    for t in (1.0, 2.0):
+        full = expand_topk(dense_topk(logits, V, t), prior, t)  # k = V: the teacher itself
+        assert torch.allclose(torch.log_softmax(full / t, -1), torch.log_softmax(logits / t, -1), atol=1e-5)
+        top = dense_topk(logits, 5, t)
+        logp = torch.log_softmax(expand_topk(top, prior, t) / t, -1)
+        assert torch.allclose(logp.gather(-1, top.indices), top.logprobs, atol=1e-5)
+        outside = torch.ones_like(logp, dtype=torch.bool).scatter(-1, top.indices, False)
+        ratio = (logp - prior)[outside].view(2, 3, V - 5)  # tail ∝ prior: constant ratio per position
+        assert torch.allclose(ratio, ratio[..., :1].expand_as(ratio), atol=1e-4)

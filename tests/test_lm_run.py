@@ -77,13 +77,15 @@ def run_cli(raw: dict[str, Any], *extra: str) -> int:
     [
         ("online", "jsd", {"beta": 0.3}),
         ("offline", "skew_rkl", {"alpha": 0.2}),
+        ("offline-unigram", "fkl", {}),
         ("sequence", "fkl", {}),
         ("on_policy", "tvd", {}),
     ],
 )
 def test_every_mode_through_the_cli(world: dict[str, Path], mode: str, loss: str, params: dict) -> None:
+    mode, _, tail = mode.partition("-")
     raw = recipe(world, distill__mode=mode, distill__loss=loss, distill__params=params, distill__ce_weight=0.5,
-                 distill__on_policy_fraction=1.0)  # fmt: skip
+                 distill__on_policy_fraction=1.0, distill__tail=tail or "bucket")  # fmt: skip
     assert run_cli(raw) == 0
     run = Path("runs/t")
     metrics = json.loads((run / "metrics.json").read_text())

@@ -52,7 +52,7 @@ from distill.models.causal_lm import (
     copy_layers_student,
     load_causal_lm,
 )
-from distill.tasks.causal_lm import api_sequences, lm_logits, teacher_sequences
+from distill.tasks.causal_lm import api_sequences, expand_topk, lm_logits, teacher_sequences, unigram_logprobs
 
 log = logging.getLogger("distill")
 
@@ -250,7 +250,12 @@ def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_di
                     cache_ratio=cache.nbytes / cache.dense_fp16_nbytes())  # fmt: skip
         log.info("offline: top-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", d.top_k, folder,
                  cache.nbytes / 1e6, 100 * info["cache_ratio"], cache.dense_fp16_nbytes() / 1e6)  # fmt: skip
-        return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=lambda b: cache.get(b.rows)), info
+        source: Any = lambda b: cache.get(b.rows)  # noqa: E731
+        if d.tail == "unigram":
+            prior = unigram_logprobs(data.train, cache.vocab_size)
+            source = lambda b: expand_topk(cache.get(b.rows), prior, d.temperature)  # noqa: E731
+        info["tail"] = d.tail
+        return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=source), info
     # sequence-level: cross-entropy on completions written by the teacher (or a black-box API)
     stored = run_dir / "sequence_data.safetensors"
     from safetensors.torch import load_file, save_file

@@ -48,6 +48,25 @@ def ce_sum(logits: Tensor, ids: Tensor, mask: Tensor | None = None) -> tuple[Ten
     return F.cross_entropy(pred[m], target[m], reduction="sum"), int(m.sum())
 
 
+def unigram_logprobs(blocks: Tensor, vocab_size: int) -> Tensor:
+    """``(V,)`` log of the add-one-smoothed token frequencies of ``blocks``."""
+    counts = torch.bincount(blocks.reshape(-1), minlength=vocab_size)[:vocab_size].double() + 1.0
+    return (counts / counts.sum()).log().float()
+
+
+def expand_topk(topk: Any, prior_logp: Tensor, temperature: float = 1.0) -> Tensor:
+    """Dense teacher logits ``(B, S, V)`` rebuilt from a top-k summary: the k stored log-probabilities,
+    and the stored tail mass spread over the other tokens in proportion to ``prior_logp`` (e.g. the
+    unigram frequencies), instead of one "everything else" bucket. Returned as ``T · log p`` so that
+    ``softmax(logits / T)`` is that distribution."""
+    idx = topk.indices.long()
+    prior = prior_logp.to(topk.logprobs.device)
+    rest = (1.0 - prior.exp()[idx].sum(-1)).clamp_min(1e-12)  # prior mass outside the top-k
+    logp = prior.expand(*idx.shape[:-1], prior.shape[0]) + (topk.tail.float() - rest.log()).unsqueeze(-1)
+    logp = logp.scatter(-1, idx, topk.logprobs.float())
+    return logp * temperature
+
+
 @torch.no_grad()
 def evaluate_lm(model: Any, ids: Tensor, mask: Tensor | None = None, *, batch_size: int = 16) -> dict[str, float]:
     """Perplexity (exp of the mean next-token NLL over real positions), next-token top-1 and top-3
