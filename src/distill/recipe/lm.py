@@ -161,7 +161,12 @@ class LMDistillConfig(_Section):
         default_factory=dict, description="Parameters of the loss: jsd {beta}, skew_fkl/skew_rkl {alpha}."
     )
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of teacher and student (loss × T²).")
-    ce_weight: float = Field(0.0, ge=0, description="Weight of cross-entropy on the data's next tokens, added.")
+    ce_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of cross-entropy on the data's next tokens, added. Worth setting in mode offline: the "
+        "top-k cache says nothing about the shape of the teacher's tail (benchmarks/results/lm.md).",
+    )
     top_k: int = Field(32, gt=0, description="offline: teacher log-probs kept per position (plus the tail mass).")
     tail: Literal["bucket", "unigram"] = Field(
         "bucket",
@@ -314,7 +319,7 @@ def example_recipe() -> dict[str, Any]:
             "train": {"steps": 600, "batch_size": 32, "optimizer": {"name": "adamw", "lr": 0.002}},
         },
         "student": {"model": {"arch": "gpt2", "layers": 1, "width": 32, "heads": 2}},
-        "distill": {"mode": "offline", "loss": "fkl", "temperature": 1.0, "top_k": 32, "ce_weight": 0.0},
+        "distill": {"mode": "offline", "loss": "fkl", "temperature": 1.0, "top_k": 32, "ce_weight": 0.5},
         "train": {"steps": 300, "batch_size": 32, "optimizer": {"name": "adamw", "lr": 0.003}, "seed": 0},
         "eval": {"max_blocks": 200, "samples": 3, "baseline": True},
     }
