@@ -412,6 +412,7 @@ def render_table(rows: Sequence[dict[str, Any]], *, k: int, extra: Sequence[str]
             cells += [_f(e.get("spearman")), _f(e.get("topk"))]
         if "STS Spearman" in head:
             cells.append(_f(r.get("sts_spearman")))
-        cells.append("–" if r.get("train_seconds") is None else f"{r['train_seconds'] / 60:.1f} min")
+        secs = r.get("train_seconds")
+        cells.append("–" if secs is None else f"{secs:.0f} s" if secs < 60 else f"{secs / 60:.1f} min")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel
 
 from distill.recipe.load import validate_recipe
-from distill.recipe.schema import FASHION_MNIST_DIR, LossTerm, Recipe
+from distill.recipe.schema import FASHION_MNIST_DIR, LossTerm
 
 def example_recipe() -> dict[str, Any]:
     """The documented example: a CNN teacher distilled into a tiny MLP on Fashion-MNIST."""
