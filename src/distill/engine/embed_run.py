@@ -24,7 +24,7 @@ import torch
 
 from distill.data.corpus import read_corpus, read_sts, split_corpus
 from distill.engine.logs import log, setup_logging
-from distill.errors import DataError, ModelError, RunDirError
+from distill.errors import DataError, ModelError
 from distill.fsutil import atomic_path, write_json, write_text
 from distill.models.sentence import (
     SentenceEncoder,
@@ -132,32 +132,9 @@ def sentences_per_second(encode: Callable[[list[str]], Any], texts: list[str], b
 
 
 def _check_run_dir(recipe: EmbeddingRecipe, resume: bool, overwrite: bool) -> Path:
-    run_dir = recipe.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            stored = run_dir / "recipe.yaml"
-            if not stored.exists():
-                raise RunDirError(f"cannot resume {run_dir}: it has no recipe.yaml, so it is not a distill run directory.")
-            import yaml
+    from distill.engine.run import check_run_dir, prepare_run_dir
 
-            before, now = yaml.safe_load(stored.read_text()), recipe.to_dict()
-            before.pop("output", None)
-            now.pop("output", None)
-            if before != now:
-                raise RunDirError(
-                    f"cannot resume {run_dir}: the recipe differs from the one the run started with. Fix: resume with "
-                    "the same recipe, or start a new run with --overwrite or another output.dir."
-                )
-            return run_dir
-        if not (overwrite or recipe.output.overwrite):
-            raise RunDirError(
-                f"the run directory {run_dir} already exists. Fix: add --resume to continue it, --overwrite to "
-                "replace it, or --set output.dir=OTHER."
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-    return run_dir
+    return prepare_run_dir(recipe, check_run_dir(recipe, resume, overwrite))
 
 
 # ------------------------------------------------------------------- data

@@ -54,7 +54,7 @@ log = logging.getLogger("distill")
 
 
 # ---------------------------------------------------------------- run dir
-def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> str:
+def check_run_dir(recipe: Any, resume: bool, overwrite: bool) -> str:
     """Decide what to do with the run directory, changing nothing: 'resume', 'replace' or 'create'.
 
     Every process of a multi-process run calls this before any of them writes,
@@ -87,7 +87,7 @@ def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> str:
     return "create"
 
 
-def _prepare_run_dir(recipe: Recipe, decision: str) -> Path:
+def prepare_run_dir(recipe: Any, decision: str) -> Path:
     run_dir = recipe.run_dir
     if decision == "resume":
         return run_dir
@@ -181,9 +181,9 @@ def run(
         torch.set_num_threads(recipe.train.num_threads)
     accelerator = make_accelerator(recipe)
     main_process = accelerator.is_main_process
-    decision = _check_run_dir(recipe, resume, overwrite)
+    decision = check_run_dir(recipe, resume, overwrite)
     accelerator.wait_for_everyone()
-    run_dir = _prepare_run_dir(recipe, decision) if main_process else recipe.run_dir
+    run_dir = prepare_run_dir(recipe, decision) if main_process else recipe.run_dir
     accelerator.wait_for_everyone()
     setup_logging(run_dir if main_process else None, console=console and main_process)
     if not main_process:
