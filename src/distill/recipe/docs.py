@@ -79,7 +79,7 @@ def fields_markdown(task: str = "classification") -> str:
         for name, field in model_cls.model_fields.items():
             path = f"{prefix}{name}"
             sub = _submodel(field.annotation)
-            if sub is not None and name != "distill":
+            if sub is not None:
                 rows.append(f"| `{path}` | | {field.description or ''} |")
                 walk(sub, path + ".")
                 continue

@@ -369,7 +369,7 @@ def build_topk_cache(
                 parts: list[TeacherTopK] = []
                 for b0 in range(start, stop, int(batch_size)):
                     ids = blocks[b0 : min(b0 + int(batch_size), stop)].to(device=device, dtype=torch.long)
-                    logits = teacher(input_ids=ids).logits
+                    logits = teacher(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
                     v = int(logits.shape[-1])
                     if vocab_size is None:
                         vocab_size = v
