@@ -4,13 +4,11 @@ teacher on held-out text."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
-from distill.recipe.schema import _Section
+from distill.recipe.schema import _RecipeRoot, _Section
 
 
 class CorpusConfig(_Section):
@@ -164,7 +162,7 @@ class EmbedOutputConfig(_Section):
     overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
 
 
-class EmbeddingRecipe(_Section):
+class EmbeddingRecipe(_RecipeRoot):
     task: Literal["embedding"] = Field("embedding", description="Sentence-embedding distillation.")
     name: str = Field("embeddings", min_length=1, description="Name of the run (default folder runs/<name>).")
     data: CorpusConfig = Field(default_factory=CorpusConfig, description="The text.")
@@ -177,13 +175,6 @@ class EmbeddingRecipe(_Section):
     export: EmbedExportConfig = Field(default_factory=EmbedExportConfig, description="ONNX files of the transformer students.")
     output: EmbedOutputConfig = Field(default_factory=EmbedOutputConfig, description="Where results go.")
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if "/" in v or v in {".", ".."}:
-            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
-        return v
-
     @model_validator(mode="after")
     def _unique_students(self) -> EmbeddingRecipe:
         names = [s.name for s in self.students]
@@ -192,18 +183,8 @@ class EmbeddingRecipe(_Section):
             raise ValueError(f"student names must be unique (repeated: {', '.join(dup)})")
         return self
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
-
     def train_of(self, student: EmbedStudentConfig) -> EmbedTrainConfig:
         return student.train if student.train is not None else self.train
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def example_recipe() -> dict[str, Any]:

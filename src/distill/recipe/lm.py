@@ -7,13 +7,11 @@ causal_lm`` prints :func:`example_recipe` with those descriptions as comments.
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from distill.recipe.schema import OptimizerConfig, ScheduleConfig, _Section
+from distill.recipe.schema import OptimizerConfig, ScheduleConfig, _RecipeRoot, _Section
 
 MODES = ("online", "offline", "sequence", "on_policy")
 
@@ -248,7 +246,7 @@ class LMOutputConfig(_Section):
     overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
 
 
-class LMRecipe(_Section):
+class LMRecipe(_RecipeRoot):
     task: Literal["causal_lm"] = Field(
         "causal_lm", description="What is distilled: 'causal_lm' (this schema: language models)."
     )
@@ -260,13 +258,6 @@ class LMRecipe(_Section):
     train: LMTrainConfig = Field(default_factory=LMTrainConfig, description="How the student is trained.")
     eval: LMEvalConfig = Field(default_factory=LMEvalConfig, description="Evaluation and measurement.")
     output: LMOutputConfig = Field(default_factory=LMOutputConfig, description="Where results go.")
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if "/" in v or v in {".", ".."}:
-            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
-        return v
 
     @model_validator(mode="after")
     def _check_lengths(self) -> LMRecipe:
@@ -287,18 +278,8 @@ class LMRecipe(_Section):
         return self
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
-
-    @property
     def teacher_train(self) -> LMTrainConfig:
         return self.teacher.train if self.teacher.train is not None else self.train
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def example_recipe() -> dict[str, Any]:

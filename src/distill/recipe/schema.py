@@ -21,6 +21,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class _RecipeRoot(_Section):
+    """What every task's recipe shares: a safe run name, the run directory, YAML out.
+    Subclasses declare ``name`` and an ``output`` section with ``dir``."""
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or v in {".", ".."}:
+            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
 # --------------------------------------------------------------------- data
 class DataConfig(_Section):
     source: Literal["fashion_mnist", "digits", "table"] = Field(
@@ -366,7 +388,7 @@ class OutputConfig(_Section):
     )
 
 
-class Recipe(_Section):
+class Recipe(_RecipeRoot):
     task: Literal["classification"] = Field(
         "classification",
         description="What is distilled: 'classification' (this schema), 'embedding' (sentence embeddings) or "
@@ -395,27 +417,10 @@ class Recipe(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and measurement.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if "/" in v or v in {".", ".."}:
-            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
-        return v
-
     # ------------------------------------------------------------ helpers
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
-
     @property
     def teacher_train(self) -> TrainConfig:
         return self.teacher.train if self.teacher.train is not None else self.train
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def _check_builder_params(arch: str, params: dict[str, Any]) -> None:
