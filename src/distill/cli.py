@@ -217,11 +217,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _relaunch(args.nproc, args.argv)
     module, name = RUNNERS[recipe.task]
     run = getattr(importlib.import_module(module), name)
-    result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
-                 console=not args.quiet)  # fmt: skip
+    try:
+        result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
+                     console=not args.quiet)  # fmt: skip
+    finally:
+        _close_process_group()
     if args.quiet:
         print(result.table_markdown)
     return 0
+
+
+def _close_process_group() -> None:
+    """Under torchrun, tear the process group down before the interpreter exits: left to the exit
+    handlers, gloo's threads can be destroyed while running (abort, 'terminate called ...')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def demo_recipe_path(which: str = "auto") -> tuple[Path, str]:
