@@ -308,6 +308,7 @@ def test_missing_teacher_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
     assert main(["run", str(tmp_path / "r.yaml"), "--no-progress"]) == 2
     assert "sentence encoder folder not found" in capsys.readouterr().err
+    assert not Path("runs/emb").exists()  # nothing to clean up before running again
 
 
 def test_contextual_token_vectors_are_the_teacher_pass(teacher_dir: Path) -> None:

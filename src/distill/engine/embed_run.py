@@ -131,12 +131,6 @@ def sentences_per_second(encode: Callable[[list[str]], Any], texts: list[str], b
     return len(texts) / (time.perf_counter() - t0)
 
 
-def _check_run_dir(recipe: EmbeddingRecipe, resume: bool, overwrite: bool) -> Path:
-    from distill.engine.run import check_run_dir, prepare_run_dir
-
-    return prepare_run_dir(recipe, check_run_dir(recipe, resume, overwrite))
-
-
 # ------------------------------------------------------------------- data
 @dataclass
 class Texts:
@@ -238,13 +232,18 @@ def run_embedding(
     recipe: EmbeddingRecipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True, console: bool = True
 ) -> EmbedResult:
     """Run an embedding recipe into its run directory (see the module docstring)."""
-    run_dir = _check_run_dir(recipe, resume, overwrite)
-    setup_logging(run_dir, console=console)
+    from distill.engine.run import check_run_dir, prepare_run_dir
+
+    decision = check_run_dir(recipe, resume, overwrite)
+    setup_logging(None, console=console)
     started = time.perf_counter()
+    # bad text or a missing teacher fail here, before the run directory exists
     texts = load_texts(recipe)
     tpath = Path(recipe.teacher.path) if recipe.teacher.path else default_teacher_path()
     teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
                                     max_seq_length=recipe.teacher.max_seq_length)  # fmt: skip
+    run_dir = prepare_run_dir(recipe, decision)
+    setup_logging(run_dir, console=console)
     teacher_name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else tpath.name)
     fp = teacher_fingerprint(tpath, teacher)
     cache = Path(recipe.output.cache_dir)
