@@ -432,7 +432,8 @@ def sensitivity_int8(
         _set_submodule(work, row["layer"], originals[row["layer"]])
         current = measure()
         steps.append({"keep_float": list(keep), "metric": current})
-    del work
+    originals.clear()  # the working copy's float layers: free them before building the final model
+    quantized.clear()
 
     excluded = [n for n in _linear_names(model) if n not in names]
     final = dynamic_int8(model, per_channel=per_channel, keep_float=[*excluded, *keep])
