@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
 
     texts = split_corpus(read_corpus("builtin:fortunes"), 2000, 0)[1][:1000]
     onnx = {r["name"]: onnx_speed(res.run_dir / "students" / r["name"], texts) for r in rows[1:] if r["kind"] != "static"}
-    teacher, by_name = rows[0], {r["name"]: r for r in rows}
     targets = {
         "transformer student >= 3x teacher throughput (b64) with Spearman >= 0.90 and top-10 >= 0.65": any(
             r["kind"] in {"layers", "narrow"} and r["speedup_b64"] >= 3 and r["spearman"] >= 0.90 and r["topk"] >= 0.65
@@ -168,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(q.get('kept_float', []))} | {o.get('bytes', 0) / 1e6:.1f} / {q.get('bytes', 0) / 1e6:.1f} MB |"
         )
     lines += ["", "Targets:", ""] + [f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in targets.items()]
-    del teacher, by_name
     write_text(RESULTS / f"embeddings{'-quick' if args.quick else ''}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

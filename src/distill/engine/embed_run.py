@@ -183,7 +183,7 @@ def train_student(
     if spec.kind == "static":
         if not spec.finetune or cfg.epochs == 0:
             return {"seconds": 0.0, "epochs": 0}
-        from distill.models.static_embed import finetune_static
+        from distill.engine.static_train import finetune_static
         from distill.engine.embed_train import DEFAULT_LR
 
         stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
@@ -262,13 +262,16 @@ def run_embedding(
     sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
     ev = recipe.eval
 
-    def measure(encode: Callable[[list[str]], np.ndarray]) -> dict[str, Any]:
+    def measure(encode: Callable[[list[str]], np.ndarray], known: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """Quality of ``encode`` against the teacher; ``known``: embeddings already computed ('held', extra names)."""
+        known = known or {}
         out: dict[str, Any] = {}
-        held = encode(texts.held)
+        held = known["held"] if "held" in known else encode(texts.held)
         q = quality(held, t_held, n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
         out.update(cosine=q["cosine"], spearman=q["spearman"], topk=q[f"top{ev.k}"])
         for name, xs in texts.extra.items():
-            qe = quality(encode(xs), t_extra[name], n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
+            emb = known[name] if name in known else encode(xs)
+            qe = quality(emb, t_extra[name], n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
             out[f"extra:{name}"] = {"cosine": qe["cosine"], "spearman": qe["spearman"], "topk": qe[f"top{ev.k}"]}
         if sts is not None:
             out["sts_spearman"] = sts_spearman(encode(sts[0]), encode(sts[1]), sts[2])
@@ -276,10 +279,11 @@ def run_embedding(
 
     teacher_row: dict[str, Any] = {"name": f"teacher ({teacher_name})", "kind": "teacher", "params": count_parameters(teacher),
                                    "size_bytes": folder_bytes(tpath), "train_seconds": None}  # fmt: skip
-    teacher_row.update(measure(t_encode))
+    teacher_row.update(measure(t_encode, {"held": t_held, **t_extra}))  # its own embeddings: no second pass
     rows = [teacher_row]
     encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"teacher": lambda xs: teacher.encode(xs, batch_size=64)}
     saved: dict[str, Path] = {}
+    trained: dict[str, Any] = {}  # the students in memory (the encoders above hold them anyway)
     for spec in recipe.students:
         log.info("student %s (%s)", spec.name, spec.kind)
         out_dir = run_dir / "students" / spec.name
@@ -295,6 +299,7 @@ def run_embedding(
             _save_student(spec, student, out_dir)
             write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
         saved[spec.name] = out_dir
+        trained[spec.name] = student
         if spec.kind == "static":
             from distill.static_model import StaticModel
 
@@ -330,8 +335,7 @@ def run_embedding(
         for spec, row in zip(recipe.students, rows[1:], strict=True):
             if spec.kind == "static":
                 continue
-            student = _load_student(spec, saved[spec.name])
-            row["onnx"] = export_encoder_onnx(student, saved[spec.name] / "onnx", texts.held[:256], int8=recipe.export.int8,
+            row["onnx"] = export_encoder_onnx(trained[spec.name], saved[spec.name] / "onnx", texts.held[:256], int8=recipe.export.int8,
                                               min_cosine=recipe.export.min_cosine, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
     for spec, row in zip(recipe.students, rows[1:], strict=True):
         write_text(saved[spec.name] / "README.md", model_card(recipe, spec, teacher_name, row))

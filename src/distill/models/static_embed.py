@@ -31,7 +31,7 @@ Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tok
 L2-normalised. A text with no token of positive weight (empty, only unknown or special tokens) gives
 the zero vector, never NaN.
 
-Fine-tuning (:func:`finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
+Fine-tuning (:func:`distill.engine.static_train.finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
 teacher sentence embeddings; the table (sparse gradients, ``SparseAdam``), the weights (kept >= 1e-6,
 special tokens stay 0) and the projection (``Adam``) all train.
 
@@ -46,7 +46,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from distill import static_model as light
-from distill.errors import DataError, ModelError, TrainingError
+from distill.errors import DataError, ModelError
 from distill.fsutil import write_bytes, write_json, write_text
 
 WEIGHTINGS = ("sif", "zipf", "none")
@@ -406,139 +405,6 @@ def build_static(
     )  # fmt: skip
 
 
-# --------------------------------------------------------------- fine-tune
-def _gather(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat ids and offsets of the texts ``idx`` (vectorised, no loop per text)."""
-    lengths = offsets[idx + 1] - offsets[idx]
-    new_off = np.zeros(len(idx) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_off[1:])
-    pos = np.repeat(offsets[idx] - new_off[:-1], lengths) + np.arange(new_off[-1], dtype=np.int64)
-    return ids[pos], new_off
-
-
-def finetune_static(
-    model: StaticEmbedder, texts: list[str], targets: Tensor, *, epochs: int = 3, lr: float = 1e-3,
-    batch_size: int = 256, seed: int = 0, time_budget_s: float | None = None, progress: bool = True,
-    table_lr: float | None = None, relational: float = 0.0,
-) -> dict[str, Any]:  # fmt: skip
-    """Train ``model`` in place so that ``model(text)`` points where the teacher's embedding of
-    ``text`` (``targets[i]``, (N, D)) does: loss ``1 − cos``. Deterministic for a ``seed`` on CPU.
-
-    ``relational > 0`` adds that weight times the mean squared difference between the student's and the
-    teacher's in-batch cosine-similarity matrices (relational KD on similarities: what search and
-    Spearman agreement measure, rather than where each vector points).
-
-    ``lr`` is Adam's for the weights and the projection; ``table_lr`` (default: ``lr``; 0 freezes the
-    table) is SparseAdam's for the table. On MiniLM (dim 256, 20k sentences) lr 1e-3 for 3-6 epochs
-    was best on held-out text; 1e-2 overfits within a few epochs (the table has V x d parameters).
-    Stops after ``epochs`` or once ``time_budget_s`` seconds have passed (checked every step). Texts
-    without a token of positive weight carry no signal and are skipped. Returns ``{"epochs",
-    "steps", "seconds", "initial_loss", "final_loss", "epoch_losses", "texts_used", "stopped_by_budget"}``
-    (``final_loss``: mean loss of the last epoch, partial if the budget cut it)."""
-    texts = light.check_texts(texts)
-    targets = torch.as_tensor(targets)
-    if targets.ndim != 2 or targets.shape[0] != len(texts) or targets.shape[1] != model.output_dim:
-        raise DataError(
-            f"targets must be (N, D) = ({len(texts)}, {model.output_dim}) (one teacher embedding per text), got "
-            f"{tuple(targets.shape)}. Fix: encode exactly these texts with the teacher this model was built from."
-        )
-    problems = []
-    if not isinstance(epochs, int) or epochs < 0:
-        problems.append(f"epochs must be an integer >= 0 (got {epochs!r})")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        problems.append(f"lr must be a positive number (got {lr!r})")
-    if table_lr is not None and not (isinstance(table_lr, (int, float)) and table_lr >= 0 and math.isfinite(table_lr)):
-        problems.append(f"table_lr must be a number >= 0 or None (got {table_lr!r})")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-    if time_budget_s is not None and not time_budget_s > 0:
-        problems.append(f"time_budget_s must be > 0 or None (got {time_budget_s!r})")
-    if problems:
-        raise TrainingError("cannot fine-tune the static model: " + "; ".join(problems) + ".")
-    if not torch.isfinite(targets).all():
-        raise DataError("targets contain NaN or infinite values. Fix: recompute the teacher embeddings.")
-
-    start = time.perf_counter()
-    ids, offsets = light.tokenize_flat(model.tokenizer, texts)
-    ignored = model.weights.detach() == 0
-    pos_w = (~ignored).numpy()[ids]
-    useful = np.add.reduceat(pos_w.astype(np.int64), offsets[:-1]) if ids.size else np.zeros(len(texts), np.int64)
-    useful[np.diff(offsets) == 0] = 0  # reduceat gives a[start] for empty segments
-    keep = np.flatnonzero(useful > 0)
-    targets = nn.functional.normalize(targets.detach().float(), dim=-1)
-    stats: dict[str, Any] = {
-        "epochs": 0, "steps": 0, "seconds": 0.0, "initial_loss": None, "final_loss": None, "epoch_losses": [],
-        "texts_used": len(keep), "stopped_by_budget": False,
-    }  # fmt: skip
-    if len(keep) == 0 or epochs == 0:
-        stats["seconds"] = time.perf_counter() - start
-        return stats
-
-    table_lr = lr if table_lr is None else float(table_lr)
-    sparse_opt = torch.optim.SparseAdam([model.embedding.weight], lr=table_lr) if table_lr > 0 else None
-    dense_opt = torch.optim.Adam([model.weights, model.proj.weight, model.proj.bias], lr=lr)
-    gen = torch.Generator().manual_seed(int(seed))
-    steps_per_epoch = math.ceil(len(keep) / batch_size)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=epochs * steps_per_epoch, desc="static fine-tune", unit="step", leave=False, dynamic_ncols=True
-        )
-    model.train()
-    try:
-        for epoch in range(epochs):
-            order = keep[torch.randperm(len(keep), generator=gen).numpy()]
-            total, seen = 0.0, 0
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
-                b_ids, b_off = _gather(ids, offsets, idx)
-                out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
-                loss = (1.0 - nn.functional.cosine_similarity(out, targets[idx], dim=-1)).mean()
-                if relational:
-                    unit = nn.functional.normalize(out, dim=-1)
-                    loss = loss + relational * ((unit @ unit.T - targets[idx] @ targets[idx].T) ** 2).mean()
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"static fine-tuning diverged at epoch {epoch}, step {stats['steps']} (loss {loss.item()}). "
-                        f"Fix: lower lr (now {lr})."
-                    )
-                model.embedding.weight.grad = None
-                dense_opt.zero_grad()
-                loss.backward()
-                if sparse_opt is not None:
-                    sparse_opt.step()
-                dense_opt.step()
-                with torch.no_grad():
-                    model.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
-                value = float(loss.detach())
-                if stats["initial_loss"] is None:
-                    stats["initial_loss"] = value
-                total += value * len(idx)
-                seen += len(idx)
-                stats["steps"] += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}")
-                if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
-                    stats["stopped_by_budget"] = True
-                    break
-            stats["epoch_losses"].append(total / seen)
-            stats["final_loss"] = total / seen
-            if stats["stopped_by_budget"]:
-                stats["epochs"] = epoch + seen / len(order)
-                break
-            stats["epochs"] = epoch + 1
-    finally:
-        if bar is not None:
-            bar.close()
-        model.eval()
-    stats["seconds"] = time.perf_counter() - start
-    return stats
-
-
-# ------------------------------------------------------------- save / load
 def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
