@@ -45,7 +45,7 @@ from distill.engine.checkpoint import CheckpointStore
 from distill.engine.lm_loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
 from distill.engine.lm_report import comparison, write_outputs
 from distill.engine.logs import setup_logging
-from distill.errors import DataError, ModelError, RunDirError
+from distill.errors import DataError, ModelError
 from distill.models.causal_lm import (
     build_causal_lm,
     check_same_vocab,
@@ -70,35 +70,6 @@ class LMRunResult:
     run_dir: Path
     metrics: dict[str, Any]
     table_markdown: str
-
-
-# ---------------------------------------------------------------- run dir
-def _check_run_dir(recipe: Any, resume: bool, overwrite: bool) -> str:
-    run_dir = recipe.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            stored = run_dir / "recipe.yaml"
-            if not stored.exists():
-                raise RunDirError(f"cannot resume {run_dir}: it has no recipe.yaml, so it is not a distill run directory.")
-            before, now = yaml.safe_load(stored.read_text()), recipe.to_dict()
-            for d in (before, now):
-                d.pop("output", None)
-            if before != now:
-                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-                raise RunDirError(
-                    f"cannot resume {run_dir}: the recipe differs from the one the run started with (changed "
-                    f"sections: {', '.join(changed)}). Fix: resume with the same recipe and --set options, or start "
-                    "a new run with --overwrite or another output.dir."
-                )
-            return "resume"
-        if overwrite or recipe.output.overwrite:
-            shutil.rmtree(run_dir)
-            return "create"
-        raise RunDirError(
-            f"the run directory {run_dir} already exists. Fix: add --resume to continue it, --overwrite to replace "
-            "it, or --set output.dir=OTHER."
-        )
-    return "create"
 
 
 def save_model(model: Any, directory: Path, tokenizer: Any) -> None:
@@ -292,13 +263,11 @@ def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progre
     """Run a ``task: causal_lm`` recipe end to end (see the module docstring for what is written)."""
     from accelerate import Accelerator
 
-    from distill.fsutil import write_json, write_text
+    from distill.fsutil import write_json
 
-    decision = _check_run_dir(recipe, resume, overwrite)
-    run_dir = recipe.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if decision == "create":
-        write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+    from distill.engine.run import check_run_dir, prepare_run_dir
+
+    run_dir = prepare_run_dir(recipe, check_run_dir(recipe, resume, overwrite))
     setup_logging(run_dir, console=console)
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
