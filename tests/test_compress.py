@@ -472,6 +472,52 @@ def test_onnx_int8_is_smaller_and_still_predicts(tmp_path, mnist_sized_mlp, cali
     assert agreement(got, predict(model, x)) >= 0.95
 
 
+def _ort_out(path: Path, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_onnx_int8_file_is_compacted_without_changing_what_it_computes(tmp_path, data, trained_mlp):
+    """Against ONNX Runtime's own quantizer output: same outputs bit for bit, fewer bytes, no long names."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    x, _ = data
+    fp32 = _export(trained_mlp, x, tmp_path / "m.onnx")
+    pre, plain = tmp_path / "pre.onnx", tmp_path / "plain.int8.onnx"
+    quant_pre_process(str(fp32), str(pre))
+    quantize_dynamic(str(pre), str(plain), per_channel=True, weight_type=QuantType.QInt8)
+    ours = onnx_int8(fp32, tmp_path / "m.int8.onnx")
+    assert ours.stat().st_size < plain.stat().st_size - 1000
+    np.testing.assert_array_equal(_ort_out(ours, x[:64]), _ort_out(plain, x[:64]))
+    m = onnx.load(str(ours))
+    assert [i.name for i in m.graph.input] == ["input"] and [o.name for o in m.graph.output] == ["logits"]
+    assert not m.graph.value_info and all(not n.name for n in m.graph.node)
+    assert max(len(t) for n in m.graph.node for t in [*n.input, *n.output]) <= len("logits")
+    assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"} | {n.domain for n in m.graph.node}
+    assert [n.op_type for n in m.graph.node] == [n.op_type for n in onnx.load(str(plain)).graph.node]
+
+
+def test_onnx_int8_static_keeps_float_outputs(tmp_path, data, trained_mlp):
+    """Static QDQ: the quantizer's Q/DQ pair on the logits is dropped; the last layer outputs float."""
+    import onnx
+
+    x, _ = data
+    fp32 = _export(trained_mlp, x, tmp_path / "m.onnx")
+    out = onnx_int8(fp32, tmp_path / "m.static.onnx", calibration=x[:128], per_channel=False)
+    m = onnx.load(str(out))
+    producer = {t: n for n in m.graph.node for t in n.output}
+    assert producer["logits"].op_type not in ("DequantizeLinear", "QuantizeLinear")
+    used = {t for n in m.graph.node for t in n.input}
+    assert all(i.name in used for i in m.graph.initializer)
+    assert sum(n.op_type == "QuantizeLinear" for n in m.graph.node) >= 1  # still int8 inside
+    expected = predict(trained_mlp, x[:300])
+    assert agreement(torch.from_numpy(_ort_out(out, x[:300])), expected) >= 0.95
+
+
 def test_onnx_int8_static_calibration_methods_and_cnn(tmp_path, data, trained_cnn):
     from distill.export import check_onnx_parity
 

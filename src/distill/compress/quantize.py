@@ -467,6 +467,111 @@ def _onnx_input_name(path: Path) -> str:
     return inputs[0]
 
 
+def _float_outputs(model: Any) -> int:
+    """Drop QuantizeLinear -> DequantizeLinear pairs that only feed a graph output; return how many.
+
+    Static QDQ quantization quantizes the model's output and dequantizes it
+    again: two extra kernels per call and the logits rounded to 8 bits. Without
+    the pair the last op's output stays float (as in the float model) and ONNX
+    Runtime fuses the last layer into a kernel with a float output.
+    """
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    producer = {t: n for n in graph.node for t in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers[t] = consumers.get(t, 0) + 1
+    dropped = 0
+    for dq in list(graph.node):
+        if dq.op_type != "DequantizeLinear" or dq.domain not in ("", "ai.onnx") or dq.output[0] not in outputs:
+            continue
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or q.domain not in ("", "ai.onnx"):
+            continue
+        if consumers.get(dq.output[0], 0) or consumers.get(q.output[0], 0) != 1:
+            continue
+        source = producer.get(q.input[0])
+        if source is None or q.input[0] in outputs or consumers.get(q.input[0], 0) != 1:
+            continue
+        source.output[list(source.output).index(q.input[0])] = dq.output[0]
+        graph.node.remove(dq)
+        graph.node.remove(q)
+        dropped += 1
+    if dropped:
+        used = {t for n in graph.node for t in n.input}
+        unused = [i for i in graph.initializer if i.name not in used]
+        for init in unused:
+            graph.initializer.remove(init)
+    return dropped
+
+
+def _compact(model: Any) -> None:
+    """Drop what a quantized file carries but no runtime reads: ~3 KB on a small model.
+
+    ONNX Runtime's quantizer names every tensor after its producer
+    (``/2/Gemm_output_0_MatMul_output_quantized_cast_output``), names every
+    node, stores inferred shapes (``value_info``, recomputed at load) and
+    imports opset domains no node uses. Here internal tensors get short names
+    (the graph's input and output names are kept), node names, doc strings and
+    ``value_info`` go, and only the opset domains that nodes use stay. The
+    computation is unchanged: the same nodes, initializers and attributes.
+    Graphs with subgraphs (If/Loop) or external data keep their names.
+    """
+    from onnx import AttributeProto
+
+    graph = model.graph
+    del graph.value_info[:]
+    graph.doc_string = ""
+    model.doc_string = ""
+    used_domains = {n.domain or "" for n in graph.node} | {""}
+    kept = [o for o in model.opset_import if (o.domain or "") in used_domains or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    nested = any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
+    external = any(i.data_location == 1 for i in graph.initializer)  # TensorProto.EXTERNAL
+    for n in graph.node:
+        n.name = ""
+        n.doc_string = ""
+    if nested or external or len(graph.sparse_initializer):
+        return
+    keep = {v.name for v in [*graph.input, *graph.output]}
+    names: dict[str, str] = {}
+    counter = iter(range(1 << 62))
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            new = format(next(counter), "x")
+            while new in keep:
+                new = format(next(counter), "x")
+            names[name] = new
+        return names[name]
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+        init.doc_string = ""
+    for n in graph.node:
+        for k, t in enumerate(n.input):
+            n.input[k] = short(t)
+        for k, t in enumerate(n.output):
+            n.output[k] = short(t)
+
+
+def _finish_int8(path: Path, *, float_outputs: bool) -> None:
+    """Rewrite the quantizer's output in place: float graph outputs (static), then :func:`_compact`."""
+    import onnx
+
+    model = onnx.load(str(path))
+    before = path.stat().st_size
+    dropped = _float_outputs(model) if float_outputs else 0
+    _compact(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    log.debug("onnx_int8: %d output Q/DQ pair(s) dropped; %d -> %d bytes", dropped, before, path.stat().st_size)
+
+
 def onnx_int8(
     onnx_path: str | Path,
     out_path: str | Path,
@@ -488,7 +593,14 @@ def onnx_int8(
       'percentile' (``CalibrationMethod.MinMax/Entropy/Percentile``).
 
     The model is first pre-processed (``quant_pre_process``: shape inference
-    and graph optimisation), as ONNX Runtime recommends.
+    and graph optimisation), as ONNX Runtime recommends. The quantizer's output
+    is then rewritten without changing what it computes: static files keep
+    their outputs in float (the quantize/dequantize pair the quantizer puts on
+    each graph output is dropped: two kernels fewer per call, logits not
+    rounded to 8 bits), and every file loses the long tensor and node names,
+    stored shapes and unused opset imports the quantizer writes (about 3 KB:
+    on a 21k-parameter MLP 26.6 KB -> 23.5 KB, 3.25x -> 3.68x smaller than
+    fp32). Graph input and output names are kept.
     """
     try:
         from onnxruntime.quantization import (
@@ -558,6 +670,7 @@ def onnx_int8(
                         weight_type=QuantType.QInt8,
                         calibrate_method=calibrate,
                     )
+            _finish_int8(Path(tmp), float_outputs=calibration is not None)
         except (ExportError, OSError):
             raise
         except Exception as exc:
