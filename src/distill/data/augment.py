@@ -27,3 +27,36 @@ def augment_images(x: Tensor, generator: torch.Generator, *, max_shift: int = 2,
     background = x.amin(dim=(1, 2, 3), keepdim=True)
     out = F.grid_sample(x - background, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out + background
+
+
+def shift_mixup_views(
+    x: Tensor, generator: torch.Generator, *, shift: int = 2, mixup_alpha: float = 1.0
+) -> Tensor:
+    """Random views of a batch for consistent teaching: shift, then mix pairs of samples.
+
+    Each sample is shifted by up to ``shift`` pixels (images only, zero-filled with the
+    background as in :func:`augment_images`), then mixed with another sample of the same
+    batch (a random permutation): ``λ·x_i + (1 − λ)·x_j``, one ``λ ~ Beta(α, α)`` per sample.
+    ``mixup_alpha = 0`` turns mixing off. Deterministic given ``generator``.
+
+    ``x``: ``(N, C, H, W)`` images, or ``(N, D)`` tables when ``shift == 0``.
+    """
+    if shift < 0 or int(shift) != shift:
+        raise ValueError(f"shift must be a whole number of pixels >= 0 (got {shift!r})")
+    if mixup_alpha < 0:
+        raise ValueError(f"mixup_alpha must be >= 0 (got {mixup_alpha!r})")
+    if shift:
+        if x.dim() != 4:
+            raise ValueError(
+                f"shift={shift} needs image batches (N, C, H, W), got shape {tuple(x.shape)}; set shift: 0 for tables"
+            )
+        x = augment_images(x, generator, max_shift=int(shift), flip=False)
+    if mixup_alpha > 0 and x.shape[0] > 1:
+        n = x.shape[0]
+        # Beta(a, a) from two Gamma(a) draws: torch.distributions has no generator argument
+        a = torch.full((n,), float(mixup_alpha), dtype=torch.float64)
+        g1, g2 = torch._standard_gamma(a, generator=generator), torch._standard_gamma(a, generator=generator)
+        lam = (g1 / (g1 + g2).clamp_min(1e-300)).to(x.dtype).reshape(n, *([1] * (x.dim() - 1)))
+        partner = torch.randperm(n, generator=generator)
+        x = lam * x + (1 - lam) * x.index_select(0, partner)
+    return x

@@ -162,6 +162,13 @@ def fit(
             if is_main:
                 log.info("%s: resumed after epoch %d of %d", role, state["epoch"], cfg.epochs)
 
+    # function matching: the batch is replaced by views that the (online) teacher sees too
+    view_term = next((t for t in objective if t.spec.views is not None and t.weight > 0), None)
+    if view_term is not None and online_teacher is None:
+        raise TrainingError(
+            f"{role}: {view_term.label} trains on fresh views of every batch, so it needs the teacher online "
+            "(its outputs cannot be cached). Fix: use kd for this stage."
+        )
     if online_teacher is not None and is_main and start_epoch <= cfg.epochs:
         log.info("%s: the teacher runs online on every batch (augmented inputs cannot be cached)", role)
 
@@ -193,6 +200,7 @@ def fit(
             if world > 1:
                 perm = perm[: local_n * world][rank::world]
             aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
+            view_gen = epoch_generator(cfg.seed, epoch, stream=2)
             sums = torch.zeros(len(labels))
             correct = torch.zeros((), dtype=torch.long)
             seen = 0
@@ -207,6 +215,9 @@ def fit(
                 x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
                 if augment != "none":
                     x = augment_images(x, aug_gen, max_shift=2 if "shift" in augment else 0, flip=flip_ok and "flip" in augment)
+                if view_term is not None:
+                    assert view_term.spec.view_params is not None
+                    x = view_term.spec.views(x, view_gen, **view_term.spec.view_params(view_term.params))
                 t_logits = None
                 t_feats: dict[str, Tensor] | None = None
                 if online_teacher is not None:

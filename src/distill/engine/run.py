@@ -39,7 +39,7 @@ from distill.engine.evaluate import RunResult, evaluate_models
 from distill.engine.logs import setup_logging
 from distill.engine.loop import FitResult, fit
 from distill.engine.teacher_outputs import student_view, teacher_outputs
-from distill.errors import RunDirError, TeacherError
+from distill.errors import RecipeError, RunDirError, TeacherError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import licence_status, render_markdown, write_model_card, write_report, write_tensorboard
@@ -234,6 +234,13 @@ def run(
     cache_info: dict[str, Any] = {"cache": "not needed"}
     online = None
     augmenting = recipe.train.augment != "none" and data.kind == "image"
+    view_term = next((t for t in objective if t.spec.views is not None and t.weight > 0), None)
+    if view_term is not None and data.kind != "image" and view_term.params.get("shift", 0):
+        raise RecipeError(
+            f"{view_term.label}: shift={view_term.params['shift']} moves images, but {data.source} is a table. "
+            f"Fix: set shift: 0 in the {view_term.label} term."
+        )
+    online_inputs = augmenting or view_term is not None  # the teacher must see each batch as the student does
     _, teacher_layers = layer_names(objective)
     if teacher_layers and teacher_module is None:
         raise TeacherError(
@@ -241,14 +248,19 @@ def run(
             f"torch teacher whose layers can be hooked; this teacher is kind {recipe.teacher.kind!r}. "
             "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
         )
-    if augmenting and needs_teacher(objective) and not can_run_on_inputs(teacher):
+    if online_inputs and needs_teacher(objective) and not can_run_on_inputs(teacher):
+        what = "train.augment" if augmenting else f"the {view_term.label} term (function matching)"  # type: ignore[union-attr]
+        fix = "set train.augment: none" if augmenting else "use a teacher that runs on inputs, or kd"
         raise TeacherError(
-            "train.augment needs a teacher that runs on the augmented inputs, but this teacher only has "
-            "precomputed outputs. Fix: set train.augment: none."
+            f"{what} needs a teacher that runs on the augmented inputs, but this teacher only has "
+            f"precomputed outputs. Fix: {fix}."
         )
-    if augmenting and (needs_teacher(objective) or teacher_layers):
+    if online_inputs and (needs_teacher(objective) or teacher_layers):
+        fast_logits = teacher.online() if isinstance(teacher, TorchTeacher) and not teacher_layers else None
 
         def online(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            if fast_logits is not None:
+                return fast_logits(x), {}
             if teacher_module is None:
                 return teacher.logits(x), {}
             with FeatureCapture(teacher_module, teacher_layers, "teacher") as cap:
@@ -264,16 +276,17 @@ def run(
                  f" (classes {tr.exclude_classes} left out)" if tr.exclude_classes else "",
                  int((student_data.train.y >= 0).sum()))  # fmt: skip
     teacher_features = None
-    if teacher_layers and not augmenting:
+    if teacher_layers and not online_inputs:
         t0 = time.perf_counter()
         teacher_features = teacher_feature_table(teacher_module, teacher_layers, student_data.train.x, recipe.eval.batch_size)
         size = sum(v.numel() * 4 for v in teacher_features.values()) / 2**20
         log.info("teacher features of layers %s: computed once for the training split (%.0f MiB in memory), %.2fs",
                  ", ".join(sorted(teacher_layers)), size, time.perf_counter() - t0)  # fmt: skip
     if needs_teacher(objective):
-        if augmenting:
-            cache_info = {"cache": "off (train.augment: the teacher runs online)"}
-            log.info("teacher outputs: train.augment is on, so the teacher runs online on every batch (slower)")
+        if online_inputs:
+            why = "train.augment" if augmenting else f"{view_term.label} views"  # type: ignore[union-attr]
+            cache_info = {"cache": f"off ({why}: the teacher runs online)"}
+            log.info("teacher outputs: %s, so the teacher runs online on every batch (slower)", why)
         else:
             if not recipe.teacher.cache:
                 log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")

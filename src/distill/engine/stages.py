@@ -99,8 +99,12 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
             student_data, t_train = student_view(data, recipe, logits["train"])
             cfg_train = TrainConfig(**{**recipe.train.model_dump(), "epochs": p.recovery_epochs, "augment": "none"})
             cfg_train.optimizer.lr = p.recovery_lr or recipe.train.optimizer.lr / 3
-            # logit terms of the recipe's objective (feature terms would need the teacher online)
-            objective = [t for t in build_objective(recipe.distill) if "teacher_features" not in t.spec.needs]
+            # logit terms of the recipe's objective (feature terms and function matching's views would need
+            # the teacher online)
+            objective = [
+                t for t in build_objective(recipe.distill)
+                if "teacher_features" not in t.spec.needs and t.spec.views is None
+            ]
             if not objective:
                 objective = build_objective([LossTerm(loss="kd", temperature=1.0)])
             model.train()

@@ -14,6 +14,10 @@ Calling convention of ``spec.fn``, by ``spec.needs``:
   outputs of the layers named by the term's ``student_layer`` / ``teacher_layer`` (module paths),
   captured with forward hooks; with ``adapter=True`` a learned 1×1 conv / linear maps the student's
   features to the teacher's shape first.
+
+A spec with ``views`` (function matching) also changes the inputs: every step the loop
+replaces the batch by ``views(x, generator, **view_params)`` and runs the teacher online
+on it, so that teacher and student see the same images.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from distill.data.augment import shift_mixup_views
+from distill.losses.feature import attention_transfer_loss, hint_loss, rkd_loss
+from distill.losses.function_matching import function_matching_loss, view_params
 from distill.losses.kd import (
     cross_entropy,
     cross_entropy_value_and_grad,
@@ -30,7 +37,6 @@ from distill.losses.kd import (
     log_softmax,
     softmax_with_temperature,
 )
-from distill.losses.feature import attention_transfer_loss, hint_loss, rkd_loss
 from distill.losses.logit import dist_loss, dkd_loss, ls_kd_loss, standardize_logits
 
 
@@ -41,6 +47,7 @@ class Param:
     low: float | None = None  # exclusive lower bound (inclusive with low_inclusive)
     low_inclusive: bool = False
     high: float | None = None  # exclusive upper bound
+    integer: bool = False  # a whole number (e.g. pixels)
     required_text: bool = False  # a module path the term must name (student_layer, teacher_layer)
 
 
@@ -58,6 +65,10 @@ class LossSpec:
     prepare: Callable[..., dict[str, Any]] | None = None
     value_and_grad: Callable[..., Any] | None = None
     adapter: bool = False  # feature losses: learn a projection when student/teacher shapes differ
+    # input views (function matching): ``views(x, generator, **view_params(params))`` replaces each
+    # training batch, for the student and the (then online) teacher alike
+    views: Callable[..., Any] | None = None
+    view_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def required(self) -> list[str]:
@@ -77,6 +88,8 @@ class LossSpec:
         if isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"must be a number (got {value!r})"
+            if p.integer and int(value) != value:
+                return f"must be a whole number (got {value!r})"
             if p.low is not None:
                 if p.low_inclusive and value < p.low:
                     return f"must be >= {p.low} (got {value!r})"
@@ -140,6 +153,19 @@ REGISTRY: dict[str, LossSpec] = {
         summary="KD on z-scored logits: T² · KL(softmax(ẑ_t/T) ‖ softmax(ẑ_s/T)) (Sun et al. 2024)",
         params={"temperature": Param(2.0, "softening temperature T on the standardised logits", 0.0)},
     ),
+    "fm": LossSpec(
+        fn=function_matching_loss,
+        needs=("teacher_logits",),
+        summary="function matching / consistent teaching: KD where teacher and student see the same shifted, "
+        "mixed-up view of each batch; the teacher runs online (Beyer et al. 2022)",
+        params={
+            "temperature": Param(1.0, "softening temperature T", 0.0),
+            "mixup_alpha": Param(1.0, "mixup of pairs of the batch, lambda ~ Beta(a, a) per sample (0: off)", 0.0, True),
+            "shift": Param(2, "random shift of up to this many pixels (images; 0 for tables)", 0.0, True, 64.0, True),
+        },
+        views=shift_mixup_views,
+        view_params=view_params,
+    ),
     "hint": LossSpec(
         fn=hint_loss,
         needs=("student_features", "teacher_features"),
@@ -170,5 +196,5 @@ REGISTRY: dict[str, LossSpec] = {
 __all__ = [
     "REGISTRY", "LossSpec", "Param", "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets",
     "kd_value_and_grad", "log_softmax", "softmax_with_temperature",
-    "dist_loss", "dkd_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss",
+    "dist_loss", "dkd_loss", "function_matching_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss",
 ]  # fmt: skip

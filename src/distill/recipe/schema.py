@@ -417,6 +417,27 @@ class Recipe(_RecipeRoot):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and measurement.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
+    @model_validator(mode="after")
+    def _check_views(self) -> "Recipe":
+        from distill.losses import REGISTRY
+
+        viewing = [t.loss for t in self.distill if REGISTRY[t.loss].views is not None]
+        if len(viewing) > 1:
+            raise ValueError(
+                f"distill: at most one term may set the training views, found {len(viewing)} ({', '.join(viewing)}). "
+                "Fix: keep one."
+            )
+        term = next((t for t in self.distill if REGISTRY[t.loss].views is not None), None)
+        if term is not None and REGISTRY[term.loss].resolved(term.params).get("mixup_alpha", 0) > 0:
+            labelled = [t.loss for t in self.distill if "labels" in REGISTRY[t.loss].needs and t.weight > 0]
+            if labelled:
+                raise ValueError(
+                    f"distill: {term.loss!r} trains on mixed-up views that have no single hard label, so it cannot be "
+                    f"combined with {', '.join(map(repr, labelled))}. Fix: drop those terms, or set mixup_alpha: 0 "
+                    "(shifted views keep their labels)"
+                )
+        return self
+
     # ------------------------------------------------------------ helpers
     @property
     def teacher_train(self) -> TrainConfig:

@@ -6,15 +6,20 @@ optionally with safetensors weights). ``cache.py`` stores teacher outputs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
+import warnings
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from distill.errors import DistillError, ModelError, TeacherError
 from distill.models import build, build_from_factory
+
+log = logging.getLogger("distill")
 
 
 class Teacher(Protocol):
@@ -35,6 +40,37 @@ def module_fingerprint(module: nn.Module) -> str:
             t = t.view(torch.int16)
         h.update(t.numpy().tobytes())
     return h.hexdigest()
+
+
+def _frozen_or_eager(teacher: "TorchTeacher", example: Tensor) -> Callable[[Tensor], Tensor]:
+    """A frozen TorchScript copy of ``teacher.module`` that matches it on ``example``, else ``teacher.logits``."""
+    if example.device.type != "cpu" or not hasattr(torch, "jit"):
+        return teacher.logits
+    reference = teacher.logits(example)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+            module = copy.deepcopy(teacher.module).eval()
+            with torch.no_grad():
+                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(module, example)))
+                out = frozen(example)
+    except Exception as e:  # noqa: BLE001 - any tracing failure means: run the module as it is
+        log.info("online teacher: runs eagerly (tracing failed: %s)", str(e).splitlines()[0][:120] if str(e) else e)
+        return teacher.logits
+    if not isinstance(out, Tensor) or out.shape != reference.shape:
+        log.info("online teacher: runs eagerly (the traced module returns another structure)")
+        return teacher.logits
+    diff = float((out.float() - reference).abs().max())
+    if diff > 1e-4 * max(1.0, float(reference.abs().max())):
+        log.info("online teacher: runs eagerly (the frozen copy differs by %.3g)", diff)
+        return teacher.logits
+
+    @torch.no_grad()
+    def fast(x: Tensor) -> Tensor:
+        return frozen(x).float()
+
+    log.info("online teacher: frozen TorchScript copy (max |difference| to eager %.2g on the first batch)", diff)
+    return fast
 
 
 class TorchTeacher:
@@ -58,6 +94,23 @@ class TorchTeacher:
         if hasattr(out, "logits"):
             out = out.logits
         return out.float()
+
+    def online(self) -> Callable[[Tensor], Tensor]:
+        """``logits`` for a teacher run on every training batch, faster where possible.
+
+        On CPU the module is traced and frozen once (TorchScript: batch norm folded into the
+        convolutions, MKL-DNN layouts), about 2-4× faster for small CNNs. The frozen copy is
+        used only if, on the first batch, it agrees with the eager module (max |difference|
+        ≤ 1e-4 · max(1, max |logit|)); a module that cannot be traced, or disagrees, runs eagerly.
+        """
+        state: dict[str, Any] = {}
+
+        def call(x: Tensor) -> Tensor:
+            if "fn" not in state:
+                state["fn"] = _frozen_or_eager(self, x)
+            return state["fn"](x)
+
+        return call
 
     def fingerprint(self) -> str:
         if self._fp is None:
