@@ -7,7 +7,12 @@ hyperparameters is tried with a selection seed (10) and the best by validation
 accuracy (last epoch) is kept; only then are seeds 0, 1, 2 run and their
 test accuracy reported. Nothing is chosen on the test set.
 
-    .venv/bin/python benchmarks/methods.py [--quick]
+    .venv/bin/python benchmarks/methods.py [--quick] [--only NAME ...] [--merge]
+
+With ``--merge`` the rows measured now replace or join those of the existing
+results file, and every row keeps the date and command of the run that measured it.
+Function matching runs the teacher on every batch (its inputs are new views each
+step), so its epochs cost several times those of the cached-logit methods.
 
 Writes benchmarks/results/methods.{json,md}.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -41,6 +47,9 @@ CACHE = ROOT / ".work" / "fashion_mnist" / "cache"
 # Penultimate layers: teacher FC hidden (after ReLU) and the student's last hidden ReLU.
 # `distill layers src/distill/recipes/fashion_mnist.yaml` lists them.
 TEACHER_PENULTIMATE = "13"
+# function matching: (mixup_alpha, shift). The paper-like strong views (1.0, 2) and two milder ones: a 20-epoch
+# probe on the selection seed (validation only) ranked milder views higher (BENCHMARKS.md)
+FM_GRID = ((1.0, 2), (0.2, 1), (0.2, 0))
 
 
 def student_penultimate(params: dict[str, Any]) -> str:
@@ -62,6 +71,8 @@ def grids(student_layer: str) -> dict[str, list[list[dict[str, Any]]]]:
                                      for w, t in ((1.0, 2.0), (1.0, 4.0), (0.1, 2.0))],
         "FitNets hint + KD": [[kd1, {"loss": "hint", "weight": w, **feat}] for w in (0.1, 1.0)],
         "RKD + KD": [[kd1, {"loss": "rkd", "weight": w, **feat}] for w in (0.1, 1.0)],
+        "function matching (consistent teaching)": [[{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": a, "shift": sh}]
+                                                    for a, sh in FM_GRID],
     }  # fmt: skip
 
 
@@ -91,11 +102,26 @@ def one(base: dict[str, Any], terms: list[dict[str, Any]], seed: int, tag: str) 
     }  # fmt: skip
 
 
+def runs_note(rows: list[dict[str, Any]]) -> list[str]:
+    """When the rows come from more than one run (``--merge``), say which run measured which row."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        m = r.get("measured")
+        if m:
+            runs.setdefault((m["date"], m["command"]), []).append(r["method"])
+    if len(runs) < 2:
+        return []
+    lines = ["Rows measured in separate runs (same script, settings, teacher and seeds):", ""]
+    lines += [f"- {date}, `{cmd}`: {', '.join(names)}" for (date, cmd), names in sorted(runs.items())]
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 epochs, 1 selection seed, 1 final seed (smoke)")
     ap.add_argument("--only", nargs="*", help="method names to run (default: all)")
     ap.add_argument("--epochs", type=int, default=60, help="student epochs for every method (default 60)")
+    ap.add_argument("--merge", action="store_true", help="keep the other rows of the existing results file")
     args = ap.parse_args(argv)
     if not TEACHER.exists():
         print("run benchmarks/fashion_mnist.py first (it trains the teacher)", file=sys.stderr)
@@ -125,15 +151,31 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"[methods] {name}: test {100 * row['test_last']['mean']:.2f} ± {100 * row['test_last']['std']:.2f}",
               file=sys.stderr, flush=True)  # fmt: skip
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    command = shlex.join(["python", "benchmarks/methods.py", *(argv if argv is not None else sys.argv[1:])])
+    wall = round(time.time() - started, 1)
+    for r in rows:
+        r["measured"] = {"date": date, "command": command.strip(), "wall_seconds_of_run": wall}
+    if args.merge and (RESULTS / "methods.json").exists():
+        old = json.loads((RESULTS / "methods.json").read_text())
+        now = {r["method"] for r in rows}
+        kept = []
+        for r in old["rows"]:
+            if r["method"] not in now:
+                r.setdefault("measured", {"date": old["date"], "command": old["command"].strip(),
+                                          "wall_seconds_of_run": old["wall_seconds"]})  # fmt: skip
+                kept.append(r)
+        order = [name for name in grids("0")]
+        rows = sorted(kept + rows, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     vanilla = next((r for r in rows if r["method"].startswith("vanilla")), None)
     hinton = next((r for r in rows if r["method"] == "Hinton KD"), None)
     out = {
         "benchmark": "methods",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": date,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
-        "command": "python benchmarks/methods.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "base_recipe": base, "selection_seeds": sel_seeds, "final_seeds": final_seeds, "rows": rows,
-        "wall_seconds": round(time.time() - started, 1),
+        "wall_seconds": wall,
     }  # fmt: skip
     if vanilla and hinton:
         out["targets"] = {
@@ -147,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{out['date']} · {out['machine']['platform']} · torch {out['machine']['torch']} · 1 thread · wall {out['wall_seconds']:.0f} s",
         "",
+        *runs_note(rows),
         f"Command: `{out['command'].strip()}`. Student: `{base['student']}`, {base['train']['epochs']} epochs. Each method's "
         f"hyperparameters chosen by mean validation accuracy over seeds {sel_seeds}; test accuracy below over seeds "
         f"{final_seeds} (mean ± sample std).",
