@@ -78,14 +78,16 @@ def run_cli(raw: dict[str, Any], *extra: str) -> int:
         ("online", "jsd", {"beta": 0.3}),
         ("offline", "skew_rkl", {"alpha": 0.2}),
         ("offline-unigram", "fkl", {}),
+        ("offline-sample", "skew_fkl", {}),
         ("sequence", "fkl", {}),
         ("on_policy", "tvd", {}),
     ],
 )
 def test_every_mode_through_the_cli(world: dict[str, Path], mode: str, loss: str, params: dict) -> None:
-    mode, _, tail = mode.partition("-")
+    mode, _, variant = mode.partition("-")
     raw = recipe(world, distill__mode=mode, distill__loss=loss, distill__params=params, distill__ce_weight=0.5,
-                 distill__on_policy_fraction=1.0, distill__tail=tail or "bucket")  # fmt: skip
+                 distill__on_policy_fraction=1.0, distill__tail="unigram" if variant == "unigram" else "bucket",
+                 distill__cache="sample" if variant == "sample" else "topk")  # fmt: skip
     assert run_cli(raw) == 0
     run = Path("runs/t")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -102,6 +104,8 @@ def test_every_mode_through_the_cli(world: dict[str, Path], mode: str, loss: str
     if mode == "offline":
         sig = metrics["signal"]
         assert sig["cache_bytes"] < sig["dense_fp16_bytes"] and Path(sig["cache_dir"], "index.json").exists()
+        assert sig["cache"] == (variant if variant == "sample" else "topk")
+        assert json.loads(Path(sig["cache_dir"], "index.json").read_text())["mode"] == sig["cache"]
 
 
 def test_sequence_from_api_completions(world: dict[str, Path]) -> None:
@@ -189,6 +193,10 @@ def test_recipe_validation_messages(world: dict[str, Path]) -> None:
         load_recipe(raw=recipe(world, distill__loss="skew_fkl", distill__params={"alpha": 2}))
     with pytest.raises(RecipeError, match="exceed data.block_len"):
         load_recipe(raw=recipe(world, distill__mode="sequence", distill__gen_len=40))
+    with pytest.raises(RecipeError, match="'rkl' is infinite on a sampled cache.*Fix"):
+        load_recipe(raw=recipe(world, distill__cache="sample", distill__loss="rkl"))
+    with pytest.raises(RecipeError, match="a sampled cache has none"):
+        load_recipe(raw=recipe(world, distill__cache="sample", distill__tail="unigram"))
     with pytest.raises(RecipeError, match="data.path"):
         load_recipe(raw={"task": "causal_lm", "data": {}, "teacher": {"dir": "x"}, "student": {"copy_layers": [0]}})
 

@@ -14,6 +14,7 @@ from distill.losses.token import (
     TOKEN_LOSSES,
     TeacherTopK,
     coarsen,
+    dense_sample,
     dense_topk,
     forward_kl,
     generalized_jsd,
@@ -302,3 +303,68 @@ def test_bad_inputs_raise_clear_value_errors():
         token_loss("fkl", s[..., :5], TeacherTopK(topk.indices + 8, topk.logprobs, topk.tail), mask)
     with pytest.raises(ValueError, match="k must be"):
         dense_topk(te, 0, 1.0)
+
+
+# --------------------------------------------------------------------------- sampled teacher (random-sampling KD)
+
+
+def test_dense_sample_is_an_empirical_distribution_of_distinct_ids():
+    te = _logits(21, v=30)
+    n = 16
+    smp = dense_sample(te, n, 1.0, generator=torch.Generator().manual_seed(0))
+    assert smp.indices.shape == (2, 5, n) and smp.logprobs.shape == (2, 5, n) and smp.tail.shape == (2, 5)
+    # distinct ids per position, counts are multiples of 1/n summing to 1, most frequent first
+    assert all(len(set(row.tolist())) == n for row in smp.indices.reshape(-1, n))
+    p = smp.logprobs.exp()
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 5))
+    torch.testing.assert_close(p * n, (p * n).round())
+    assert bool((smp.logprobs[..., :-1] >= smp.logprobs[..., 1:]).all())
+    assert bool(torch.isneginf(smp.logprobs).any())  # unused slots carry no mass
+    # seeded: the same generator seed gives the same draws
+    again = dense_sample(te, n, 1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.indices, smp.indices) and torch.equal(again.logprobs, smp.logprobs)
+
+
+def test_dense_sample_is_unbiased_where_topk_is_not():
+    """The mean of many sampled targets converges to the teacher's distribution (and so does the
+    forward-KL gradient q − p̂); the top-k target puts the whole tail in one bucket."""
+    torch.manual_seed(0)
+    te = torch.randn(1, 1, 40) * 1.5
+    p = torch.softmax(te, -1).reshape(-1)
+    g = torch.Generator().manual_seed(1)
+    mean = torch.zeros(40)
+    reps = 2000
+    for _ in range(reps):
+        smp = dense_sample(te, 8, 1.0, generator=g)
+        mean.scatter_add_(0, smp.indices.reshape(-1), smp.logprobs.exp().reshape(-1))
+    mean /= reps
+    assert float((mean - p).abs().max()) < 0.01
+    top = dense_topk(te, 8).logprobs.exp().reshape(-1)
+    assert float(top.sum()) < 0.99  # the top-8 alone misses part of the mass the samples cover on average
+    # the gradient of fkl on a sampled target is q − p̂ (at T = 1)
+    s = torch.randn(1, 1, 40, requires_grad=True)
+    smp = dense_sample(te, 8, 1.0, generator=g)
+    token_loss("fkl", s, smp, torch.ones(1, 1, dtype=torch.bool)).backward()
+    p_hat = torch.zeros(40).scatter_add_(0, smp.indices.reshape(-1), smp.logprobs.exp().reshape(-1))
+    torch.testing.assert_close(s.grad.reshape(-1), torch.softmax(s.detach(), -1).reshape(-1) - p_hat, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["fkl", "skew_fkl", "skew_rkl", "jsd", "tvd"])
+def test_sampled_targets_give_finite_losses_and_gradients(name):
+    s, te = _pair(22)
+    smp = dense_sample(te, 4, 1.0, generator=torch.Generator().manual_seed(0))
+    s.requires_grad_(True)
+    value = token_loss(name, s, smp, _full_mask(s))
+    value.backward()
+    assert torch.isfinite(value) and float(value.detach()) >= 0 and torch.isfinite(s.grad).all()
+
+
+def test_rkl_on_a_sampled_target_is_refused_with_a_fix():
+    s, te = _pair(23)
+    smp = dense_sample(te, 4, 1.0, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="rkl.*infinite.*Fix"):
+        token_loss("rkl", s, smp, _full_mask(s))
+    with pytest.raises(ValueError, match="infinite"):
+        token_loss("jsd", s, smp, _full_mask(s), beta=1.0)
+    with pytest.raises(ValueError, match="n must be in"):
+        dense_sample(te, 0)

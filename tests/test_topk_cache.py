@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.errors import CacheError
-from distill.losses.token import dense_topk, token_loss
+from distill.losses.token import dense_sample, dense_topk, token_loss
 from distill.teachers.topk_cache import TopKCache, build_topk_cache
 
 N, L, V = 10, 16, 97
@@ -243,3 +243,43 @@ def test_int32_ids_above_65536_tokens(tmp_path: Path):
     got = cache.get([0, 1])
     assert float((got.indices == ref.indices).float().mean()) > 0.99
     assert int(got.indices.max()) < vocab
+
+
+def test_sample_mode_stores_seeded_draws_and_resumes_to_the_same_bytes(tmp_path: Path, teacher, blocks):
+    cache = build(teacher, blocks, tmp_path / "s", mode="sample", seed=3, temperature=1.0)
+    assert cache.mode == "sample" and "mode=sample" in repr(cache)
+    got = cache.get(torch.arange(N))
+    p = got.logprobs.exp()
+    torch.testing.assert_close(p.sum(-1), torch.ones(N, L), atol=2e-3, rtol=0)  # fp16 storage
+    assert bool(torch.isneginf(got.logprobs).any())
+    # shard 0 (rows 0..4, teacher batches of 2) holds dense_sample's draws with generator seed 3 + 0
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        parts = [dense_sample(teacher(input_ids=blocks[i : i + 2]).logits, 8, 1.0, generator=gen) for i in (0, 2)]
+    assert torch.equal(got.indices[:4], torch.cat([x.indices for x in parts]))
+    torch.testing.assert_close(got.logprobs[:4], torch.cat([x.logprobs for x in parts]).half().float())
+    # a killed build that resumes writes the same draws (shard i is drawn with seed + i)
+    from safetensors.torch import load_file
+
+    shard1 = tmp_path / "s" / "shard-00001.safetensors"
+    first = load_file(str(shard1))
+    shard1.unlink()
+    build(teacher, blocks, tmp_path / "s", mode="sample", seed=3, temperature=1.0)
+    again = load_file(str(shard1))
+    assert all(torch.equal(first[key], again[key]) for key in ("indices", "logprobs", "tail"))
+    # another mode or seed is another cache
+    with pytest.raises(CacheError, match="mode 'sample' there, 'topk' asked"):
+        build(teacher, blocks, tmp_path / "s", temperature=1.0)
+    with pytest.raises(CacheError, match="seed 3 there, 4 asked"):
+        build(teacher, blocks, tmp_path / "s", mode="sample", seed=4, temperature=1.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        build(teacher, blocks, tmp_path / "x", mode="dense")
+
+
+def test_an_index_written_before_modes_existed_reads_as_topk(tmp_path: Path, teacher, blocks):
+    build(teacher, blocks, tmp_path / "c")
+    index = json.loads((tmp_path / "c" / "index.json").read_text())
+    del index["mode"], index["seed"]
+    (tmp_path / "c" / "index.json").write_text(json.dumps(index))
+    assert TopKCache(tmp_path / "c").mode == "topk"
+    build(teacher, blocks, tmp_path / "c")  # same settings: resumes, no mismatch

@@ -210,22 +210,25 @@ def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_di
         from distill.teachers import module_fingerprint
         from distill.teachers.topk_cache import build_topk_cache
 
+        drawn = f"|sample|seed={cfg.seed}" if d.cache == "sample" else ""  # the draws depend on the seed
         key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(data.train)}|k={d.top_k}|"
-                             f"T={d.temperature}".encode()).hexdigest()  # fmt: skip
-        folder = Path(recipe.output.cache_dir) / f"lm-topk-{key[:24]}"
+                             f"T={d.temperature}{drawn}".encode()).hexdigest()  # fmt: skip
+        folder = Path(recipe.output.cache_dir) / f"lm-{d.cache}-{key[:24]}"
         t0 = time.perf_counter()
         cache = build_topk_cache(teacher, data.train, folder, k=d.top_k, temperature=d.temperature,
-                                 batch_size=recipe.eval.batch_size, fingerprint=key, progress=progress)  # fmt: skip
+                                 batch_size=recipe.eval.batch_size, fingerprint=key, progress=progress,
+                                 mode=d.cache, seed=cfg.seed)  # fmt: skip
         info.update(cache_dir=str(folder), cache_fingerprint=key, cache_seconds=round(time.perf_counter() - t0, 2),
                     cache_bytes=cache.nbytes, dense_fp16_bytes=cache.dense_fp16_nbytes(),
                     cache_ratio=cache.nbytes / cache.dense_fp16_nbytes())  # fmt: skip
-        log.info("offline: top-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", d.top_k, folder,
+        log.info("offline: %s-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", d.cache, d.top_k, folder,
                  cache.nbytes / 1e6, 100 * info["cache_ratio"], cache.dense_fp16_nbytes() / 1e6)  # fmt: skip
         source: Any = lambda b: cache.get(b.rows)  # noqa: E731
         if d.tail == "unigram":
             prior = unigram_logprobs(data.train, cache.vocab_size)
             source = lambda b: expand_topk(cache.get(b.rows), prior, d.temperature)  # noqa: E731
         info["tail"] = d.tail
+        info["cache"] = d.cache
         return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=source), info
     # sequence-level: cross-entropy on completions written by the teacher (or a black-box API)
     stored = run_dir / "sequence_data.safetensors"

@@ -270,6 +270,42 @@ def dense_topk(teacher_logits: Tensor, k: int, temperature: float = 1.0) -> Teac
     return TeacherTopK(indices, values, _log_rest(logp, indices), t)
 
 
+def dense_sample(
+    teacher_logits: Tensor, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> TeacherTopK:
+    """``n`` tokens drawn per position from the teacher at ``T``, kept as an empirical distribution.
+
+    Random-sampling KD (Anshumann et al., "Sparse Logit Sampling: Accelerating Knowledge
+    Distillation in LLMs", ACL 2025): a top-k summary is *biased* (the student learns the
+    teacher's head and nothing about its tail), whereas ``n`` draws with replacement
+    ``x_1..x_n ~ p_T`` give ``p̂(v) = count(v) / n`` with ``E[p̂] = p_T``. The forward-KL
+    gradient in the student's logits is ``q − p``, linear in the target, so training on
+    ``KL(p̂ ‖ q)`` follows the full forward-KL gradient without bias, at the storage cost
+    of a top-n summary.
+
+    Returns:
+        :class:`TeacherTopK` with ``k = n`` slots: the distinct sampled ids, most frequent
+        first, with ``logprobs = log(count / n)``; the remaining slots hold other (distinct,
+        unsampled) ids with ``logprobs = -inf`` (mass 0), and ``tail`` is the floor
+        :data:`TAIL_FLOOR` (the draws carry all the mass). Losses that divide by the
+        teacher's probability where it is 0 (``rkl``) are infinite on it and refused by
+        :func:`token_loss`; ``fkl``, ``skew_fkl``, ``skew_rkl`` (α > 0), ``jsd`` (β < 1)
+        and ``tvd`` are finite.
+    """
+    t = _check_temperature(temperature)
+    v = teacher_logits.shape[-1]
+    if not 1 <= int(n) <= v:
+        raise ValueError(f"dense_sample: n must be in [1, {v}] (the vocabulary size), got {n}")
+    lead = teacher_logits.shape[:-1]
+    probs = F.softmax(teacher_logits.detach().float().reshape(-1, v) / t, dim=-1)
+    draws = torch.multinomial(probs, int(n), replacement=True, generator=generator)
+    counts = torch.zeros_like(probs).scatter_add_(-1, draws, torch.ones_like(draws, dtype=probs.dtype))
+    top, indices = counts.topk(int(n), dim=-1)  # distinct ids; slots past the distinct draws have count 0
+    logprobs = (top / float(n)).log()  # log 0 = -inf in the unused slots
+    tail = torch.full(top.shape[:-1], TAIL_FLOOR, dtype=torch.float32, device=top.device)
+    return TeacherTopK(indices.reshape(*lead, int(n)), logprobs.reshape(*lead, int(n)), tail.reshape(lead), t)
+
+
 def coarsen(student_logits: Tensor, topk: TeacherTopK, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Student and teacher log-probabilities over ``k + 1`` buckets.
 
@@ -303,6 +339,9 @@ def coarsen(student_logits: Tensor, topk: TeacherTopK, temperature: float = 1.0)
 
 
 # --------------------------------------------------------------------------- the entry point
+
+#: losses that are infinite where the teacher's probability is 0 and the student's is not
+_NEEDS_FULL_SUPPORT = frozenset({"rkl"})
 
 
 def _check_params(name: str, params: dict) -> dict:
@@ -387,7 +426,17 @@ def per_token_divergence(
     fn = TOKEN_LOSSES[name].fn
     s = student_logits[mask]  # (N, V)
     if isinstance(teacher, TeacherTopK):
-        s_logp, t_logp = coarsen(s, teacher.select(mask), t)
+        picked = teacher.select(mask)
+        if name in _NEEDS_FULL_SUPPORT or (name == "jsd" and resolved.get("beta") == 1.0) or (
+            name == "skew_rkl" and resolved.get("alpha") == 0.0
+        ):
+            if bool(torch.isneginf(picked.logprobs).any()):
+                raise ValueError(
+                    f"token loss {name!r} is infinite on this teacher: it divides by the teacher's probability, which "
+                    "is 0 on some stored tokens (a sampled cache keeps only the drawn tokens). Fix: use fkl, skew_fkl, "
+                    "skew_rkl (alpha > 0), jsd (beta < 1) or tvd with a sampled cache, or a top-k cache for rkl"
+                )
+        s_logp, t_logp = coarsen(s, picked, t)
     else:
         s_logp = F.log_softmax(s.float() / t, dim=-1)
         t_logp = F.log_softmax(teacher.detach()[mask].float() / t, dim=-1)

@@ -165,7 +165,16 @@ class LMDistillConfig(_Section):
         description="Weight of cross-entropy on the data's next tokens, added. Worth setting in mode offline: the "
         "top-k cache says nothing about the shape of the teacher's tail (benchmarks/results/lm.md).",
     )
-    top_k: int = Field(32, gt=0, description="offline: teacher log-probs kept per position (plus the tail mass).")
+    cache: Literal["topk", "sample"] = Field(
+        "topk",
+        description="offline: what the cache keeps per position in its top_k slots: 'topk' (the teacher's k most "
+        "likely tokens and the remaining mass: a biased target, silent on the tail) or 'sample' (k draws from the "
+        "teacher as an empirical distribution, random-sampling KD: an unbiased forward-KL target at the same size; "
+        "loss rkl is refused on it).",
+    )
+    top_k: int = Field(
+        32, gt=0, description="offline: slots per position: teacher log-probs kept (cache topk) or draws (cache sample)."
+    )
     tail: Literal["bucket", "unigram"] = Field(
         "bucket",
         description="offline: how the teacher's mass outside its top-k is used: 'bucket' (the loss compares one "
@@ -215,6 +224,16 @@ class LMDistillConfig(_Section):
                 raise ValueError(
                     f"params.{key} must be in [{low}, {high}] (got {value}). Fix: pick a value in that range"
                 )
+        if self.cache == "sample" and self.loss == "rkl":
+            raise ValueError(
+                "loss 'rkl' is infinite on a sampled cache (it divides by the teacher's probability, 0 on the tokens "
+                "not drawn). Fix: use cache 'topk' for rkl, or another loss (fkl, skew_fkl, skew_rkl, jsd, tvd)"
+            )
+        if self.cache == "sample" and self.tail == "unigram":
+            raise ValueError(
+                "tail 'unigram' spreads a top-k cache's remaining mass; a sampled cache has none (its draws carry all "
+                "the mass). Fix: remove tail, or use cache 'topk'"
+            )
         if self.completions is not None and self.mode != "sequence":
             raise ValueError(f"completions only applies to mode 'sequence' (mode is {self.mode!r}). Fix: remove it")
         return self

@@ -6,6 +6,11 @@ temperature ``T`` and the log of the remaining mass (:class:`~distill.losses.tok
 Training then reads the cache instead of running the teacher; the token losses
 compute the exact divergence of the coarsened ``k + 1``-bucket distributions.
 
+With ``mode="sample"`` the same ``k`` slots hold ``k`` draws from the teacher per
+position instead (distinct ids, ``log(count / k)``, unused slots ``-inf``, tail at the
+floor): random-sampling KD, whose forward-KL gradient is unbiased where the top-k
+one is not (``benchmarks/results/lm.md`` measures both).
+
 Folder layout::
 
     <directory>/
@@ -50,7 +55,7 @@ from torch import Tensor
 
 from distill.errors import CacheError
 from distill.fsutil import sha256_file, write_json, write_with
-from distill.losses.token import TeacherTopK, dense_topk
+from distill.losses.token import TeacherTopK, dense_sample, dense_topk
 
 FORMAT = "distill-topk-cache"
 VERSION = 1
@@ -58,6 +63,9 @@ INDEX = "index.json"
 _UINT16_MAX_VOCAB = 1 << 16
 # what must agree between an existing folder and a new build for the build to resume
 _HEADER_KEYS = ("fingerprint", "k", "temperature", "block_len", "num_blocks", "shard_blocks")
+# added later; an index without them was built with these values
+_OPTIONAL_KEYS = {"mode": "topk", "seed": 0}
+MODES = ("topk", "sample")
 
 
 def _shard_name(i: int) -> str:
@@ -113,7 +121,7 @@ class TopKCache:
     verified against its sha256 (a corrupt or truncated shard raises
     :class:`~distill.errors.CacheError` naming it). Loaded shards stay in memory.
 
-    Attributes: ``k``, ``temperature``, ``num_blocks``, ``block_len``, ``vocab_size``,
+    Attributes: ``k``, ``mode`` (``topk`` or ``sample``), ``temperature``, ``num_blocks``, ``block_len``, ``vocab_size``,
     ``fingerprint``, ``directory``.
     """
 
@@ -134,6 +142,7 @@ class TopKCache:
         self.vocab_size = int(index["vocab_size"])
         self.fingerprint = str(index["fingerprint"])
         self.shard_blocks = int(index["shard_blocks"])
+        self.mode = str(index.get("mode", _OPTIONAL_KEYS["mode"]))
         self._shards: list[dict[str, Any]] = sorted(index["shards"], key=lambda s: int(s["start"]))
         plan = _plan(self.num_blocks, self.shard_blocks)
         if [(int(s["start"]), int(s["stop"])) for s in self._shards] != plan:
@@ -160,7 +169,7 @@ class TopKCache:
     def __repr__(self) -> str:
         return (
             f"TopKCache({str(self.directory)!r}, blocks={self.num_blocks}, block_len={self.block_len}, "
-            f"k={self.k}, vocab={self.vocab_size}, T={self.temperature})"
+            f"k={self.k}, vocab={self.vocab_size}, T={self.temperature}, mode={self.mode})"
         )
 
     @property
@@ -246,8 +255,8 @@ def _teacher_device(teacher: torch.nn.Module) -> torch.device:
 
 def _describe_mismatch(index: dict[str, Any], header: dict[str, Any]) -> list[str]:
     out = []
-    for key in _HEADER_KEYS:
-        a, b = index.get(key), header[key]
+    for key in (*_HEADER_KEYS, *_OPTIONAL_KEYS):
+        a, b = index.get(key, _OPTIONAL_KEYS.get(key)), header[key]
         same = math.isclose(float(a), float(b)) if key == "temperature" and a is not None else a == b
         if not same:
             out.append(f"{key} {a!r} there, {b!r} asked")
@@ -272,8 +281,10 @@ def build_topk_cache(
     fingerprint: str,
     progress: bool = True,
     overwrite: bool = False,
+    mode: str = "topk",
+    seed: int = 0,
 ) -> TopKCache:
-    """Run a causal-LM teacher over ``blocks`` once and store its top-k per position.
+    """Run a causal-LM teacher over ``blocks`` once and store its top-k (or ``k`` draws) per position.
 
     Args:
         teacher: a Hugging Face causal LM (``teacher(input_ids=x).logits`` is
@@ -290,6 +301,13 @@ def build_topk_cache(
         progress: show a tqdm progress bar.
         overwrite: when the folder holds a cache built with other settings, delete its
             files and rebuild instead of raising.
+        mode: ``"topk"`` stores the ``k`` most likely tokens and the remaining mass
+            (:func:`~distill.losses.token.dense_topk`); ``"sample"`` stores ``k`` draws from
+            the teacher per position as an empirical distribution (distinct ids with
+            ``log(count / k)``, :func:`~distill.losses.token.dense_sample`): the same size,
+            an unbiased forward-KL target instead of a biased one.
+        seed: ``"sample"``: seeds the draws (shard ``i`` uses ``seed + i``, so a resumed
+            build writes the same bytes as an uninterrupted one).
 
     Resuming: when ``directory`` already holds an index with the same fingerprint, k,
     T, shape and shard size, shards that exist with their recorded size are kept and
@@ -317,6 +335,8 @@ def build_topk_cache(
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if int(batch_size) < 1 or int(shard_blocks) < 1:
         raise ValueError(f"batch_size and shard_blocks must be ≥ 1, got {batch_size} and {shard_blocks}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ValueError("fingerprint must be a non-empty string identifying the teacher and the data")
 
@@ -327,6 +347,8 @@ def build_topk_cache(
         "block_len": block_len,
         "num_blocks": num_blocks,
         "shard_blocks": int(shard_blocks),
+        "mode": mode,
+        "seed": int(seed),
     }
     plan = _plan(num_blocks, int(shard_blocks))
     done: dict[int, dict[str, Any]] = {}
@@ -367,6 +389,7 @@ def build_topk_cache(
             for i in todo:
                 start, stop = plan[i]
                 parts: list[TeacherTopK] = []
+                gen = torch.Generator(device=device).manual_seed(int(seed) + i) if mode == "sample" else None
                 for b0 in range(start, stop, int(batch_size)):
                     ids = blocks[b0 : min(b0 + int(batch_size), stop)].to(device=device, dtype=torch.long)
                     logits = teacher(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
@@ -385,7 +408,10 @@ def build_topk_cache(
                             f"the teacher returned logits {tuple(logits.shape)} for input ids {tuple(ids.shape)}; "
                             "expected (B, L, V) from a causal LM"
                         )
-                    top = dense_topk(logits, int(k), float(temperature))
+                    if mode == "sample":
+                        top = dense_sample(logits, int(k), float(temperature), generator=gen)
+                    else:
+                        top = dense_topk(logits, int(k), float(temperature))
                     parts.append(TeacherTopK(top.indices.cpu(), top.logprobs.cpu(), top.tail.cpu()))
                     if bar is not None:
                         bar.update(int(ids.shape[0]))
