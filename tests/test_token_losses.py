@@ -368,3 +368,19 @@ def test_rkl_on_a_sampled_target_is_refused_with_a_fix():
         token_loss("jsd", s, smp, _full_mask(s), beta=1.0)
     with pytest.raises(ValueError, match="n must be in"):
         dense_sample(te, 0)
+
+
+@pytest.mark.parametrize("peak", [0.0, 5.0, 12.0, 30.0])
+def test_coarsen_rest_bucket_matches_the_exact_logsumexp(peak):
+    """coarsen takes log(1 − Σ top) where that is accurate and the exact logsumexp elsewhere: both agree
+    with the direct computation, from a flat student to one whose top-k holds all but 1e-13 of its mass."""
+    torch.manual_seed(0)
+    s = torch.randn(3, 4, 50)
+    s[..., :5] += peak
+    top = TeacherTopK(torch.arange(5).expand(3, 4, 5), torch.full((3, 4, 5), math.log(0.15)),
+                      torch.full((3, 4), math.log(0.25)))  # fmt: skip
+    s_logp, _ = coarsen(s, top)
+    full = F.log_softmax(s, -1)
+    expected_rest = full[..., 5:].logsumexp(-1).clamp_min(math.log(1e-12))
+    expected = F.log_softmax(torch.cat([full[..., :5], expected_rest.unsqueeze(-1)], -1), -1)
+    torch.testing.assert_close(s_logp, expected, atol=1e-5, rtol=1e-5)

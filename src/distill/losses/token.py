@@ -70,6 +70,10 @@ class TeacherTopK:
 
     def select(self, mask: Tensor) -> TeacherTopK:
         """The positions where ``mask`` ``(B, S)`` is True, flattened: shapes ``(N, k)``, ``(N,)``."""
+        if bool(mask.all()):  # a view, not a copy
+            k = self.indices.shape[-1]
+            return TeacherTopK(self.indices.reshape(-1, k), self.logprobs.reshape(-1, k), self.tail.reshape(-1),
+                               self.temperature)  # fmt: skip
         return TeacherTopK(self.indices[mask], self.logprobs[mask], self.tail[mask], self.temperature)
 
     def to(self, device: torch.device | str) -> TeacherTopK:
@@ -242,6 +246,10 @@ def _check_temperature(temperature: float) -> float:
     return t
 
 
+#: above this top-k mass, ``log(1 − Σ)`` loses float32 digits; :func:`coarsen` takes the exact path there
+_SUBTRACT_MAX = 0.999
+
+
 def _log_rest(logp: Tensor, indices: Tensor) -> Tensor:
     """``log Σ_{v ∉ indices} exp(logp_v)`` over the last axis, floored at :data:`TAIL_FLOOR`."""
     rest = logp.scatter(-1, indices, float("-inf")).logsumexp(-1)
@@ -329,10 +337,17 @@ def coarsen(student_logits: Tensor, topk: TeacherTopK, temperature: float = 1.0)
         ``(student_logp, teacher_logp)``, each ``(..., k + 1)`` float32.
     """
     t = _check_temperature(temperature)
-    s_logp = F.log_softmax(student_logits.float() / t, dim=-1)
+    s_logp = F.log_softmax(_soften(student_logits, t), dim=-1)
     indices = topk.indices.long()
     s_top = s_logp.gather(-1, indices)
-    s_tail = _log_rest(s_logp, indices)
+    # the rest as log(1 − Σ top) (no pass over the vocabulary) where that is accurate; rows whose top-k
+    # holds nearly all the student's mass get the exact logsumexp over the other tokens
+    mass = s_top.exp().sum(-1)
+    risky = mass > _SUBTRACT_MAX
+    s_tail = torch.log1p(-mass.clamp(max=_SUBTRACT_MAX))
+    if bool(risky.any()):
+        s_tail = s_tail.index_put((risky,), _log_rest(s_logp[risky], indices[risky]))
+    s_tail = s_tail.clamp_min(TAIL_FLOOR)
     s = torch.cat([s_top, s_tail.unsqueeze(-1)], dim=-1)
     teacher = torch.cat([topk.logprobs.float(), topk.tail.float().clamp_min(TAIL_FLOOR).unsqueeze(-1)], dim=-1)
     return F.log_softmax(s, dim=-1), F.log_softmax(teacher.detach(), dim=-1)
@@ -424,7 +439,8 @@ def per_token_divergence(
     t = _check_temperature(temperature)
     _check_inputs(student_logits, teacher, mask, t)
     fn = TOKEN_LOSSES[name].fn
-    s = student_logits[mask]  # (N, V)
+    full = bool(mask.all())
+    s = student_logits.reshape(-1, student_logits.shape[-1]) if full else student_logits[mask]  # (N, V)
     if isinstance(teacher, TeacherTopK):
         picked = teacher.select(mask)
         if name in _NEEDS_FULL_SUPPORT or (name == "jsd" and resolved.get("beta") == 1.0) or (
@@ -438,9 +454,17 @@ def per_token_divergence(
                 )
         s_logp, t_logp = coarsen(s, picked, t)
     else:
-        s_logp = F.log_softmax(s.float() / t, dim=-1)
-        t_logp = F.log_softmax(teacher.detach()[mask].float() / t, dim=-1)
+        tt = teacher.detach().reshape(s.shape) if full else teacher.detach()[mask]
+        s_logp = F.log_softmax(_soften(s, t), dim=-1)
+        t_logp = F.log_softmax(_soften(tt, t), dim=-1)
+        if name == "fkl":  # dense: every log p is finite, so the fused kernel is exact (and ~3x faster)
+            return F.kl_div(s_logp, t_logp, reduction="none", log_target=True).sum(-1)
     return fn(s_logp, t_logp, **resolved)
+
+
+def _soften(x: Tensor, t: float) -> Tensor:
+    x = x.float()
+    return x if t == 1.0 else x / t
 
 
 def token_loss(
