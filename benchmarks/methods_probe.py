@@ -1,0 +1,62 @@
+"""Validation-only probes behind the methods benchmark's grids: selection seed 10, no test numbers.
+
+Not a test. Two probes, each a list of objectives trained once with the settings of
+benchmarks/methods.py (same teacher, student, schedule), printing the last-epoch
+validation accuracy:
+
+- ``fm20``: function-matching views at 20 epochs against Hinton KD T=1 (is the online
+  teacher worth its cost, and which views to put in the benchmark's grid);
+- ``kd60``: objectives outside Hinton KD's grid at 60 epochs (is KD's grid too narrow).
+
+    .venv/bin/python benchmarks/methods_probe.py fm20|kd60
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import methods as M  # noqa: E402
+
+PROBES = {
+    "fm20": (20, {
+        "kd T=1": [{"loss": "kd", "weight": 1.0, "temperature": 1.0}],
+        "fm alpha=1 shift=2": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 1.0, "shift": 2}],
+        "fm alpha=0 shift=2": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 0.0, "shift": 2}],
+        "fm alpha=0.2 shift=1": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 0.2, "shift": 1}],
+    }),
+    "kd60": (60, {
+        "kd T=0.5": [{"loss": "kd", "weight": 1.0, "temperature": 0.5}],
+        "kd T=2 w0.5 + ce w0.5 (the shipped recipe)": [{"loss": "kd", "weight": 0.5, "temperature": 2.0},
+                                                       {"loss": "ce", "weight": 0.5}],
+        "kd T=1 + ce": [{"loss": "kd", "weight": 1.0, "temperature": 1.0}, {"loss": "ce", "weight": 1.0}],
+    }),
+}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in PROBES:
+        print(f"usage: methods_probe.py {'|'.join(PROBES)}", file=sys.stderr)
+        return 2
+    if not M.TEACHER.exists():
+        print("run benchmarks/fashion_mnist.py first (it trains the teacher)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    epochs, objectives = PROBES[args[0]]
+    base = M.base_recipe(epochs)
+    for name, terms in objectives.items():
+        t0 = time.time()
+        tag = f"probe-{args[0]}-" + "".join(c if c.isalnum() else "_" for c in name)
+        r = M.one(base, terms, 10, tag)
+        print(f"{args[0]} | {name} | val {100 * r['val_last']:.2f} | {r['epoch_seconds']:.2f} s/epoch | {time.time() - t0:.0f} s",
+              flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
