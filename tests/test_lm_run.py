@@ -78,7 +78,7 @@ def run_cli(raw: dict[str, Any], *extra: str) -> int:
         ("online", "jsd", {"beta": 0.3}),
         ("offline", "skew_rkl", {"alpha": 0.2}),
         ("offline-unigram", "fkl", {}),
-        ("offline-sample", "skew_fkl", {}),
+        ("offline-sample", "fkl", {}),
         ("sequence", "fkl", {}),
         ("on_policy", "tvd", {}),
     ],
@@ -193,8 +193,9 @@ def test_recipe_validation_messages(world: dict[str, Path]) -> None:
         load_recipe(raw=recipe(world, distill__loss="skew_fkl", distill__params={"alpha": 2}))
     with pytest.raises(RecipeError, match="exceed data.block_len"):
         load_recipe(raw=recipe(world, distill__mode="sequence", distill__gen_len=40))
-    with pytest.raises(RecipeError, match="'rkl' is infinite on a sampled cache.*Fix"):
-        load_recipe(raw=recipe(world, distill__cache="sample", distill__loss="rkl"))
+    for loss in ("rkl", "jsd", "tvd"):
+        with pytest.raises(RecipeError, match=f"loss '{loss}' on a sampled cache: only fkl.*Fix"):
+            load_recipe(raw=recipe(world, distill__cache="sample", distill__loss=loss))
     with pytest.raises(RecipeError, match="a sampled cache has none"):
         load_recipe(raw=recipe(world, distill__cache="sample", distill__tail="unigram"))
     with pytest.raises(RecipeError, match="data.path"):

@@ -295,10 +295,12 @@ def dense_sample(
         :class:`TeacherTopK` with ``k = n`` slots: the distinct sampled ids, most frequent
         first, with ``logprobs = log(count / n)``; the remaining slots hold other (distinct,
         unsampled) ids with ``logprobs = -inf`` (mass 0), and ``tail`` is the floor
-        :data:`TAIL_FLOOR` (the draws carry all the mass). Losses that divide by the
-        teacher's probability where it is 0 (``rkl``) are infinite on it and refused by
-        :func:`token_loss`; ``fkl``, ``skew_fkl``, ``skew_rkl`` (α > 0), ``jsd`` (β < 1)
-        and ``tvd`` are finite.
+        :data:`TAIL_FLOOR` (the draws carry all the mass). Only ``fkl`` is unbiased on it:
+        the other divergences are not linear in ``p``, so ``E[D(p̂, q)] ≠ D(p, q)``. They are
+        finite (``skew_fkl``, ``skew_rkl`` with α > 0, ``jsd`` with β < 1, ``tvd``) but
+        measured far worse than training from scratch (``benchmarks/results/lm.md``), and
+        ``rkl``, which divides by the teacher's probability where it is 0, is infinite and
+        refused by :func:`token_loss`.
     """
     t = _check_temperature(temperature)
     v = teacher_logits.shape[-1]
