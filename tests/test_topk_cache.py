@@ -245,7 +245,7 @@ def test_int32_ids_above_65536_tokens(tmp_path: Path):
     assert int(got.indices.max()) < vocab
 
 
-def test_sample_mode_stores_seeded_draws_and_resumes_to_the_same_bytes(tmp_path: Path, teacher, blocks):
+def test_sample_mode_stores_seeded_draws_and_resumes_to_the_same_draws(tmp_path: Path, teacher, blocks):
     cache = build(teacher, blocks, tmp_path / "s", mode="sample", seed=3, temperature=1.0)
     assert cache.mode == "sample" and "mode=sample" in repr(cache)
     got = cache.get(torch.arange(N))
