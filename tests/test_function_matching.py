@@ -71,7 +71,7 @@ def test_loss_is_kd_on_the_view_and_only_the_student_gets_gradients() -> None:
 
 def test_registry_entry_and_listing(capsys: pytest.CaptureFixture[str]) -> None:
     spec = REGISTRY["fm"]
-    assert spec.views is shift_mixup_views and spec.needs_teacher
+    assert spec.views == ("shift", "mixup_alpha") and spec.needs_teacher
     assert spec.check("shift", 1.5) and spec.check("shift", -1) and spec.check("mixup_alpha", -0.1)
     assert spec.check("shift", 2) is None and spec.check("mixup_alpha", 0) is None
     assert main(["methods"]) == 0

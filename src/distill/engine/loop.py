@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.data import Split
-from distill.data.augment import augment_images
+from distill.data.augment import augment_images, shift_mixup_views
 from distill.engine.checkpoint import CheckpointStore
 from distill.errors import TrainingError
 from distill.recipe import TrainConfig
@@ -30,6 +30,7 @@ from distill.tasks.classification import (
     objective_value_and_grad,
     predict_logits,
     prepare_teacher_targets,
+    view_term,
 )
 
 log = logging.getLogger("distill")
@@ -163,10 +164,10 @@ def fit(
                 log.info("%s: resumed after epoch %d of %d", role, state["epoch"], cfg.epochs)
 
     # function matching: the batch is replaced by views that the (online) teacher sees too
-    view_term = next((t for t in objective if t.spec.views is not None and t.weight > 0), None)
-    if view_term is not None and online_teacher is None:
+    views = view_term(objective)
+    if views is not None and online_teacher is None:
         raise TrainingError(
-            f"{role}: {view_term.label} trains on fresh views of every batch, so it needs the teacher online "
+            f"{role}: {views.label} trains on fresh views of every batch, so it needs the teacher online "
             "(its outputs cannot be cached). Fix: use kd for this stage."
         )
     if online_teacher is not None and is_main and start_epoch <= cfg.epochs:
@@ -215,9 +216,8 @@ def fit(
                 x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
                 if augment != "none":
                     x = augment_images(x, aug_gen, max_shift=2 if "shift" in augment else 0, flip=flip_ok and "flip" in augment)
-                if view_term is not None:
-                    assert view_term.spec.view_params is not None
-                    x = view_term.spec.views(x, view_gen, **view_term.spec.view_params(view_term.params))
+                if views is not None:
+                    x = shift_mixup_views(x, view_gen, **{k: views.params[k] for k in views.spec.views})
                 t_logits = None
                 t_feats: dict[str, Tensor] | None = None
                 if online_teacher is not None:

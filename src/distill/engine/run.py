@@ -43,7 +43,7 @@ from distill.errors import RecipeError, RunDirError, TeacherError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import licence_status, render_markdown, write_model_card, write_report, write_tensorboard
-from distill.tasks.classification import build_objective, class_bias_correction, needs_teacher
+from distill.tasks.classification import build_objective, class_bias_correction, needs_teacher, view_term
 from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, check_output_classes, load_weights
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
@@ -234,13 +234,13 @@ def run(
     cache_info: dict[str, Any] = {"cache": "not needed"}
     online = None
     augmenting = recipe.train.augment != "none" and data.kind == "image"
-    view_term = next((t for t in objective if t.spec.views is not None and t.weight > 0), None)
-    if view_term is not None and data.kind != "image" and view_term.params.get("shift", 0):
+    views = view_term(objective)
+    if views is not None and data.kind != "image" and views.params["shift"]:
         raise RecipeError(
-            f"{view_term.label}: shift={view_term.params['shift']} moves images, but {data.source} is a table. "
-            f"Fix: set shift: 0 in the {view_term.label} term."
+            f"{views.label}: shift={views.params['shift']} moves images, but {data.source} is a table. "
+            f"Fix: set shift: 0 in the {views.label} term."
         )
-    online_inputs = augmenting or view_term is not None  # the teacher must see each batch as the student does
+    online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
     _, teacher_layers = layer_names(objective)
     if teacher_layers and teacher_module is None:
         raise TeacherError(
@@ -249,7 +249,7 @@ def run(
             "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
         )
     if online_inputs and needs_teacher(objective) and not can_run_on_inputs(teacher):
-        what = "train.augment" if augmenting else f"the {view_term.label} term (function matching)"  # type: ignore[union-attr]
+        what = "train.augment" if augmenting else f"the {views.label} term (function matching)"  # type: ignore[union-attr]
         fix = "set train.augment: none" if augmenting else "use a teacher that runs on inputs, or kd"
         raise TeacherError(
             f"{what} needs a teacher that runs on the augmented inputs, but this teacher only has "
@@ -284,7 +284,7 @@ def run(
                  ", ".join(sorted(teacher_layers)), size, time.perf_counter() - t0)  # fmt: skip
     if needs_teacher(objective):
         if online_inputs:
-            why = "train.augment" if augmenting else f"{view_term.label} views"  # type: ignore[union-attr]
+            why = "train.augment" if augmenting else f"{views.label} views"  # type: ignore[union-attr]
             cache_info = {"cache": f"off ({why}: the teacher runs online)"}
             log.info("teacher outputs: %s, so the teacher runs online on every batch (slower)", why)
         else:

@@ -103,7 +103,7 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
             # the teacher online)
             objective = [
                 t for t in build_objective(recipe.distill)
-                if "teacher_features" not in t.spec.needs and t.spec.views is None
+                if "teacher_features" not in t.spec.needs and not t.spec.views
             ]
             if not objective:
                 objective = build_objective([LossTerm(loss="kd", temperature=1.0)])

@@ -15,9 +15,10 @@ Calling convention of ``spec.fn``, by ``spec.needs``:
   captured with forward hooks; with ``adapter=True`` a learned 1×1 conv / linear maps the student's
   features to the teacher's shape first.
 
-A spec with ``views`` (function matching) also changes the inputs: every step the loop
-replaces the batch by ``views(x, generator, **view_params)`` and runs the teacher online
-on it, so that teacher and student see the same images.
+A spec with ``views`` (function matching) also changes the inputs: ``views`` names the
+term's parameters that define them, and every step the training loop replaces the batch by
+``distill.data.augment.shift_mixup_views(x, generator, **those parameters)`` and runs the
+teacher online on it, so that teacher and student see the same images.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from distill.data.augment import shift_mixup_views
 from distill.losses.feature import attention_transfer_loss, hint_loss, rkd_loss
-from distill.losses.function_matching import function_matching_loss, view_params
+from distill.losses.function_matching import function_matching_loss
 from distill.losses.kd import (
     cross_entropy,
     cross_entropy_value_and_grad,
@@ -65,10 +65,9 @@ class LossSpec:
     prepare: Callable[..., dict[str, Any]] | None = None
     value_and_grad: Callable[..., Any] | None = None
     adapter: bool = False  # feature losses: learn a projection when student/teacher shapes differ
-    # input views (function matching): ``views(x, generator, **view_params(params))`` replaces each
-    # training batch, for the student and the (then online) teacher alike
-    views: Callable[..., Any] | None = None
-    view_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # input views (function matching): the parameters that define the views the loop builds for the
+    # student and the (then online) teacher alike; empty: the batch as it is
+    views: tuple[str, ...] = ()
 
     @property
     def required(self) -> list[str]:
@@ -163,8 +162,7 @@ REGISTRY: dict[str, LossSpec] = {
             "mixup_alpha": Param(1.0, "mixup of pairs of the batch, lambda ~ Beta(a, a) per sample (0: off)", 0.0, True),
             "shift": Param(2, "random shift of up to this many pixels (images; 0 for tables)", 0.0, True, 64.0, True),
         },
-        views=shift_mixup_views,
-        view_params=view_params,
+        views=("shift", "mixup_alpha"),
     ),
     "hint": LossSpec(
         fn=hint_loss,

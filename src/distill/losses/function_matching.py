@@ -43,9 +43,4 @@ def function_matching_loss(
     return kd_loss(student_logits, teacher_logits, temperature=temperature)
 
 
-def view_params(params: dict[str, object]) -> dict[str, object]:
-    """The parameters of a function-matching term that define its views."""
-    return {"shift": params.get("shift", 2), "mixup_alpha": params.get("mixup_alpha", 1.0)}
-
-
-__all__ = ["function_matching_loss", "view_params"]
+__all__ = ["function_matching_loss"]

@@ -421,13 +421,13 @@ class Recipe(_RecipeRoot):
     def _check_views(self) -> "Recipe":
         from distill.losses import REGISTRY
 
-        viewing = [t.loss for t in self.distill if REGISTRY[t.loss].views is not None]
+        viewing = [t.loss for t in self.distill if REGISTRY[t.loss].views]
         if len(viewing) > 1:
             raise ValueError(
                 f"distill: at most one term may set the training views, found {len(viewing)} ({', '.join(viewing)}). "
                 "Fix: keep one."
             )
-        term = next((t for t in self.distill if REGISTRY[t.loss].views is not None), None)
+        term = next((t for t in self.distill if REGISTRY[t.loss].views), None)
         if term is not None and REGISTRY[term.loss].resolved(term.params).get("mixup_alpha", 0) > 0:
             labelled = [t.loss for t in self.distill if "labels" in REGISTRY[t.loss].needs and t.weight > 0]
             if labelled:

@@ -39,6 +39,11 @@ def needs_teacher(objective: list[Term]) -> bool:
     return any("teacher_logits" in t.spec.needs and t.weight > 0 for t in objective)
 
 
+def view_term(objective: list[Term]) -> Term | None:
+    """The term (at most one, the recipe checks) whose parameters define the training views, if any."""
+    return next((t for t in objective if t.spec.views and t.weight > 0), None)
+
+
 def needs_teacher_features(objective: list[Term]) -> bool:
     return any("teacher_features" in t.spec.needs and t.weight > 0 for t in objective)
 
