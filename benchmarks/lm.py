@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from distill.engine.lm_loop import Objective, block_batches, fit_lm
-from distill.engine.lm_run import blocks_fingerprint, prepare_data, save_model
+from distill.engine.lm_run import offline_cache, prepare_data, save_model
 from distill.fsutil import write_json, write_text
 from distill.losses.token import TOKEN_LOSSES
 from distill.models.causal_lm import build_causal_lm, count_parameters, macs_per_token
@@ -43,8 +43,6 @@ from distill.tasks.causal_lm import (
     tokens_per_second,
     unigram_logprobs,
 )
-from distill.teachers import module_fingerprint
-from distill.teachers.topk_cache import build_topk_cache
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -161,21 +159,19 @@ def main() -> int:
 
     # ---- the two offline caches, each built once: top-32 (+ tail mass) and 32 draws per position
     d = recipe.distill
-    import hashlib
 
-    key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(data.train)}|k={d.top_k}|"
-                         f"T={d.temperature}".encode()).hexdigest()  # fmt: skip
+    def cache_of(kind: str, k: int) -> tuple[Any, dict[str, Any]]:
+        return offline_cache(teacher, data.train, work / "cache", kind=kind, k=k, temperature=d.temperature, seed=0,
+                             batch_size=8, progress=False)  # fmt: skip
+
     caches: dict[str, Any] = {}
     out["cache"] = {}
     for kind in ("topk", "sample"):
-        t0 = time.perf_counter()
-        c = build_topk_cache(teacher, data.train, work / "cache" / f"lm-{kind}-{key[:24]}", k=d.top_k,
-                             temperature=d.temperature, batch_size=8, fingerprint=key, progress=False, mode=kind,
-                             seed=0)  # fmt: skip
+        c, info = cache_of(kind, d.top_k)
         caches[kind] = c
         first = c.get(torch.arange(min(64, len(data.train))))
-        out["cache"][kind] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": c.nbytes,
-                              "dense_fp16_bytes": c.dense_fp16_nbytes(), "ratio": c.nbytes / c.dense_fp16_nbytes(),
+        out["cache"][kind] = {"seconds": round(info["cache_seconds"], 1), "bytes": c.nbytes,
+                              "dense_fp16_bytes": c.dense_fp16_nbytes(), "ratio": info["cache_ratio"],
                               "k": d.top_k, "vocab": vocab, "positions": int(data.train.numel()),
                               "mean_slot_mass": float(first.logprobs.exp().sum(-1).mean()),
                               "mean_distinct": float(torch.isfinite(first.logprobs).sum(-1).float().mean())}  # fmt: skip
@@ -290,10 +286,8 @@ def main() -> int:
     # ---- what a larger k buys (top-k caches; sizes and the first seed's offline fkl)
     out["k_sweep"] = {}
     for k in [int(x) for x in args.k_sweep.split(",") if x]:
-        t0 = time.perf_counter()
-        ck = build_topk_cache(teacher, data.train, work / "cache" / f"lm-topk-{key[:16]}-k{k}", k=k,
-                              temperature=d.temperature, batch_size=8, fingerprint=f"{key}-k{k}", progress=False)  # fmt: skip
-        build_s = time.perf_counter() - t0
+        ck, info = cache_of("topk", k)
+        build_s = info["cache_seconds"]
         row = student_run(f"k sweep: offline fkl, k={k}", s0, Objective(
             loss="fkl", temperature=d.temperature, ce_weight=cw, teacher=offline_source("topk", best_tail, ck)))  # fmt: skip
         out["k_sweep"][str(k)] = {"bytes": ck.nbytes, "ratio": ck.nbytes / ck.dense_fp16_nbytes(),

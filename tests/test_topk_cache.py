@@ -10,7 +10,8 @@ import torch
 
 from distill.errors import CacheError
 from distill.losses.token import dense_sample, dense_topk, token_loss
-from distill.teachers.topk_cache import TopKCache, build_topk_cache
+from distill.teachers.topk_build import build_topk_cache
+from distill.teachers.topk_cache import TopKCache
 
 N, L, V = 10, 16, 97
 

@@ -190,6 +190,29 @@ def prepare_student(recipe: Any, teacher: Any, data: LMData) -> Any:
 
 
 # -------------------------------------------------------------- the signal
+def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, kind: str, k: int,
+                  temperature: float, seed: int, batch_size: int, progress: bool) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """The teacher's offline cache of ``blocks`` (``kind`` 'topk' or 'sample'), built once under ``cache_dir``
+    in a folder keyed by the teacher's weights, the data, k, T (and the seed of the draws), then reused;
+    with what it cost and its size against dense fp16 logits."""
+    from distill.teachers import module_fingerprint
+    from distill.teachers.topk_build import build_topk_cache
+
+    drawn = f"|sample|seed={seed}" if kind == "sample" else ""  # the draws depend on the seed
+    key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(blocks)}|k={k}|"
+                         f"T={temperature}{drawn}".encode()).hexdigest()  # fmt: skip
+    folder = Path(cache_dir) / f"lm-{kind}-{key[:24]}"
+    t0 = time.perf_counter()
+    cache = build_topk_cache(teacher, blocks, folder, k=k, temperature=temperature, batch_size=batch_size,
+                             fingerprint=key, progress=progress, mode=kind, seed=seed)  # fmt: skip
+    info = {"cache": kind, "cache_dir": str(folder), "cache_fingerprint": key,
+            "cache_seconds": round(time.perf_counter() - t0, 2), "cache_bytes": cache.nbytes,
+            "dense_fp16_bytes": cache.dense_fp16_nbytes(), "cache_ratio": cache.nbytes / cache.dense_fp16_nbytes()}  # fmt: skip
+    log.info("offline: %s-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", kind, k, folder,
+             cache.nbytes / 1e6, 100 * info["cache_ratio"], cache.dense_fp16_nbytes() / 1e6)  # fmt: skip
+    return cache, info
+
+
 def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_dir: Path, progress: bool) -> tuple[Any, Objective, dict[str, Any]]:
     """The batches and objective of the recipe's mode, and what preparing them cost."""
     d, cfg = recipe.distill, recipe.train
@@ -207,28 +230,15 @@ def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_di
                                  prompt_len=d.prompt_len, gen_len=d.gen_len)  # fmt: skip
         return make, Objective(**base, teacher=online), info
     if d.mode == "offline":
-        from distill.teachers import module_fingerprint
-        from distill.teachers.topk_cache import build_topk_cache
-
-        drawn = f"|sample|seed={cfg.seed}" if d.cache == "sample" else ""  # the draws depend on the seed
-        key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(data.train)}|k={d.top_k}|"
-                             f"T={d.temperature}{drawn}".encode()).hexdigest()  # fmt: skip
-        folder = Path(recipe.output.cache_dir) / f"lm-{d.cache}-{key[:24]}"
-        t0 = time.perf_counter()
-        cache = build_topk_cache(teacher, data.train, folder, k=d.top_k, temperature=d.temperature,
-                                 batch_size=recipe.eval.batch_size, fingerprint=key, progress=progress,
-                                 mode=d.cache, seed=cfg.seed)  # fmt: skip
-        info.update(cache_dir=str(folder), cache_fingerprint=key, cache_seconds=round(time.perf_counter() - t0, 2),
-                    cache_bytes=cache.nbytes, dense_fp16_bytes=cache.dense_fp16_nbytes(),
-                    cache_ratio=cache.nbytes / cache.dense_fp16_nbytes())  # fmt: skip
-        log.info("offline: %s-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", d.cache, d.top_k, folder,
-                 cache.nbytes / 1e6, 100 * info["cache_ratio"], cache.dense_fp16_nbytes() / 1e6)  # fmt: skip
+        cache, cache_info = offline_cache(teacher, data.train, recipe.output.cache_dir, kind=d.cache, k=d.top_k,
+                                          temperature=d.temperature, seed=cfg.seed,
+                                          batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
+        info.update(cache_info)
         source: Any = lambda b: cache.get(b.rows)  # noqa: E731
         if d.tail == "unigram":
             prior = unigram_logprobs(data.train, cache.vocab_size)
             source = lambda b: expand_topk(cache.get(b.rows), prior, d.temperature)  # noqa: E731
         info["tail"] = d.tail
-        info["cache"] = d.cache
         return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=source), info
     # sequence-level: cross-entropy on completions written by the teacher (or a black-box API)
     stored = run_dir / "sequence_data.safetensors"

@@ -295,7 +295,7 @@ def per_token_divergence(
     full = bool(mask.all())
     s = student_logits.reshape(-1, student_logits.shape[-1]) if full else student_logits[mask]  # (N, V)
     if isinstance(teacher, TeacherTopK):
-        picked = teacher.select(mask)
+        picked = teacher.flat() if full else teacher.select(mask)
         if name in _NEEDS_FULL_SUPPORT or (name == "jsd" and resolved.get("beta") == 1.0) or (
             name == "skew_rkl" and resolved.get("alpha") == 0.0
         ):

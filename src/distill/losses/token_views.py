@@ -46,11 +46,13 @@ class TeacherTopK:
 
     def select(self, mask: Tensor) -> TeacherTopK:
         """The positions where ``mask`` ``(B, S)`` is True, flattened: shapes ``(N, k)``, ``(N,)``."""
-        if bool(mask.all()):  # a view, not a copy
-            k = self.indices.shape[-1]
-            return TeacherTopK(self.indices.reshape(-1, k), self.logprobs.reshape(-1, k), self.tail.reshape(-1),
-                               self.temperature)  # fmt: skip
         return TeacherTopK(self.indices[mask], self.logprobs[mask], self.tail[mask], self.temperature)
+
+    def flat(self) -> TeacherTopK:
+        """Every position, flattened like :meth:`select` with a full mask, as views (no copy)."""
+        k = self.indices.shape[-1]
+        return TeacherTopK(self.indices.reshape(-1, k), self.logprobs.reshape(-1, k), self.tail.reshape(-1),
+                           self.temperature)  # fmt: skip
 
     def to(self, device: torch.device | str) -> TeacherTopK:
         return TeacherTopK(self.indices.to(device), self.logprobs.to(device), self.tail.to(device), self.temperature)
