@@ -5,7 +5,8 @@ Not a test. Needs the files `benchmarks/deploy.py` leaves in benchmarks/.work/de
 student (distill's onnx_int8, dynamic/static, per channel/per tensor; ONNX Runtime's quantizer
 output as it is; a QOperator file; int8 weights dequantized in the graph), then times every
 file at batch 1 in one process, 1 thread, interleaved rounds, with the same call as
-`distill bench` (torch tensor in, torch tensor out). Writes benchmarks/results/int8_variants.md.
+`distill bench` (`distill.export.OrtRunner`: IOBinding with preallocated buffers, the input copied in
+every call). Writes benchmarks/results/int8_variants.md.
 
     .venv/bin/python benchmarks/int8_variants.py
 """
@@ -29,6 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from distill.compress import onnx_int8
 from distill.data import build_data
 from distill.engine.stages import _recipe
+from distill.export import OrtRunner
 from distill.fsutil import write_text
 
 ROOT = Path(__file__).resolve().parent
@@ -114,7 +116,7 @@ def main() -> int:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
     sessions = [session(p, cfg) for _, p, cfg in files]
-    fns = [lambda x, s=s: torch.from_numpy(s.run(None, {"input": x.detach().numpy()})[0]) for s in sessions]
+    fns = [OrtRunner(s) for s in sessions]
     x1 = torch.randn(1, *data.in_shape, generator=torch.Generator().manual_seed(0))
     medians: list[list[float]] = [[] for _ in fns]
     for fn in fns:
@@ -144,7 +146,8 @@ def main() -> int:
         "",
         (
             "Command: `.venv/bin/python benchmarks/int8_variants.py` (after `benchmarks/deploy.py`). Median of 21 "
-            "interleaved rounds of 200 calls each; ratios against the student's fp32 file (size) and the teacher "
+            "interleaved rounds of 200 calls each, through `distill.export.OrtRunner` (as `distill bench` calls ONNX "
+            "files); ratios against the student's fp32 file (size) and the teacher "
             "(latency)."
         ),
         "",

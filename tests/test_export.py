@@ -14,6 +14,7 @@ from torch import nn
 from distill.compress import dynamic_int8, pruned_params, static_int8, structured_prune
 from distill.errors import ExportError, ModelError
 from distill.export import (
+    OrtRunner,
     ParityReport,
     check_onnx_parity,
     export_onnx,
@@ -70,6 +71,21 @@ def test_export_onnx_round_trip_at_batch_1_and_7(tmp_path, x, arch, params):
     session = onnx_session(path)
     for n in (1, 7):
         torch.testing.assert_close(run_onnx(session, x[:n]), predict(model, x[:n]), rtol=1e-5, atol=1e-5)
+
+
+def test_ort_runner_gives_what_session_run_gives_at_every_batch_size(tmp_path, x):
+    model = seeded("cnn", CNN_PARAMS)
+    session = onnx_session(export_onnx(model, x[:2], tmp_path / "m.onnx"))
+    runner, copying = OrtRunner(session), OrtRunner(session, copy=True)
+    for n in (1, 7, 1, 300):  # a shape seen before reuses its buffers and still reads the new input
+        want = run_onnx(session, x[:n])
+        torch.testing.assert_close(runner(x[:n]), want, rtol=0, atol=0)
+        torch.testing.assert_close(copying(x[:n]), want, rtol=0, atol=0)
+    first = runner(x[:1])
+    kept, copied = first.clone(), copying(x[:1])
+    runner(x[1:2])  # the view follows the buffer; the copy does not
+    torch.testing.assert_close(first, run_onnx(session, x[1:2]), rtol=0, atol=0)
+    assert not torch.equal(first, kept) and torch.equal(copying(x[:1]), copied)
 
 
 def test_export_onnx_exports_eval_mode_and_leaves_the_model_as_it_was(tmp_path, x):

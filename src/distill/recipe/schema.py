@@ -353,6 +353,10 @@ class ExportConfig(_Section):
     onnx_int8_static: bool = Field(
         False, description="Static (calibrated activations) instead of dynamic int8 for the ONNX file."
     )
+    onnx_int8_per_channel: bool = Field(
+        True, description="Per-channel weight scales in the int8 ONNX file (per-tensor: one op less per layer at "
+        "batch 1; see benchmarks/results/int8_variants.md)."
+    )
     opset: int = Field(17, ge=11, description="ONNX opset.")
     parity: ParityConfig = Field(default_factory=ParityConfig, description="Thresholds of the parity checks.")
 
