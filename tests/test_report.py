@@ -28,15 +28,8 @@ from PIL import Image
 from distill.cli import main
 from distill.report import plots
 from distill.report.card import licence_status, write_model_card
-from distill.report.html import (
-    confusion_matrix,
-    dark_knowledge,
-    per_class_accuracy,
-    softmax,
-    top_pairs,
-    write_report,
-    write_tensorboard,
-)
+from distill.report.analysis import confusion_matrix, dark_knowledge, per_class_accuracy, softmax, top_pairs
+from distill.report.html import write_report, write_tensorboard
 
 from .conftest import tiny_recipe
 

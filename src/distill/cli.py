@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, in one process with the same threads: parameters, file size, FLOPs, latency at batch 1 "
         "(p50, p95), throughput at eval.throughput_batch, peak memory (a fresh child process per model), test accuracy "
         "and retention of the teacher (PyTorch and ONNX Runtime) and of every student stage present in RUN_DIR. "
-        "Writes RUN_DIR/bench.md and bench.json.",
+        "ONNX files are called through an IOBinding with preallocated buffers (distill.export.OrtRunner; the input "
+        "is copied in on every call), the teacher's and the students' alike. Writes RUN_DIR/bench.md and bench.json.",
     )  # fmt: skip
     p.add_argument("run_dir", help="a run directory written by `distill run` (compress/export first for those stages)")
     p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
