@@ -1,0 +1,122 @@
+"""Where the gap between the cache-trained and the online-trained LM student comes from. Not a test.
+
+Reuses what `benchmarks/lm.py` leaves in benchmarks/.work/lm (its teacher, tokenizer and sampled
+cache; run it first) and its student settings (1 × 32, 200 steps × 2,048 tokens, AdamW, cosine
+schedule with 5% warmup, forward KL, no CE). Each row trains one student and reports its perplexity
+on both halves of the held-out documents (dev and test, as in the benchmark). Rows:
+
+* online: the teacher's full distribution every step;
+* online, 32 fresh draws: the teacher runs every step, but the target is 32 new draws from it at
+  each position (what the sampled cache stores, drawn anew instead of read back);
+* cache: the sampled cache (32 draws per position, drawn once);
+* the same at other peak learning rates and a second seed.
+
+    .venv/bin/python benchmarks/lm_probe.py
+
+Writes benchmarks/results/lm_probe.{json,md}. One thread.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lm as L  # noqa: E402 - the LM benchmark's own settings
+
+from distill.engine.lm_loop import Objective, block_batches, fit_lm  # noqa: E402
+from distill.engine.lm_run import offline_cache, prepare_data  # noqa: E402
+from distill.fsutil import write_json, write_text  # noqa: E402
+from distill.losses.token_views import dense_sample  # noqa: E402
+from distill.models.causal_lm import load_causal_lm  # noqa: E402
+from distill.tasks.causal_lm import evaluate_lm, lm_logits  # noqa: E402
+
+ROWS = [  # (signal, peak lr, seed)
+    ("online", 0.005, 0), ("online, 32 fresh draws", 0.005, 0), ("cache", 0.005, 0),
+    ("online", 0.0075, 0), ("cache", 0.0075, 0), ("online", 0.0075, 1), ("cache", 0.0075, 1),
+    ("online", 0.01, 0), ("cache", 0.01, 0), ("online", 0.01, 1), ("cache", 0.01, 1),
+]  # fmt: skip
+
+
+def main() -> int:
+    from accelerate import Accelerator
+
+    torch.set_num_threads(1)
+    L.large_heap()
+    work = L.ROOT / ".work" / "lm"
+    if not (work / "teacher" / "config.json").exists():
+        print("run benchmarks/lm.py first (it trains the teacher and builds the caches)", file=sys.stderr)
+        return 2
+    t_all = time.perf_counter()
+    recipe = L.base_recipe(work, L.FULL, tokenizer_dir=work / "teacher")
+    data = prepare_data(recipe, work / "run")
+    vocab, eos = len(data.tokenizer), data.tokenizer.eos_token_id
+    dev, test = data.val[: len(data.val) // 2], data.val[len(data.val) // 2 :]
+    teacher = load_causal_lm(work / "teacher").eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    cache, _ = offline_cache(teacher, data.train, work / "cache", kind="sample", k=recipe.distill.top_k,
+                             temperature=1.0, seed=0, batch_size=8, progress=False)  # fmt: skip
+    acc = Accelerator(cpu=True)
+    gen = torch.Generator().manual_seed(123)
+
+    @torch.no_grad()
+    def online(b: Any) -> torch.Tensor:
+        return lm_logits(teacher, b.ids)
+
+    @torch.no_grad()
+    def fresh(b: Any) -> Any:
+        return dense_sample(lm_logits(teacher, b.ids), recipe.distill.top_k, 1.0, generator=gen)
+
+    signals: dict[str, Callable[[Any], Any]] = {"online": online, "online, 32 fresh draws": fresh,
+                                                 "cache": lambda b: cache.get(b.rows)}  # fmt: skip
+    rows = []
+    for name, lr, seed in ROWS:
+        c = recipe.train.model_copy(update={"seed": seed})
+        c = c.model_copy(update={"optimizer": c.optimizer.model_copy(update={"lr": lr})})
+        model = L.build(recipe.student.model, vocab, eos, seed)
+        t0 = time.perf_counter()
+        fit_lm(model, c, role=f"{name} lr {lr} seed {seed}", make_batch=block_batches(data.train, c.batch_size, seed),
+               objective=Objective(loss="fkl", teacher=signals[name]), accelerator=acc, progress=False)  # fmt: skip
+        secs = time.perf_counter() - t0
+        model = getattr(model, "module", model)
+        row = {"signal": name, "lr": lr, "seed": seed, "seconds": round(secs, 1),
+               "dev": evaluate_lm(model, dev, batch_size=8)["perplexity"],
+               "test": evaluate_lm(model, test, batch_size=8)["perplexity"]}  # fmt: skip
+        rows.append(row)
+        print(f"{name} lr {lr} seed {seed}: dev {row['dev']:.1f} test {row['test']:.1f} ({secs:.0f} s)", flush=True)
+    out = {"benchmark": "lm_probe", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
+           "command": "python benchmarks/lm_probe.py", "rows": rows,
+           "wall_seconds": round(time.perf_counter() - t_all, 1)}  # fmt: skip
+    write_json(L.RESULTS / "lm_probe.json", out)
+    md = [
+        "# LM students: the cache against the online teacher, step for step",
+        "",
+        f"{out['date']} · {out['machine']['platform']} · torch {out['machine']['torch']} · 1 thread · wall "
+        f"{out['wall_seconds'] / 60:.1f} min",
+        "",
+        f"Command: `{out['command']}` (after `benchmarks/lm.py`: its teacher, data and sampled cache). 1 × 32 "
+        "students, 200 steps × 2,048 tokens, forward KL, no CE; perplexity on the two halves of the held-out "
+        "documents.",
+        "",
+        "| teacher signal | peak lr | seed | dev perplexity | test perplexity | train s |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['signal']} | {r['lr']:g} | {r['seed']} | {r['dev']:.1f} | {r['test']:.1f} | {r['seconds']:.0f} |"
+          for r in rows),
+        "",
+    ]  # fmt: skip
+    write_text(L.RESULTS / "lm_probe.md", "\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
