@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -272,32 +270,19 @@ def test_structured_prune_explains_what_it_cannot_do(data):
         structured_prune(seeded("mlp", (1, 8, 8), MLP_PARAMS), 0.5, x[:2], criterion="bn")
 
 
-def _median_ms(model: nn.Module, x: torch.Tensor, runs: int) -> float:
-    times = []
-    with torch.inference_mode():
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def test_structured_prune_half_the_channels_cuts_the_compute():
+    # the measured latency drop lives in benchmarks/deploy.py (timed side by side), not in a timed test
+    from distill.bench import count_flops
 
-
-def test_structured_prune_half_the_channels_is_measurably_faster():
-    torch.set_num_threads(1)
     model = seeded("cnn", (1, 28, 28), {"channels": [32, 64], "hidden": 128, "dropout": 0.0})
-    x = torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     pruned = structured_prune(model, 0.5, x[:2])
-    with torch.inference_mode():  # warm-up
-        model(x)
-        pruned(x)
-    # interleaved, so that load from other processes hits both alike
-    full, half = [], []
-    for _ in range(5):
-        full.append(_median_ms(model, x, 1))
-        half.append(_median_ms(pruned, x, 1))
-    speedup = statistics.median(full) / statistics.median(half)
-    times = f"{statistics.median(full):.1f} ms vs {statistics.median(half):.1f} ms"
-    assert speedup > 1.4, f"pruned CNN only {speedup:.2f}x faster ({times})"
+    convs = [m for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32]
+    full, half = count_flops(model, (1, 28, 28)), count_flops(pruned, (1, 28, 28))
+    assert half < 0.4 * full, f"pruned CNN has {half / full:.2f} of the FLOPs"
+    with torch.inference_mode():
+        assert pruned(x).shape == model(x).shape
 
 
 # --------------------------------------------------------------------------- PyTorch int8
