@@ -86,6 +86,22 @@ def test_ort_runner_gives_what_session_run_gives_at_every_batch_size(tmp_path, x
     runner(x[1:2])  # the view follows the buffer; the copy does not
     torch.testing.assert_close(first, run_onnx(session, x[1:2]), rtol=0, atol=0)
     assert not torch.equal(first, kept) and torch.equal(copying(x[:1]), copied)
+    for n in range(1, 12):  # more shapes than it keeps buffers for: still right
+        torch.testing.assert_close(runner(x[:n]), run_onnx(session, x[:n]), rtol=0, atol=0)
+    assert len(runner._bound) <= 8
+
+
+def test_ort_runner_refuses_what_it_cannot_bind(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Cast", ["ids"], ["out"], to=TensorProto.FLOAT)], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n"])])  # fmt: skip
+    path = tmp_path / "ids.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ExportError, match="tensor\\(int64\\) in"):
+        OrtRunner(onnx_session(path))
 
 
 def test_export_onnx_exports_eval_mode_and_leaves_the_model_as_it_was(tmp_path, x):

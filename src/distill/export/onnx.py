@@ -245,16 +245,18 @@ class OrtRunner:
     per call in Python (building the feed dict, wrapping the input, allocating the output): the
     bound call removes that cost for every model alike. Each call still copies the new input into
     the bound buffer. The returned tensor is a view of the output buffer, valid until the next call
-    with the same input shape (``copy=True`` returns a copy instead).
+    with the same input shape (``copy=True`` returns a copy instead). Buffers are kept for up to 8
+    input shapes at a time.
     """
 
     def __init__(self, session: Any, *, copy: bool = False) -> None:
         if len(session.get_inputs()) != 1 or len(session.get_outputs()) < 1:
             raise ExportError("OrtRunner needs a session with one input. Fix: call session.run directly.")
-        if session.get_inputs()[0].type != "tensor(float)":
+        kinds = (session.get_inputs()[0].type, session.get_outputs()[0].type)
+        if kinds != ("tensor(float)", "tensor(float)"):
             raise ExportError(
-                f"OrtRunner feeds float32 inputs; this model's input is {session.get_inputs()[0].type}. "
-                "Fix: call session.run directly."
+                f"OrtRunner binds a float32 input and a float32 first output; this model has {kinds[0]} in and "
+                f"{kinds[1]} out. Fix: call session.run directly."
             )
         self.session, self.copy = session, copy
         self._in, self._out = session.get_inputs()[0].name, session.get_outputs()[0].name
@@ -275,6 +277,8 @@ class OrtRunner:
         binding.bind_output(self._out, "cpu", 0, np.float32, oshape, out.ctypes.data)
         # the tensors share memory with the bound numpy buffers (which they keep alive)
         entry = (torch.from_numpy(x), binding, torch.from_numpy(out))
+        if len(self._bound) >= 8:  # many batch shapes (a ragged last batch each time): keep memory bounded
+            self._bound.clear()
         self._bound[shape] = entry
         return entry
 
