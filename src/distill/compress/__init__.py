@@ -6,6 +6,7 @@ changed. See ``prune.py`` and ``quantize.py``.
 
 from __future__ import annotations
 
+from distill.compress.heads import attention_blocks, head_counts, prune_heads
 from distill.compress.prune import (
     count_nonzero_parameters,
     magnitude_prune,
@@ -23,6 +24,9 @@ from distill.compress.quantize import (
 )
 
 __all__ = [
+    "attention_blocks",
+    "head_counts",
+    "prune_heads",
     "SensitivityReport",
     "cosine_similarity",
     "count_nonzero_parameters",

@@ -261,7 +261,9 @@ def load_sentence_encoder(
                     "Normalize). Fix: use a sentence-transformers model made of those modules."
                 )
     try:
-        backbone = AutoModel.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
+        kept = (_read_json(hf_dir / "config.json") if (hf_dir / "config.json").exists() else {}).get("distill_kept_heads")
+        backbone = (_load_head_pruned(hf_dir, kept, trust_remote_code) if kept else
+                    AutoModel.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code))  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the Hugging Face encoder in {hf_dir}: {exc}") from None
@@ -273,6 +275,30 @@ def load_sentence_encoder(
         backbone, tokenizer, pooling=pooling or pool_mode, dense=dense,
         normalize=norm if normalize is None else normalize, max_seq_length=max_seq_length or seq,
     )  # fmt: skip
+
+
+def _load_head_pruned(hf_dir: Path, kept: dict[str, list[int]], trust_remote_code: bool) -> nn.Module:
+    """An encoder saved after attention-head pruning (:func:`distill.compress.prune_heads`): built full-size
+    from its config, shrunk to the recorded heads, then its weights loaded (every tensor must fit)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    from distill.compress.heads import apply_kept_heads
+
+    config = AutoConfig.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
+    model = apply_kept_heads(AutoModel.from_config(config, trust_remote_code=trust_remote_code), kept)
+    weights = hf_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"{hf_dir}: a head-pruned encoder needs its model.safetensors. Fix: save it with distill.")
+    state = load_file(str(weights))
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and all(k.startswith(prefix + ".") for k in state):
+        state = {k[len(prefix) + 1 :]: v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{hf_dir}: the weights do not fit the recorded head pruning: {exc}") from None
+    return model
 
 
 # ------------------------------------------------------------------ saving
