@@ -279,6 +279,25 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     assert "already exists" in capsys.readouterr().err
 
 
+def test_a_head_pruned_layers_student_trains_exports_and_reloads(teacher_dir: Path, tmp_path: Path) -> None:
+    from distill.compress import head_counts
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(corpus_lines(200)))
+    (tmp_path / "other.txt").write_text("\n".join(SENTENCES * 3))
+    raw = _recipe(teacher_dir, corpus, name="emb-heads",
+                  students=[{"name": "l1h", "kind": "layers", "layers": [1], "heads_keep": 0.5}])  # fmt: skip
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["run", str(tmp_path / "r.yaml"), "--no-progress", "-q"]) == 0
+    run = Path("runs/emb-heads")
+    row = json.loads((run / "comparison.json").read_text())["rows"][1]
+    assert row["onnx"]["max_abs_diff"] < 1e-4
+    student = load_sentence_encoder(run / "students/l1h")
+    teacher = load_sentence_encoder(teacher_dir)
+    assert list(head_counts(student).values()) == [max(1, next(iter(head_counts(teacher).values())) // 2)]
+    assert "load_sentence_encoder" in (run / "students/l1h/README.md").read_text()
+
+
 def test_embedding_recipe_errors_are_collected(teacher_dir: Path, tmp_path: Path) -> None:
     raw = _recipe(teacher_dir, tmp_path / "c.txt", students=[
         {"name": "a", "kind": "layers"}, {"name": "a", "kind": "narrow", "hidden": 9, "heads": 2, "num_layers": 1},

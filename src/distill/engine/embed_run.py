@@ -164,7 +164,12 @@ def load_texts(recipe: EmbeddingRecipe) -> Texts:
 def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_texts: list[str], *, progress: bool,
                   context: tuple[np.ndarray, np.ndarray] | None = None) -> Any:  # fmt: skip
     if spec.kind == "layers":
-        return layer_selected_student(teacher, spec.layers or [], ffn_keep=spec.ffn_keep)
+        student = layer_selected_student(teacher, spec.layers or [], ffn_keep=spec.ffn_keep)
+        if spec.heads_keep < 1:
+            from distill.compress.heads import prune_heads
+
+            student = prune_heads(student, 1.0 - spec.heads_keep)[0]
+        return student
     if spec.kind == "narrow":
         return narrow_student(teacher, layers=spec.num_layers, hidden=spec.hidden, heads=spec.heads,
                               seed=(spec.train.seed if spec.train else 0))  # fmt: skip
@@ -219,6 +224,11 @@ def model_card(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, teacher_name: 
     if spec.kind == "static":
         lines += ["Load it with numpy and tokenizers only:", "", "```python", "import sys; sys.path.insert(0, PATH)",
                   "from static_model import StaticModel", "model = StaticModel.from_dir(PATH)",
+                  "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
+    elif spec.kind == "layers" and spec.heads_keep < 1:
+        lines += ["Its attention heads were pruned: load it with distill (sentence-transformers cannot rebuild "
+                  "pruned heads from the config):", "", "```python",
+                  "from distill.models.sentence import load_sentence_encoder", "model = load_sentence_encoder(PATH)",
                   "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
     else:
         lines += ["```python", "from sentence_transformers import SentenceTransformer",

@@ -94,6 +94,12 @@ class EmbedStudentConfig(_Section):
         1.0, gt=0, le=1, description="kind layers: share of each kept block's feed-forward neurons kept (largest "
         "|w_in|·|w_out|); below 1 the blocks shrink and run faster.",
     )  # fmt: skip
+    heads_keep: float = Field(
+        1.0, gt=0, le=1, description="kind layers: share of each kept block's attention heads kept (largest L1 norm "
+        "of their output-projection columns); below 1 whole heads are removed before training, so distillation is "
+        "the recovery (prune, then distill). Such a student loads with distill's load_sentence_encoder, not with "
+        "SentenceTransformer(path) (transformers 5 cannot rebuild pruned heads from a config).",
+    )  # fmt: skip
     num_layers: int | None = Field(None, gt=0, description="kind narrow: number of transformer layers.")
     hidden: int | None = Field(None, gt=0, description="kind narrow: hidden size (a multiple of `heads`).")
     heads: int | None = Field(None, gt=0, description="kind narrow: attention heads.")
