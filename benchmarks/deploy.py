@@ -48,15 +48,11 @@ def call_costs(files: dict[str, Path], rounds: int = 21, calls: int = 200) -> di
     import statistics
     import time
 
-    import onnxruntime as ort
-
-    from distill.export import OrtRunner
+    from distill.export import OrtRunner, onnx_session
 
     calls_by: dict[tuple[str, str], object] = {}
     for name, path in files.items():
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = onnx_session(path, threads=1)
         feed = sess.get_inputs()[0].name
         calls_by[(name, "session.run")] = lambda x, s=sess, n=feed: torch.from_numpy(s.run(None, {n: x.detach().numpy()})[0])
         calls_by[(name, "OrtRunner")] = OrtRunner(sess)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -30,7 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from distill.compress import onnx_int8
 from distill.data import build_data
 from distill.engine.stages import _recipe
-from distill.export import OrtRunner
+from distill.export import OrtRunner, onnx_session
 from distill.fsutil import write_text
 
 ROOT = Path(__file__).resolve().parent
@@ -108,14 +107,7 @@ def main() -> int:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(floor))
     files.append(("a graph with one Flatten (the per-call floor)", floor, {}))
 
-    def session(path: Path, cfg: dict[str, str]) -> ort.InferenceSession:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-        for k, v in cfg.items():
-            opts.add_session_config_entry(k, v)
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-    sessions = [session(p, cfg) for _, p, cfg in files]
+    sessions = [onnx_session(p, threads=1, config=cfg) for _, p, cfg in files]
     fns = [OrtRunner(s) for s in sessions]
     x1 = torch.randn(1, *data.in_shape, generator=torch.Generator().manual_seed(0))
     medians: list[list[float]] = [[] for _ in fns]

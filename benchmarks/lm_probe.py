@@ -21,10 +21,8 @@ Writes benchmarks/results/lm_probe.{json,md}. One thread.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,10 +34,10 @@ import lm as L  # noqa: E402 - the LM benchmark's own settings
 
 from distill.engine.lm_loop import Objective, block_batches, fit_lm  # noqa: E402
 from distill.engine.lm_run import offline_cache, prepare_data  # noqa: E402
-from distill.fsutil import write_json, write_text  # noqa: E402
 from distill.losses.token_views import TAIL_FLOOR, TeacherTopK, dense_sample  # noqa: E402
 from distill.models.causal_lm import load_causal_lm  # noqa: E402
 from distill.tasks.causal_lm import evaluate_lm, lm_logits  # noqa: E402
+from results_io import header, title_lines, write  # noqa: E402
 
 ROWS = [  # (signal, peak lr, seed)
     ("online", 0.005, 0), ("online, 32 fresh draws", 0.005, 0), ("online, exact top 8 + 24 tail draws", 0.005, 0),
@@ -113,17 +111,9 @@ def main() -> int:
                "test": evaluate_lm(model, test, batch_size=8)["perplexity"]}  # fmt: skip
         rows.append(row)
         print(f"{name} lr {lr} seed {seed}: dev {row['dev']:.1f} test {row['test']:.1f} ({secs:.0f} s)", flush=True)
-    out = {"benchmark": "lm_probe", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
-           "command": "python benchmarks/lm_probe.py", "rows": rows,
-           "wall_seconds": round(time.perf_counter() - t_all, 1)}  # fmt: skip
-    write_json(L.RESULTS / "lm_probe.json", out)
+    out = header("lm_probe", rows=rows, wall_seconds=round(time.perf_counter() - t_all, 1))
     md = [
-        "# LM students: the cache against the online teacher, step for step",
-        "",
-        f"{out['date']} · {out['machine']['platform']} · torch {out['machine']['torch']} · 1 thread · wall "
-        f"{out['wall_seconds'] / 60:.1f} min",
-        "",
+        *title_lines("LM students: the cache against the online teacher, step for step", out),
         f"Command: `{out['command']}` (after `benchmarks/lm.py`: its teacher, data and sampled cache). 1 × 32 "
         "students, 200 steps × 2,048 tokens, forward KL, no CE; perplexity on the two halves of the held-out "
         "documents.",
@@ -134,8 +124,7 @@ def main() -> int:
           for r in rows),
         "",
     ]  # fmt: skip
-    write_text(L.RESULTS / "lm_probe.md", "\n".join(md))
-    print("\n".join(md))
+    write(out, md)
     return 0
 
 

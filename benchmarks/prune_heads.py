@@ -14,11 +14,8 @@ Writes benchmarks/results/prune_heads.{json,md}.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -28,10 +25,9 @@ import torch
 from distill.compress import head_counts, prune_heads
 from distill.data.corpus import read_corpus
 from distill.engine.embed_run import default_teacher_path
-from distill.fsutil import write_json, write_text
 from distill.models.sentence import load_sentence_encoder
+from results_io import header, title_lines, write
 
-RESULTS = Path(__file__).resolve().parent / "results"
 AMOUNTS = (0.0, 0.25, 0.5, 0.75)
 ROUNDS = 5
 
@@ -56,15 +52,9 @@ def main() -> int:
         rows.append({"amount": a, "heads": sum(head_counts(m).values()), "params": sum(p.numel() for p in m.parameters()),
                      "sent_per_s": statistics.median(speed[a]), "cosine": cos})  # fmt: skip
     base = rows[0]["sent_per_s"]
-    out = {"benchmark": "prune_heads", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
-           "command": "python benchmarks/prune_heads.py", "sentences": len(texts), "rows": rows}  # fmt: skip
-    write_json(RESULTS / "prune_heads.json", out)
+    out = header("prune_heads", sentences=len(texts), rows=rows)
     md = [
-        "# Attention-head pruning of all-MiniLM-L6-v2 (no recovery training)",
-        "",
-        f"{out['date']} · {out['machine']['platform']} · torch {out['machine']['torch']} · 1 thread",
-        "",
+        *title_lines("Attention-head pruning of all-MiniLM-L6-v2 (no recovery training)", out),
         f"Command: `{out['command']}`. {len(texts)} sentences of Python's documentation, batch 64, tokenisation "
         f"included; sentences/s: median of {ROUNDS} interleaved rounds; cosine: mean cosine of each sentence's "
         "embedding to the unpruned model's.",
@@ -75,8 +65,7 @@ def main() -> int:
           f"{r['sent_per_s'] / base:.2f}× | {r['cosine']:.4f} |" for r in rows),
         "",
     ]  # fmt: skip
-    write_text(RESULTS / "prune_heads.md", "\n".join(md))
-    print("\n".join(md))
+    write(out, md)
     return 0
 
 

@@ -16,11 +16,9 @@ Writes benchmarks/results/static_probe.{json,md}.
 from __future__ import annotations
 
 import copy
-import platform
 import random
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,11 @@ import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
 from distill.engine.embed_run import cached_embeddings, default_teacher_path, load_texts, teacher_fingerprint  # noqa: E402
 from distill.engine.static_train import finetune_static  # noqa: E402
-from distill.fsutil import write_json, write_text  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_embed import build_static  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
 from distill.tasks.embedding import quality  # noqa: E402
+from results_io import header, title_lines, write  # noqa: E402
 
 VAL = 2000
 EPOCHS, EVERY = 12, 3
@@ -97,21 +95,12 @@ def main() -> int:
             curve.append(round(spearman(m), 4))
         rows.append({"variant": name, "texts": len(xs), "spearman_by_epochs": curve, "seconds": round(secs, 1)})
         print(name, curve, flush=True)
-    out = {
-        "benchmark": "static_probe", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
-        "command": "python benchmarks/static_probe.py", "train_sentences": n, "val_sentences": VAL,
-        "untrained_spearman": spearman(base), "spans": len(spans), "span_teacher_seconds": round(span_seconds, 1),
-        "rows": rows, "wall_seconds": round(time.perf_counter() - t_all, 1),
-    }  # fmt: skip
-    write_json(bench.RESULTS / "static_probe.json", out)
+    out = header("static_probe", train_sentences=n, val_sentences=VAL, untrained_spearman=spearman(base),
+                 spans=len(spans), span_teacher_seconds=round(span_seconds, 1), rows=rows,
+                 wall_seconds=round(time.perf_counter() - t_all, 1))  # fmt: skip
     cols = [f"{e} epochs" for e in range(EVERY, EPOCHS + 1, EVERY)]
     md = [
-        "# Static student: what limits it (validation split)",
-        "",
-        f"{out['date']} · {out['machine']['platform']} · torch {out['machine']['torch']} · 1 thread · wall "
-        f"{out['wall_seconds'] / 60:.1f} min",
-        "",
+        *title_lines("Static student: what limits it (validation split)", out),
         f"Command: `{out['command']}`. The embeddings benchmark's static student (token vectors through "
         f"all-MiniLM-L6-v2, PCA to 256, SIF weights; untrained: Spearman {out['untrained_spearman']:.3f}), "
         f"fine-tuned on {n:,} of its training sentences, measured on the other {VAL:,} (Spearman agreement with "
@@ -124,8 +113,7 @@ def main() -> int:
           + f" | {r['seconds']:.0f} |" for r in rows),
         "",
     ]  # fmt: skip
-    write_text(bench.RESULTS / "static_probe.md", "\n".join(md))
-    print("\n".join(md))
+    write(out, md)
     return 0
 
 

@@ -191,7 +191,7 @@ def _scores(layers: list[nn.Module], unit: _Unit, criterion: str) -> Tensor:
     return w.abs().sum(dim=1)  # l1, and auto without BatchNorm
 
 
-def _keep_indices(scores: Tensor, amount: float) -> Tensor:
+def keep_indices(scores: Tensor, amount: float) -> Tensor:
     n = scores.numel()
     n_keep = max(1, n - int(round(amount * n)))
     top = torch.topk(scores, n_keep, largest=True, sorted=False).indices
@@ -303,7 +303,7 @@ def structured_prune(
         )
     for unit in units:
         producer = layers[unit.index]
-        keep = _keep_indices(_scores(layers, unit, criterion), amount).cpu()
+        keep = keep_indices(_scores(layers, unit, criterion), amount).cpu()
         layers[unit.index] = _rebuild(producer, keep_out=keep, keep_in=None)
         keep_in = keep
         for i in unit.followers:

@@ -222,7 +222,7 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
     from distill.bench import count_flops, measure_callable
     from distill.bench.memory import peak_memory_mib
     from distill.data import build_data
-    from distill.export.onnx import OrtRunner, export_onnx
+    from distill.export.onnx import OrtRunner, export_onnx, onnx_session
     from distill.export.torch_format import load_torch, save_torch
 
     run_dir = Path(run_dir)
@@ -236,14 +236,8 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
     stages: list[dict[str, Any]] = []
 
     def ort_fn(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        return OrtRunner(sess)  # bound buffers: the per-call cost an app pays, not Python's session.run
+        # bound buffers: the per-call cost an app pays, not Python's session.run
+        return OrtRunner(onnx_session(path, threads=threads))
 
     def add(name: str, runtime: str, fn: Callable[[torch.Tensor], torch.Tensor], file: Path, flops: int | None,
             params: int | None, mem_kind: str | None, mem_path: Path | None) -> None:  # fmt: skip

@@ -214,8 +214,9 @@ def _batches(n: int, sizes: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
-def onnx_session(path: str | Path) -> Any:
-    """An ONNX Runtime CPU session for ``path`` (ExportError if the file does not load)."""
+def onnx_session(path: str | Path, *, threads: int | None = None, config: dict[str, str] | None = None) -> Any:
+    """An ONNX Runtime CPU session for ``path`` (ExportError if the file does not load); ``threads``: intra-op
+    threads (one inter-op thread), as for timing beside torch; ``config``: session config entries."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -225,6 +226,10 @@ def onnx_session(path: str | Path) -> Any:
         raise ExportError(f"no ONNX file at {p}. Fix: export the model first (export_onnx).")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

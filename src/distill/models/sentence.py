@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import ModelError
+from distill.models.heads import load_head_pruned, shrink_linear
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 _ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh}
@@ -262,7 +263,7 @@ def load_sentence_encoder(
                 )
     try:
         kept = (_read_json(hf_dir / "config.json") if (hf_dir / "config.json").exists() else {}).get("distill_kept_heads")
-        backbone = (_load_head_pruned(hf_dir, kept, trust_remote_code) if kept else
+        backbone = (load_head_pruned(hf_dir, kept, trust_remote_code=trust_remote_code) if kept else
                     AutoModel.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code))  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -275,30 +276,6 @@ def load_sentence_encoder(
         backbone, tokenizer, pooling=pooling or pool_mode, dense=dense,
         normalize=norm if normalize is None else normalize, max_seq_length=max_seq_length or seq,
     )  # fmt: skip
-
-
-def _load_head_pruned(hf_dir: Path, kept: dict[str, list[int]], trust_remote_code: bool) -> nn.Module:
-    """An encoder saved after attention-head pruning (:func:`distill.compress.prune_heads`): built full-size
-    from its config, shrunk to the recorded heads, then its weights loaded (every tensor must fit)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel
-
-    from distill.compress.heads import apply_kept_heads
-
-    config = AutoConfig.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
-    model = apply_kept_heads(AutoModel.from_config(config, trust_remote_code=trust_remote_code), kept)
-    weights = hf_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ModelError(f"{hf_dir}: a head-pruned encoder needs its model.safetensors. Fix: save it with distill.")
-    state = load_file(str(weights))
-    prefix = getattr(model, "base_model_prefix", "")
-    if prefix and all(k.startswith(prefix + ".") for k in state):
-        state = {k[len(prefix) + 1 :]: v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{hf_dir}: the weights do not fit the recorded head pruning: {exc}") from None
-    return model
 
 
 # ------------------------------------------------------------------ saving
@@ -398,15 +375,7 @@ def _shrink_ffn(block: nn.Module, keep: float) -> None:
     k = max(1, round(n * keep))
     score = fc_in.weight.detach().norm(dim=1) * fc_out.weight.detach().norm(dim=0)
     idx = torch.sort(torch.topk(score, k).indices).values
-    new_in = nn.Linear(fc_in.in_features, k, bias=fc_in.bias is not None)
-    new_out = nn.Linear(k, fc_out.out_features, bias=fc_out.bias is not None)
-    with torch.no_grad():
-        new_in.weight.copy_(fc_in.weight[idx])
-        if fc_in.bias is not None:
-            new_in.bias.copy_(fc_in.bias[idx])
-        new_out.weight.copy_(fc_out.weight[:, idx])
-        if fc_out.bias is not None:
-            new_out.bias.copy_(fc_out.bias)
+    new_in, new_out = shrink_linear(fc_in, rows=idx), shrink_linear(fc_out, cols=idx)
     block.intermediate.dense, block.output.dense = new_in, new_out
 
 
