@@ -105,7 +105,9 @@ def test_every_mode_through_the_cli(world: dict[str, Path], mode: str, loss: str
         sig = metrics["signal"]
         assert sig["cache_bytes"] < sig["dense_fp16_bytes"] and Path(sig["cache_dir"], "index.json").exists()
         assert sig["cache"] == (variant if variant == "sample" else "topk")
-        assert json.loads(Path(sig["cache_dir"], "index.json").read_text())["mode"] == sig["cache"]
+        index = json.loads(Path(sig["cache_dir"], "index.json").read_text())
+        assert index["mode"] == sig["cache"]
+        assert index["draws"] == ("systematic" if variant == "sample" else None)  # the default draws
 
 
 def test_sequence_from_api_completions(world: dict[str, Path]) -> None:
@@ -198,6 +200,9 @@ def test_recipe_validation_messages(world: dict[str, Path]) -> None:
             load_recipe(raw=recipe(world, distill__cache="sample", distill__loss=loss))
     with pytest.raises(RecipeError, match="a sampled cache has none"):
         load_recipe(raw=recipe(world, distill__cache="sample", distill__tail="unigram"))
+    with pytest.raises(RecipeError, match="draws applies to the sampled offline cache only.*Fix"):
+        load_recipe(raw=recipe(world, distill__draws="multinomial"))
+    assert load_recipe(raw=recipe(world, distill__cache="sample", distill__draws="multinomial")).distill.draws == "multinomial"
     with pytest.raises(RecipeError, match="data.path"):
         load_recipe(raw={"task": "causal_lm", "data": {}, "teacher": {"dir": "x"}, "student": {"copy_layers": [0]}})
 

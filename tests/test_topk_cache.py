@@ -273,6 +273,29 @@ def test_sample_mode_stores_seeded_draws_and_resumes_to_the_same_draws(tmp_path:
         build(teacher, blocks, tmp_path / "s", temperature=1.0)
     with pytest.raises(CacheError, match="seed 3 there, 4 asked"):
         build(teacher, blocks, tmp_path / "s", mode="sample", seed=4, temperature=1.0)
+
+
+def test_systematic_sample_mode_is_another_cache_with_the_same_layout(tmp_path: Path, teacher, blocks):
+    cache = build(teacher, blocks, tmp_path / "s", mode="sample", seed=3, temperature=1.0, draws="systematic")
+    got = cache.get(torch.arange(N))
+    torch.testing.assert_close(got.logprobs.exp().sum(-1), torch.ones(N, L), atol=2e-3, rtol=0)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        ref = dense_sample(teacher(input_ids=blocks[:2]).logits, 8, 1.0, generator=gen, draws="systematic")
+    assert torch.equal(got.indices[:2], ref.indices)
+    assert json.loads((tmp_path / "s" / "index.json").read_text())["draws"] == "systematic"
+    with pytest.raises(CacheError, match="draws 'systematic' there, 'multinomial' asked"):
+        build(teacher, blocks, tmp_path / "s", mode="sample", seed=3, temperature=1.0)
+    with pytest.raises(ValueError, match="draws must be one of"):
+        build(teacher, blocks, tmp_path / "t", mode="sample", temperature=1.0, draws="stratified")
+    # a sampled cache written before `draws` was recorded drew independently: it is reused as multinomial
+    build(teacher, blocks, tmp_path / "m", mode="sample", seed=3, temperature=1.0)
+    index = json.loads((tmp_path / "m" / "index.json").read_text())
+    del index["draws"]
+    (tmp_path / "m" / "index.json").write_text(json.dumps(index))
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "m").glob("shard-*")}
+    build(teacher, blocks, tmp_path / "m", mode="sample", seed=3, temperature=1.0)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "m").glob("shard-*")} == before
     with pytest.raises(ValueError, match="mode must be one of"):
         build(teacher, blocks, tmp_path / "x", mode="dense")
 

@@ -191,21 +191,23 @@ def prepare_student(recipe: Any, teacher: Any, data: LMData) -> Any:
 
 # -------------------------------------------------------------- the signal
 def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, kind: str, k: int,
-                  temperature: float, seed: int, batch_size: int, progress: bool) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+                  temperature: float, seed: int, batch_size: int, progress: bool,
+                  draws: str = "multinomial") -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """The teacher's offline cache of ``blocks`` (``kind`` 'topk' or 'sample'), built once under ``cache_dir``
     in a folder keyed by the teacher's weights, the data, k, T (and the seed of the draws), then reused;
     with what it cost and its size against dense fp16 logits."""
     from distill.teachers import module_fingerprint
     from distill.teachers.topk_build import build_topk_cache
 
-    drawn = f"|sample|seed={seed}" if kind == "sample" else ""  # the draws depend on the seed
+    # the draws depend on the seed and on how they are drawn (multinomial keys stay as they were)
+    drawn = f"|sample|seed={seed}{'' if draws == 'multinomial' else '|' + draws}" if kind == "sample" else ""
     key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(blocks)}|k={k}|"
                          f"T={temperature}{drawn}".encode()).hexdigest()  # fmt: skip
     folder = Path(cache_dir) / f"lm-{kind}-{key[:24]}"
     t0 = time.perf_counter()
     cache = build_topk_cache(teacher, blocks, folder, k=k, temperature=temperature, batch_size=batch_size,
-                             fingerprint=key, progress=progress, mode=kind, seed=seed)  # fmt: skip
-    info = {"cache": kind, "cache_dir": str(folder), "cache_fingerprint": key,
+                             fingerprint=key, progress=progress, mode=kind, seed=seed, draws=draws)  # fmt: skip
+    info = {"cache": kind, **({"draws": draws} if kind == "sample" else {}), "cache_dir": str(folder), "cache_fingerprint": key,
             "cache_seconds": round(time.perf_counter() - t0, 2), "cache_bytes": cache.nbytes,
             "dense_fp16_bytes": cache.dense_fp16_nbytes(), "cache_ratio": cache.nbytes / cache.dense_fp16_nbytes()}  # fmt: skip
     log.info("offline: %s-%d cache %s: %.2f MB, %.2f%% of dense fp16 logits (%.1f MB)", kind, k, folder,
@@ -231,7 +233,7 @@ def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_di
         return make, Objective(**base, teacher=online), info
     if d.mode == "offline":
         cache, cache_info = offline_cache(teacher, data.train, recipe.output.cache_dir, kind=d.cache, k=d.top_k,
-                                          temperature=d.temperature, seed=cfg.seed,
+                                          temperature=d.temperature, seed=cfg.seed, draws=d.draws,
                                           batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
         info.update(cache_info)
         source: Any = lambda b: cache.get(b.rows)  # noqa: E731

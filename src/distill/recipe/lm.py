@@ -176,6 +176,12 @@ class LMDistillConfig(_Section):
     top_k: int = Field(
         32, gt=0, description="offline: slots per position: teacher log-probs kept (cache topk) or draws (cache sample)."
     )
+    draws: Literal["systematic", "multinomial"] = Field(
+        "systematic",
+        description="offline, cache 'sample': how the k draws are taken: 'systematic' (one uniform offset, points "
+        "1/k apart on the teacher's cumulative distribution: every token's count is within 1 of k·p, lower variance) "
+        "or 'multinomial' (k independent draws). Both are unbiased.",
+    )
     tail: Literal["bucket", "unigram"] = Field(
         "bucket",
         description="offline: how the teacher's mass outside its top-k is used: 'bucket' (the loss compares one "
@@ -231,6 +237,11 @@ class LMDistillConfig(_Section):
                 "expected gradient on draws equals its gradient on the teacher (rkl is even infinite on them; measured "
                 "in benchmarks/results/lm.md: jsd, skew and tvd students ended far worse than from scratch). Fix: use "
                 "loss fkl with cache 'sample', or cache 'topk' for this loss"
+            )
+        if "draws" in self.model_fields_set and not (self.mode == "offline" and self.cache == "sample"):
+            raise ValueError(
+                f"draws applies to the sampled offline cache only (mode {self.mode!r}, cache {self.cache!r}). Fix: "
+                "remove draws, or set mode 'offline' and cache 'sample'"
             )
         if self.cache == "sample" and self.tail == "unigram":
             raise ValueError(

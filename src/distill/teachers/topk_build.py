@@ -16,6 +16,7 @@ from torch import Tensor
 from distill.errors import CacheError
 from distill.fsutil import sha256_file, write_json, write_with
 from distill.losses.token import TeacherTopK, dense_sample, dense_topk
+from distill.losses.token_views import DRAWS
 from distill.teachers.topk_cache import (
     _HEADER_KEYS,
     _OPTIONAL_KEYS,
@@ -41,6 +42,8 @@ def _describe_mismatch(index: dict[str, Any], header: dict[str, Any]) -> list[st
     out = []
     for key in (*_HEADER_KEYS, *_OPTIONAL_KEYS):
         a, b = index.get(key, _OPTIONAL_KEYS.get(key)), header[key]
+        if key == "draws" and a is None and index.get("mode") == "sample":
+            a = "multinomial"  # sampled caches written before `draws` existed drew independently
         same = math.isclose(float(a), float(b)) if key == "temperature" and a is not None else a == b
         if not same:
             out.append(f"{key} {a!r} there, {b!r} asked")
@@ -67,6 +70,7 @@ def build_topk_cache(
     overwrite: bool = False,
     mode: str = "topk",
     seed: int = 0,
+    draws: str = "multinomial",
 ) -> TopKCache:
     """Run a causal-LM teacher over ``blocks`` once and store its top-k (or ``k`` draws) per position.
 
@@ -92,6 +96,8 @@ def build_topk_cache(
             an unbiased forward-KL target instead of a biased one.
         seed: ``"sample"``: seeds the draws (shard ``i`` uses ``seed + i``, so a resumed
             build writes the same bytes as an uninterrupted one).
+        draws: ``"sample"``: ``"multinomial"`` (independent draws) or ``"systematic"``
+            (one uniform offset, lower variance; :func:`~distill.losses.token.dense_sample`).
 
     Resuming: when ``directory`` already holds an index with the same fingerprint, k,
     T, shape and shard size, shards that exist with their recorded size are kept and
@@ -121,6 +127,8 @@ def build_topk_cache(
         raise ValueError(f"batch_size and shard_blocks must be ≥ 1, got {batch_size} and {shard_blocks}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "sample" and draws not in DRAWS:
+        raise ValueError(f"draws must be one of {', '.join(DRAWS)}, got {draws!r}")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ValueError("fingerprint must be a non-empty string identifying the teacher and the data")
 
@@ -133,6 +141,7 @@ def build_topk_cache(
         "shard_blocks": int(shard_blocks),
         "mode": mode,
         "seed": int(seed),
+        "draws": draws if mode == "sample" else None,
     }
     plan = _plan(num_blocks, int(shard_blocks))
     done: dict[int, dict[str, Any]] = {}
@@ -193,7 +202,7 @@ def build_topk_cache(
                             "expected (B, L, V) from a causal LM"
                         )
                     if mode == "sample":
-                        top = dense_sample(logits, int(k), float(temperature), generator=gen)
+                        top = dense_sample(logits, int(k), float(temperature), generator=gen, draws=draws)
                     else:
                         top = dense_topk(logits, int(k), float(temperature))
                     parts.append(TeacherTopK(top.indices.cpu(), top.logprobs.cpu(), top.tail.cpu()))

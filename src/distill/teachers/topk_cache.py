@@ -63,7 +63,7 @@ _UINT16_MAX_VOCAB = 1 << 16
 # what must agree between an existing folder and a new build for the build to resume
 _HEADER_KEYS = ("fingerprint", "k", "temperature", "block_len", "num_blocks", "shard_blocks")
 # added later; an index without them was built with these values
-_OPTIONAL_KEYS = {"mode": "topk", "seed": 0}
+_OPTIONAL_KEYS = {"mode": "topk", "seed": 0, "draws": None}
 MODES = ("topk", "sample")
 
 
