@@ -49,8 +49,20 @@ def test_mixup_gives_convex_combinations_of_two_samples_of_the_batch() -> None:
     assert torch.allclose(lam_free, torch.ones(n, 3))  # mixing equal rows changes nothing
 
 
+def test_flip_mirrors_about_half_of_the_images_and_nothing_else() -> None:
+    x = torch.randn(64, 1, 6, 6)
+    v = shift_mixup_views(x, _gen(5), shift=0, mixup_alpha=0.0, flip=1)
+    mirrored = [bool(torch.allclose(v[i], x[i].flip(-1), atol=1e-6)) for i in range(64)]
+    kept = [bool(torch.allclose(v[i], x[i], atol=1e-6)) for i in range(64)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 16 < sum(mirrored) < 48
+
+
 def test_views_reject_bad_input() -> None:
-    with pytest.raises(ValueError, match="needs image batches"):
+    with pytest.raises(ValueError, match="need image batches"):
+        shift_mixup_views(torch.randn(4, 3), _gen(), shift=0, mixup_alpha=0.0, flip=1)
+    with pytest.raises(ValueError, match="flip must be 0"):
+        shift_mixup_views(torch.randn(4, 1, 4, 4), _gen(), shift=0, mixup_alpha=0.0, flip=2)
+    with pytest.raises(ValueError, match="need image batches"):
         shift_mixup_views(torch.randn(4, 3), _gen(), shift=1, mixup_alpha=0.0)
     with pytest.raises(ValueError, match="whole number"):
         shift_mixup_views(torch.randn(4, 1, 4, 4), _gen(), shift=1.5, mixup_alpha=0.0)  # type: ignore[arg-type]
@@ -71,7 +83,8 @@ def test_loss_is_kd_on_the_view_and_only_the_student_gets_gradients() -> None:
 
 def test_registry_entry_and_listing(capsys: pytest.CaptureFixture[str]) -> None:
     spec = REGISTRY["fm"]
-    assert spec.views == ("shift", "mixup_alpha") and spec.needs_teacher
+    assert spec.views == ("shift", "mixup_alpha", "flip") and spec.needs_teacher
+    assert spec.check("flip", 2) and spec.check("flip", 0.5) and spec.check("flip", 1) is None
     assert spec.check("shift", 1.5) and spec.check("shift", -1) and spec.check("mixup_alpha", -0.1)
     assert spec.check("shift", 2) is None and spec.check("mixup_alpha", 0) is None
     assert main(["methods"]) == 0

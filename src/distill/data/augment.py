@@ -30,12 +30,13 @@ def augment_images(x: Tensor, generator: torch.Generator, *, max_shift: int = 2,
 
 
 def shift_mixup_views(
-    x: Tensor, generator: torch.Generator, *, shift: int = 2, mixup_alpha: float = 1.0
+    x: Tensor, generator: torch.Generator, *, shift: int = 2, mixup_alpha: float = 1.0, flip: int = 0
 ) -> Tensor:
-    """Random views of a batch for consistent teaching: shift, then mix pairs of samples.
+    """Random views of a batch for consistent teaching: shift (and flip), then mix pairs of samples.
 
     Each sample is shifted by up to ``shift`` pixels (images only, zero-filled with the
-    background as in :func:`augment_images`), then mixed with another sample of the same
+    background as in :func:`augment_images`), with ``flip = 1`` half of them mirrored
+    left-right, then mixed with another sample of the same
     batch (a random permutation): ``λ·x_i + (1 − λ)·x_j``, one ``λ ~ Beta(α, α)`` per sample.
     ``mixup_alpha = 0`` turns mixing off. Deterministic given ``generator``.
 
@@ -45,12 +46,15 @@ def shift_mixup_views(
         raise ValueError(f"shift must be a whole number of pixels >= 0 (got {shift!r})")
     if mixup_alpha < 0:
         raise ValueError(f"mixup_alpha must be >= 0 (got {mixup_alpha!r})")
-    if shift:
+    if flip not in (0, 1):
+        raise ValueError(f"flip must be 0 (off) or 1 (mirror half of the images), got {flip!r}")
+    if shift or flip:
         if x.dim() != 4:
             raise ValueError(
-                f"shift={shift} needs image batches (N, C, H, W), got shape {tuple(x.shape)}; set shift: 0 for tables"
+                f"shift={shift}, flip={flip} need image batches (N, C, H, W), got shape {tuple(x.shape)}; set shift: 0 "
+                "and flip: 0 for tables"
             )
-        x = augment_images(x, generator, max_shift=int(shift), flip=False)
+        x = augment_images(x, generator, max_shift=int(shift), flip=bool(flip))
     if mixup_alpha > 0 and x.shape[0] > 1:
         n = x.shape[0]
         # Beta(a, a) from two Gamma(a) draws: torch.distributions has no generator argument

@@ -161,8 +161,10 @@ REGISTRY: dict[str, LossSpec] = {
             "temperature": Param(1.0, "softening temperature T", 0.0),
             "mixup_alpha": Param(1.0, "mixup of pairs of the batch, lambda ~ Beta(a, a) per sample (0: off)", 0.0, True),
             "shift": Param(2, "random shift of up to this many pixels (images; 0 for tables)", 0.0, True, 64.0, True),
+            "flip": Param(0, "1: mirror half of the images left-right (images whose classes allow it); 0: off", 0.0,
+                          True, 2.0, True),
         },
-        views=("shift", "mixup_alpha"),
+        views=("shift", "mixup_alpha", "flip"),
     ),
     "hint": LossSpec(
         fn=hint_loss,

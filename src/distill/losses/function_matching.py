@@ -9,7 +9,7 @@ outputs cannot be cached. The paper finds it pays off mostly with long schedules
 ("patient") and with students far smaller than the teacher.
 
 The loss itself is Hinton KD on the student's and the teacher's logits of the same
-view; the view parameters (``shift``, ``mixup_alpha``) are read by the training loop,
+view; the view parameters (``shift``, ``flip``, ``mixup_alpha``) are read by the training loop,
 which builds the views with :func:`distill.data.augment.shift_mixup_views` and runs
 the teacher online on them. There are no hard labels on a mixed image, so the
 recipe rejects terms that need labels (``ce``, ``dkd``) next to this one.
@@ -29,6 +29,7 @@ def function_matching_loss(
     temperature: float = 1.0,
     mixup_alpha: float = 1.0,
     shift: int = 2,
+    flip: int = 0,
 ) -> Tensor:
     """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` on logits of the same augmented view, batch mean.
 
@@ -38,8 +39,9 @@ def function_matching_loss(
         temperature: ``T > 0``.
         mixup_alpha: view parameter (used by the loop, not here): ``λ ~ Beta(α, α)`` per sample; 0: no mixing.
         shift: view parameter (used by the loop, not here): random shift of up to this many pixels.
+        flip: view parameter (used by the loop, not here): 1 mirrors half of the images left-right.
     """
-    del mixup_alpha, shift  # they define the views, which the training loop builds
+    del mixup_alpha, shift, flip  # they define the views, which the training loop builds
     return kd_loss(student_logits, teacher_logits, temperature=temperature)
 
 
