@@ -71,6 +71,7 @@ def grids(student_layer: str) -> dict[str, list[list[dict[str, Any]]]]:
                                      for w, t in ((1.0, 2.0), (1.0, 4.0), (0.1, 2.0))],
         "FitNets hint + KD": [[kd1, {"loss": "hint", "weight": w, **feat}] for w in (0.1, 1.0)],
         "RKD + KD": [[kd1, {"loss": "rkd", "weight": w, **feat}] for w in (0.1, 1.0)],
+        "CRD + KD": [[kd1, {"loss": "crd", "weight": w, "temperature": t, **feat}] for w, t in ((0.1, 0.1), (1.0, 0.1), (1.0, 0.5))],
         "function matching (consistent teaching)": [[{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": a, "shift": sh}]
                                                     for a, sh in FM_GRID],
     }  # fmt: skip

@@ -1,14 +1,16 @@
 """Validation-only probes behind the methods benchmark's grids: selection seed 10, no test numbers.
 
-Not a test. Two probes, each a list of objectives trained once with the settings of
+Not a test. Three probes, each a list of objectives trained once with the settings of
 benchmarks/methods.py (same teacher, student, schedule), printing the last-epoch
 validation accuracy:
 
 - ``fm20``: function-matching views at 20 epochs against Hinton KD T=1 (is the online
   teacher worth its cost, and which views to put in the benchmark's grid);
-- ``kd60``: objectives outside Hinton KD's grid at 60 epochs (is KD's grid too narrow).
+- ``kd60``: objectives outside Hinton KD's grid at 60 epochs (is KD's grid too narrow);
+- ``flip60``: function matching on mirrored views (the teacher was trained with flips, so a
+  mirrored image is in its training distribution) at 60 epochs.
 
-    .venv/bin/python benchmarks/methods_probe.py fm20|kd60
+    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ PROBES = {
         "kd T=2 w0.5 + ce w0.5 (the shipped recipe)": [{"loss": "kd", "weight": 0.5, "temperature": 2.0},
                                                        {"loss": "ce", "weight": 0.5}],
         "kd T=1 + ce": [{"loss": "kd", "weight": 1.0, "temperature": 1.0}, {"loss": "ce", "weight": 1.0}],
+    }),
+    "flip60": (60, {
+        "fm flip, no mixup, no shift": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 0.0,
+                                         "shift": 0, "flip": 1}],
+        "fm flip, mixup alpha=0.2, no shift": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 0.2,
+                                                "shift": 0, "flip": 1}],
     }),
 }  # fmt: skip
 

@@ -10,7 +10,7 @@ import torch
 
 from distill.cli import main
 from distill.errors import RecipeError
-from distill.losses import attention_transfer_loss, hint_loss, rkd_loss
+from distill.losses import attention_transfer_loss, contrastive_loss, hint_loss, rkd_loss
 from distill.losses.feature import attention_map
 from distill.recipe import validate_recipe
 
@@ -46,7 +46,23 @@ def test_rkd_is_invariant_to_scale_and_rotation_of_the_teacher_space() -> None:
     assert rkd_loss(s, _f(8, 12, seed=5)).item() > 0.01  # dimensions may differ
 
 
-@pytest.mark.parametrize("loss", [hint_loss, attention_transfer_loss, rkd_loss])
+def test_contrastive_picks_the_own_sample_and_ignores_scale() -> None:
+    t = _f(16, 8, seed=6)
+    matched = contrastive_loss(t.clone(), t, temperature=0.1).item()
+    shuffled = contrastive_loss(t[torch.randperm(16, generator=torch.Generator().manual_seed(0))], t).item()
+    # a student that returns each sample's own teacher embedding scores far below a shuffled one, and the
+    # loss is at least log(N) away from chance: chance is log(16) = 2.77
+    assert matched < 0.5 < 2.0 < shuffled
+    assert contrastive_loss(3.0 * t, t).item() == pytest.approx(matched, rel=1e-5)  # only directions count
+    # a lower temperature sharpens: the matched loss falls
+    assert contrastive_loss(t, t, temperature=0.05).item() < matched
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        contrastive_loss(t, t, temperature=0.0)
+    with pytest.raises(ValueError, match="student features"):
+        contrastive_loss(_f(16, 4), t)
+
+
+@pytest.mark.parametrize("loss", [hint_loss, attention_transfer_loss, rkd_loss, contrastive_loss])
 def test_gradient_reaches_student_not_teacher(loss) -> None:
     s = _f(6, 4, 3, 3).requires_grad_(True)
     t = _f(6, 4, 3, 3, seed=9).requires_grad_(True)
@@ -65,8 +81,9 @@ def test_feature_terms_need_their_layers() -> None:
         {"loss": "hint", "weight": 1.0, "student_layer": "2", "teacher_layer": "2"},  # 8 vs 32 units: linear adapter
         {"loss": "rkd", "weight": 1.0, "student_layer": "2", "teacher_layer": "2"},
         {"loss": "at", "weight": 100.0, "student_layer": "2", "teacher_layer": "2"},
+        {"loss": "crd", "weight": 1.0, "student_layer": "2", "teacher_layer": "2"},  # 8 vs 32 units: adapter
     ],
-    ids=["hint", "rkd", "at"],
+    ids=["hint", "rkd", "at", "crd"],
 )
 def test_feature_method_trains_end_to_end(term, write_recipe) -> None:
     raw = tiny_recipe(distill=[{"loss": "kd", "weight": 0.5, "temperature": 2.0}, {"loss": "ce", "weight": 0.5}, term])
@@ -78,7 +95,7 @@ def test_feature_method_trains_end_to_end(term, write_recipe) -> None:
     hist = m["history"]["student"]
     assert f"loss/{term['loss']}" in hist[0]  # logged separately
     assert hist[-1][f"loss/{term['loss']}"] < hist[0][f"loss/{term['loss']}"] or term["loss"] == "at"
-    if term["loss"] == "hint":
+    if term["loss"] in ("hint", "crd"):
         assert "feature adapters" in Path("runs/tiny/run.log").read_text()
 
 

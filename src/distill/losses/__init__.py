@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from distill.losses.feature import attention_transfer_loss, hint_loss, rkd_loss
+from distill.losses.feature import attention_transfer_loss, contrastive_loss, hint_loss, rkd_loss
 from distill.losses.function_matching import function_matching_loss
 from distill.losses.kd import (
     cross_entropy,
@@ -180,6 +180,14 @@ REGISTRY: dict[str, LossSpec] = {
         summary="attention transfer: match normalised spatial attention maps mean_c |F|^p (Zagoruyko & Komodakis 2017)",
         params={**_LAYERS, "p": Param(2.0, "exponent of the attention map", 0.0)},
     ),
+    "crd": LossSpec(
+        fn=contrastive_loss,
+        needs=("student_features", "teacher_features"),
+        summary="contrastive representation distillation: each student embedding picks its own sample's teacher "
+        "embedding among the batch's (InfoNCE, in-batch negatives; Tian et al. 2020)",
+        params={**_LAYERS, "temperature": Param(0.1, "temperature of the scores (lower: sharper)", 0.0)},
+        adapter=True,
+    ),
     "rkd": LossSpec(
         fn=rkd_loss,
         needs=("student_features", "teacher_features"),
@@ -196,5 +204,5 @@ REGISTRY: dict[str, LossSpec] = {
 __all__ = [
     "REGISTRY", "LossSpec", "Param", "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets",
     "kd_value_and_grad", "log_softmax", "softmax_with_temperature",
-    "dist_loss", "dkd_loss", "function_matching_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss",
+    "dist_loss", "dkd_loss", "function_matching_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss", "contrastive_loss",
 ]  # fmt: skip

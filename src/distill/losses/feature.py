@@ -103,3 +103,31 @@ def rkd_loss(
         k = s.shape[0] if not angle_samples else min(int(angle_samples), s.shape[0])
         loss = loss + angle_weight * F.smooth_l1_loss(angles(s[:k]), angles(t[:k]))
     return loss
+
+
+def contrastive_loss(student_feat: Tensor, teacher_feat: Tensor, *, temperature: float = 0.1) -> Tensor:
+    """Contrastive representation distillation with in-batch negatives (after Tian, Krishnan, Isola,
+    "Contrastive Representation Distillation", ICLR 2020).
+
+    Each student embedding must pick out *its own* sample's teacher embedding among the batch's:
+    with ``z = normalise(feature)``, the scores ``z_s · z_tᵀ / T`` of an ``N``-sample batch are a
+    cross-entropy over ``N`` candidates whose answer is the diagonal (InfoNCE), averaged over both
+    directions (student→teacher and teacher→student). Where CRD keeps a memory bank of 16,384
+    negatives and the NCE estimate, this uses the other samples of the batch as negatives. The
+    student side goes through the loop's learned adapter when its width differs from the teacher's
+    (as for hints); only relations between samples count, not the features' scale.
+
+    Args:
+        student_feat: ``(N, ...)`` (adapted to the teacher's shape), flattened per sample.
+        teacher_feat: ``(N, ...)``; no gradient flows into it.
+        temperature: ``T > 0``; lower is sharper.
+    """
+    if not temperature > 0:
+        raise ValueError(f"contrastive: temperature must be > 0, got {temperature}")
+    s = F.normalize(student_feat.float().flatten(1), dim=1)
+    t = F.normalize(teacher_feat.detach().float().flatten(1), dim=1)
+    if s.shape != t.shape:
+        raise ValueError(f"contrastive: student features {tuple(s.shape)} vs teacher {tuple(t.shape)}")
+    scores = s @ t.t() / float(temperature)
+    target = torch.arange(s.shape[0], device=s.device)
+    return 0.5 * (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target))
