@@ -45,6 +45,10 @@ def main() -> int:
     t0 = time.perf_counter()
     jobs = [(sig, lr, 0, STEPS) for sig, lrs in GRID.items() for lr in lrs if not args.only or sig in args.only]
     jobs.sort(key=lambda j: j[0] != "online")  # the slow online runs first, so that both workers end together
+    # the caches the jobs read are built (or found) here first: a worker only opens complete ones
+    lm_long._setup(str(work), None)
+    for sig in {j[0] for j in jobs} & {"sample", "multinomial"}:
+        lm_long._cache("systematic" if sig == "sample" else "multinomial")
     with lm_long.pool(work, None, 2) as p:
         rows = p.map(lm_long.train_one, jobs, chunksize=1)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -128,8 +128,9 @@ def markdown(out: dict[str, Any]) -> str:
     lines += [
         "",
         f"**Trained longer** ({lg['steps']:,} steps × 2,048 tokens, {lg['steps'] * 2048 / out['data']['train_tokens']:.1f} "
-        f"epochs; fkl, no CE; each signal at the peak learning rate chosen for it on the dev half by "
-        f"`benchmarks/lm_lr.py`; run in a worker process beside the table's, one thread each):",
+        f"epochs; fkl, no CE; the online student's peak learning rate, chosen on the dev half by "
+        f"`benchmarks/lm_lr.py`, for both distilled students (only the teacher signal differs), scratch its own; "
+        f"run in a worker process beside the table's, one thread each):",
         "",
         "| student | teacher signal | peak lr | perplexity | top-1 | top-3 | train s | gap closed |",
         "|---|---|---|---|---|---|---|---|",
@@ -189,7 +190,7 @@ def markdown(out: dict[str, Any]) -> str:
         f"| k = 32 cache ≤ 1% of dense fp16 logits | top-k {100 * topk['ratio']:.2f}%, sampled {100 * smp['ratio']:.2f}% | "
         f"{'yes' if tg['cache_ratio_met'] else 'no'} |",
         f"| offline (cache) student within 2% of the online-teacher student's perplexity (fkl, students trained "
-        f"{lg['steps']:,} steps, each signal at its dev-chosen learning rate, mean of {n_seeds} seeds) | "
+        f"{lg['steps']:,} steps with the same recipe, mean of {n_seeds} seeds) | "
         f"{lg['summary']['sample']['perplexity'][0]:.1f} vs {lg['summary']['online']['perplexity'][0]:.1f}: "
         f"{100 * tg['offline_vs_online']:+.1f}% (after {agg['offline fkl']['steps']} steps, table above: "
         f"{agg['offline fkl']['perplexity'][0]:.1f} vs {agg['online fkl']['perplexity'][0]:.1f}, "
