@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lm as L  # noqa: E402
 import lm_long  # noqa: E402
-from results_io import RESULTS, header, title_lines, write  # noqa: E402
+from results_io import RESULTS, header, table, title_lines, write  # noqa: E402
 
 STEPS = 1000
 GRID = {"online": (0.005, 0.01, 0.015), "sample": (0.005, 0.01, 0.015), "multinomial": (0.005, 0.01),
@@ -46,9 +46,9 @@ def main() -> int:
     jobs = [(sig, lr, 0, STEPS) for sig, lrs in GRID.items() for lr in lrs if not args.only or sig in args.only]
     jobs.sort(key=lambda j: j[0] != "online")  # the slow online runs first, so that both workers end together
     # the caches the jobs read are built (or found) here first: a worker only opens complete ones
-    lm_long._setup(str(work), None)
+    lm_long.setup(str(work), None)
     for sig in {j[0] for j in jobs} & {"sample", "multinomial"}:
-        lm_long._cache("systematic" if sig == "sample" else "multinomial")
+        lm_long.open_cache("systematic" if sig == "sample" else "multinomial")
     with lm_long.pool(work, None, 2) as p:
         rows = p.map(lm_long.train_one, jobs, chunksize=1)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -68,12 +68,10 @@ def main() -> int:
         "sees only dev." + (" Rows of other signals are kept from an earlier run (their date in the last column)."
                             if args.only else ""),
         "",
-        "| teacher signal | peak lr | dev perplexity | test perplexity | train s | measured |",
-        "|---|---|---|---|---|---|",
-        *(f"| {LABEL[r['signal']]} | {r['lr']:g}{' (chosen)' if best[r['signal']] is r else ''} | "
-          f"{r['dev']['perplexity']:.1f} | {r['test']['perplexity']:.1f} | {r['seconds']:.0f} | {r['measured'][:16]} |"
-          for r in sorted(rows, key=lambda r: (list(GRID).index(r["signal"]), r["lr"]))),
-        "",
+        *table(["teacher signal", "peak lr", "dev perplexity", "test perplexity", "train s", "measured"], (
+            f"| {LABEL[r['signal']]} | {r['lr']:g}{' (chosen)' if best[r['signal']] is r else ''} | "
+            f"{r['dev']['perplexity']:.1f} | {r['test']['perplexity']:.1f} | {r['seconds']:.0f} | {r['measured'][:16]} |"
+            for r in sorted(rows, key=lambda r: (list(GRID).index(r["signal"]), r["lr"])))),
     ]  # fmt: skip
     write(out, md)
     return 0

@@ -31,13 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lm as L  # noqa: E402 - the LM benchmark's own settings
+import lm_long  # noqa: E402 - set-up, training and measuring of one student
 
-from distill.engine.lm_loop import Objective, block_batches, fit_lm  # noqa: E402
-from distill.engine.lm_run import offline_cache, prepare_data  # noqa: E402
+from distill.engine.lm_loop import Objective  # noqa: E402
 from distill.losses.token_views import TAIL_FLOOR, TeacherTopK, dense_sample  # noqa: E402
-from distill.models.causal_lm import load_causal_lm  # noqa: E402
-from distill.tasks.causal_lm import evaluate_lm, lm_logits  # noqa: E402
-from results_io import header, title_lines, write  # noqa: E402
+from distill.tasks.causal_lm import lm_logits  # noqa: E402
+from results_io import header, table, title_lines, write  # noqa: E402
 
 ROWS = [  # (signal, peak lr, seed)
     ("online", 0.005, 0), ("online, 32 fresh draws", 0.005, 0), ("online, exact top 8 + 24 tail draws", 0.005, 0),
@@ -48,25 +47,14 @@ ROWS = [  # (signal, peak lr, seed)
 
 
 def main() -> int:
-    from accelerate import Accelerator
-
-    torch.set_num_threads(1)
-    L.large_heap()
     work = L.ROOT / ".work" / "lm"
     if not (work / "teacher" / "config.json").exists():
         print("run benchmarks/lm.py first (it trains the teacher and builds the caches)", file=sys.stderr)
         return 2
     t_all = time.perf_counter()
-    recipe = L.base_recipe(work, L.FULL, tokenizer_dir=work / "teacher")
-    data = prepare_data(recipe, work / "run")
-    vocab, eos = len(data.tokenizer), data.tokenizer.eos_token_id
-    dev, test = data.val[: len(data.val) // 2], data.val[len(data.val) // 2 :]
-    teacher = load_causal_lm(work / "teacher").eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    cache, _ = offline_cache(teacher, data.train, work / "cache", kind="sample", k=recipe.distill.top_k,
-                             temperature=1.0, seed=0, batch_size=8, progress=False)  # fmt: skip
-    acc = Accelerator(cpu=True)
+    lm_long.setup(str(work), None)  # one thread; teacher, data, dev/test halves as in the benchmark
+    recipe, teacher = lm_long.STATE["recipe"], lm_long.STATE["teacher"]
+    cache = lm_long.open_cache("multinomial")  # the sampled cache this probe measured (independent draws)
     gen = torch.Generator().manual_seed(123)
 
     @torch.no_grad()
@@ -98,19 +86,10 @@ def main() -> int:
                                                  "cache": lambda b: cache.get(b.rows)}  # fmt: skip
     rows = []
     for name, lr, seed in ROWS:
-        c = recipe.train.model_copy(update={"seed": seed})
-        c = c.model_copy(update={"optimizer": c.optimizer.model_copy(update={"lr": lr})})
-        model = L.build(recipe.student.model, vocab, eos, seed)
-        t0 = time.perf_counter()
-        fit_lm(model, c, role=f"{name} lr {lr} seed {seed}", make_batch=block_batches(data.train, c.batch_size, seed),
-               objective=Objective(loss="fkl", teacher=signals[name]), accelerator=acc, progress=False)  # fmt: skip
-        secs = time.perf_counter() - t0
-        model = getattr(model, "module", model)
-        row = {"signal": name, "lr": lr, "seed": seed, "seconds": round(secs, 1),
-               "dev": evaluate_lm(model, dev, batch_size=8)["perplexity"],
-               "test": evaluate_lm(model, test, batch_size=8)["perplexity"]}  # fmt: skip
-        rows.append(row)
-        print(f"{name} lr {lr} seed {seed}: dev {row['dev']:.1f} test {row['test']:.1f} ({secs:.0f} s)", flush=True)
+        r = lm_long.fit_measure(f"{name} lr {lr} seed {seed}", Objective(loss="fkl", teacher=signals[name]), lr, seed,
+                                recipe.train.steps)  # fmt: skip
+        rows.append({"signal": name, "lr": lr, "seed": seed, "seconds": r["seconds"],
+                     "dev": r["dev"]["perplexity"], "test": r["test"]["perplexity"]})  # fmt: skip
     out = header("lm_probe", rows=rows, wall_seconds=round(time.perf_counter() - t_all, 1))
     md = [
         *title_lines("LM students: the cache against the online teacher, step for step", out),
@@ -118,11 +97,9 @@ def main() -> int:
         "students, 200 steps × 2,048 tokens, forward KL, no CE; perplexity on the two halves of the held-out "
         "documents.",
         "",
-        "| teacher signal | peak lr | seed | dev perplexity | test perplexity | train s |",
-        "|---|---|---|---|---|---|",
-        *(f"| {r['signal']} | {r['lr']:g} | {r['seed']} | {r['dev']:.1f} | {r['test']:.1f} | {r['seconds']:.0f} |"
-          for r in rows),
-        "",
+        *table(["teacher signal", "peak lr", "seed", "dev perplexity", "test perplexity", "train s"], (
+            f"| {r['signal']} | {r['lr']:g} | {r['seed']} | {r['dev']:.1f} | {r['test']:.1f} | {r['seconds']:.0f} |"
+            for r in rows)),
     ]  # fmt: skip
     write(out, md)
     return 0

@@ -26,7 +26,7 @@ from distill.compress import head_counts, prune_heads
 from distill.data.corpus import read_corpus
 from distill.engine.embed_run import default_teacher_path
 from distill.models.sentence import load_sentence_encoder
-from results_io import header, title_lines, write
+from results_io import header, table, title_lines, write
 
 AMOUNTS = (0.0, 0.25, 0.5, 0.75)
 ROUNDS = 5
@@ -59,11 +59,9 @@ def main() -> int:
         f"included; sentences/s: median of {ROUNDS} interleaved rounds; cosine: mean cosine of each sentence's "
         "embedding to the unpruned model's.",
         "",
-        "| heads removed | heads | parameters | sentences/s | speed-up | cosine to unpruned |",
-        "|---|---|---|---|---|---|",
-        *(f"| {100 * r['amount']:.0f}% | {r['heads']} | {r['params'] / 1e6:.2f} M | {r['sent_per_s']:.0f} | "
-          f"{r['sent_per_s'] / base:.2f}× | {r['cosine']:.4f} |" for r in rows),
-        "",
+        *table(["heads removed", "heads", "parameters", "sentences/s", "speed-up", "cosine to unpruned"], (
+            f"| {100 * r['amount']:.0f}% | {r['heads']} | {r['params'] / 1e6:.2f} M | {r['sent_per_s']:.0f} | "
+            f"{r['sent_per_s'] / base:.2f}× | {r['cosine']:.4f} |" for r in rows)),
     ]  # fmt: skip
     write(out, md)
     return 0

@@ -7,7 +7,7 @@ import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -29,6 +29,12 @@ def title_lines(title: str, out: dict[str, Any]) -> list[str]:
     wall = f" · wall {out['wall_seconds'] / 60:.1f} min" if "wall_seconds" in out else ""
     m = out["machine"]
     return [f"# {title}", "", f"{out['date']} · {m['platform']} · torch {m['torch']} · {m['threads']} thread{wall}", ""]
+
+
+def table(columns: list[str], rows: Iterable[str]) -> list[str]:
+    """A Markdown table: the header row, its separator, then ``rows`` (each already ``| a | b |``), and a blank
+    line."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows, ""]
 
 
 def write(out: dict[str, Any], md: list[str]) -> None:

@@ -35,7 +35,7 @@ from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_embed import build_static  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
 from distill.tasks.embedding import quality  # noqa: E402
-from results_io import header, title_lines, write  # noqa: E402
+from results_io import header, table, title_lines, write  # noqa: E402
 
 VAL = 2000
 EPOCHS, EVERY = 12, 3
@@ -107,11 +107,9 @@ def main() -> int:
         "the teacher over 5,000 random pairs). Adam restarts every 3 epochs (each column continues the previous "
         f"one). The word windows cost {span_seconds:.0f} s of teacher time.",
         "",
-        "| variant | texts | " + " | ".join(cols) + " | fine-tune s |",
-        "|---|---|" + "---|" * len(cols) + "---|",
-        *(f"| {r['variant']} | {r['texts']:,} | " + " | ".join(f"{v:.3f}" for v in r["spearman_by_epochs"])
-          + f" | {r['seconds']:.0f} |" for r in rows),
-        "",
+        *table(["variant", "texts", *cols, "fine-tune s"], (
+            f"| {r['variant']} | {r['texts']:,} | " + " | ".join(f"{v:.3f}" for v in r["spearman_by_epochs"])
+            + f" | {r['seconds']:.0f} |" for r in rows)),
     ]  # fmt: skip
     write(out, md)
     return 0
