@@ -119,6 +119,50 @@ def test_builtin_python_docs_corpus_is_real_english() -> None:
     assert len(texts) > 5000 and all(t[0].isupper() for t in texts[:100])
 
 
+def test_wordnet_corpus_reads_definitions_and_examples(tmp_path: Path) -> None:
+    """WordNet's data files (licence lines start with spaces; a synset's gloss follows '|')."""
+    head = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+    (tmp_path / "data.verb").write_text(
+        head + "00001740 29 v 04 breathe 0 take_a_breath 0 021 * 00005041 v 0000 | draw air into, and expel out of, "
+        'the lungs; "I can breathe better when the air is clean"; "The patient is respiring"  \n'
+        "00002325 29 v 01 respire 1 005 $ 00001740 v 0000 | undergo respiration  \n"
+    )
+    for pos in ("noun", "adj", "adv"):
+        (tmp_path / f"data.{pos}").write_text(head + f"00000001 00 {pos[0]} 01 word 0 000 | a {pos} gloss; " + '"The patient is respiring"\n')
+    from distill.data.corpus import wordnet_sentences
+
+    assert wordnet_sentences(tmp_path) == [
+        "The patient is respiring", "I can breathe better when the air is clean",  # examples first, files in order
+        "a noun gloss", "draw air into, and expel out of, the lungs", "undergo respiration", "a adj gloss", "a adv gloss",
+    ]  # fmt: skip
+    (tmp_path / "data.adv").unlink()
+    with pytest.raises(DataError, match="apt-get install wordnet-base"):
+        wordnet_sentences(tmp_path)
+
+
+def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path: Path) -> None:
+    from distill.engine.embed_run import load_texts
+    from distill.recipe.embedding import EmbeddingRecipe
+
+    main_lines = [f"main sentence {i}" for i in range(50)]
+    (tmp_path / "main.txt").write_text("\n".join(main_lines))
+    (tmp_path / "other.txt").write_text("\n".join(f"other sentence {i}" for i in range(30)))
+    # the extra corpus repeats every main sentence and every 'other' one: the held-out ones must be dropped
+    (tmp_path / "more.txt").write_text("\n".join([f"more sentence {i}" for i in range(40)] + main_lines
+                                                 + [f"other sentence {i}" for i in range(30)]))  # fmt: skip
+    data = {"corpus": str(tmp_path / "main.txt"), "held_out": 10, "extra_eval": [str(tmp_path / "other.txt")],
+            "extra_eval_max": 5, "extra_train": [str(tmp_path / "more.txt")]}  # fmt: skip
+    rec = EmbeddingRecipe.model_validate({"task": "embedding", "data": data, "students": [{"name": "s", "kind": "static", "dim": 4}]})
+    t = load_texts(rec)
+    unseen = set(t.held) | set(t.extra[str(tmp_path / "other.txt")])
+    assert len(t.held) == 10 and not unseen & set(t.train) and len(t.train) == len(set(t.train))
+    assert sum(x.startswith("more") for x in t.train) == 40 and sum(x.startswith("main") for x in t.train) == 40
+    rec = EmbeddingRecipe.model_validate(
+        {"task": "embedding", "data": {**data, "extra_train_max": 7}, "students": [{"name": "s", "kind": "static", "dim": 4}]}
+    )
+    assert len(load_texts(rec).train) == 40 + 7
+
+
 def test_corpus_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         read_corpus(tmp_path / "missing.txt")
@@ -202,6 +246,17 @@ def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path
     fit = fit_encoder(student, texts, targets, cfg, kind="narrow", teacher=teacher, checkpoint=tmp_path / "ck.pt", progress=False)
     assert fit.epochs_done == 4 and fit.history[-1]["loss"] < fit.history[0]["loss"]
     assert (tmp_path / "ck.pt").exists()
+
+
+def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> None:
+    from distill.engine.embed_train import lr_factor
+
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1) and lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5) and lr_factor(100, 100, 10) == 0.0
+    # a time cap that will end the run at step ~50 of 100: the rate follows the clock down to 0 there
+    assert lr_factor(20, 100, 10, spent=0.55) == pytest.approx(0.5)
+    assert lr_factor(20, 100, 10, spent=1.0) == 0.0
+    assert lr_factor(80, 100, 10, spent=0.1) == lr_factor(80, 100, 10)  # steps further along: they decide
 
 
 def test_fit_encoder_resume_is_exact(teacher_dir: Path, tmp_path: Path) -> None:

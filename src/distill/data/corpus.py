@@ -8,6 +8,9 @@ built-in corpora of real English text.
   fresh machine with no download (about 11k sentences; technical English).
 * ``builtin:fortunes``: sentences of Debian's ``fortunes`` package (``apt-get install fortunes``; about 2.5 M
   characters of quotations, jokes and literature; everyday English).
+* ``builtin:wordnet``: the definitions and usage examples of WordNet 3.0, from Debian's ``wordnet-base``
+  package (``apt-get install wordnet-base``; about 180k short English texts: "the rider spurred his horse",
+  "a system design that duplicates components to provide alternatives in case one component fails").
 
 Every corpus is stripped, emptied lines dropped and deduplicated (first occurrence kept, order kept).
 :func:`split_corpus` makes the seeded held-out split that training never sees.
@@ -27,7 +30,8 @@ import numpy as np
 from distill.errors import DataError
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
-BUILTIN = ("python-docs", "fortunes")
+WORDNET_DIR = "/usr/share/wordnet"
+BUILTIN = ("python-docs", "fortunes", "wordnet")
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 
@@ -96,6 +100,31 @@ def fortunes_sentences(folder: str | Path = FORTUNES_DIR) -> list[str]:
     return dedupe(out)
 
 
+def wordnet_sentences(folder: str | Path = WORDNET_DIR) -> list[str]:
+    """The glosses of WordNet's ``data.{noun,verb,adj,adv}`` files, split into definitions and quoted usage
+    examples (a gloss is ``definition; "example"; "example"``), examples first, deduplicated."""
+    root = Path(folder)
+    files = [root / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
+    if not all(f.is_file() for f in files):
+        raise DataError(
+            f"the WordNet corpus is not installed (no data.noun/verb/adj/adv in {root}). Fix: `sudo apt-get install "
+            "wordnet-base`, or use builtin:python-docs (always available) or your own corpus file."
+        )
+    examples: list[str] = []
+    definitions: list[str] = []
+    for f in files:
+        for line in f.read_text(encoding="latin-1").splitlines():
+            if line.startswith(" ") or "|" not in line:  # the licence header, or a line without a gloss
+                continue
+            for part in line.split("|", 1)[1].split(";"):
+                part = part.strip()
+                if part.startswith('"'):
+                    examples.append(part.strip('"').strip())
+                elif len(part) > 1:
+                    definitions.append(part)
+    return dedupe(examples + definitions)
+
+
 def read_corpus(source: str | Path, *, column: str = "text") -> list[str]:
     """Read a corpus: ``builtin:NAME``, a .txt/.jsonl/.csv/.tsv/.parquet file or a ``save_to_disk`` folder."""
     src = str(source)
@@ -105,6 +134,8 @@ def read_corpus(source: str | Path, *, column: str = "text") -> list[str]:
             return python_docs_sentences()
         if name == "fortunes":
             return fortunes_sentences()
+        if name == "wordnet":
+            return wordnet_sentences()
         raise DataError(f"unknown built-in corpus {name!r}. Fix: use one of {', '.join('builtin:' + b for b in BUILTIN)}.")
     p = Path(src)
     if not p.exists():

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.data.corpus import read_corpus, read_sts, split_corpus
+from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
 from distill.engine.logs import log, setup_logging
 from distill.errors import DataError, ModelError
 from distill.fsutil import atomic_path, write_json, write_text
@@ -155,7 +155,17 @@ def load_texts(recipe: EmbeddingRecipe) -> Texts:
         if len(texts) < 2:
             raise DataError(f"data.extra_eval {src!r} has fewer than 2 sentences not in the training text.")
         extra[src] = texts
-    log.info("corpus %s: %d training sentences, %d held out%s", d.corpus, len(train), len(held),
+    unseen = set(held).union(*extra.values())
+    added = []
+    for src in d.extra_train:
+        texts = [t for t in read_corpus(src, column=d.column) if t not in unseen]
+        if d.extra_train_max is not None and len(texts) > d.extra_train_max:
+            idx = np.sort(np.random.default_rng(d.seed + 3).choice(len(texts), d.extra_train_max, replace=False))
+            texts = [texts[i] for i in idx]
+        added.append(f", {len(texts)} from {src}")
+        train = train + texts
+    train = dedupe(train)
+    log.info("corpus %s: %d training sentences%s, %d held out%s", d.corpus, len(train), "".join(added), len(held),
              "".join(f", {len(v)} from {k}" for k, v in extra.items()))  # fmt: skip
     return Texts(train, held, extra)
 

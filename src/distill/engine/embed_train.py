@@ -71,6 +71,14 @@ def layer_map(student_layers: int, teacher_layers: int, kept: Sequence[int] | No
     return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
 
 
+def lr_factor(step: int, total: int, warm: int, spent: float = 0.0) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``: linear warm-up over ``warm`` steps, then linear
+    decay to 0 at the end. ``spent`` (share of a time budget used, 0..1) decays it further when the clock,
+    not the step count, will end the run: the decay follows whichever is further along."""
+    done = max(step / max(1, total), spent)
+    return min((step + 1) / warm, max(0.0, (1.0 - done) / max(1e-9, 1.0 - warm / max(1, total))))
+
+
 def fit_encoder(
     student: SentenceEncoder,
     texts: Sequence[str],
@@ -115,7 +123,7 @@ def fit_encoder(
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
     warm = max(1, int(cfg.warmup_fraction * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm))
     result = EmbedFitResult()
     start_epoch = 0
     if checkpoint is not None and resume and checkpoint.exists():
@@ -175,6 +183,10 @@ def fit_encoder(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
+            if deadline is not None:  # a time cap: decay by the share of the budget spent, so the rate anneals
+                spent = (result.seconds + time.perf_counter() - t0) / (cfg.max_minutes * 60)
+                for g, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+                    g["lr"] = base * lr_factor(result.steps + 1, total, warm, spent)
             result.steps += 1
             total_loss += loss.item() * len(b)
             seen += len(b)

@@ -16,8 +16,9 @@ class CorpusConfig(_Section):
         "builtin:python-docs",
         description="Training text: a .txt file (one sentence a line), .jsonl/.csv/.tsv/.parquet (see `column`), a "
         "folder saved with datasets' save_to_disk, or a built-in corpus: 'builtin:python-docs' (sentences of "
-        "Python's own documentation, on every machine) or 'builtin:fortunes' (Debian's fortunes package, "
-        "`apt-get install fortunes`). Deduplicated.",
+        "Python's own documentation, on every machine), 'builtin:fortunes' (Debian's fortunes package, "
+        "`apt-get install fortunes`) or 'builtin:wordnet' (WordNet's definitions and usage examples, "
+        "`apt-get install wordnet-base`). Deduplicated.",
     )
     column: str = Field("text", min_length=1, description="Text field or column for JSONL, CSV, Parquet and datasets.")
     held_out: float = Field(
@@ -25,6 +26,15 @@ class CorpusConfig(_Section):
         description="Sentences held out for evaluation (a count, or a fraction when < 1); training never sees them.",
     )  # fmt: skip
     max_train: int | None = Field(None, gt=0, description="Use at most this many training sentences (seeded sample).")
+    extra_train: list[str] = Field(
+        default_factory=list,
+        description="More training corpora (same formats as `corpus`, e.g. 'builtin:wordnet'), added whole to the "
+        "training text: nothing is held out of them, and any of their sentences that is held out of `corpus` or "
+        "used by `extra_eval` is dropped, so evaluation stays unseen.",
+    )
+    extra_train_max: int | None = Field(
+        None, gt=0, description="Use at most this many sentences from each extra_train corpus (seeded sample)."
+    )
     extra_eval: list[str] = Field(
         default_factory=list,
         description="More held-out corpora, of another kind than the training text (same formats as `corpus`): "
@@ -55,7 +65,9 @@ class EmbedTeacherConfig(_Section):
 class EmbedTrainConfig(_Section):
     epochs: int = Field(3, ge=0, description="Passes over the training sentences (0: no training).")
     max_minutes: float | None = Field(
-        None, gt=0, description="Stop training after this many minutes (at the end of a batch), whatever `epochs` says."
+        None, gt=0, description="Stop training after this many minutes (at the end of a batch), whatever `epochs` says; "
+        "the learning rate then decays with the share of this budget spent (or of the epochs, whichever is further), "
+        "so a capped run still anneals."
     )
     batch_size: int = Field(64, gt=0, description="Sentences per step.")
     lr: float | None = Field(
