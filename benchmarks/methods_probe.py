@@ -1,6 +1,6 @@
 """Validation-only probes behind the methods benchmark's grids: selection seed 10, no test numbers.
 
-Not a test. Three probes, each a list of objectives trained once with the settings of
+Not a test. Four probes, each a list of objectives trained once with the settings of
 benchmarks/methods.py (same teacher, student, schedule), printing the last-epoch
 validation accuracy:
 
@@ -8,9 +8,10 @@ validation accuracy:
   teacher worth its cost, and which views to put in the benchmark's grid);
 - ``kd60``: objectives outside Hinton KD's grid at 60 epochs (is KD's grid too narrow);
 - ``flip60``: function matching on mirrored views (the teacher was trained with flips, so a
-  mirrored image is in its training distribution) at 60 epochs.
+  mirrored image is in its training distribution) at 60 epochs;
+- ``mse60``: logit regression (Ba & Caruana's L2 on logits), alone and with CE or KD, at 60 epochs.
 
-    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60
+    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ PROBES = {
                                          "shift": 0, "flip": 1}],
         "fm flip, mixup alpha=0.2, no shift": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 0.2,
                                                 "shift": 0, "flip": 1}],
+    }),
+    "mse60": (60, {
+        "logit_mse": [{"loss": "logit_mse", "weight": 1.0}],
+        "logit_mse centred": [{"loss": "logit_mse", "weight": 1.0, "center": 1}],
+        "logit_mse + ce": [{"loss": "logit_mse", "weight": 1.0}, {"loss": "ce", "weight": 1.0}],
+        "logit_mse + kd T=1": [{"loss": "logit_mse", "weight": 1.0}, {"loss": "kd", "weight": 1.0, "temperature": 1.0}],
     }),
 }  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Property tests of the logit losses beyond Hinton KD: DKD, DIST, logit-standardised KD."""
+"""Property tests of the logit losses beyond Hinton KD: DKD, DIST, logit-standardised KD, logit regression."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from distill.losses import REGISTRY, dist_loss, dkd_loss, kd_loss, ls_kd_loss, standardize_logits
+from distill.losses import REGISTRY, dist_loss, dkd_loss, kd_loss, logit_mse_loss, ls_kd_loss, standardize_logits
 
 
 def _logits(n: int = 6, c: int = 5, seed: int = 0, scale: float = 3.0) -> Tensor:
@@ -40,6 +40,7 @@ CALLS = {
     "dkd": lambda s, t, y, **kw: dkd_loss(s, t, y, **kw),
     "dist": lambda s, t, y, **kw: dist_loss(s, t, **kw),
     "ls_kd": lambda s, t, y, **kw: ls_kd_loss(s, t, **kw),
+    "logit_mse": lambda s, t, y, temperature=None, **kw: logit_mse_loss(s, t, **kw),  # no temperature
 }
 
 
@@ -120,7 +121,7 @@ def test_registry_entries_defaults_pass_their_checks() -> None:
 def test_registry_defaults_are_the_functions_defaults() -> None:
     import inspect
 
-    for name in ("dkd", "dist", "ls_kd"):
+    for name in ("dkd", "dist", "ls_kd", "logit_mse"):
         spec = REGISTRY[name]
         sig = inspect.signature(spec.fn)
         for pname, p in spec.params.items():
@@ -260,3 +261,45 @@ def test_standardize_logits_rows() -> None:
 def test_ls_kd_rejects_a_single_class() -> None:
     with pytest.raises(ValueError, match="at least 2 classes"):
         ls_kd_loss(torch.zeros(3, 1), torch.zeros(3, 1))
+
+
+# ------------------------------------------------------------ logit regression
+def test_logit_mse_matches_hand_computation_and_centring() -> None:
+    s, t = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[2.0, 2.0, 6.0]])
+    assert logit_mse_loss(s, t).item() == pytest.approx((1 + 0 + 9) / 3)
+    # centred: only the differences count: s - mean = (-1, 0, 1), t - mean = (-1.33, -1.33, 2.67)
+    assert logit_mse_loss(s, t, center=1).item() == pytest.approx(((1 / 3) ** 2 + (4 / 3) ** 2 + (5 / 3) ** 2) / 3)
+    z = _logits(n=8, c=5, seed=3)
+    shift = torch.randn(8, 1) * 10
+    assert logit_mse_loss(z + shift, z, center=1).item() == pytest.approx(0.0, abs=1e-5)
+    assert logit_mse_loss(z + shift, z).item() > 1.0  # raw logits: the offset is an error
+    spec = REGISTRY["logit_mse"]
+    assert spec.needs == ("teacher_logits",) and spec.check("center", 1) is None
+    assert spec.check("center", 2) is not None and spec.check("center", 0.5) is not None
+
+
+def test_logit_mse_is_hinton_kd_at_high_temperature() -> None:
+    """Hinton et al. 2015, section 2.1: as T grows, T² · KL tends to half the mean squared difference of
+    the centred logits (1/(2C) · sum over classes)."""
+    s, t = _logits(n=16, c=10, seed=4, scale=1.0), _logits(n=16, c=10, seed=5, scale=1.0)
+    half_mse = 0.5 * logit_mse_loss(s, t, center=1).item()
+    assert kd_loss(s, t, temperature=200.0).item() == pytest.approx(half_mse, rel=1e-2)
+    assert abs(kd_loss(s, t, temperature=1.0).item() - half_mse) > 0.05 * half_mse
+
+
+@pytest.mark.parametrize("name", ["logit_mse", "dkd"])
+def test_logit_method_trains_end_to_end_from_the_cli(name: str, write_recipe, monkeypatch, tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    from distill.cli import main
+
+    from .conftest import tiny_recipe
+
+    monkeypatch.chdir(tmp_path)
+    term = {"loss": name, "weight": 1.0, **({"center": 1} if name == "logit_mse" else {"temperature": 2.0})}
+    raw = tiny_recipe(distill=[term, {"loss": "ce", "weight": 0.5}])
+    raw["eval"]["baseline"] = False
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
+    hist = json.loads(Path("runs/tiny/metrics.json").read_text())["history"]["student"]
+    assert hist[-1][f"loss/{name}"] < hist[0][f"loss/{name}"]  # logged separately, and it falls

@@ -37,7 +37,7 @@ from distill.losses.kd import (
     log_softmax,
     softmax_with_temperature,
 )
-from distill.losses.logit import dist_loss, dkd_loss, ls_kd_loss, standardize_logits
+from distill.losses.logit import dist_loss, dkd_loss, logit_mse_loss, ls_kd_loss, standardize_logits
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,14 @@ REGISTRY: dict[str, LossSpec] = {
         summary="KD on z-scored logits: T² · KL(softmax(ẑ_t/T) ‖ softmax(ẑ_s/T)) (Sun et al. 2024)",
         params={"temperature": Param(2.0, "softening temperature T on the standardised logits", 0.0)},
     ),
+    "logit_mse": LossSpec(
+        fn=logit_mse_loss,
+        needs=("teacher_logits",),
+        summary="logit regression: mean squared difference of raw logits, the shallow-student mimic loss "
+        "(Ba & Caruana 2014)",
+        params={"center": Param(0, "1: subtract each row's mean logit first (softmax ignores it); 0: raw logits",
+                                0.0, True, 2.0, True)},
+    ),
     "fm": LossSpec(
         fn=function_matching_loss,
         needs=("teacher_logits",),
@@ -204,5 +212,5 @@ REGISTRY: dict[str, LossSpec] = {
 __all__ = [
     "REGISTRY", "LossSpec", "Param", "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets",
     "kd_value_and_grad", "log_softmax", "softmax_with_temperature",
-    "dist_loss", "dkd_loss", "function_matching_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss", "contrastive_loss",
+    "dist_loss", "dkd_loss", "function_matching_loss", "logit_mse_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss", "contrastive_loss",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Logit distillation losses beyond Hinton KD: DKD, DIST, logit-standardised KD.
+"""Logit distillation losses beyond Hinton KD: DKD, DIST, logit-standardised KD, logit regression.
 
 Pure functions on tensors, like :mod:`distill.losses.kd`: no gradient flows into
 the teacher's logits, every value is a batch mean, and each carries the T² factor
@@ -183,3 +183,28 @@ def ls_kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: f
 
 
 __all__ = ["dist_loss", "dkd_loss", "ls_kd_loss", "standardize_logits"]
+
+
+def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor, *, center: float = 0.0) -> Tensor:
+    """Logit regression: ``mean_c (s_c − t_c)²``, batch mean (the L2 "mimic" loss).
+
+    Ba and Caruana, "Do Deep Nets Really Need to be Deep?", NeurIPS 2014: shallow students trained
+    to regress the teacher's logits (not its probabilities) matched deep teachers more closely than
+    students trained on soft labels, because logits keep what the softmax squashes (how sure the
+    teacher is of every class, not only the winner). It is Hinton KD's limit as ``T → ∞`` with
+    zero-mean logits (Hinton et al. 2015, section 2.1; compared with KD by Kim et al., IJCAI 2021).
+
+    Args:
+        student_logits: ``(N, C)`` raw student scores.
+        teacher_logits: ``(N, C)`` raw teacher scores (no gradient flows into them).
+        center: ``1``: subtract each row's mean from both first, so only the logits' differences
+            count (the softmax ignores a constant per row); ``0``: raw logits, as in the paper.
+
+    Returns:
+        A scalar ``≥ 0``; zero exactly when the (centred) logits are equal.
+    """
+    _check_pair(student_logits, teacher_logits, "logit_mse_loss")
+    s, t = student_logits.float(), teacher_logits.detach().float()
+    if center:
+        s, t = s - s.mean(dim=1, keepdim=True), t - t.mean(dim=1, keepdim=True)
+    return ((s - t) ** 2).mean()
