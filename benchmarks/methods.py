@@ -62,7 +62,9 @@ def grids(student_layer: str) -> dict[str, list[list[dict[str, Any]]]]:
     kd1 = {"loss": "kd", "weight": 1.0, "temperature": 1.0}
     return {
         "vanilla (hard labels)": [[{"loss": "ce"}]],
-        "Hinton KD": [[{"loss": "kd", "weight": 1.0, "temperature": t}] for t in (1.0, 2.0, 4.0)],
+        "Hinton KD": [[{"loss": "kd", "weight": 1.0, "temperature": t}] for t in (0.5, 1.0, 2.0, 4.0)],
+        "multi-temperature KD": [[{"loss": "kd", "weight": 1 / len(ts), "temperature": t} for t in ts]
+                                 for ts in ((0.5, 1.0), (1.0, 2.0, 4.0), (1.0, 4.0))],
         "DKD": [[{"loss": "dkd", "weight": 1.0, "alpha": 1.0, "beta": b, "temperature": t}, {"loss": "ce", "weight": 1.0}]
                 for b, t in ((0.5, 1.0), (2.0, 2.0), (8.0, 4.0))],
         "DIST": [[{"loss": "dist", "weight": 1.0, "beta": 1.0, "gamma": g, "temperature": 1.0}, {"loss": "ce", "weight": 1.0}]

@@ -1,6 +1,6 @@
 """Validation-only probes behind the methods benchmark's grids: selection seed 10, no test numbers.
 
-Not a test. Five probes, each a list of objectives trained once with the settings of
+Not a test. Six probes, each a list of objectives trained once with the settings of
 benchmarks/methods.py (same teacher, student, schedule), printing the last-epoch
 validation accuracy:
 
@@ -10,10 +10,12 @@ validation accuracy:
 - ``flip60``: function matching on mirrored views (the teacher was trained with flips, so a
   mirrored image is in its training distribution) at 60 epochs;
 - ``mse60``: logit regression (Ba & Caruana's L2 on logits), alone and with CE or KD, at 60 epochs;
+- ``multiT60``: Hinton KD at several temperatures at once (the instance-level part of multi-level
+  logit distillation, Jin et al. 2023), at 60 epochs;
 - ``ta60``: a teacher assistant (Mirzadeh et al. 2020): an MLP of 512 and 256 units on the full 28x28
   image, distilled from the CNN by KD T=1 for 60 epochs, then the student distilled from it the same way.
 
-    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|ta60
+    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|multiT60|ta60
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ PROBES = {
         "logit_mse + ce": [{"loss": "logit_mse", "weight": 1.0}, {"loss": "ce", "weight": 1.0}],
         "logit_mse + kd T=1": [{"loss": "logit_mse", "weight": 1.0}, {"loss": "kd", "weight": 1.0, "temperature": 1.0}],
     }),
+    "multiT60": (60, {
+        "kd at T=1, 2 and 4, weight 1/3 each": [{"loss": "kd", "weight": 1 / 3, "temperature": t} for t in (1.0, 2.0, 4.0)],
+        "kd at T=0.5 and 1, weight 1/2 each": [{"loss": "kd", "weight": 0.5, "temperature": t} for t in (0.5, 1.0)],
+        "kd at T=1 and 4, weight 1/2 each": [{"loss": "kd", "weight": 0.5, "temperature": t} for t in (1.0, 4.0)],
+    }),
 }  # fmt: skip
 
 
@@ -82,17 +89,16 @@ def teacher_assistant() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["ta60"] and M.TEACHER.exists():
-        torch.set_num_threads(1)
-        teacher_assistant()
-        return 0
-    if len(args) != 1 or args[0] not in PROBES:
-        print(f"usage: methods_probe.py {'|'.join(PROBES)}", file=sys.stderr)
+    if len(args) != 1 or args[0] not in [*PROBES, "ta60"]:
+        print(f"usage: methods_probe.py {'|'.join([*PROBES, 'ta60'])}", file=sys.stderr)
         return 2
     if not M.TEACHER.exists():
         print("run benchmarks/fashion_mnist.py first (it trains the teacher)", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
+    if args[0] == "ta60":
+        teacher_assistant()
+        return 0
     epochs, objectives = PROBES[args[0]]
     base = M.base_recipe(epochs)
     for name, terms in objectives.items():
