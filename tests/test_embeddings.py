@@ -248,6 +248,32 @@ def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path
     assert (tmp_path / "ck.pt").exists()
 
 
+def test_throughput_takes_the_median_of_repeated_passes() -> None:
+    import time as _time
+
+    from distill.engine.embed_run import sentences_per_second
+
+    calls: list[int] = []
+
+    def fast(xs: list[str]) -> None:  # ~1 ms a call: many passes fit in the budget
+        calls.append(len(xs))
+        _time.sleep(0.001)
+
+    texts = [f"s{i}" for i in range(40)]
+    rate = sentences_per_second(fast, texts, 10, min_seconds=0.1)
+    passes = (len(calls) - 1) // 4  # the warm-up is one call of 20
+    assert passes >= 5 and 40 / 0.004 / 3 < rate < 40 / 0.004 * 1.05
+
+    slow_calls: list[int] = []
+
+    def slow(xs: list[str]) -> None:  # one pass is longer than the budget: timed once
+        slow_calls.append(len(xs))
+        _time.sleep(0.06)
+
+    sentences_per_second(slow, texts, 20, min_seconds=0.1)
+    assert len(slow_calls) == 1 + 2  # warm-up, then one pass of two calls
+
+
 def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> None:
     from distill.engine.embed_train import lr_factor
 
