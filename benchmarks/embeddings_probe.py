@@ -43,7 +43,8 @@ def seen_quality(recipe, res) -> None:  # noqa: ANN001
     """Each student's quality on 2,000 of its own training sentences (seeded sample)."""
     import numpy as np
 
-    from distill.engine.embed_run import cached_embeddings, default_teacher_path, load_student, load_texts, teacher_fingerprint
+    from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint
+    from distill.engine.embed_run import default_teacher_path, load_student, load_texts
     from distill.models.sentence import load_sentence_encoder
     from distill.tasks.embedding import quality
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
 from distill.data.corpus import read_corpus  # noqa: E402
-from distill.engine.embed_run import cached_embeddings, default_teacher_path, load_texts, teacher_fingerprint  # noqa: E402
+from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  # noqa: E402
+from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
 from distill.engine.static_train import finetune_static  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_embed import build_static  # noqa: E402
