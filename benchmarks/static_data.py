@@ -23,19 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import embeddings as bench  # noqa: E402 - the benchmark's own recipe
+from static_probe import VAL, setup, spearman  # noqa: E402 - the same split, teacher and measure
 
 from distill.data.corpus import read_corpus  # noqa: E402
-from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  # noqa: E402
-from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
+from distill.engine.embed_cache import cached_embeddings  # noqa: E402
 from distill.engine.static_train import finetune_static  # noqa: E402
-from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_embed import build_static  # noqa: E402
-from distill.recipe import validate_recipe  # noqa: E402
-from distill.tasks.embedding import quality  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402
 
-VAL = 2000
 EPOCHS = (2, 4, 6)
 # (WordNet texts added, build_static overrides, finetune_static overrides)
 VARIANTS = [
@@ -52,27 +47,17 @@ VARIANTS = [
 
 def main() -> int:
     t_all = time.perf_counter()
-    recipe = validate_recipe(bench.recipe(False))
-    texts = load_texts(recipe)
-    path = default_teacher_path()
-    teacher = load_sentence_encoder(path)
-    fp = teacher_fingerprint(path, teacher)
-    cache = Path(recipe.output.cache_dir)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    t_fort = cached_embeddings(lambda x: teacher.encode(x, batch_size=64), texts.train, cache, fp, "the training text")
+    s = setup()
+    teacher, n, train, val, t_train, t_val = s["teacher"], s["n"], s["train"], s["val"], s["t_train"], s["t_val"]
     wordnet = read_corpus("builtin:wordnet")
-    t_wn = cached_embeddings(lambda x: teacher.encode(x, batch_size=64), wordnet, cache, fp, "builtin:wordnet")
+    t_wn = cached_embeddings(s["encode"], wordnet, s["cache"], s["fingerprint"], "builtin:wordnet")
     teacher_seconds = time.perf_counter() - t0
     torch.set_num_threads(1)
-    n = len(texts.train) - VAL
-    train, val, t_train, t_val = texts.train[:n], texts.train[n:], t_fort[:n], t_fort[n:]
     order = np.random.default_rng(0).permutation(len(wordnet))
     wn_val_idx, wn_train_idx = order[:VAL], order[VAL:]
     wn_val, t_wn_val = [wordnet[i] for i in wn_val_idx], t_wn[wn_val_idx]
-
-    def spearman(m, xs, t) -> float:  # noqa: ANN001
-        return round(float(quality(m.encode(xs), t, n_pairs=5000, n_queries=500, k=10, seed=0)["spearman"]), 4)
 
     rows = []
     for extra, build_kw, fit_kw in VARIANTS:
@@ -86,7 +71,7 @@ def main() -> int:
         for e in EPOCHS:
             st = finetune_static(m, xs, ts, epochs=e - done, seed=e, progress=False, **f)
             secs, done = secs + st["seconds"], e
-            curve.append((spearman(m, val, t_val), spearman(m, wn_val, t_wn_val)))
+            curve.append((round(spearman(m, val, t_val), 4), round(spearman(m, wn_val, t_wn_val), 4)))
         setting = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in {**build_kw, **fit_kw}.items())
         rows.append({"wordnet_texts": extra, "setting": setting or "the benchmark's (dim 256, SIF, lr 1e-3)",
                      "texts": len(xs), "spearman_fortunes_wordnet": curve, "seconds": round(secs, 1)})  # fmt: skip

@@ -56,27 +56,41 @@ def spans_of(texts: list[str], seed: int = 0) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def main() -> int:
-    torch.set_num_threads(1)
-    t_all = time.perf_counter()
+def setup() -> dict[str, Any]:
+    """The embeddings benchmark's teacher and training sentences, split into ``train`` and the last ``VAL``
+    as ``val``, with the teacher's embeddings of both (``t_train``, ``t_val``; cached) and ``encode`` /
+    ``fingerprint`` / ``cache`` for more teacher embeddings. Shared with benchmarks/static_data.py."""
     recipe = validate_recipe(bench.recipe(False))
     texts = load_texts(recipe)
     path = default_teacher_path()
     teacher = load_sentence_encoder(path)
     fp = teacher_fingerprint(path, teacher)
     cache = Path(recipe.output.cache_dir)
-    t_all_train = cached_embeddings(lambda x: teacher.encode(x, batch_size=64), texts.train, cache, fp,
-                                    "the training text")  # fmt: skip
+
+    def encode(xs: list[str]) -> np.ndarray:
+        return teacher.encode(xs, batch_size=64)
+
+    t_all = cached_embeddings(encode, texts.train, cache, fp, "the training text")
     n = len(texts.train) - VAL
-    train, val, t_train, t_val = texts.train[:n], texts.train[n:], t_all_train[:n], t_all_train[n:]
+    return {"teacher": teacher, "encode": encode, "fingerprint": fp, "cache": cache, "n": n,
+            "train": texts.train[:n], "val": texts.train[n:], "t_train": t_all[:n], "t_val": t_all[n:]}  # fmt: skip
+
+
+def spearman(model: Any, texts: list[str], targets: np.ndarray) -> float:
+    """Spearman agreement with the teacher over 5,000 random pairs of ``texts`` (seed 0)."""
+    return float(quality(model.encode(texts), targets, n_pairs=5000, n_queries=500, k=10, seed=0)["spearman"])
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    t_all = time.perf_counter()
+    s = setup()
+    teacher, n, train, val, t_train, t_val = s["teacher"], s["n"], s["train"], s["val"], s["t_train"], s["t_val"]
     base = build_static(teacher, dim=256, weighting="sif", corpus=train, progress=False)
     t0 = time.perf_counter()
     spans = spans_of(train)
     t_spans = teacher.encode(spans, batch_size=64)
     span_seconds = time.perf_counter() - t0
-
-    def spearman(m: Any) -> float:
-        return float(quality(m.encode(val), t_val, n_pairs=5000, n_queries=500, k=10, seed=0)["spearman"])
 
     variants = {
         "1 - cos, lr 1e-3 (the benchmark's objective)": (train, t_train, {}),
@@ -93,10 +107,10 @@ def main() -> int:
         for e in range(0, EPOCHS, EVERY):
             st = finetune_static(m, xs, torch.from_numpy(ts), epochs=EVERY, lr=1e-3, seed=e, progress=False, **extra)
             secs += st["seconds"]
-            curve.append(round(spearman(m), 4))
+            curve.append(round(spearman(m, val, t_val), 4))
         rows.append({"variant": name, "texts": len(xs), "spearman_by_epochs": curve, "seconds": round(secs, 1)})
         print(name, curve, flush=True)
-    out = header("static_probe", train_sentences=n, val_sentences=VAL, untrained_spearman=spearman(base),
+    out = header("static_probe", train_sentences=n, val_sentences=VAL, untrained_spearman=spearman(base, val, t_val),
                  spans=len(spans), span_teacher_seconds=round(span_seconds, 1), rows=rows,
                  wall_seconds=round(time.perf_counter() - t_all, 1))  # fmt: skip
     cols = [f"{e} epochs" for e in range(EVERY, EPOCHS + 1, EVERY)]
