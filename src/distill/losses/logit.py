@@ -182,10 +182,7 @@ def ls_kd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: f
     return kd_loss(zs, zt, temperature=temperature)
 
 
-__all__ = ["dist_loss", "dkd_loss", "ls_kd_loss", "standardize_logits"]
-
-
-def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor, *, center: float = 0.0) -> Tensor:
+def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor, *, center: int = 0) -> Tensor:
     """Logit regression: ``mean_c (s_c − t_c)²``, batch mean (the L2 "mimic" loss).
 
     Ba and Caruana, "Do Deep Nets Really Need to be Deep?", NeurIPS 2014: shallow students trained
@@ -208,3 +205,6 @@ def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor, *, center: fl
     if center:
         s, t = s - s.mean(dim=1, keepdim=True), t - t.mean(dim=1, keepdim=True)
     return ((s - t) ** 2).mean()
+
+
+__all__ = ["dist_loss", "dkd_loss", "logit_mse_loss", "ls_kd_loss", "standardize_logits"]
