@@ -1,8 +1,8 @@
-"""Validation-only probes behind the methods benchmark's grids: selection seed 10, no test numbers.
+"""Validation-only probes behind the methods benchmark's grids: selection seeds only, no test numbers.
 
-Not a test. Eight probes, each a list of objectives trained once with the settings of
-benchmarks/methods.py (same teacher, student, schedule), printing the last-epoch
-validation accuracy:
+Not a test. Eight probes, each a list of objectives trained with the settings of
+benchmarks/methods.py (same teacher, student, schedule) on the selection seed 10 (``sel3``: 11
+and 12), printing the last-epoch validation accuracy:
 
 - ``fm20``: function-matching views at 20 epochs against Hinton KD T=1 (is the online
   teacher worth its cost, and which views to put in the benchmark's grid);
@@ -20,7 +20,7 @@ validation accuracy:
 - ``ta60``: a teacher assistant (Mirzadeh et al. 2020): an MLP of 512 and 256 units on the full 28x28
   image, distilled from the CNN by KD T=1 for 60 epochs, then the student distilled from it the same way.
 
-    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|multiT60|ta60
+    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|multiT60|sel3|tta60|ta60
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import methods as M  # noqa: E402
 
+KD1 = [{"loss": "kd", "weight": 1.0, "temperature": 1.0}]
+STUDENT_LAYER = M.student_penultimate(M.base_recipe(None)["student"]["params"])  # as the benchmark's feature rows
 PROBES = {
     "fm20": (20, {
         "kd T=1": [{"loss": "kd", "weight": 1.0, "temperature": 1.0}],
@@ -69,8 +71,8 @@ PROBES = {
         "kd T=0.5": [{"loss": "kd", "weight": 1.0, "temperature": 0.5}],
         "kd at T=0.5 and 1, weight 1/2 each": [{"loss": "kd", "weight": 0.5, "temperature": t} for t in (0.5, 1.0)],
         "kd T=1 + crd weight 1, T=0.5": [{"loss": "kd", "weight": 1.0, "temperature": 1.0},
-                                         {"loss": "crd", "weight": 1.0, "temperature": 0.5, "student_layer": "5",
-                                          "teacher_layer": M.TEACHER_PENULTIMATE}],
+                                         {"loss": "crd", "weight": 1.0, "temperature": 0.5,
+                                          "student_layer": STUDENT_LAYER, "teacher_layer": M.TEACHER_PENULTIMATE}],
     }),
 }  # fmt: skip
 SEEDS = {"sel3": (11, 12)}  # other probes: the selection seed, 10
@@ -81,23 +83,13 @@ TA = {"arch": "mlp", "params": {"hidden": [512, 256], "pool": 1}}
 
 def teacher_assistant() -> None:
     """ta60: CNN -> TA (KD T=1) -> student (KD T=1), 60 epochs each, selection seed 10."""
-    import json
-
-    from distill.engine.run import run
-    from distill.recipe import validate_recipe
-
-    kd1 = [{"loss": "kd", "weight": 1.0, "temperature": 1.0}]
     base = M.base_recipe(60)
     t0 = time.time()
-    raw = json.loads(json.dumps(base))
-    raw.update(student=TA, distill=kd1)
-    raw["train"]["seed"] = 10
-    raw["output"] = {"dir": str(M.WORK / "probe-ta60-ta"), "cache_dir": str(M.CACHE), "overwrite": True, "report": False}
-    h = run(validate_recipe(raw), progress=False, console=False).metrics["history"]["student"][-1]
-    print(f"ta60 | assistant {TA['params']} | val {100 * h['val_acc']:.2f} | {time.time() - t0:.0f} s", flush=True)
+    r = M.one({**base, "student": TA}, KD1, 10, "probe-ta60-ta")
+    print(f"ta60 | assistant {TA['params']} | val {100 * r['val_last']:.2f} | {time.time() - t0:.0f} s", flush=True)
     base["teacher"] = {**TA, "checkpoint": str(M.WORK / "probe-ta60-ta" / "student.safetensors"), "name": "assistant",
                        "license": "MIT"}  # fmt: skip
-    r = M.one(base, kd1, 10, "probe-ta60-student")
+    r = M.one(base, KD1, 10, "probe-ta60-student")
     print(f"ta60 | student from the assistant, kd T=1 | val {100 * r['val_last']:.2f} | {time.time() - t0:.0f} s", flush=True)
 
 
@@ -107,49 +99,46 @@ def flip_averaged() -> None:
     import numpy as np
 
     from distill.data import build_data
+    from distill.engine.build import load_run_teacher
     from distill.fsutil import atomic_path
     from distill.recipe import validate_recipe
-    from distill.teachers import build_teacher_module, load_weights
+    from distill.tasks.classification import accuracy_from_logits, predict_logits
 
     base = M.base_recipe(60)
-    data = build_data(validate_recipe(base).data)
-    t = base["teacher"]
-    splits = data.splits()
-    module = build_teacher_module(t["arch"], None, t.get("params", {}), tuple(splits["train"].x.shape[1:]), data.num_classes)
-    load_weights(module, M.TEACHER, "teacher")
-    module.eval()
+    recipe = validate_recipe(base)
+    data = build_data(recipe.data)
+    _, module, _ = load_run_teacher(M.TEACHER.parent, recipe, data)
     ids, logits = [], []
-    with torch.inference_mode():
-        for name, split in splits.items():
-            out = []
-            for s in range(0, len(split), 1024):
-                xb = split.x[s : s + 1024]
-                out.append(torch.log((torch.softmax(module(xb), 1) + torch.softmax(module(torch.flip(xb, dims=[-1])), 1)) / 2))
-            acc = (torch.cat(out).argmax(1) == split.y).float().mean().item()
-            print(f"tta60 | teacher, flip-averaged, {name} accuracy | {100 * acc:.2f}", flush=True)
-            ids += [str(i) for i in split.ids]
-            logits += out
+    for name, split in data.splits().items():
+        probs = [predict_logits(module, x).softmax(1) for x in (split.x, split.x.flip(-1))]
+        logits.append(((probs[0] + probs[1]) / 2).log())
+        ids += [str(i) for i in split.ids]
+        print(f"tta60 | teacher, flip-averaged, {name} accuracy | {100 * accuracy_from_logits(logits[-1], split.y):.2f}",
+              flush=True)  # fmt: skip
     path = M.WORK / "probe-tta60-outputs.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, ids=np.array(ids, dtype=str), logits=torch.cat(logits).numpy())
     base["teacher"] = {"kind": "precomputed", "path": str(path), "values": "logits", "name": "CNN, flip-averaged",
                        "license": "MIT"}  # fmt: skip
-    r = M.one(base, [{"loss": "kd", "weight": 1.0, "temperature": 1.0}], 10, "probe-tta60")
+    r = M.one(base, KD1, 10, "probe-tta60")
     print(f"tta60 | kd T=1 from the flip-averaged outputs | val {100 * r['val_last']:.2f}", flush=True)
+
+
+CUSTOM = {"ta60": teacher_assistant, "tta60": flip_averaged}  # probes that are more than a list of objectives
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in [*PROBES, "ta60", "tta60"]:
-        print(f"usage: methods_probe.py {'|'.join([*PROBES, 'ta60', 'tta60'])}", file=sys.stderr)
+    if len(args) != 1 or args[0] not in {**PROBES, **CUSTOM}:
+        print(f"usage: methods_probe.py {'|'.join([*PROBES, *CUSTOM])}", file=sys.stderr)
         return 2
     if not M.TEACHER.exists():
         print("run benchmarks/fashion_mnist.py first (it trains the teacher)", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    if args[0] in ("ta60", "tta60"):
-        (teacher_assistant if args[0] == "ta60" else flip_averaged)()
+    if args[0] in CUSTOM:
+        CUSTOM[args[0]]()
         return 0
     epochs, objectives = PROBES[args[0]]
     base = M.base_recipe(epochs)

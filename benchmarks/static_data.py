@@ -50,9 +50,9 @@ def main() -> int:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     s = setup()
-    teacher, n, train, val, t_train, t_val = s["teacher"], s["n"], s["train"], s["val"], s["t_train"], s["t_val"]
+    train, val, t_train, t_val, n = s.train, s.val, s.t_train, s.t_val, len(s.train)
     wordnet = read_corpus("builtin:wordnet")
-    t_wn = cached_embeddings(s["encode"], wordnet, s["cache"], s["fingerprint"], "builtin:wordnet")
+    t_wn = cached_embeddings(s.encode, wordnet, s.cache, s.fingerprint, "builtin:wordnet")
     teacher_seconds = time.perf_counter() - t0
     torch.set_num_threads(1)
     order = np.random.default_rng(0).permutation(len(wordnet))
@@ -66,7 +66,7 @@ def main() -> int:
         ts = torch.from_numpy(np.concatenate([t_train, t_wn[idx]]))
         b = {"dim": 256, "weighting": "sif", **build_kw}
         f = {"lr": 1e-3, **fit_kw}
-        m = build_static(teacher, corpus=xs, progress=False, **b)
+        m = build_static(s.teacher, corpus=xs, progress=False, **b)
         curve, secs, done = [], 0.0, 0
         for e in EPOCHS:
             st = finetune_static(m, xs, ts, epochs=e - done, seed=e, progress=False, **f)

@@ -19,6 +19,8 @@ import copy
 import random
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +58,23 @@ def spans_of(texts: list[str], seed: int = 0) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def setup() -> dict[str, Any]:
-    """The embeddings benchmark's teacher and training sentences, split into ``train`` and the last ``VAL``
-    as ``val``, with the teacher's embeddings of both (``t_train``, ``t_val``; cached) and ``encode`` /
-    ``fingerprint`` / ``cache`` for more teacher embeddings. Shared with benchmarks/static_data.py."""
+@dataclass
+class Setup:
+    """The embeddings benchmark's teacher and training sentences, split into ``train`` and the last ``VAL`` as
+    ``val``, with the teacher's embeddings of both (cached), and what it takes to encode more (cached too)."""
+
+    teacher: Any
+    encode: Callable[[list[str]], np.ndarray]
+    fingerprint: str
+    cache: Path
+    train: list[str]
+    val: list[str]
+    t_train: np.ndarray
+    t_val: np.ndarray
+
+
+def setup() -> Setup:
+    """:class:`Setup` of the embeddings benchmark's recipe. Shared with benchmarks/static_data.py."""
     recipe = validate_recipe(bench.recipe(False))
     texts = load_texts(recipe)
     path = default_teacher_path()
@@ -72,8 +87,7 @@ def setup() -> dict[str, Any]:
 
     t_all = cached_embeddings(encode, texts.train, cache, fp, "the training text")
     n = len(texts.train) - VAL
-    return {"teacher": teacher, "encode": encode, "fingerprint": fp, "cache": cache, "n": n,
-            "train": texts.train[:n], "val": texts.train[n:], "t_train": t_all[:n], "t_val": t_all[n:]}  # fmt: skip
+    return Setup(teacher, encode, fp, cache, texts.train[:n], texts.train[n:], t_all[:n], t_all[n:])
 
 
 def spearman(model: Any, texts: list[str], targets: np.ndarray) -> float:
@@ -85,7 +99,7 @@ def main() -> int:
     torch.set_num_threads(1)
     t_all = time.perf_counter()
     s = setup()
-    teacher, n, train, val, t_train, t_val = s["teacher"], s["n"], s["train"], s["val"], s["t_train"], s["t_val"]
+    teacher, train, val, t_train, t_val, n = s.teacher, s.train, s.val, s.t_train, s.t_val, len(s.train)
     base = build_static(teacher, dim=256, weighting="sif", corpus=train, progress=False)
     t0 = time.perf_counter()
     spans = spans_of(train)

@@ -123,7 +123,8 @@ def fit_encoder(
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
     warm = max(1, int(cfg.warmup_fraction * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm))
+    clock = {"spent": 0.0}  # share of train.max_minutes used so far (stays 0 without a time cap)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, clock["spent"]))
     result = EmbedFitResult()
     start_epoch = 0
     if checkpoint is not None and resume and checkpoint.exists():
@@ -182,11 +183,9 @@ def fit_encoder(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            if deadline is not None:  # a time cap: the rate decays with the budget spent too, so it anneals
+                clock["spent"] = (result.seconds + time.perf_counter() - t0) / (cfg.max_minutes * 60)
             sched.step()
-            if deadline is not None:  # a time cap: decay by the share of the budget spent, so the rate anneals
-                spent = (result.seconds + time.perf_counter() - t0) / (cfg.max_minutes * 60)
-                for g, base in zip(opt.param_groups, sched.base_lrs, strict=True):
-                    g["lr"] = base * lr_factor(result.steps + 1, total, warm, spent)
             result.steps += 1
             total_loss += loss.item() * len(b)
             seen += len(b)
