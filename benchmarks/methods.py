@@ -7,14 +7,18 @@ hyperparameters is tried with a selection seed (10) and the best by validation
 accuracy (last epoch) is kept; only then are seeds 0, 1, 2 run and their
 test accuracy reported. Nothing is chosen on the test set.
 
-    .venv/bin/python benchmarks/methods.py [--quick] [--only NAME ...] [--merge]
+    .venv/bin/python benchmarks/methods.py [--quick] [--only NAME ...] [--merge] [--epochs N] [--results STEM]
+
+``--epochs`` sets every method's schedule (``--results methods_300`` keeps a longer schedule's table apart);
+``--grid 'METHOD=I'`` keeps only entry I of a method's grid, for a setting already chosen on validation by a
+probe (benchmarks/methods_probe.py) when the whole grid would cost too much at that schedule.
 
 With ``--merge`` the rows measured now replace or join those of the existing
 results file, and every row keeps the date and command of the run that measured it.
 Function matching runs the teacher on every batch (its inputs are new views each
 step), so its epochs cost several times those of the cached-logit methods.
 
-Writes benchmarks/results/methods.{json,md}.
+Writes benchmarks/results/methods.{json,md} (``--results STEM``: STEM.{json,md}).
 """
 
 from __future__ import annotations
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="method names to run (default: all)")
     ap.add_argument("--epochs", type=int, default=60, help="student epochs for every method (default 60)")
     ap.add_argument("--merge", action="store_true", help="keep the other rows of the existing results file")
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME=I[,J...]",
+                    help="keep only these entries (0-based) of a method's grid, e.g. the settings a probe of "
+                         "methods_probe.py chose on validation; with one entry nothing is selected (repeatable)")
+    ap.add_argument("--results", default="methods", metavar="STEM",
+                    help="write benchmarks/results/STEM.{json,md} (default methods; e.g. methods_300 for a longer schedule)")
     args = ap.parse_args(argv)
     if not TEACHER.exists():
         print("run benchmarks/fashion_mnist.py first (it trains the teacher)", file=sys.stderr)
@@ -134,9 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     sel_seeds, final_seeds = ([10], [0]) if args.quick else ([10], [0, 1, 2])
     started = time.time()
     rows: list[dict[str, Any]] = []
-    for name, grid in grids(student_penultimate(base["student"]["params"])).items():
+    all_grids = grids(student_penultimate(base["student"]["params"]))
+    keep: dict[str, list[int]] = {}
+    for spec in args.grid:
+        name, _, idx = spec.rpartition("=")
+        try:
+            keep[name] = [int(i) for i in idx.split(",")]
+        except ValueError:
+            keep[name] = []
+        if name not in all_grids or not keep[name] or not all(0 <= i < len(all_grids[name]) for i in keep[name]):
+            print(f"--grid {spec!r}: expected METHOD=I[,J...] with a method of {sorted(all_grids)} and indices "
+                  f"of its grid", file=sys.stderr)  # fmt: skip
+            return 2
+    for name, grid in all_grids.items():
         if args.only and name not in args.only:
             continue
+        grid = [grid[i] for i in keep[name]] if name in keep else grid
         selection = []
         for gi, terms in enumerate(grid):
             if len(grid) == 1:
@@ -159,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     wall = round(time.time() - started, 1)
     for r in rows:
         r["measured"] = {"date": date, "command": command.strip(), "wall_seconds_of_run": wall}
-    if args.merge and (RESULTS / "methods.json").exists():
-        old = json.loads((RESULTS / "methods.json").read_text())
+    json_path, md_path = RESULTS / f"{args.results}.json", RESULTS / f"{args.results}.md"
+    if args.merge and json_path.exists():
+        old = json.loads(json_path.read_text())
         now = {r["method"] for r in rows}
         kept = []
         for r in old["rows"]:
@@ -186,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "a method beats Hinton KD by >= 0.3 points (mean)": any(
                 r["test_last"]["mean"] - hinton["test_last"]["mean"] >= 0.003 for r in rows if r not in (vanilla, hinton)),
         }  # fmt: skip
-    write_json(RESULTS / "methods.json", out)
+    write_json(json_path, out)
     md = [
         "# Distillation methods on Fashion-MNIST (same teacher, student and schedule)",
         "",
@@ -211,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                "(it is tested on CNN students in tests/test_feature_losses.py).", ""]  # fmt: skip
     if "targets" in out:
         md += ["| target | met |", "|---|---|", *(f"| {k} | {'yes' if v else '**no**'} |" for k, v in out["targets"].items()), ""]
-    write_text(RESULTS / "methods.md", "\n".join(md))
+    write_text(md_path, "\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -1,8 +1,8 @@
 """Validation-only probes behind the methods benchmark's grids: selection seeds only, no test numbers.
 
-Not a test. Eight probes, each a list of objectives trained with the settings of
-benchmarks/methods.py (same teacher, student, schedule) on the selection seed 10 (``sel3``: 11
-and 12), printing the last-epoch validation accuracy:
+Not a test. Ten probes, each a list of objectives trained with the settings of
+benchmarks/methods.py (same teacher and student; its schedule, at the number of epochs each probe
+names) on the selection seed 10 (``sel3``: 11 and 12), printing the last-epoch validation accuracy:
 
 - ``fm20``: function-matching views at 20 epochs against Hinton KD T=1 (is the online
   teacher worth its cost, and which views to put in the benchmark's grid);
@@ -17,10 +17,14 @@ and 12), printing the last-epoch validation accuracy:
   teacher file, at 60 epochs;
 - ``sel3``: the selection step again on two more seeds (11, 12), for KD T=1 and T=0.5 and the two
   settings whose lead on seed 10 did not hold on the test seeds (multi-temperature KD, CRD + KD);
+- ``long300``: Hinton KD (T=1, 0.5), DKD and function matching on mirrored views at 300 epochs instead of
+  60 (Beyer et al.'s teacher is "patient": function matching's gains come with long schedules);
+  ``long300fm``: function matching with the table's views (mixup alpha=0.2, no shift) at 300 epochs, a probe of
+  its own so that it can run beside ``long300`` on the other core;
 - ``ta60``: a teacher assistant (Mirzadeh et al. 2020): an MLP of 512 and 256 units on the full 28x28
   image, distilled from the CNN by KD T=1 for 60 epochs, then the student distilled from it the same way.
 
-    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|multiT60|sel3|tta60|ta60
+    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|multiT60|sel3|long300|long300fm|tta60|ta60
 """
 
 from __future__ import annotations
@@ -73,6 +77,18 @@ PROBES = {
         "kd T=1 + crd weight 1, T=0.5": [{"loss": "kd", "weight": 1.0, "temperature": 1.0},
                                          {"loss": "crd", "weight": 1.0, "temperature": 0.5,
                                           "student_layer": STUDENT_LAYER, "teacher_layer": M.TEACHER_PENULTIMATE}],
+    }),
+    "long300": (300, {  # is function matching's teacher "patient" enough at 60 epochs? every objective at 300
+        "kd T=1": [{"loss": "kd", "weight": 1.0, "temperature": 1.0}],
+        "kd T=0.5": [{"loss": "kd", "weight": 1.0, "temperature": 0.5}],
+        "dkd (the table's choice)": [{"loss": "dkd", "weight": 1.0, "alpha": 1.0, "beta": 0.5, "temperature": 1.0},
+                                     {"loss": "ce", "weight": 1.0}],
+        "fm flip, no mixup, no shift": [{"loss": "fm", "weight": 1.0, "temperature": 1.0, "mixup_alpha": 0.0,
+                                         "shift": 0, "flip": 1}],
+    }),
+    "long300fm": (300, {  # long300's second view, a probe of its own so that it can run beside it
+        "fm mixup alpha=0.2, no shift (the table's choice)": [{"loss": "fm", "weight": 1.0, "temperature": 1.0,
+                                                               "mixup_alpha": 0.2, "shift": 0}],
     }),
 }  # fmt: skip
 SEEDS = {"sel3": (11, 12)}  # other probes: the selection seed, 10
