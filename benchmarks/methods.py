@@ -7,7 +7,7 @@ hyperparameters is tried with a selection seed (10) and the best by validation
 accuracy (last epoch) is kept; only then are seeds 0, 1, 2 run and their
 test accuracy reported. Nothing is chosen on the test set.
 
-    .venv/bin/python benchmarks/methods.py [--quick] [--only NAME ...] [--merge] [--epochs N] [--results STEM]
+    .venv/bin/python benchmarks/methods.py [--quick] [--only NAME ...] [--merge] [--epochs N] [--grid METHOD=I] [--results STEM]
 
 ``--epochs`` sets every method's schedule (``--results methods_300`` keeps a longer schedule's table apart);
 ``--grid 'METHOD=I'`` keeps only entry I of a method's grid, for a setting already chosen on validation by a
