@@ -425,3 +425,26 @@ def test_contextual_token_vectors_are_the_teacher_pass(teacher_dir: Path) -> Non
     # starting from the teacher's tokens in context is closer to the teacher than one token at a time
     assert quality(static.encode(texts), emb, n_pairs=300, n_queries=5)["cosine"] > quality(
         untrained.encode(texts), emb, n_pairs=300, n_queries=5)["cosine"]
+
+
+def test_teacher_caches_compute_once_and_recompute_when_stale(teacher_dir: Path, tmp_path: Path) -> None:
+    from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
+
+    teacher = load_sentence_encoder(teacher_dir)
+    fp = teacher_fingerprint(teacher_dir, teacher)
+    calls: list[int] = []
+
+    def encode(xs: list[str]) -> np.ndarray:
+        calls.append(len(xs))
+        return teacher.encode(xs)
+
+    first = cached_embeddings(encode, SENTENCES, tmp_path, fp, "test")
+    again = cached_embeddings(encode, SENTENCES, tmp_path, fp, "test")
+    assert calls == [len(SENTENCES)] and np.array_equal(first, again)
+    (path,) = (tmp_path / "embeddings").glob("*.npy")
+    np.save(path, first[:1])  # a stale file of the wrong length is recomputed, not trusted
+    assert np.array_equal(cached_embeddings(encode, SENTENCES, tmp_path, fp, "test"), first) and len(calls) == 2
+    ctx = cached_context(teacher, SENTENCES, tmp_path, fp, batch_size=4, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(ctx, cached_context(teacher, SENTENCES, tmp_path, fp, batch_size=4,
+                                                                         progress=False), strict=True))  # fmt: skip
+    assert ctx[0].shape[0] == len(SENTENCES) and len(list((tmp_path / "embeddings").glob("*.context.npz"))) == 1

@@ -8,6 +8,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,27 +29,40 @@ def teacher_fingerprint(path: Path, teacher: SentenceEncoder) -> str:
     return h.hexdigest()[:16]
 
 
+def _cached(path: Path, load: Callable[[Path], Any], compute: Callable[[], Any], save: Callable[[Any, Any], None],
+            n: int, what: str) -> Any:  # fmt: skip
+    """``load(path)`` when it holds ``n`` rows (its first array), else ``compute()``, saved atomically."""
+    if path.exists():
+        try:
+            out = load(path)
+            if (out[0] if isinstance(out, tuple) else out).shape[0] == n:
+                log.info("%s: from the cache (%s)", what, path)
+                return out
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cache %s is unreadable (%s): recomputing %s", path, exc, what)
+    t0 = time.perf_counter()
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        save(fh, out)
+    log.info("%s: %d sentences in %.0f s (cached)", what, n, time.perf_counter() - t0)
+    return out
+
+
+def _path(cache_dir: Path, fingerprint: str, texts: list[str], suffix: str) -> Path:
+    key = hashlib.sha256((fingerprint + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
+    return Path(cache_dir) / "embeddings" / f"{key}{suffix}"
+
+
 def cached_embeddings(
     encode: Callable[[list[str]], np.ndarray], texts: list[str], cache_dir: Path, fingerprint: str, what: str
 ) -> np.ndarray:
     """Teacher embeddings of ``texts``, from ``cache_dir`` when the same teacher already encoded the same texts."""
-    key = hashlib.sha256((fingerprint + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / "embeddings" / f"{key}.npy"
-    if path.exists():
-        try:
-            arr = np.load(path, allow_pickle=False)
-            if arr.shape[0] == len(texts):
-                log.info("teacher embeddings of %s: from the cache (%s)", what, path)
-                return arr
-        except (OSError, ValueError) as exc:
-            log.warning("teacher-embedding cache %s is unreadable (%s): recomputing", path, exc)
-    t0 = time.perf_counter()
-    arr = encode(texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-    log.info("teacher embeddings of %s: %d sentences in %.0f s (cached)", what, len(texts), time.perf_counter() - t0)
-    return arr
+    return _cached(
+        _path(cache_dir, fingerprint, texts, ".npy"), lambda p: np.load(p, allow_pickle=False),
+        lambda: encode(texts), lambda fh, arr: np.save(fh, arr, allow_pickle=False), len(texts),
+        f"teacher embeddings of {what}",
+    )  # fmt: skip
 
 
 def cached_context(teacher: SentenceEncoder, texts: list[str], cache_dir: Path, fingerprint: str, *,
@@ -57,20 +71,12 @@ def cached_context(teacher: SentenceEncoder, texts: list[str], cache_dir: Path, 
     (for static students with ``init: context``), cached like :func:`cached_embeddings`."""
     from distill.models.static_embed import contextual_token_vectors
 
-    key = hashlib.sha256((fingerprint + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / "embeddings" / f"{key}.context.npz"
-    if path.exists():
-        try:
-            z = np.load(path, allow_pickle=False)
-            if z["emb"].shape[0] == len(texts):
-                log.info("teacher token contexts: from the cache (%s)", path)
-                return z["emb"], z["sums"], z["counts"]
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("context cache %s is unreadable (%s): recomputing", path, exc)
-    t0 = time.perf_counter()
-    emb, sums, counts = contextual_token_vectors(teacher, texts, batch_size=batch_size, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, emb=emb, sums=sums, counts=counts)
-    log.info("teacher token contexts of %d sentences in %.0f s (cached)", len(texts), time.perf_counter() - t0)
-    return emb, sums, counts
+    def load(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        z = np.load(p, allow_pickle=False)
+        return z["emb"], z["sums"], z["counts"]
+
+    return _cached(
+        _path(cache_dir, fingerprint, texts, ".context.npz"), load,
+        lambda: contextual_token_vectors(teacher, texts, batch_size=batch_size, progress=progress),
+        lambda fh, out: np.savez(fh, emb=out[0], sums=out[1], counts=out[2]), len(texts), "teacher token contexts",
+    )  # fmt: skip
