@@ -22,7 +22,7 @@ from distill.models.sentence import (
     narrow_student,
     save_sentence_encoder,
 )
-from distill.recipe import load_recipe
+from distill.recipe import load_recipe, validate_recipe
 from distill.tasks.embedding import (
     attention_loss,
     cosine_loss,
@@ -161,6 +161,40 @@ def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path:
         {"task": "embedding", "data": {**data, "extra_train_max": 7}, "students": [{"name": "s", "kind": "static", "dim": 4}]}
     )
     assert len(load_texts(rec).train) == 40 + 7
+
+
+def test_augmented_variants_are_seeded_new_and_never_the_held_out_text(tmp_path: Path) -> None:
+    from distill.data.corpus import augment_texts
+    from distill.engine.embed_run import load_texts
+    from distill.recipe.embedding import EmbeddingRecipe
+
+    texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(40)]
+    drops = augment_texts(texts, 1, 0, kinds=["drop"])
+    assert drops == augment_texts(texts, 1, 0, kinds=["drop"]) and drops != augment_texts(texts, 1, 1, kinds=["drop"])
+
+    def subsequence(short: list[str], full: list[str]) -> bool:
+        it = iter(full)
+        return all(w in it for w in short)
+
+    assert drops and all(any(subsequence(v.split(), t.split()) for t in texts) and len(v.split()) < 11 for v in drops)
+    for v in augment_texts(texts, 2, 0, kinds=["crop"]):  # a contiguous span of at least half the words
+        assert len(v.split()) >= 6 and any(v in t for t in texts)
+    concat = augment_texts(texts, 1, 0, kinds=["concat"])
+    assert concat and all(len(v.split()) == 22 for v in concat)
+    both = augment_texts(texts, 3, 0)
+    assert len(both) == len(set(both)) and not set(both) & set(texts) and len(both) > 60
+    assert not set(augment_texts(texts, 1, 0, kinds=["concat"], exclude=concat[:5])) & set(concat[:5])
+    with pytest.raises(DataError, match="unknown augmentation"):
+        augment_texts(texts, 1, 0, kinds=["shuffle"])
+    # through the recipe: variants of the training text only, none equal to a held-out sentence
+    (tmp_path / "c.txt").write_text("\n".join(texts))
+    data = {"corpus": str(tmp_path / "c.txt"), "held_out": 10, "augment": 2, "augment_kinds": ["drop", "crop"]}
+    t = load_texts(EmbeddingRecipe.model_validate({"task": "embedding", "data": data,
+                                                   "students": [{"name": "s", "kind": "static", "dim": 4}]}))  # fmt: skip
+    assert len(t.augmented) > 30 and not set(t.augmented) & (set(t.held) | set(t.train))
+    assert all(any(subsequence(v.split(), x.split()) for x in t.train) for v in t.augmented)  # never from held-out text
+    with pytest.raises(RecipeError, match="augment_kinds"):
+        validate_recipe({"task": "embedding", "data": {"augment_kinds": ["shuffle"]}})
 
 
 def test_corpus_errors_are_clear(tmp_path: Path) -> None:
@@ -321,7 +355,8 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
         "teacher": {"path": str(teacher_dir), "license": "apache-2.0"},
         "students": [
             {"name": "l1", "kind": "layers", "layers": [1]},
-            {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 8, "heads": 2},
+            {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 8, "heads": 2,
+             "train": {"epochs": 1, "batch_size": 16, "relational": 0.5, "precision": "bf16", "num_threads": 1}},
             {"name": "static", "kind": "static", "dim": 8},
             {"name": "static-ctx", "kind": "static", "dim": 8, "init": "context", "finetune": False},
         ],
@@ -332,12 +367,31 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
     return raw
 
 
+def test_bf16_training_keeps_a_float32_student_and_learns(teacher_dir: Path) -> None:
+    from distill.engine.embed_train import fit_encoder
+    from distill.recipe.embedding import EmbedTrainConfig
+
+    teacher = load_sentence_encoder(teacher_dir)
+    texts = corpus_lines(64)
+    targets = teacher.encode(texts)
+    student = narrow_student(teacher, layers=1, hidden=8, heads=2)
+    cfg = EmbedTrainConfig(epochs=4, batch_size=16, lr=3e-3, relational=1.0, hidden=0.5, precision="bf16")
+    fit = fit_encoder(student, texts, targets, cfg, kind="narrow", teacher=teacher, progress=False)
+    assert fit.epochs_done == 4 and fit.history[-1]["loss"] < fit.history[0]["loss"]
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert student.encode(texts).dtype == np.float32
+    with pytest.raises(ValueError, match="precision"):
+        EmbedTrainConfig(precision="fp16")
+
+
 def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(corpus_lines(260)))
     (tmp_path / "other.txt").write_text("\n".join(SENTENCES * 3 + corpus_lines(60, seed=9)))
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe(teacher_dir, corpus)))
+    threads = torch.get_num_threads()
     assert main(["run", str(tmp_path / "r.yaml"), "--no-progress", "-q"]) == 0
+    assert torch.get_num_threads() == threads  # a student's train.num_threads is undone after it trains
     out = capsys.readouterr().out
     assert "| l1 | layers |" in out and "| static | static |" in out and "Spearman (" in out
     run = Path("runs/emb")

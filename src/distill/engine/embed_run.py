@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
+from distill.data.corpus import augment_texts, dedupe, read_corpus, read_sts, split_corpus
 from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
 from distill.engine.logs import log, setup_logging
 from distill.errors import DataError, ModelError
@@ -87,6 +87,7 @@ class Texts:
     train: list[str]
     held: list[str]
     extra: dict[str, list[str]]
+    augmented: list[str] = field(default_factory=list)
 
 
 def load_texts(recipe: EmbeddingRecipe) -> Texts:
@@ -118,7 +119,11 @@ def load_texts(recipe: EmbeddingRecipe) -> Texts:
     train = dedupe(train)
     log.info("corpus %s: %d training sentences%s, %d held out%s", d.corpus, len(train), "".join(added), len(held),
              "".join(f", {len(v)} from {k}" for k, v in extra.items()))  # fmt: skip
-    return Texts(train, held, extra)
+    augmented: list[str] = []
+    if d.augment:
+        augmented = augment_texts(train, d.augment, d.seed + 4, kinds=d.augment_kinds, exclude=unseen)
+        log.info("data.augment: %d variants of the training sentences", len(augmented))
+    return Texts(train, held, extra, augmented)
 
 
 # --------------------------------------------------------------- students
@@ -146,6 +151,17 @@ def train_student(
     targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
     cfg = recipe.train_of(spec)
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(spec, cfg, student, teacher, texts, targets, ckpt, resume=resume, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(spec: EmbedStudentConfig, cfg: Any, student: Any, teacher: SentenceEncoder, texts: list[str],
+           targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
     if spec.kind == "static":
         if not spec.finetune or cfg.epochs == 0:
             return {"seconds": 0.0, "epochs": 0}
@@ -229,6 +245,7 @@ def run_embedding(
     else:
         t_train = cached_embeddings(t_encode, texts.train, cache, fp, "the training text")
     t_held = cached_embeddings(t_encode, texts.held, cache, fp, "the held-out text")
+    t_aug = cached_embeddings(t_encode, texts.augmented, cache, fp, "the augmented text") if texts.augmented else None
     t_extra = {k: cached_embeddings(t_encode, v, cache, fp, k) for k, v in texts.extra.items()}
     sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
     ev = recipe.eval
@@ -265,7 +282,10 @@ def run_embedding(
             stats = json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
         else:
             student = build_student(spec, teacher, texts.train, progress=progress, context=context)
-            stats = train_student(recipe, spec, student, teacher, texts.train, t_train,
+            cfg = recipe.train_of(spec)
+            use_aug = t_aug is not None and (cfg.augmented if cfg.augmented is not None else spec.kind != "static")
+            x_fit, y_fit = (texts.train + texts.augmented, np.concatenate([t_train, t_aug])) if use_aug else (texts.train, t_train)
+            stats = train_student(recipe, spec, student, teacher, x_fit, y_fit,
                                   run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume, progress=progress)  # fmt: skip
             _save_student(spec, student, out_dir)
             write_json(run_dir / "students" / f"{spec.name}.train.json", stats)

@@ -100,6 +100,7 @@ def fit_encoder(
     pad_id = student.tokenizer.pad_token_id or 0
     target_t = torch.as_tensor(np.asarray(targets, dtype=np.float32))
     use_hidden, use_attn = cfg.hidden > 0, cfg.attention > 0
+    bf16 = cfg.precision == "bf16"
     if (use_hidden or use_attn) and teacher is None:
         raise TrainingError("hidden/attention terms need the teacher; pass it to fit_encoder")
     t_layers = teacher.num_layers if teacher is not None else 0
@@ -159,7 +160,11 @@ def fit_encoder(
         total_loss, seen = 0.0, 0
         for b in it:
             input_ids, mask = _pad([ids[i] for i in b], pad_id)
-            out = student.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = student.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
+            if bf16:  # the losses in float32
+                out = {k: (v.float() if isinstance(v, Tensor) else tuple(t.float() for t in v) if v is not None else v)
+                       for k, v in out.items()}  # fmt: skip
             emb = out["embedding"]
             tgt = target_t[torch.as_tensor(b)]
             loss = cfg.cosine * cosine_loss(emb, tgt) if cfg.cosine else emb.new_zeros(())

@@ -41,6 +41,17 @@ class CorpusConfig(_Section):
         "a student that only learned its corpus shows it here. None of it is trained on.",
     )
     extra_eval_max: int = Field(2000, gt=0, description="Sentences used from each extra_eval corpus (seeded sample).")
+    augment: int = Field(
+        0, ge=0, description="Teacher-labelled variants of each training sentence added to the training text of the "
+        "transformer students (function matching for text: the student learns the teacher on more inputs than the "
+        "corpus holds). Each variant drops words, crops a span or appends another sentence (`augment_kinds`). "
+        "Costs the teacher one pass per variant (cached like the rest); held-out text is never augmented.",
+    )  # fmt: skip
+    augment_kinds: list[Literal["drop", "crop", "concat"]] = Field(
+        default_factory=lambda: ["drop", "crop", "concat"], min_length=1,
+        description="Kinds of variant drawn from: 'drop' (each word removed with probability 0.15), 'crop' (a "
+        "span of half the words or more), 'concat' (another training sentence appended).",
+    )  # fmt: skip
     seed: int = Field(0, description="Seed of the held-out split and of the samples.")
 
 
@@ -89,6 +100,18 @@ class EmbedTrainConfig(_Section):
     attention: float = Field(
         0.0, ge=0, description="Weight of the attention-map term (KL, heads averaged; runs the teacher each step). "
         "Transformer students only.",
+    )  # fmt: skip
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Arithmetic of the training steps (transformer students): 'bf16' runs forward and backward "
+        "under bfloat16 autocast (weights, optimizer and losses stay float32): about 2x faster on CPUs with AVX-512 "
+        "BF16 or AMX, and on GPUs. The saved student is float32 either way.",
+    )  # fmt: skip
+    num_threads: int | None = Field(
+        None, gt=0, description="torch threads while this student trains (default: leave as is); timing uses eval.threads."
+    )
+    augmented: bool | None = Field(
+        None, description="Train on data.augment's variants too (default: yes for transformer students, no for "
+        "static ones, whose tables learned worse from text fragments).",
     )  # fmt: skip
     seed: int = Field(0, description="Seed of initialisation and batch order.")
 
