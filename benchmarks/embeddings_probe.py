@@ -13,6 +13,13 @@ benchmark's training sentences only (written to benchmarks/.work/embeddings/vali
 2,000 are held out again; the benchmark's held-out text and its second corpus are not used. Use it to
 choose settings; the benchmark's own held-out text is for the table only.
 
+``--tag NAME`` writes the run to its own folder (``probe[-validation]-NAME``), so that two probes can run
+side by side.
+
+``--threads N`` runs the teacher's embeddings and training on N torch threads (timing stays on one).
+
+``--data JSON`` sets fields of the recipe's ``data`` section, e.g. ``'{"augment": 1}'``.
+
 ``--extra-train SOURCE[:MAX]`` adds a training corpus (``data.extra_train``, e.g. ``builtin:wordnet:100000``);
 its teacher embeddings are computed once and cached like the rest. 2,000 of its texts are held out of
 training and measured too (``data.extra_eval``).
@@ -65,18 +72,33 @@ def seen_quality(recipe, res) -> None:  # noqa: ANN001
 def main(argv: list[str]) -> int:
     validation = "--validation" in argv
     argv = [a for a in argv if a != "--validation"]
+    tag = ""
+    if "--tag" in argv:  # its own run folder, so that two probes can run side by side
+        i = argv.index("--tag")
+        tag = "-" + (argv[i + 1] if i + 1 < len(argv) else "")
+        del argv[i : i + 2]
+    threads = 1
+    if "--threads" in argv:  # torch threads for the teacher's embeddings and training (timing stays on one)
+        i = argv.index("--threads")
+        threads = int(argv[i + 1]) if i + 1 < len(argv) else 1
+        del argv[i : i + 2]
+    data_over = {}
+    if "--data" in argv:  # recipe `data` fields, e.g. '{"augment": 1}'
+        i = argv.index("--data")
+        data_over = json.loads(argv[i + 1]) if i + 1 < len(argv) else None
+        del argv[i : i + 2]
     extra_train = None
     if "--extra-train" in argv:
         i = argv.index("--extra-train")
         extra_train = argv[i + 1] if i + 1 < len(argv) else ""
         del argv[i : i + 2]
-    if len(argv) != 1 or extra_train == "":
+    if len(argv) != 1 or extra_train == "" or data_over is None:
         print(__doc__, file=sys.stderr)
         return 2
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     raw = bench.recipe(False)
     raw["name"] = "probe"
-    raw["output"]["dir"] = str(bench.WORK / ("probe-validation" if validation else "probe"))
+    raw["output"]["dir"] = str(bench.WORK / (("probe-validation" if validation else "probe") + tag))
     if validation:
         from distill.engine.embed_run import load_texts
         from distill.fsutil import write_text
@@ -90,6 +112,8 @@ def main(argv: list[str]) -> int:
         src, _, cap = extra_train.rpartition(":") if extra_train.rsplit(":", 1)[-1].isdigit() else (extra_train, "", "")
         raw["data"] = {**raw["data"], "extra_train": [src], "extra_train_max": int(cap) if cap else None,
                        "extra_eval": [*raw["data"]["extra_eval"], src]}  # fmt: skip
+    raw["data"] = {**raw["data"], **data_over}
+    raw["eval"] = {**raw["eval"], "threads": 1}
     raw["export"] = {"onnx": False, "int8": False, "min_cosine": 0.98}
     raw["students"] = json.loads(argv[0])
     t0 = time.perf_counter()
