@@ -70,31 +70,19 @@ def seen_quality(recipe, res) -> None:  # noqa: ANN001
 
 
 def main(argv: list[str]) -> int:
-    validation = "--validation" in argv
-    argv = [a for a in argv if a != "--validation"]
-    tag = ""
-    if "--tag" in argv:  # its own run folder, so that two probes can run side by side
-        i = argv.index("--tag")
-        tag = "-" + (argv[i + 1] if i + 1 < len(argv) else "")
-        del argv[i : i + 2]
-    threads = 1
-    if "--threads" in argv:  # torch threads for the teacher's embeddings and training (timing stays on one)
-        i = argv.index("--threads")
-        threads = int(argv[i + 1]) if i + 1 < len(argv) else 1
-        del argv[i : i + 2]
-    data_over = {}
-    if "--data" in argv:  # recipe `data` fields, e.g. '{"augment": 1}'
-        i = argv.index("--data")
-        data_over = json.loads(argv[i + 1]) if i + 1 < len(argv) else None
-        del argv[i : i + 2]
-    extra_train = None
-    if "--extra-train" in argv:
-        i = argv.index("--extra-train")
-        extra_train = argv[i + 1] if i + 1 < len(argv) else ""
-        del argv[i : i + 2]
-    if len(argv) != 1 or extra_train == "" or data_over is None:
-        print(__doc__, file=sys.stderr)
-        return 2
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("students", help="JSON list of student specs (the recipe's `students`)")
+    ap.add_argument("--validation", action="store_true", help="measure on a validation split of the training text")
+    ap.add_argument("--tag", default="", help="run folder probe[-validation]-TAG, so that probes can run side by side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the teacher and training (timing: 1)")
+    ap.add_argument("--data", type=json.loads, default={}, help="""recipe `data` fields as JSON, e.g. '{"augment": 1}'""")
+    ap.add_argument("--extra-train", default=None, help="SOURCE[:MAX], added to the training text (2,000 held out)")
+    args = ap.parse_args(argv)
+    validation, tag, threads, data_over, extra_train = (
+        args.validation, f"-{args.tag}" if args.tag else "", args.threads, args.data, args.extra_train,
+    )
     torch.set_num_threads(threads)
     raw = bench.recipe(False)
     raw["name"] = "probe"
@@ -115,7 +103,7 @@ def main(argv: list[str]) -> int:
     raw["data"] = {**raw["data"], **data_over}
     raw["eval"] = {**raw["eval"], "threads": 1}
     raw["export"] = {"onnx": False, "int8": False, "min_cosine": 0.98}
-    raw["students"] = json.loads(argv[0])
+    raw["students"] = json.loads(args.students)
     t0 = time.perf_counter()
     recipe = validate_recipe(raw)
     res = run_embedding(recipe, overwrite=True, progress=False, console=False)

@@ -156,6 +156,6 @@ def test_shipped_recipes_are_valid() -> None:
 
     folder = resources.files("distill") / "recipes"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
-    assert {"demo_digits.yaml", "demo_fashion_mnist.yaml", "fashion_mnist.yaml"} <= set(names)
+    assert {"demo_digits.yaml", "demo_fashion_mnist.yaml", "fashion_mnist.yaml", "embeddings_wordnet.yaml"} <= set(names)
     for name in names:
         load_recipe(str(folder / name))
