@@ -103,8 +103,8 @@ class EmbedTrainConfig(_Section):
     )  # fmt: skip
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="Arithmetic of the training steps (transformer students): 'bf16' runs forward and backward "
-        "under bfloat16 autocast (weights, optimizer and losses stay float32): about 2x faster on CPUs with AVX-512 "
-        "BF16 or AMX, and on GPUs. The saved student is float32 either way.",
+        "under bfloat16 autocast (weights, optimizer and losses stay float32): about 2x faster on a CPU with AVX-512 "
+        "BF16 (measured), likely nothing on CPUs without bf16 instructions. The saved student is float32 either way.",
     )  # fmt: skip
     num_threads: int | None = Field(
         None, gt=0, description="torch threads while this student trains (default: leave as is); timing uses eval.threads."
