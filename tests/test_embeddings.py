@@ -382,6 +382,10 @@ def test_bf16_training_keeps_a_float32_student_and_learns(teacher_dir: Path) -> 
     assert student.encode(texts).dtype == np.float32
     with pytest.raises(ValueError, match="precision"):
         EmbedTrainConfig(precision="fp16")
+    from distill.recipe.embedding import EmbedStudentConfig
+
+    with pytest.raises(ValueError, match="transformer students"):  # not silently ignored
+        EmbedStudentConfig(name="s", kind="static", train=EmbedTrainConfig(precision="bf16"))
 
 
 def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -165,6 +165,9 @@ class EmbedStudentConfig(_Section):
             raise ValueError("kind 'layers' needs `layers`, the teacher layers to keep, e.g. layers: [0, 5]")
         if self.kind == "narrow" and not (self.num_layers and self.hidden and self.heads):
             raise ValueError("kind 'narrow' needs num_layers, hidden and heads, e.g. num_layers: 2, hidden: 192, heads: 6")
+        if self.kind == "static" and self.train is not None and self.train.precision != "fp32":
+            raise ValueError("train.precision applies to transformer students; a static table fine-tunes in float32 "
+                             "(remove precision from this student's train)")  # fmt: skip
         if self.kind == "narrow" and self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         return self
