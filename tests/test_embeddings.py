@@ -367,6 +367,33 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
     return raw
 
 
+def test_transformer_students_train_on_augmented_variants_and_static_ones_do_not(teacher_dir: Path, tmp_path: Path) -> None:
+    import math
+
+    from distill.engine.embed_run import load_texts, run_embedding
+    from distill.recipe.embedding import EmbeddingRecipe
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(corpus_lines(120)))
+    (tmp_path / "other.txt").write_text("\n".join(SENTENCES * 3 + corpus_lines(60, seed=9)))
+    raw = _recipe(teacher_dir, corpus, output={"dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")},
+                  export={"onnx": False, "int8": False})  # fmt: skip
+    raw["data"]["augment"] = 1
+    raw["students"] = [raw["students"][0], raw["students"][2]]  # l1 (layers) and static
+    rec = EmbeddingRecipe.model_validate(raw)
+    texts = load_texts(rec)
+    assert texts.augmented
+    run_embedding(rec, progress=False, console=False)
+    steps = json.loads((tmp_path / "run/students/l1.train.json").read_text())["steps"]
+    assert steps == math.ceil((len(texts.train) + len(texts.augmented)) / 16)
+    assert "teacher embeddings of the augmented text" in (tmp_path / "run/run.log").read_text()
+    # a recipe whose only students are static ones never pays the teacher for the variants
+    raw["students"] = [raw["students"][1]]
+    raw["output"] = {"dir": str(tmp_path / "run2"), "cache_dir": str(tmp_path / "cache2")}
+    run_embedding(EmbeddingRecipe.model_validate(raw), progress=False, console=False)
+    assert "augmented text" not in (tmp_path / "run2/run.log").read_text()
+
+
 def test_bf16_training_keeps_a_float32_student_and_learns(teacher_dir: Path) -> None:
     from distill.engine.embed_train import fit_encoder
     from distill.recipe.embedding import EmbedTrainConfig

@@ -245,7 +245,13 @@ def run_embedding(
     else:
         t_train = cached_embeddings(t_encode, texts.train, cache, fp, "the training text")
     t_held = cached_embeddings(t_encode, texts.held, cache, fp, "the held-out text")
-    t_aug = cached_embeddings(t_encode, texts.augmented, cache, fp, "the augmented text") if texts.augmented else None
+    def uses_aug(spec: EmbedStudentConfig) -> bool:
+        flag = recipe.train_of(spec).augmented
+        return bool(texts.augmented) and (flag if flag is not None else spec.kind != "static")
+
+    t_aug = None  # the teacher labels data.augment's variants only when a student trains on them
+    if any(uses_aug(s) for s in recipe.students):
+        t_aug = cached_embeddings(t_encode, texts.augmented, cache, fp, "the augmented text")
     t_extra = {k: cached_embeddings(t_encode, v, cache, fp, k) for k, v in texts.extra.items()}
     sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
     ev = recipe.eval
@@ -282,9 +288,9 @@ def run_embedding(
             stats = json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
         else:
             student = build_student(spec, teacher, texts.train, progress=progress, context=context)
-            cfg = recipe.train_of(spec)
-            use_aug = t_aug is not None and (cfg.augmented if cfg.augmented is not None else spec.kind != "static")
-            x_fit, y_fit = (texts.train + texts.augmented, np.concatenate([t_train, t_aug])) if use_aug else (texts.train, t_train)
+            x_fit, y_fit = texts.train, t_train
+            if uses_aug(spec) and t_aug is not None:
+                x_fit, y_fit = texts.train + texts.augmented, np.concatenate([t_train, t_aug])
             stats = train_student(recipe, spec, student, teacher, x_fit, y_fit,
                                   run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume, progress=progress)  # fmt: skip
             _save_student(spec, student, out_dir)
