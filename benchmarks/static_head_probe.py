@@ -9,7 +9,8 @@ tokens (bigrams), each bucket a vector in the table's space, their mean added to
 the recipe's training texts held out of this probe's training (seeded); the recipe's own held-out text
 is never touched. Sentences/s: torch forward at batch 64 on one thread, tokenisation included.
 
-    .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--epochs 3]
+    .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
+        [--memorise] [--epochs 3]
 
 Uses the teacher-embedding cache of ``benchmarks/embeddings.py --corpus wordnet`` (else computes the
 teacher's embeddings of 179k texts, ~6 minutes on 2 threads). Prints one line per variant and epoch.
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bigrams", type=int, nargs="+", default=[0], help="hash buckets of token pairs to try (0: none)")
     ap.add_argument("--memorise", action="store_true",
                     help="train on the validation texts too: how well the model class can fit them at all (an upper bound)")
+    ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads to train (timing: 1)")
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_texts, val_texts = [texts[i] for i in fit_idx], [texts[i] for i in val_idx]
     y = nn.functional.normalize(torch.as_tensor(targets[fit_idx]).float(), dim=-1)
     y_val = targets[val_idx]
-    base = build_static(teacher, dim=256, weighting="sif", corpus=fit_texts, progress=False)
+    base = build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False)
     ids, offsets = base.tokenize(fit_texts)
     ids, offsets = ids.numpy(), offsets.numpy()
     keep = np.flatnonzero(np.diff(offsets) > 0)
