@@ -80,14 +80,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--data", type=json.loads, default={}, help="""recipe `data` fields as JSON, e.g. '{"augment": 1}'""")
     ap.add_argument("--extra-train", default=None, help="SOURCE[:MAX], added to the training text (2,000 held out)")
     args = ap.parse_args(argv)
-    validation, tag, threads, data_over, extra_train = (
-        args.validation, f"-{args.tag}" if args.tag else "", args.threads, args.data, args.extra_train,
-    )
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     raw = bench.recipe(False)
     raw["name"] = "probe"
-    raw["output"]["dir"] = str(bench.WORK / (("probe-validation" if validation else "probe") + tag))
-    if validation:
+    raw["output"]["dir"] = str(bench.WORK / (("probe-validation" if args.validation else "probe") + (f"-{args.tag}" if args.tag else "")))
+    if args.validation:
         from distill.engine.embed_run import load_texts
         from distill.fsutil import write_text
 
@@ -96,11 +93,12 @@ def main(argv: list[str]) -> int:
         write_text(path, "\n".join(train) + "\n")
         raw["data"] = {**raw["data"], "corpus": str(path), "extra_eval": []}
         print(f"validation: {len(train):,} training sentences of the benchmark, 2,000 of them held out", flush=True)
-    if extra_train:
-        src, _, cap = extra_train.rpartition(":") if extra_train.rsplit(":", 1)[-1].isdigit() else (extra_train, "", "")
+    if args.extra_train:
+        et = args.extra_train
+        src, _, cap = et.rpartition(":") if et.rsplit(":", 1)[-1].isdigit() else (et, "", "")
         raw["data"] = {**raw["data"], "extra_train": [src], "extra_train_max": int(cap) if cap else None,
                        "extra_eval": [*raw["data"]["extra_eval"], src]}  # fmt: skip
-    raw["data"] = {**raw["data"], **data_over}
+    raw["data"] = {**raw["data"], **args.data}
     raw["eval"] = {**raw["eval"], "threads": 1}
     raw["export"] = {"onnx": False, "int8": False, "min_cosine": 0.98}
     raw["students"] = json.loads(args.students)

@@ -71,17 +71,11 @@ class HeadStatic(nn.Module):
         return h[same], off
 
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
-        b = self.base
-        n = offsets.numel() - 1
-        w = b.weights[ids]
-        sums = b.embedding(ids, offsets, per_sample_weights=w)
-        owner = torch.repeat_interleave(torch.arange(n), torch.diff(offsets))
-        wsum = torch.zeros(n, dtype=w.dtype).index_add(0, owner, w).clamp(min=1e-12)
-        pooled = sums / wsum.unsqueeze(1)
+        pooled, _ = self.base.pool(ids, offsets)
         if self.pairs is not None:
             p_ids, p_off = self.pair_ids(ids, offsets)
             pooled = pooled + self.pairs(p_ids, p_off) / torch.diff(p_off).clamp(min=1).unsqueeze(1)
-        out = b.proj(pooled)
+        out = self.base.proj(pooled)
         if self.head is not None:
             out = out + self.head(pooled)
         return nn.functional.normalize(out, dim=-1)

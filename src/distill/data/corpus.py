@@ -24,10 +24,12 @@ import re
 import sysconfig
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
 from distill.errors import DataError
+from distill.recipe.embedding import AugmentKind
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 WORDNET_DIR = "/usr/share/wordnet"
@@ -243,7 +245,7 @@ def read_sts(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
     return [str(r["sentence1"]) for r in rows], [str(r["sentence2"]) for r in rows], np.array([float(r["score"]) for r in rows])
 
 
-AUGMENT_KINDS = ("drop", "crop", "concat")
+AUGMENT_KINDS: tuple[str, ...] = get_args(AugmentKind)
 
 
 def augment_texts(texts: Sequence[str], copies: int, seed: int, *, kinds: Sequence[str] = AUGMENT_KINDS,

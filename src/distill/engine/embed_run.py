@@ -10,9 +10,10 @@ transformer students (parity-checked) → ``comparison.md``/``comparison.json``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,37 +147,40 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
                         context=context if spec.init == "context" else None)  # fmt: skip
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch runs on ``n`` threads inside the block (None or 0: as it is); the caller's count comes back after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_student(
     recipe: EmbeddingRecipe, spec: EmbedStudentConfig, student: Any, teacher: SentenceEncoder, texts: list[str],
     targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
     cfg = recipe.train_of(spec)
-    threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    try:
-        return _train(spec, cfg, student, teacher, texts, targets, ckpt, resume=resume, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(spec: EmbedStudentConfig, cfg: Any, student: Any, teacher: SentenceEncoder, texts: list[str],
-           targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
     if spec.kind == "static":
         if not spec.finetune or cfg.epochs == 0:
             return {"seconds": 0.0, "epochs": 0}
         from distill.engine.static_train import finetune_static
         from distill.engine.embed_train import DEFAULT_LR
 
-        stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
-                                batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational,
-                                time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
+        with torch_threads(cfg.num_threads):
+            stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
+                                    batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational,
+                                    time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
         return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
     from distill.engine.embed_train import fit_encoder
 
-    fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
-                      kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
-                      progress=progress)  # fmt: skip
+    with torch_threads(cfg.num_threads):
+        fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
+                          kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
+                          progress=progress)  # fmt: skip
     return {"seconds": fit.seconds, "epochs": fit.epochs_done, "steps": fit.steps, "stopped_by_time": fit.stopped_by_time,
             "history": fit.history}  # fmt: skip
 
@@ -289,7 +293,7 @@ def run_embedding(
         else:
             student = build_student(spec, teacher, texts.train, progress=progress, context=context)
             x_fit, y_fit = texts.train, t_train
-            if uses_aug(spec) and t_aug is not None:
+            if t_aug is not None and uses_aug(spec):
                 x_fit, y_fit = texts.train + texts.augmented, np.concatenate([t_train, t_aug])
             stats = train_student(recipe, spec, student, teacher, x_fit, y_fit,
                                   run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume, progress=progress)  # fmt: skip
@@ -310,18 +314,13 @@ def run_embedding(
         row.update(measure(enc))
         rows.append(row)
     # speed: every model side by side, same sentences, same process
-    threads = torch.get_num_threads()
-    if ev.threads:
-        torch.set_num_threads(ev.threads)
-    try:
+    with torch_threads(ev.threads):
         speed_texts = texts.held[: ev.speed_sentences]
         one_texts = texts.held[: ev.latency_sentences]
         for row, (name, enc) in zip(rows, encoders.items(), strict=True):
             row["speed_b64"] = sentences_per_second(enc, speed_texts, 64)
             row["speed_b1"] = sentences_per_second(enc, one_texts, 1)
             log.info("speed %s: %.0f sentences/s at batch 64, %.0f at batch 1", name, row["speed_b64"], row["speed_b1"])
-    finally:
-        torch.set_num_threads(threads)
     base = rows[0]
     for row in rows:
         row["speedup_b64"] = row["speed_b64"] / base["speed_b64"]

@@ -162,9 +162,8 @@ def fit_encoder(
             input_ids, mask = _pad([ids[i] for i in b], pad_id)
             with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = student.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
-            if bf16:  # the losses in float32
-                out = {k: (v.float() if isinstance(v, Tensor) else tuple(t.float() for t in v) if v is not None else v)
-                       for k, v in out.items()}  # fmt: skip
+            if bf16:  # the losses in float32: the embedding, and the hidden states / attention maps when asked for
+                out = {k: v.float() if isinstance(v, Tensor) else tuple(t.float() for t in v) for k, v in out.items()}
             emb = out["embedding"]
             tgt = target_t[torch.as_tensor(b)]
             loss = cfg.cosine * cosine_loss(emb, tgt) if cfg.cosine else emb.new_zeros(())

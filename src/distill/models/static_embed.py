@@ -117,14 +117,19 @@ class StaticEmbedder(nn.Module):
         ids, offsets = light.tokenize_flat(self.tokenizer, light.check_texts(texts))
         return torch.from_numpy(ids), torch.from_numpy(offsets)
 
-    def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
+    def pool(self, ids: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
+        """The weighted mean of each text's token rows (N, d), and whether it had a token of positive weight (N,)."""
         n = offsets.numel() - 1
         w = self.weights[ids]
         sums = self.embedding(ids, offsets, per_sample_weights=w)
         owner = torch.repeat_interleave(torch.arange(n), torch.diff(offsets))
         wsum = torch.zeros(n, dtype=w.dtype).index_add(0, owner, w)
         has = wsum > 0
-        out = self.proj(sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1))
+        return sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1), has
+
+    def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
+        pooled, has = self.pool(ids, offsets)
+        out = self.proj(pooled)
         if self.normalize:
             out = nn.functional.normalize(out, dim=-1)
         return torch.where(has.unsqueeze(1), out, torch.zeros_like(out))

@@ -4,11 +4,14 @@ teacher on held-out text."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from distill.recipe.schema import _RecipeRoot, _Section
+
+
+AugmentKind = Literal["drop", "crop", "concat"]  # data.augment's kinds of variant (data/corpus.augment_texts)
 
 
 class CorpusConfig(_Section):
@@ -47,8 +50,8 @@ class CorpusConfig(_Section):
         "corpus holds). Each variant drops words, crops a span or appends another sentence (`augment_kinds`). "
         "Costs the teacher one pass per variant (cached like the rest); held-out text is never augmented.",
     )  # fmt: skip
-    augment_kinds: list[Literal["drop", "crop", "concat"]] = Field(
-        default_factory=lambda: ["drop", "crop", "concat"], min_length=1,
+    augment_kinds: list[AugmentKind] = Field(
+        default_factory=lambda: list(get_args(AugmentKind)), min_length=1,
         description="Kinds of variant drawn from: 'drop' (each word removed with probability 0.15), 'crop' (a "
         "span of half the words or more), 'concat' (another training sentence appended).",
     )  # fmt: skip
