@@ -362,7 +362,7 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
             {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 8, "heads": 2,
              "train": {"epochs": 1, "batch_size": 16, "relational": 0.5, "precision": "bf16", "num_threads": 1}},
             {"name": "static", "kind": "static", "dim": 8},
-            {"name": "static-ctx", "kind": "static", "dim": 8, "init": "context", "finetune": False},
+            {"name": "static-ctx", "kind": "static", "dim": 8, "init": "context", "finetune": False, "anchor": False},
         ],
         "train": {"epochs": 1, "batch_size": 16, "relational": 0.5},
         "eval": {"pairs": 200, "queries": 10, "speed_sentences": 32, "latency_sentences": 4},
@@ -427,6 +427,9 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     assert (run / "students/l1/onnx/model.onnx").exists()
     card = (run / "students/l1/README.md").read_text()
     assert "teacher **teacher**" in card and "apache-2.0" in card and "may breach its terms" in card
+    # a static student has the anchor row unless its recipe turns it off
+    anchors = [json.loads((run / f"students/{n}/config.json").read_text())["anchor"] for n in ("static", "static-ctx")]
+    assert anchors == [True, False]
     # the students reload to the embeddings the run measured
     again = load_sentence_encoder(run / "students/l1").encode(SENTENCES)
     assert again.shape == (len(SENTENCES), 16)

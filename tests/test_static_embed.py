@@ -39,21 +39,28 @@ def _single_token_words(model: StaticEmbedder) -> list[str]:
     return [w for w in WORDS if len(model.tokenizer.encode(w, add_special_tokens=False).ids) == 1]
 
 
-def test_build_finetune_save_reload_identical(teacher: SentenceEncoder, targets: torch.Tensor, tmp_path: Path) -> None:
-    model = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+@pytest.mark.parametrize("anchor", [True, False])
+def test_build_finetune_save_reload_identical(
+    teacher: SentenceEncoder, targets: torch.Tensor, tmp_path: Path, anchor: bool
+) -> None:
+    model = build_static(teacher, dim=8, corpus=SENTENCES, progress=False, anchor=anchor)
     vocab = teacher.tokenizer.backend_tokenizer.get_vocab_size(True)
-    assert (model.vocab_size, model.dim, model.output_dim) == (vocab, 8, 16)
+    assert (model.vocab_size, model.dim, model.output_dim, model.anchor) == (vocab + anchor, 8, 16, anchor)
+    anchor_before = (model.embedding.weight[-1].detach().clone(), float(model.weights.detach()[-1]))
     stats = finetune_static(model, SENTENCES, targets, epochs=8, batch_size=5, lr=1e-2, progress=False)
     assert stats["epochs"] == 8 and stats["steps"] == 32 and stats["texts_used"] == len(SENTENCES)
     assert stats["epoch_losses"][-1] < 0.5 * stats["epoch_losses"][0]
     assert (model.weights.detach()[:5] == 0).all()  # special tokens stay ignored through training
+    if anchor:  # the anchor's row and weight train like a token's
+        assert not torch.equal(model.embedding.weight[-1], anchor_before[0]) and float(model.weights.detach()[-1]) != anchor_before[1]
 
     texts = SENTENCES + ODD
     before = model.encode(texts)
     folder = save_static(model, None, tmp_path / "static")
     assert sorted(p.name for p in folder.iterdir()) == sorted([*LIGHT_FILES, "static_model.py"])
     config = json.loads((folder / "config.json").read_text())
-    assert config["format"] == "distill-static" and config["version"] == 1 and config["output_dim"] == 16
+    assert config["format"] == "distill-static" and config["output_dim"] == 16
+    assert (config["version"], config["anchor"]) == ((2, True) if anchor else (1, False))  # v1 loaders still read it
     assert config["teacher"]["dim"] == 16
     torch_side = load_static(folder).encode(texts)
     numpy_side = StaticModel.from_dir(folder).encode(texts, batch_size=7)
@@ -86,17 +93,17 @@ def test_loader_runs_without_torch_or_distill(teacher: SentenceEncoder, tmp_path
 
 @pytest.mark.parametrize("weighting", ["sif", "none"])
 def test_pca_init_with_full_dim_reproduces_teacher_tokens(teacher: SentenceEncoder, weighting: str) -> None:
-    model = build_static(teacher, dim=teacher.dim, weighting=weighting, corpus=SENTENCES, progress=False)
+    model = build_static(teacher, dim=teacher.dim, weighting=weighting, corpus=SENTENCES, progress=False, anchor=False)
     words = _single_token_words(model)
     assert len(words) > 50
     np.testing.assert_allclose(model.encode(words), teacher.encode(words), atol=1e-5)
     # a smaller dim is a lossy projection: close, not equal
-    small = build_static(teacher, dim=4, weighting=weighting, corpus=SENTENCES, progress=False)
+    small = build_static(teacher, dim=4, weighting=weighting, corpus=SENTENCES, progress=False, anchor=False)
     assert np.abs(small.encode(words) - teacher.encode(words)).max() > 1e-3
 
 
 def test_sif_weights_decrease_with_frequency(teacher: SentenceEncoder) -> None:
-    model = build_static(teacher, dim=4, weighting="sif", corpus=SENTENCES, progress=False)
+    model = build_static(teacher, dim=4, weighting="sif", corpus=SENTENCES, progress=False, anchor=False)
     tok = model.tokenizer
     counts = Counter(i for e in tok.encode_batch(SENTENCES, add_special_tokens=False) for i in e.ids)
     w = model.weights.detach().numpy()
@@ -109,19 +116,19 @@ def test_sif_weights_decrease_with_frequency(teacher: SentenceEncoder) -> None:
     assert unseen and np.allclose(w[unseen], w[seen].max())  # never seen: the smallest probability
     assert (w[:5] == 0).all() and (w[5:] > 0).all()  # [PAD] [UNK] [CLS] [SEP] [MASK] are ignored
 
-    zipf = build_static(teacher, dim=4, weighting="zipf", progress=False).weights.detach().numpy()[5:]
+    zipf = build_static(teacher, dim=4, weighting="zipf", progress=False, anchor=False).weights.detach().numpy()[5:]
     assert (np.diff(zipf) > 0).all()  # later ids = rarer under Zipf's assumption
-    no_corpus = build_static(teacher, dim=4, weighting="sif", progress=False).weights.detach().numpy()[5:]
+    no_corpus = build_static(teacher, dim=4, weighting="sif", progress=False, anchor=False).weights.detach().numpy()[5:]
     np.testing.assert_array_equal(no_corpus, zipf)
-    ones = build_static(teacher, dim=4, weighting="none", progress=False).weights.detach().numpy()[5:]
+    ones = build_static(teacher, dim=4, weighting="none", progress=False, anchor=False).weights.detach().numpy()[5:]
     assert (ones == 1).all()
 
 
 def test_extend_vocab_adds_tokens_the_saved_tokenizer_uses(teacher: SentenceEncoder, tmp_path: Path) -> None:
     corpus = SENTENCES + ["the bird sings slowly", "slowly the river runs", "garden music", "a garden"]
-    base = build_static(teacher, dim=teacher.dim, corpus=corpus, progress=False)
+    base = build_static(teacher, dim=teacher.dim, corpus=corpus, progress=False, anchor=False)
     assert base.tokenizer.encode("slowly garden", add_special_tokens=False).tokens[0] == "slow"
-    model = build_static(teacher, dim=teacher.dim, corpus=corpus, extend_vocab=3, progress=False)
+    model = build_static(teacher, dim=teacher.dim, corpus=corpus, extend_vocab=3, progress=False, anchor=False)
     v = base.vocab_size
     assert model.vocab_size == v + 3 and model.meta["added_words"] == 3
     folder = save_static(model, None, tmp_path / "ext")
@@ -134,6 +141,44 @@ def test_extend_vocab_adds_tokens_the_saved_tokenizer_uses(teacher: SentenceEnco
     # the new rows are the teacher's embedding of the word itself (dim == D: exact)
     np.testing.assert_allclose(light.encode(["slowly", "garden"]), teacher.encode(["slowly", "garden"]), atol=1e-5)
     np.testing.assert_allclose(load_static(folder).encode(corpus), light.encode(corpus), atol=1e-6)
+
+
+def test_anchor_joins_every_mean_and_makes_length_count(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    corpus = SENTENCES + ["the bird sings slowly", "slowly the river runs", "garden music", "a garden"]
+    plain = build_static(teacher, dim=teacher.dim, weighting="none", corpus=corpus, progress=False, anchor=False)
+    model = build_static(teacher, dim=teacher.dim, weighting="none", corpus=corpus, extend_vocab=2, progress=False)
+    v = plain.vocab_size
+    assert model.vocab_size == v + 3 and model.anchor  # the added words, then the anchor row
+    # the anchor is no token: it never comes out of the tokenizer, and it starts as the teacher's empty text
+    ids, _ = model.tokenize(corpus + ["[CLS] [SEP] [MASK]"])
+    assert int(ids.max()) < model.vocab_size - 1
+    w = model.weights.detach().numpy()
+    assert w[-1] == w[:-1].max() == 1.0
+    empty = teacher.encode([""])[0]
+    np.testing.assert_allclose(model.proj(model.embedding.weight[-1:]).detach().numpy()[0], empty, atol=1e-5)
+    # one word: the mean of its row and the anchor's (dim == D: the teacher's own vectors)
+    words = [x for x in _single_token_words(plain) if x in {"cat", "dog", "the", "river"}]
+    assert words
+    for word in words:
+        want = (teacher.encode([word])[0] + empty) / 2
+        np.testing.assert_allclose(model.encode([word])[0], want / np.linalg.norm(want), atol=1e-5)
+    # a plain mean cannot tell "cat" from "cat cat cat"; with the anchor, the longer text leans less on it
+    same = plain.encode(["cat", "cat cat cat"])
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)
+    one, three = model.encode(["cat", "cat cat cat"])
+    cat = plain.encode(["cat"])[0]
+    assert float(three @ cat) > float(one @ cat) + 1e-3
+    # both loaders agree, the empty text is still the zero vector, and a folder without the anchor row fails
+    folder = save_static(model, None, tmp_path / "anchored")
+    light = StaticModel.from_dir(folder)
+    texts = ["", *corpus, "cat cat cat"]
+    np.testing.assert_allclose(light.encode(texts), model.encode(texts), atol=1e-6)
+    np.testing.assert_allclose(light.encode(texts, batch_size=1), model.encode(texts), atol=1e-6)
+    assert (light.encode([""]) == 0).all()
+    np.save(folder / "embeddings.npy", np.load(folder / "embeddings.npy")[:-3])
+    np.save(folder / "weights.npy", np.load(folder / "weights.npy")[:-3])
+    with pytest.raises(ValueError, match="the last one the anchor"):
+        StaticModel.from_dir(folder)
 
 
 def test_empty_and_unknown_texts_give_zero_vectors(teacher: SentenceEncoder, tmp_path: Path) -> None:

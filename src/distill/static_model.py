@@ -10,23 +10,30 @@ folder works without `distill` (or torch) installed::
 
 It imports nothing but the standard library, numpy and `tokenizers`; keep it that way.
 
-The folder (format ``distill-static``, version 1)
+The folder (format ``distill-static``, version 1 or 2)
 ------------------------------------------------
 ``config.json``
-    ``{"format": "distill-static", "version": 1, "vocab_size": V, "dim": d, "output_dim": D,
-    "normalize": true, "embedding_dtype": "float32" | "float16", "weighting": ..., "teacher": {...} | null}``
+    ``{"format": "distill-static", "version": 1 | 2, "vocab_size": V, "dim": d, "output_dim": D,
+    "normalize": true, "embedding_dtype": "float32" | "float16", "anchor": false | true, "weighting": ...,
+    "teacher": {...} | null}``
 ``embeddings.npy``
     the token table, (V, d), float32 or float16 (fp16 halves the size; rows are upcast to float32
     before any arithmetic, so the only loss is the fp16 rounding of the stored values).
 ``weights.npy``
     per-token weights, (V,), float32, >= 0. Weight 0 means "ignore this token" (special tokens such
     as ``[UNK]``, ``[CLS]``, ``[PAD]``).
+``"anchor": true`` in the config (version 2)
+    the table's last row is no token: it joins the weighted mean of every text (that has a token of
+    positive weight) with its weight ``w[V-1]``, as the ``[CLS]``/``[SEP]`` vectors join a mean-pooling
+    teacher's mean. It lets the embedding depend on how long the text is (a short text leans more on
+    the anchor), which a plain mean of token rows cannot. Absent or false: no anchor (version 1).
 ``projection.npy`` and ``bias.npy``
     (d, D) float32 and (D,) float32: the map from the table's space into the teacher's space.
 ``tokenizer.json``
     a `tokenizers` file; it is used without special tokens, padding or truncation.
 
-Inference for one text: tokenize (no special tokens); ``m = sum_i w[t_i] E[t_i] / sum_i w[t_i]``;
+Inference for one text: tokenize (no special tokens); ``m = sum_i w[t_i] E[t_i] / sum_i w[t_i]``
+(with an anchor ``a = V - 1``: ``m = (sum_i w[t_i] E[t_i] + w[a] E[a]) / (sum_i w[t_i] + w[a])``);
 ``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
 (the empty string, only unknown words, only special tokens) gives the zero vector: "no information",
 never NaN. Its cosine to anything is 0 by convention.
@@ -44,7 +51,7 @@ from collections.abc import Sequence
 import numpy as np
 
 FORMAT = "distill-static"
-VERSION = 1
+VERSION = 2  # 2 added the anchor; a folder without one is still written as version 1
 FILES = ("config.json", "embeddings.npy", "weights.npy", "projection.npy", "bias.npy", "tokenizer.json")
 
 
@@ -76,7 +83,8 @@ class StaticModel:
     """A static sentence embedder: token table + per-token weights + a projection, numpy only."""
 
     def __init__(self, tokenizer, embeddings: np.ndarray, weights: np.ndarray, projection: np.ndarray,
-                 bias: np.ndarray, *, normalize: bool = True, config: dict | None = None) -> None:  # fmt: skip
+                 bias: np.ndarray, *, normalize: bool = True, config: dict | None = None,
+                 anchor: bool = False) -> None:  # fmt: skip
         v, d = embeddings.shape
         if (
             weights.shape != (v,)
@@ -90,9 +98,10 @@ class StaticModel:
                 "Fix: the folder is corrupt or was edited; save it again."
             )
         n_tok = tokenizer.get_vocab_size(with_added_tokens=True)
-        if n_tok > v:
+        if n_tok + bool(anchor) > v:
             raise ValueError(
-                f"the tokenizer has {n_tok} tokens but the table only {v} rows. "
+                f"the tokenizer has {n_tok} tokens but the table only {v} rows"
+                + (" (the last one the anchor)" if anchor else "") + ". "
                 "Fix: the tokenizer.json does not belong to this table; save the folder again."
             )
         tokenizer.no_padding()
@@ -104,6 +113,7 @@ class StaticModel:
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.normalize = bool(normalize)
         self.config = dict(config or {})
+        self.anchor = bool(anchor)
         # rows pre-multiplied by their weights, fp32 (V x d x 4 bytes in memory even for an fp16 file)
         self._weighted = self.embeddings.astype(np.float32) * self.weights[:, None]
 
@@ -152,7 +162,7 @@ class StaticModel:
         tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
         return cls(
             tokenizer, embeddings, load("weights.npy"), load("projection.npy"), load("bias.npy"),
-            normalize=bool(config.get("normalize", True)), config=config,
+            normalize=bool(config.get("normalize", True)), config=config, anchor=bool(config.get("anchor", False)),
         )  # fmt: skip
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +198,9 @@ class StaticModel:
     def _finish(self, sums: np.ndarray, wsum: np.ndarray) -> np.ndarray:
         """Weighted sums (n, d) and weight sums (n,) to embeddings (n, D)."""
         has = wsum > 0
+        if self.anchor:  # the last row joins every mean with its weight
+            sums = sums + self._weighted[-1]
+            wsum = wsum + self.weights[-1]
         out = (sums / np.where(has, wsum, 1.0)[:, None]) @ self.projection
         out += self.bias
         if self.normalize:

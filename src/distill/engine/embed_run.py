@@ -143,7 +143,7 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
     from distill.models.static_embed import build_static
 
     return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
-                        extend_vocab=spec.extend_vocab, progress=progress,
+                        extend_vocab=spec.extend_vocab, progress=progress, anchor=spec.anchor,
                         context=context if spec.init == "context" else None)  # fmt: skip
 
 

@@ -27,7 +27,15 @@ Build (:func:`build_static`), model2vec-style:
    lower-cased text), so the tokenizer emits them; their rows are the teacher's embedding of the word
    itself, passed through the same PCA.
 
-Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tokens), ``y = proj(m)``,
+5. ``anchor=True`` (the default): one more row at the end of the table, the teacher's embedding of the
+   empty text (its special tokens alone) through the same PCA, with the largest token weight (the
+   rarest token's). It is no token: it joins
+   every text's weighted mean, as ``[CLS]`` and ``[SEP]`` join a mean-pooling teacher's mean, so a short
+   text leans more on it than a long one. A plain mean of token rows cannot depend on the text's length;
+   this teacher's embeddings do. Fine-tuning trains its row and weight like any token's.
+
+Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tokens; with the anchor ``a``,
+``w[a] E[a]`` joins the sum and ``w[a]`` the weights), ``y = proj(m)``,
 L2-normalised. A text with no token of positive weight (empty, only unknown or special tokens) gives
 the zero vector, never NaN.
 
@@ -71,7 +79,7 @@ class StaticEmbedder(nn.Module):
 
     def __init__(
         self, tokenizer: Any, table: Tensor, weights: Tensor, projection: Tensor, bias: Tensor, *,
-        normalize: bool = True, meta: dict[str, Any] | None = None,
+        normalize: bool = True, meta: dict[str, Any] | None = None, anchor: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         v, d = table.shape
@@ -81,9 +89,10 @@ class StaticEmbedder(nn.Module):
                 f"projection {tuple(projection.shape)}, bias {tuple(bias.shape)} (expected (V, d), (V,), (D, d), (D,))."
             )
         n_tok = tokenizer.get_vocab_size(with_added_tokens=True)
-        if n_tok > v:
+        if n_tok + bool(anchor) > v:
             raise ModelError(
-                f"the tokenizer has {n_tok} tokens but the table only {v} rows; they do not belong together."
+                f"the tokenizer has {n_tok} tokens but the table only {v} rows"
+                + (" (one of them the anchor)" if anchor else "") + "; they do not belong together."
             )
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -97,6 +106,7 @@ class StaticEmbedder(nn.Module):
         self.weights = nn.Parameter(weights.detach().float().clone())
         self.normalize = bool(normalize)
         self.meta = dict(meta or {})
+        self.anchor = bool(anchor)
 
     @property
     def vocab_size(self) -> int:
@@ -118,13 +128,18 @@ class StaticEmbedder(nn.Module):
         return torch.from_numpy(ids), torch.from_numpy(offsets)
 
     def pool(self, ids: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-        """The weighted mean of each text's token rows (N, d), and whether it had a token of positive weight (N,)."""
+        """The weighted mean of each text's token rows (N, d), and whether it had a token of positive weight (N,).
+        With an anchor, the table's last row joins every such text's mean with its own weight."""
         n = offsets.numel() - 1
         w = self.weights[ids]
         sums = self.embedding(ids, offsets, per_sample_weights=w)
         owner = torch.repeat_interleave(torch.arange(n), torch.diff(offsets))
         wsum = torch.zeros(n, dtype=w.dtype).index_add(0, owner, w)
         has = wsum > 0
+        if self.anchor:
+            last = torch.tensor([self.vocab_size - 1])
+            sums = sums + self.weights[last] * nn.functional.embedding(last, self.embedding.weight, sparse=True)
+            wsum = wsum + self.weights[last]
         return sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1), has
 
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
@@ -344,6 +359,7 @@ def build_static(
     teacher: Any, *, dim: int = 256, weighting: Literal["sif", "zipf", "none"] = "sif",
     corpus: list[str] | None = None, extend_vocab: int = 0, sif_a: float = 1e-3, batch_size: int = 256,
     progress: bool = True, keep_mean: bool = True, context: tuple[np.ndarray, np.ndarray] | None = None,
+    anchor: bool = True,
 ) -> StaticEmbedder:  # fmt: skip
     """A static student of ``teacher`` (a :class:`~distill.models.sentence.SentenceEncoder`): see the
     module docstring for each step. ``corpus`` (sentences) gives SIF frequencies and the words of
@@ -393,8 +409,12 @@ def build_static(
                 raise ModelError(f"the tokenizer gave unexpected ids to the added words: {new_ids[:5]}...")
             with torch.inference_mode():
                 rows.append(np.asarray(teacher.encode(added, batch_size=batch_size), dtype=np.float32))
+    if anchor:
+        rows.append(_anchor_row(teacher, tok, fallback=mean))
     table = (np.concatenate(rows) - mean) @ comps.T
-    weights = _weights(tok, table.shape[0], weighting, corpus, float(sif_a))
+    weights = _weights(tok, table.shape[0] - bool(anchor), weighting, corpus, float(sif_a))
+    if anchor:  # weighted like the rarest token
+        weights = np.append(weights, weights.max() if weights.max() > 0 else np.float32(1.0))
     meta = {
         "teacher": _teacher_identity(teacher),
         "weighting": weighting if (weighting != "sif" or corpus is not None) else "zipf (sif without a corpus)",
@@ -406,8 +426,24 @@ def build_static(
         tok, torch.from_numpy(table.astype(np.float32)), torch.from_numpy(weights),
         torch.from_numpy(comps.T.astype(np.float32)),
         torch.from_numpy(mean.astype(np.float32) if keep_mean else np.zeros_like(mean, dtype=np.float32)),
-        normalize=True, meta=meta,
+        normalize=True, meta=meta, anchor=anchor,
     )  # fmt: skip
+
+
+def _anchor_row(teacher: Any, tok: Any, fallback: np.ndarray) -> np.ndarray:
+    """The teacher's embedding of the empty text (its special tokens alone), (1, D): the anchor's start.
+    A tokenizer without special tokens gives ``fallback`` (the vocabulary's mean: the zero row after PCA)."""
+    pre, post = _special_template(tok)
+    if not pre + post:
+        return np.asarray(fallback, dtype=np.float32).reshape(1, -1)
+    input_ids = torch.tensor([pre + post], dtype=torch.long)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.inference_mode():
+            return teacher(input_ids, torch.ones_like(input_ids)).float().numpy()
+    finally:
+        teacher.train(was_training)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -429,7 +465,7 @@ def save_static(
     if dtype not in ("float32", "float16"):
         raise ModelError(f"dtype must be 'float32' or 'float16' (got {dtype!r}).")
     tok = _backend(model.tokenizer if tokenizer is None else tokenizer)
-    if tok.get_vocab_size(with_added_tokens=True) > model.vocab_size:
+    if tok.get_vocab_size(with_added_tokens=True) + model.anchor > model.vocab_size:
         raise ModelError(
             f"the tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens but the model's table "
             f"{model.vocab_size} rows. Fix: save the model with the tokenizer it was built with (tokenizer=None)."
@@ -447,12 +483,13 @@ def save_static(
     write_bytes(root / "static_model.py", Path(light.__file__).read_bytes())
     config = {
         "format": light.FORMAT,
-        "version": light.VERSION,
+        "version": light.VERSION if model.anchor else 1,
         "vocab_size": model.vocab_size,
         "dim": model.dim,
         "output_dim": model.output_dim,
         "normalize": model.normalize,
         "embedding_dtype": dtype,
+        "anchor": model.anchor,
         "weighting": model.meta.get("weighting"),
         "added_words": model.meta.get("added_words", 0),
         "teacher": model.meta.get("teacher"),
@@ -473,4 +510,5 @@ def load_static(directory: str | os.PathLike) -> StaticEmbedder:
     return StaticEmbedder(
         m.tokenizer, torch.from_numpy(m.embeddings.astype(np.float32)), torch.from_numpy(m.weights.copy()),
         torch.from_numpy(m.projection.T.copy()), torch.from_numpy(m.bias.copy()), normalize=m.normalize, meta=meta,
+        anchor=m.anchor,
     )  # fmt: skip
