@@ -15,6 +15,10 @@ of a different kind. Students:
 * static-ft: each token through the teacher alone (model2vec-style), PCA to 256, SIF, fine-tuned for 3
   epochs against the teacher's sentence embeddings.
 
+Both static students have the anchor row (build_static's default since 2026-11-29: one learned row in
+every text's weighted mean, as [CLS]/[SEP] are in the teacher's), which lets them follow how the
+teacher's embedding depends on a text's length.
+
 Learning rates, the relational weight and the static settings were chosen on a validation split of the
 training sentences (benchmarks/.work sizing runs, 4 minutes each), never on the held-out text.
 

@@ -10,7 +10,7 @@ the recipe's training texts held out of this probe's training (seeded); the reci
 is never touched. Sentences/s: torch forward at batch 64 on one thread, tokenisation included.
 
     .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
-        [--memorise] [--epochs 3]
+        [--anchor 0 1] [--memorise] [--epochs 3]
 
 Uses the teacher-embedding cache of ``benchmarks/embeddings.py --corpus wordnet`` (else computes the
 teacher's embeddings of 179k texts, ~6 minutes on 2 threads). Prints one line per variant and epoch.
@@ -89,10 +89,31 @@ class HeadStatic(nn.Module):
         return np.concatenate(parts)
 
 
+def per_text_error(student: np.ndarray, teacher: np.ndarray, n_tokens: np.ndarray) -> str:
+    """How much of the error in pair similarities (student cosine - teacher cosine, over all pairs of the
+    validation texts) is per text: text i's mean error against every other text, r_i, makes pair (i, j)
+    err by about r_i + r_j. Also how r_i follows the text's length. A plain weighted mean of token rows
+    cannot depend on length; a mean-pooling teacher's embedding does (its [CLS]/[SEP] weigh more in a short text)."""
+    s = student / np.maximum(np.linalg.norm(student, axis=1, keepdims=True), 1e-12)
+    t = teacher / np.maximum(np.linalg.norm(teacher, axis=1, keepdims=True), 1e-12)
+    err = s @ s.T - t @ t.T
+    n = len(err)
+    np.fill_diagonal(err, 0.0)
+    r = err.sum(1) / (n - 1)
+    off = ~np.eye(n, dtype=bool)
+    rest = err - r[:, None] - r[None, :]
+    share = 1.0 - rest[off].var() / err[off].var()
+    rho = float(np.corrcoef(r, np.log(np.maximum(n_tokens, 1)))[0, 1])
+    return (f"pair-similarity error std {err[off].std():.4f}, {share:.0%} of its variance per text; "
+            f"correlation of a text's error with its log length {rho:+.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, nargs="+", default=[0, 1024], help="MLP widths to try (0: no head)")
     ap.add_argument("--bigrams", type=int, nargs="+", default=[0], help="hash buckets of token pairs to try (0: none)")
+    ap.add_argument("--anchor", type=int, nargs="+", choices=[0, 1], default=[1],
+                    help="with (1, the default of build_static) or without (0) the anchor row in every text's mean")
     ap.add_argument("--memorise", action="store_true",
                     help="train on the validation texts too: how well the model class can fit them at all (an upper bound)")
     ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
@@ -112,16 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     fit_texts, val_texts = [texts[i] for i in fit_idx], [texts[i] for i in val_idx]
     y = nn.functional.normalize(torch.as_tensor(targets[fit_idx]).float(), dim=-1)
     y_val = targets[val_idx]
-    base = build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False)
-    ids, offsets = base.tokenize(fit_texts)
+    bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False, anchor=bool(a))
+             for a in args.anchor}  # fmt: skip
+    ids, offsets = bases[args.anchor[0]].tokenize(fit_texts)
     ids, offsets = ids.numpy(), offsets.numpy()
     keep = np.flatnonzero(np.diff(offsets) > 0)
     print(f"{len(fit_texts):,} texts to train, {len(val_texts):,} to validate"
           + (" (trained on too: memorisation)" if args.memorise else ""), flush=True)
-    for hidden, buckets in [(h, b) for b in args.bigrams for h in args.hidden]:
+    for hidden, buckets, anchor in [(h, b, a) for a in args.anchor for b in args.bigrams for h in args.hidden]:
         torch.manual_seed(0)
-        model = HeadStatic(copy.deepcopy(base), hidden, buckets)
-        name = f"head {hidden or 'none'}, bigrams {buckets or 'none'}"
+        model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets)
+        name = f"head {hidden or 'none'}, bigrams {buckets or 'none'}, anchor {'yes' if anchor else 'no'}"
         tables = ["base.embedding.weight", "pairs.weight"]
         sparse = torch.optim.SparseAdam([p for n, p in model.named_parameters() if n in tables], lr=args.lr)
         dense = torch.optim.Adam([p for n, p in model.named_parameters() if n not in tables], lr=args.lr)
@@ -145,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             q = quality(model.encode(val_texts), y_val, n_pairs=5000, n_queries=1000, k=10, seed=0)
             print(f"{name}: epoch {epoch + 1}, cosine {q['cosine']:.3f}, Spearman {q['spearman']:.3f}, "
                   f"top-10 {q['top10']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+        print(f"{name}: {per_text_error(model.encode(val_texts), y_val, np.diff(model.base.tokenize(val_texts)[1].numpy()))}",
+              flush=True)  # fmt: skip
         torch.set_num_threads(1)
         sample = val_texts[:1000]
         model.encode(sample[:128], batch_size=64)
