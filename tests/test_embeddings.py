@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import warnings
 from pathlib import Path
 
@@ -427,6 +428,10 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     assert (run / "students/l1/onnx/model.onnx").exists()
     card = (run / "students/l1/README.md").read_text()
     assert "teacher **teacher**" in card and "apache-2.0" in card and "may breach its terms" in card
+    assert "- kind: layers (layers=[1], ffn_keep=1.0, heads_keep=1.0)" in card
+    assert re.search(r"cosine \d\.\d{3}, Spearman agreement -?\d\.\d{3}, top-10 retrieval agreement \d\.\d{3}\n", card)
+    static_card = (run / "students/static/README.md").read_text()
+    assert "- kind: static (dim=8, weighting=sif, init=token, extend_vocab=0, anchor=True, finetune=True)" in static_card
     # a static student has the anchor row unless its recipe turns it off
     anchors = [json.loads((run / f"students/{n}/config.json").read_text())["anchor"] for n in ("static", "static-ctx")]
     assert anchors == [True, False]

@@ -185,6 +185,17 @@ def train_student(
             "history": fit.history}  # fmt: skip
 
 
+CARD_FIELDS = {  # what the card lists of each kind's settings
+    "layers": ("layers", "ffn_keep", "heads_keep"),
+    "narrow": ("num_layers", "hidden", "heads"),
+    "static": ("dim", "weighting", "init", "extend_vocab", "anchor", "finetune"),
+}
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def model_card(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, teacher_name: str, row: dict[str, Any]) -> str:
     lic = recipe.teacher.license or "unknown (set teacher.license)"
     lines = [
@@ -194,12 +205,13 @@ def model_card(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, teacher_name: 
         "teacher's sentence embeddings; its weights derive from the teacher's, so the teacher's licence and terms",
         "apply to it. Distilling another party's model outputs may breach its terms: check them.",
         "",
-        f"- kind: {spec.kind} ({', '.join(f'{k}={v}' for k, v in spec.model_dump().items() if v not in (None, [], False) and k not in ('name', 'kind', 'train'))})",
+        f"- kind: {spec.kind} ({', '.join(f'{k}={getattr(spec, k)}' for k in CARD_FIELDS[spec.kind])})",
         f"- training text: {recipe.data.corpus}",
-        f"- parameters: {row.get('params')}; size on disk: {row.get('size_bytes')} bytes",
-        f"- against the teacher on held-out text: cosine {row.get('cosine')}, Spearman agreement {row.get('spearman')}, "
-        f"top-{recipe.eval.k} retrieval agreement {row.get('topk')}",
-        f"- sentences/s on the training machine: {row.get('speed_b64')} (batch 64), {row.get('speed_b1')} (batch 1)",
+        f"- parameters: {_num(row.get('params'), ',')}; size on disk: {_num(row.get('size_bytes'), ',')} bytes",
+        f"- against the teacher on held-out text: cosine {_num(row.get('cosine'))}, Spearman agreement "
+        f"{_num(row.get('spearman'))}, top-{recipe.eval.k} retrieval agreement {_num(row.get('topk'))}",
+        f"- sentences/s on the training machine: {_num(row.get('speed_b64'), ',.0f')} (batch 64), "
+        f"{_num(row.get('speed_b1'), ',.0f')} (batch 1)",
         "",
     ]
     if spec.kind == "static":
