@@ -436,14 +436,7 @@ def _anchor_row(teacher: Any, tok: Any, fallback: np.ndarray) -> np.ndarray:
     pre, post = _special_template(tok)
     if not pre + post:
         return np.asarray(fallback, dtype=np.float32).reshape(1, -1)
-    input_ids = torch.tensor([pre + post], dtype=torch.long)
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        with torch.inference_mode():
-            return teacher(input_ids, torch.ones_like(input_ids)).float().numpy()
-    finally:
-        teacher.train(was_training)
+    return np.asarray(teacher.encode([""]), dtype=np.float32)
 
 
 def _npy(array: np.ndarray) -> bytes:
