@@ -1,5 +1,6 @@
-"""What does the static student lack? A probe on WordNet (the corpus on which the
-transformer student meets its targets, and the static table stopped at Spearman 0.75 before its anchor row, 0.82 with it). Not a test.
+"""What does the static student lack? A probe on WordNet (the corpus on which the transformer student
+meets its targets, and the static table stopped at Spearman 0.75 before its anchor row, 0.82 with it).
+Not a test.
 
 The static student of ``recipes/embeddings_wordnet.yaml`` (each token through all-MiniLM-L6-v2, PCA to
 256, SIF weights from the training text) is fine-tuned (1 - cos against the teacher's embeddings) as
