@@ -143,6 +143,32 @@ def test_extend_vocab_adds_tokens_the_saved_tokenizer_uses(teacher: SentenceEnco
     np.testing.assert_allclose(load_static(folder).encode(corpus), light.encode(corpus), atol=1e-6)
 
 
+def test_the_saved_folder_searches_a_text_file_on_its_own(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    model = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+    folder = save_static(model, None, tmp_path / "s")
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("\n".join(SENTENCES[:12]) + "\n\n")
+    light = StaticModel.from_dir(folder)
+    docs = light.encode(SENTENCES[:12])
+    top, scores = light.search(SENTENCES[3:5], docs, k=3)
+    assert top.shape == scores.shape == (2, 3) and list(top[:, 0]) == [3, 4]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    np.testing.assert_allclose(scores, np.take_along_axis(light.encode(SENTENCES[3:5]) @ docs.T, top, axis=1), atol=1e-6)
+    assert light.search(["x"], docs, k=50)[0].shape == (1, 12)
+    # from a shell, with the copy of the loader inside the folder (no distill, no torch)
+    run = [sys.executable, str(folder / "static_model.py")]
+    out = subprocess.run([*run, "--corpus", str(corpus), "-k", "2", SENTENCES[5]], capture_output=True, text=True,
+                         cwd=tmp_path, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == SENTENCES[5] and lines[1] == f"  1.000  {SENTENCES[5]}" and len(lines) == 3
+    for bad, why in [(["--corpus", str(tmp_path / "missing.txt"), "q"], "missing.txt"),
+                     (["--corpus", str(corpus), "-k", "0", "q"], "-k must be >= 1")]:  # fmt: skip
+        out = subprocess.run([*run, *bad], capture_output=True, text=True, cwd=tmp_path, check=False)
+        assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr
+
+
 def test_anchor_joins_every_mean_and_makes_length_count(teacher: SentenceEncoder, tmp_path: Path) -> None:
     corpus = SENTENCES + ["the bird sings slowly", "slowly the river runs", "garden music", "a garden"]
     plain = build_static(teacher, dim=teacher.dim, weighting="none", corpus=corpus, progress=False, anchor=False)

@@ -7,6 +7,12 @@ folder works without `distill` (or torch) installed::
     from static_model import StaticModel
     model = StaticModel.from_dir("path/to/folder")
     vectors = model.encode(["a sentence", "another one"])     # float32 (2, D), L2-normalised rows
+    docs = model.encode(notes)                                  # search them, on this machine:
+    top, scores = model.search(["where is my phone?"], docs, k=5)
+
+or from a shell, semantic search over a text file (one document a line)::
+
+    python path/to/folder/static_model.py --corpus notes.txt "where is my phone?"
 
 It imports nothing but the standard library, numpy and `tokenizers`; keep it that way.
 
@@ -46,6 +52,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -219,3 +226,56 @@ class StaticModel:
         for s in range(0, len(texts), batch_size):
             out[s : s + batch_size] = self.embed_ids(*tokenize_flat(self.tokenizer, texts[s : s + batch_size]))
         return out
+
+    def search(self, queries: Sequence[str], documents: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest of ``documents`` (N, D embeddings from :meth:`encode`) to each query, by cosine:
+        indices (Q, k') and scores (Q, k'), best first, ``k' = min(k, N)``."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1 (got {k})")
+        q = self.encode(queries)
+        docs = np.asarray(documents, dtype=np.float32)
+        if docs.ndim != 2 or docs.shape[1] != self.output_dim:
+            raise ValueError(f"documents must be (N, {self.output_dim}) embeddings from encode(), got {docs.shape}")
+        norms = np.linalg.norm(docs, axis=1)
+        scores = (q @ docs.T) / np.where(norms > 0, norms, 1.0)  # the queries are unit rows (or zero)
+        k = min(k, len(docs))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return top, np.take_along_axis(scores, top, axis=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """On-device semantic search with this folder's model: ``python static_model.py --corpus FILE QUERY...``."""
+    import argparse
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(
+        prog="static_model.py",
+        description="Semantic search over a text file (one document a line) with a static embedding model, "
+        "numpy and tokenizers only: nothing leaves this machine.",
+    )
+    ap.add_argument("queries", nargs="+", help="what to look for")
+    ap.add_argument("--corpus", required=True, help="a UTF-8 text file, one document a line (blank lines skipped)")
+    ap.add_argument("--model", default=here, help="the model folder (default: the folder this file is in)")
+    ap.add_argument("-k", type=int, default=5, help="results per query (default 5)")
+    args = ap.parse_args(argv)
+    try:
+        with open(args.corpus, encoding="utf-8") as fh:
+            docs = [line.strip() for line in fh if line.strip()]
+        if not docs:
+            raise ValueError(f"{args.corpus} has no non-blank line. Fix: one document a line.")
+        if args.k < 1:
+            raise ValueError(f"-k must be >= 1 (got {args.k}).")
+        model = StaticModel.from_dir(args.model)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    top, scores = model.search(args.queries, model.encode(docs), k=args.k)
+    for query, idx, sc in zip(args.queries, top, scores):
+        print(query)
+        for i, s in zip(idx, sc):
+            print(f"  {s:.3f}  {docs[i]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
