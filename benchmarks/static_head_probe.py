@@ -13,7 +13,7 @@ is never touched. Sentences/s: torch forward at batch 64 on one thread, tokenisa
 variant prints how much of its error in pair similarities is per text, and how that follows length.
 
     .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
-        [--anchor 0 1] [--memorise] [--epochs 3]
+        [--anchor 0 1] [--pair-min-count 2 --pair-lr 3e-4] [--memorise] [--epochs 3]
 
 Uses the teacher-embedding cache of ``benchmarks/embeddings.py --corpus wordnet`` (else computes the
 teacher's embeddings of 179k texts, ~6 minutes on 2 threads). Prints one line per variant and epoch.
@@ -47,11 +47,16 @@ from distill.tasks.embedding import quality  # noqa: E402
 class HeadStatic(nn.Module):
     """A static student whose pooled vector also goes through an MLP added to the linear projection."""
 
-    def __init__(self, base: StaticEmbedder, hidden: int, bigrams: int = 0) -> None:
+    def __init__(self, base: StaticEmbedder, hidden: int, bigrams: int = 0, pair_vocab: np.ndarray | None = None) -> None:
         super().__init__()
         self.base = base
         d, out = base.dim, base.output_dim
-        self.buckets = bigrams  # hashed pairs of neighbouring tokens, each with its own vector (zero at start)
+        # pairs of neighbouring tokens, each with its own vector (zero at start): hashed into `bigrams`
+        # buckets, or (pair_vocab: sorted keys id1 * V + id2) only the pairs of that vocabulary, one row each
+        self.pair_vocab = None if pair_vocab is None else torch.from_numpy(pair_vocab)
+        if self.pair_vocab is not None:
+            bigrams = len(pair_vocab)
+        self.buckets = bigrams
         self.pairs = nn.EmbeddingBag(bigrams, d, mode="sum", sparse=True, include_last_offset=True) if bigrams else None
         if self.pairs is not None:
             nn.init.zeros_(self.pairs.weight)
@@ -61,12 +66,18 @@ class HeadStatic(nn.Module):
             nn.init.zeros_(self.head[2].bias)
 
     def pair_ids(self, ids: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-        """Hashed ids of each text's neighbouring token pairs, flat, with offsets (N + 1,)."""
+        """Row ids of each text's neighbouring token pairs (hashed, or those in the pair vocabulary), flat,
+        with offsets (N + 1,)."""
         n = offsets.numel() - 1
         lengths = torch.diff(offsets)
         owner = torch.repeat_interleave(torch.arange(n), lengths)
         same = owner[1:] == owner[:-1]
-        h = (ids[:-1] * 1_000_003 + ids[1:]) % self.buckets
+        if self.pair_vocab is not None:
+            keys = ids[:-1] * self.base.vocab_size + ids[1:]
+            h = torch.searchsorted(self.pair_vocab, keys).clamp(max=len(self.pair_vocab) - 1)
+            same = same & (self.pair_vocab[h] == keys)
+        else:
+            h = (ids[:-1] * 1_000_003 + ids[1:]) % self.buckets
         pair_owner = owner[:-1][same]
         counts = torch.bincount(pair_owner, minlength=n)
         off = torch.zeros(n + 1, dtype=torch.long)
@@ -115,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, nargs="+", default=[0, 1024], help="MLP widths to try (0: no head)")
     ap.add_argument("--bigrams", type=int, nargs="+", default=[0], help="hash buckets of token pairs to try (0: none)")
+    ap.add_argument("--pair-min-count", type=int, default=0,
+                    help="instead of hashing: one row for each pair of neighbouring tokens seen this often in the "
+                    "training texts (0: hashed buckets, as --bigrams says)")
+    ap.add_argument("--pair-lr", type=float, default=None, help="SparseAdam's learning rate for the pair rows (default --lr)")
     ap.add_argument("--anchor", type=int, nargs="+", choices=[0, 1], default=[1],
                     help="with (1, the default of build_static) or without (0) the anchor row in every text's mean")
     ap.add_argument("--memorise", action="store_true",
@@ -141,14 +156,26 @@ def main(argv: list[str] | None = None) -> int:
     ids, offsets = bases[args.anchor[0]].tokenize(fit_texts)
     ids, offsets = ids.numpy(), offsets.numpy()
     keep = np.flatnonzero(np.diff(offsets) > 0)
+    pair_vocab = None
+    if args.pair_min_count:
+        owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        keys = (ids[:-1] * bases[args.anchor[0]].vocab_size + ids[1:])[owner[1:] == owner[:-1]]
+        uniq, counts = np.unique(keys, return_counts=True)
+        pair_vocab = uniq[counts >= args.pair_min_count]
+        print(f"pair vocabulary: {len(pair_vocab):,} of {len(uniq):,} distinct neighbouring pairs "
+              f"(seen >= {args.pair_min_count} times)", flush=True)  # fmt: skip
     print(f"{len(fit_texts):,} texts to train, {len(val_texts):,} to validate"
           + (" (trained on too: memorisation)" if args.memorise else ""), flush=True)
-    for hidden, buckets, anchor in [(h, b, a) for a in args.anchor for b in args.bigrams for h in args.hidden]:
+    buckets_list = [0] if pair_vocab is not None else args.bigrams
+    for hidden, buckets, anchor in [(h, b, a) for a in args.anchor for b in buckets_list for h in args.hidden]:
         torch.manual_seed(0)
-        model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets)
-        name = f"head {hidden or 'none'}, bigrams {buckets or 'none'}, anchor {'yes' if anchor else 'no'}"
+        model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
+        pairs = f"{len(pair_vocab):,} frequent pairs" if pair_vocab is not None else (buckets or "none")
+        name = f"head {hidden or 'none'}, bigrams {pairs}, anchor {'yes' if anchor else 'no'}"
+        sparse = torch.optim.SparseAdam([model.base.embedding.weight], lr=args.lr)
+        pair_opt = (torch.optim.SparseAdam([model.pairs.weight], lr=args.pair_lr or args.lr)
+                    if model.pairs is not None else None)  # fmt: skip
         tables = ["base.embedding.weight", "pairs.weight"]
-        sparse = torch.optim.SparseAdam([p for n, p in model.named_parameters() if n in tables], lr=args.lr)
         dense = torch.optim.Adam([p for n, p in model.named_parameters() if n not in tables], lr=args.lr)
         ignored = model.base.weights.detach() == 0
         gen = torch.Generator().manual_seed(0)
@@ -162,9 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                 loss = (1.0 - nn.functional.cosine_similarity(out, y[idx], dim=-1)).mean()
                 sparse.zero_grad(set_to_none=True)
                 dense.zero_grad()
+                if pair_opt is not None:
+                    pair_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 sparse.step()
                 dense.step()
+                if pair_opt is not None and model.pairs.weight.grad is not None:
+                    pair_opt.step()
                 with torch.no_grad():
                     model.base.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
             q = quality(model.encode(val_texts), y_val, n_pairs=5000, n_queries=1000, k=10, seed=0)
