@@ -165,7 +165,7 @@ def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path:
 
 
 def test_augmented_variants_are_seeded_new_and_never_the_held_out_text(tmp_path: Path) -> None:
-    from distill.data.corpus import augment_texts
+    from distill.data.augment import augment_texts
     from distill.engine.embed_run import load_texts
     from distill.recipe.embedding import EmbeddingRecipe
 

@@ -1,10 +1,19 @@
-"""Random image augmentation on batches (seeded through an explicit generator)."""
+"""Augmentation: random image shifts and flips on batches (seeded through an explicit generator), and
+seeded variants of training texts for a teacher to label (:func:`augment_texts`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import get_args
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from distill.data.corpus import dedupe
+from distill.errors import DataError
+from distill.recipe.embedding import AugmentKind
 
 
 def augment_images(x: Tensor, generator: torch.Generator, *, max_shift: int = 2, flip: bool = True) -> Tensor:
@@ -64,3 +73,41 @@ def shift_mixup_views(
         partner = torch.randperm(n, generator=generator)
         x = lam * x + (1 - lam) * x.index_select(0, partner)
     return x
+
+
+AUGMENT_KINDS: tuple[str, ...] = get_args(AugmentKind)
+
+
+def augment_texts(texts: Sequence[str], copies: int, seed: int, *, kinds: Sequence[str] = AUGMENT_KINDS,
+                  drop: float = 0.15, exclude: Iterable[str] = ()) -> list[str]:  # fmt: skip
+    """``copies`` new variants of each training text, for the teacher to label (function matching for text:
+    the student learns the teacher on more of the input space than the corpus itself covers).
+
+    Each variant is one of ``kinds``, drawn at random: ``drop`` removes each word with probability ``drop``;
+    ``crop`` keeps a random contiguous span of half the words or more; ``concat`` appends another random
+    training text. Seeded; deduplicated against each other, against ``texts`` and against ``exclude``
+    (pass the held-out text, so evaluation stays unseen)."""
+    bad = sorted(set(kinds) - set(AUGMENT_KINDS))
+    if bad or not kinds:
+        raise DataError(f"unknown augmentation kinds {bad or list(kinds)}. Fix: use some of {', '.join(AUGMENT_KINDS)}.")
+    rng = np.random.default_rng(seed)
+    n = len(texts)
+    out: list[str] = []
+    for _ in range(copies):
+        picks = rng.integers(len(kinds), size=n)
+        for i, t in enumerate(texts):
+            words = t.split()
+            kind = kinds[picks[i]]
+            if kind == "drop" and len(words) > 1:
+                keep = rng.random(len(words)) >= drop
+                if not keep.any():
+                    keep[rng.integers(len(words))] = True
+                out.append(" ".join(w for w, k in zip(words, keep, strict=True) if k))
+            elif kind == "crop" and len(words) > 1:
+                size = int(rng.integers((len(words) + 1) // 2, len(words) + 1))
+                start = int(rng.integers(0, len(words) - size + 1))
+                out.append(" ".join(words[start : start + size]))
+            elif kind == "concat" and n > 1:
+                out.append(t + " " + texts[int(rng.integers(n))])
+    known = set(texts).union(exclude)
+    return [t for t in dedupe(out) if t not in known]

@@ -24,12 +24,10 @@ import re
 import sysconfig
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 
 from distill.errors import DataError
-from distill.recipe.embedding import AugmentKind
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 WORDNET_DIR = "/usr/share/wordnet"
@@ -243,41 +241,3 @@ def read_sts(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
     if not rows or bad:
         raise DataError(f"{p}: every row needs {', '.join(need)} (missing in rows {bad[:5]}). Fix: name the columns so.")
     return [str(r["sentence1"]) for r in rows], [str(r["sentence2"]) for r in rows], np.array([float(r["score"]) for r in rows])
-
-
-AUGMENT_KINDS: tuple[str, ...] = get_args(AugmentKind)
-
-
-def augment_texts(texts: Sequence[str], copies: int, seed: int, *, kinds: Sequence[str] = AUGMENT_KINDS,
-                  drop: float = 0.15, exclude: Iterable[str] = ()) -> list[str]:  # fmt: skip
-    """``copies`` new variants of each training text, for the teacher to label (function matching for text:
-    the student learns the teacher on more of the input space than the corpus itself covers).
-
-    Each variant is one of ``kinds``, drawn at random: ``drop`` removes each word with probability ``drop``;
-    ``crop`` keeps a random contiguous span of half the words or more; ``concat`` appends another random
-    training text. Seeded; deduplicated against each other, against ``texts`` and against ``exclude``
-    (pass the held-out text, so evaluation stays unseen)."""
-    bad = sorted(set(kinds) - set(AUGMENT_KINDS))
-    if bad or not kinds:
-        raise DataError(f"unknown augmentation kinds {bad or list(kinds)}. Fix: use some of {', '.join(AUGMENT_KINDS)}.")
-    rng = np.random.default_rng(seed)
-    n = len(texts)
-    out: list[str] = []
-    for _ in range(copies):
-        picks = rng.integers(len(kinds), size=n)
-        for i, t in enumerate(texts):
-            words = t.split()
-            kind = kinds[picks[i]]
-            if kind == "drop" and len(words) > 1:
-                keep = rng.random(len(words)) >= drop
-                if not keep.any():
-                    keep[rng.integers(len(words))] = True
-                out.append(" ".join(w for w, k in zip(words, keep, strict=True) if k))
-            elif kind == "crop" and len(words) > 1:
-                size = int(rng.integers((len(words) + 1) // 2, len(words) + 1))
-                start = int(rng.integers(0, len(words) - size + 1))
-                out.append(" ".join(words[start : start + size]))
-            elif kind == "concat" and n > 1:
-                out.append(t + " " + texts[int(rng.integers(n))])
-    known = set(texts).union(exclude)
-    return [t for t in dedupe(out) if t not in known]

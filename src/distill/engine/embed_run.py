@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.data.corpus import augment_texts, dedupe, read_corpus, read_sts, split_corpus
+from distill.data.augment import augment_texts
+from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
 from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
 from distill.engine.logs import log, setup_logging
 from distill.errors import DataError, ModelError
@@ -35,6 +36,7 @@ from distill.models.sentence import (
     save_sentence_encoder,
 )
 from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
+from distill.report.embed_card import embedding_model_card
 from distill.tasks.embedding import quality, sts_spearman
 
 
@@ -170,63 +172,17 @@ def train_student(
         from distill.engine.static_train import finetune_static
         from distill.engine.embed_train import DEFAULT_LR
 
-        with torch_threads(cfg.num_threads):
-            stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
-                                    batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational,
-                                    time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
+        stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
+                                batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational,
+                                time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
         return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
     from distill.engine.embed_train import fit_encoder
 
-    with torch_threads(cfg.num_threads):
-        fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
-                          kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
-                          progress=progress)  # fmt: skip
+    fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
+                      kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
+                      progress=progress)  # fmt: skip
     return {"seconds": fit.seconds, "epochs": fit.epochs_done, "steps": fit.steps, "stopped_by_time": fit.stopped_by_time,
             "history": fit.history}  # fmt: skip
-
-
-CARD_FIELDS = {  # what the card lists of each kind's settings
-    "layers": ("layers", "ffn_keep", "heads_keep"),
-    "narrow": ("num_layers", "hidden", "heads"),
-    "static": ("dim", "weighting", "init", "extend_vocab", "anchor", "finetune"),
-}
-
-
-def _num(value: Any, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def model_card(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, teacher_name: str, row: dict[str, Any]) -> str:
-    lic = recipe.teacher.license or "unknown (set teacher.license)"
-    lines = [
-        f"# {spec.name}: a distilled sentence encoder",
-        "",
-        f"Distilled with `distill` from the teacher **{teacher_name}** (licence: {lic}). The student learned the",
-        "teacher's sentence embeddings; its weights derive from the teacher's, so the teacher's licence and terms",
-        "apply to it. Distilling another party's model outputs may breach its terms: check them.",
-        "",
-        f"- kind: {spec.kind} ({', '.join(f'{k}={getattr(spec, k)}' for k in CARD_FIELDS[spec.kind])})",
-        f"- training text: {recipe.data.corpus}",
-        f"- parameters: {_num(row.get('params'), ',')}; size on disk: {_num(row.get('size_bytes'), ',')} bytes",
-        f"- against the teacher on held-out text: cosine {_num(row.get('cosine'))}, Spearman agreement "
-        f"{_num(row.get('spearman'))}, top-{recipe.eval.k} retrieval agreement {_num(row.get('topk'))}",
-        f"- sentences/s on the training machine: {_num(row.get('speed_b64'), ',.0f')} (batch 64), "
-        f"{_num(row.get('speed_b1'), ',.0f')} (batch 1)",
-        "",
-    ]
-    if spec.kind == "static":
-        lines += ["Load it with numpy and tokenizers only:", "", "```python", "import sys; sys.path.insert(0, PATH)",
-                  "from static_model import StaticModel", "model = StaticModel.from_dir(PATH)",
-                  "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
-    elif spec.kind == "layers" and spec.heads_keep < 1:
-        lines += ["Its attention heads were pruned: load it with distill (sentence-transformers cannot rebuild "
-                  "pruned heads from the config):", "", "```python",
-                  "from distill.models.sentence import load_sentence_encoder", "model = load_sentence_encoder(PATH)",
-                  "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
-    else:
-        lines += ["```python", "from sentence_transformers import SentenceTransformer",
-                  "model = SentenceTransformer(PATH)", "vectors = model.encode(['a sentence'])", "```", ""]  # fmt: skip
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------- run
@@ -307,8 +263,10 @@ def run_embedding(
             x_fit, y_fit = texts.train, t_train
             if t_aug is not None and uses_aug(spec):
                 x_fit, y_fit = texts.train + texts.augmented, np.concatenate([t_train, t_aug])
-            stats = train_student(recipe, spec, student, teacher, x_fit, y_fit,
-                                  run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume, progress=progress)  # fmt: skip
+            with torch_threads(recipe.train_of(spec).num_threads):
+                stats = train_student(recipe, spec, student, teacher, x_fit, y_fit,
+                                      run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume,
+                                      progress=progress)  # fmt: skip
             _save_student(spec, student, out_dir)
             write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
         saved[spec.name] = out_dir
@@ -346,7 +304,7 @@ def run_embedding(
             row["onnx"] = export_encoder_onnx(trained[spec.name], saved[spec.name] / "onnx", texts.held[:256], int8=recipe.export.int8,
                                               min_cosine=recipe.export.min_cosine, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
     for spec, row in zip(recipe.students, rows[1:], strict=True):
-        write_text(saved[spec.name] / "README.md", model_card(recipe, spec, teacher_name, row))
+        write_text(saved[spec.name] / "README.md", embedding_model_card(recipe, spec, teacher_name, row))
     table = render_table(rows, k=ev.k, extra=list(texts.extra))
     write_text(run_dir / "comparison.md", table)
     write_json(run_dir / "comparison.json", {"rows": rows})

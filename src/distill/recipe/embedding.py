@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from distill.recipe.schema import _RecipeRoot, _Section
 
 
-AugmentKind = Literal["drop", "crop", "concat"]  # data.augment's kinds of variant (data/corpus.augment_texts)
+AugmentKind = Literal["drop", "crop", "concat"]  # data.augment's kinds of variant (data/augment.augment_texts)
 
 
 class CorpusConfig(_Section):
