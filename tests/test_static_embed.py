@@ -265,3 +265,79 @@ def test_bad_input_raises_clear_errors(teacher: SentenceEncoder, targets: torch.
         load_static(folder)
     with pytest.raises(ModelError, match="dtype must be"):
         save_static(model, None, tmp_path / "s2", dtype="int8")  # type: ignore[arg-type]
+
+
+def _pairs_of(model: StaticEmbedder, texts: list[str], min_count: int) -> set[tuple[int, int]]:
+    """Neighbouring token pairs seen at least ``min_count`` times, counted here text by text."""
+    counts: Counter[tuple[int, int]] = Counter()
+    for text in texts:
+        ids = model.tokenizer.encode(text, add_special_tokens=False).ids
+        counts.update(zip(ids, ids[1:]))
+    return {p for p, c in counts.items() if c >= min_count}
+
+
+def test_pair_rows_join_the_mean_within_a_text_only(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    corpus = SENTENCES + ["the cat sat", "the cat ran", "a dog sat", "a dog ran", "the cat and a dog"]
+    plain = build_static(teacher, dim=8, corpus=corpus, progress=False)
+    model = build_static(teacher, dim=8, corpus=corpus, pair_min_count=2, progress=False)
+    v = model.vocab_size
+    keys = model.pair_keys.numpy()
+    assert {(int(k) // v, int(k) % v) for k in keys} == _pairs_of(model, corpus, 2) and model.num_pairs == len(keys) > 3
+    texts = corpus + ODD + ["cat the dog a"]
+    np.testing.assert_allclose(model.encode(texts), plain.encode(texts), atol=1e-6)  # the pair rows start at zero
+    with torch.no_grad():
+        model.pairs.weight.copy_(torch.randn(model.num_pairs, 8, generator=torch.Generator().manual_seed(0)))
+    # by hand: "the cat and a dog" has the known pairs (the, cat), (a, dog) and the unknown (cat, and), (and, a)
+    tok = [model.tokenizer.token_to_id(w) for w in ("the", "cat", "and", "a", "dog")]
+    assert {(tok[0], tok[1]), (tok[3], tok[4])} <= _pairs_of(model, corpus, 2) and (tok[2], tok[3]) not in _pairs_of(model, corpus, 2)
+    w, table = model.weights.detach().numpy(), model.embedding.weight.detach().numpy()
+    rows = [int(np.searchsorted(keys, a * v + b)) for a, b in zip(tok, tok[1:]) if a * v + b in set(keys.tolist())]
+    assert len(rows) == 2
+    mean = (w[tok] @ table[tok] + w[-1] * table[-1]) / (w[tok].sum() + w[-1])
+    mean = mean + model.pairs.weight.detach().numpy()[rows].mean(0)
+    want = model.proj(torch.from_numpy(mean).float()).detach().numpy()
+    np.testing.assert_allclose(model.encode(["the cat and a dog"])[0], want / np.linalg.norm(want), atol=1e-5)
+    # a pair never spans two texts: "the" then "cat" in one batch is not "the cat"
+    both = model.encode(["the", "cat", "the cat"])
+    np.testing.assert_allclose(both[:2], np.concatenate([model.encode(["the"]), model.encode(["cat"])]), atol=1e-6)
+    assert float(np.abs(both[2] - plain.encode(["the cat"])[0]).max()) > 1e-3  # but within one text it counts
+    # saved as version 3; both loaders agree at any batch size, in fp16 too
+    folder = save_static(model, None, tmp_path / "pairs")
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["version"], config["pairs"]) == (3, model.num_pairs)
+    assert (folder / "pair_keys.npy").is_file() and (folder / "pair_embeddings.npy").is_file()
+    light = StaticModel.from_dir(folder)
+    before = model.encode(texts)
+    for got in (light.encode(texts), light.encode(texts, batch_size=1), light.encode(texts, batch_size=7),
+                load_static(folder).encode(texts)):  # fmt: skip
+        np.testing.assert_allclose(got, before, atol=1e-6)
+    half = save_static(model, None, tmp_path / "half", dtype="float16")
+    assert np.load(half / "pair_embeddings.npy").dtype == np.float16
+    np.testing.assert_allclose(StaticModel.from_dir(half).encode(texts), load_static(half).encode(texts), atol=1e-6)
+    # saving a model without pairs over it removes the pair files; a folder missing one fails clearly
+    save_static(plain, None, folder)
+    assert not (folder / "pair_keys.npy").exists() and json.loads((folder / "config.json").read_text())["version"] == 2
+    (half / "pair_keys.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="pair_keys.npy is missing"):
+        StaticModel.from_dir(half)
+    np.save(half / "pair_keys.npy", keys[::-1].copy())  # not sorted
+    with pytest.raises(ValueError, match="pair arrays do not fit"):
+        StaticModel.from_dir(half)
+
+
+def test_pair_rows_train_and_pair_lr_zero_freezes_them(teacher: SentenceEncoder, targets: torch.Tensor) -> None:
+    model = build_static(teacher, dim=8, corpus=SENTENCES, pair_min_count=1, progress=False)
+    assert model.num_pairs == len(_pairs_of(model, SENTENCES, 1))
+    stats = finetune_static(model, SENTENCES, targets, epochs=4, batch_size=4, pair_lr=1e-2, progress=False)
+    assert stats["epoch_losses"][-1] < stats["epoch_losses"][0]
+    assert float(model.pairs.weight.detach().abs().max()) > 0  # they learned from zero
+    frozen = build_static(teacher, dim=8, corpus=SENTENCES, pair_min_count=1, progress=False)
+    finetune_static(frozen, SENTENCES, targets, epochs=2, batch_size=4, pair_lr=0.0, progress=False)
+    assert float(frozen.pairs.weight.detach().abs().max()) == 0
+    # a batch without any known pair (one-word texts) trains the rest and leaves the pairs alone
+    words = _single_token_words(model)[:4]
+    finetune_static(model, words, torch.from_numpy(teacher.encode(words)), epochs=1, batch_size=2, progress=False)
+    with pytest.raises(ModelError, match="pair_min_count needs a corpus"):
+        build_static(teacher, dim=4, pair_min_count=2, progress=False)
+    with pytest.raises(TrainingError, match="pair_lr must be a number >= 0"):
+        finetune_static(model, SENTENCES, targets, pair_lr=-1.0, progress=False)

@@ -16,12 +16,12 @@ or from a shell, semantic search over a text file (one document a line)::
 
 It imports nothing but the standard library, numpy and `tokenizers`; keep it that way.
 
-The folder (format ``distill-static``, version 1 or 2)
-------------------------------------------------
+The folder (format ``distill-static``, version 1, 2 or 3)
+----------------------------------------------------------
 ``config.json``
-    ``{"format": "distill-static", "version": 1 | 2, "vocab_size": V, "dim": d, "output_dim": D,
-    "normalize": true, "embedding_dtype": "float32" | "float16", "anchor": false | true, "weighting": ...,
-    "teacher": {...} | null}``
+    ``{"format": "distill-static", "version": 1 | 2 | 3, "vocab_size": V, "dim": d, "output_dim": D,
+    "normalize": true, "embedding_dtype": "float32" | "float16", "anchor": false | true, "pairs": P,
+    "weighting": ..., "teacher": {...} | null}``
 ``embeddings.npy``
     the token table, (V, d), float32 or float16 (fp16 halves the size; rows are upcast to float32
     before any arithmetic, so the only loss is the fp16 rounding of the stored values).
@@ -33,6 +33,11 @@ The folder (format ``distill-static``, version 1 or 2)
     positive weight) with its weight ``w[V-1]``, as the ``[CLS]``/``[SEP]`` vectors join a mean-pooling
     teacher's mean. It lets the embedding depend on how long the text is (a short text leans more on
     the anchor), which a plain mean of token rows cannot. Absent or false: no anchor (version 1).
+``"pairs": P > 0`` in the config (version 3): ``pair_keys.npy`` and ``pair_embeddings.npy``
+    rows for P pairs of neighbouring tokens (those frequent in the training text): keys (P,) int64,
+    sorted and unique, ``key = first_id * V + second_id``; rows (P, d) in the table's dtype. The mean of
+    the rows of a text's pairs that have one joins its pooled vector: the one place where word order
+    (a token's left neighbour) counts. Absent or 0: no pair rows (versions 1 and 2).
 ``projection.npy`` and ``bias.npy``
     (d, D) float32 and (D,) float32: the map from the table's space into the teacher's space.
 ``tokenizer.json``
@@ -40,7 +45,8 @@ The folder (format ``distill-static``, version 1 or 2)
 
 Inference for one text: tokenize (no special tokens); ``m = sum_i w[t_i] E[t_i] / sum_i w[t_i]``
 (with an anchor ``a = V - 1``: ``m = (sum_i w[t_i] E[t_i] + w[a] E[a]) / (sum_i w[t_i] + w[a])``);
-``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
+with pair rows, ``m += mean_j R[k_j]`` over the text's neighbouring pairs ``k_j = t_j * V + t_{j+1}`` that
+are in ``pair_keys`` (nothing when none is); ``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
 (the empty string, only unknown words, only special tokens) gives the zero vector: "no information",
 never NaN. Its cosine to anything is 0 by convention.
 
@@ -58,8 +64,30 @@ from collections.abc import Sequence
 import numpy as np
 
 FORMAT = "distill-static"
-VERSION = 2  # 2 added the anchor; a folder without one is still written as version 1
+VERSION = 3  # 2 added the anchor, 3 the pair rows; a folder is written with the lowest version that reads it
 FILES = ("config.json", "embeddings.npy", "weights.npy", "projection.npy", "bias.npy", "tokenizer.json")
+PAIR_FILES = ("pair_keys.npy", "pair_embeddings.npy")
+
+
+def folder_version(anchor: bool, pairs: int) -> int:
+    """The lowest format version that describes a folder with (or without) these parts: older loaders
+    refuse what they cannot read instead of silently ignoring it."""
+    return 3 if pairs else 2 if anchor else 1
+
+
+def pair_positions(ids: np.ndarray, offsets: np.ndarray, keys: np.ndarray, vocab_size: int) -> np.ndarray:
+    """For each flat token position, the row (in ``keys``, sorted) of the pair it starts with its right
+    neighbour in the same text, or -1 (no neighbour, or the pair has no row). (len(ids),) int64."""
+    rows = np.full(len(ids), -1, dtype=np.int64)
+    if len(ids) < 2 or len(keys) == 0:
+        return rows
+    pair = ids[:-1] * vocab_size + ids[1:]
+    pos = np.minimum(np.searchsorted(keys, pair), len(keys) - 1)
+    hit = keys[pos] == pair
+    ends = offsets[1:-1]
+    hit[ends[(ends > 0) & (ends < len(ids))] - 1] = False  # a text's last token and the next text's first
+    rows[:-1][hit] = pos[hit]
+    return rows
 
 
 def tokenize_flat(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +119,8 @@ class StaticModel:
 
     def __init__(self, tokenizer, embeddings: np.ndarray, weights: np.ndarray, projection: np.ndarray,
                  bias: np.ndarray, *, normalize: bool = True, config: dict | None = None,
-                 anchor: bool = False) -> None:  # fmt: skip
+                 anchor: bool = False, pair_keys: np.ndarray | None = None,
+                 pair_embeddings: np.ndarray | None = None) -> None:  # fmt: skip
         v, d = embeddings.shape
         if (
             weights.shape != (v,)
@@ -111,10 +140,27 @@ class StaticModel:
                 + (" (the last one the anchor)" if anchor else "") + ". "
                 "Fix: the tokenizer.json does not belong to this table; save the folder again."
             )
+        if (pair_keys is None) != (pair_embeddings is None):
+            raise ValueError("pair keys and pair rows come together. Fix: the folder is corrupt; save it again.")
+        if pair_keys is not None:
+            keys = np.asarray(pair_keys)
+            if (
+                keys.ndim != 1
+                or keys.dtype != np.int64
+                or pair_embeddings.shape != (len(keys), d)
+                or (len(keys) and (keys[0] < 0 or keys[-1] >= v * v or (np.diff(keys) <= 0).any()))
+            ):
+                raise ValueError(
+                    f"pair arrays do not fit: keys {keys.shape} {keys.dtype}, rows {pair_embeddings.shape} (expected "
+                    f"sorted unique int64 keys in 0..{v * v - 1} and rows (P, {d})). Fix: the folder is corrupt; save it again."
+                )
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
         self.embeddings = embeddings
+        self.pair_keys = None if pair_keys is None else np.ascontiguousarray(pair_keys)
+        self.pair_embeddings = pair_embeddings
+        self._pairs = None if pair_embeddings is None else np.asarray(pair_embeddings, dtype=np.float32)
         self.weights = np.ascontiguousarray(weights, dtype=np.float32)
         self.projection = np.ascontiguousarray(projection, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -137,6 +183,11 @@ class StaticModel:
     @property
     def vocab_size(self) -> int:
         return int(self.embeddings.shape[0])
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of token-pair rows (0: none)."""
+        return 0 if self.pair_keys is None else len(self.pair_keys)
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike) -> StaticModel:
@@ -166,10 +217,25 @@ class StaticModel:
         embeddings = load("embeddings.npy")
         if embeddings.dtype not in (np.float32, np.float16):
             raise ValueError(f"{path}/embeddings.npy has dtype {embeddings.dtype}; expected float32 or float16.")
+        pairs = {}
+        if config.get("pairs"):
+            missing = [f for f in PAIR_FILES if not os.path.isfile(os.path.join(path, f))]
+            if missing:
+                raise FileNotFoundError(
+                    f"{path}/config.json names {config['pairs']} pair rows but {', '.join(missing)} is missing. "
+                    "Fix: copy the whole folder, or save it again."
+                )
+            pairs = {"pair_keys": load("pair_keys.npy"), "pair_embeddings": load("pair_embeddings.npy")}
+            if pairs["pair_embeddings"].dtype not in (np.float32, np.float16) or len(pairs["pair_keys"]) != config["pairs"]:
+                raise ValueError(
+                    f"{path}: pair files do not match the config (pairs {config['pairs']}, keys "
+                    f"{pairs['pair_keys'].shape}, rows {pairs['pair_embeddings'].dtype}). Fix: save the folder again."
+                )
         tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
         return cls(
             tokenizer, embeddings, load("weights.npy"), load("projection.npy"), load("bias.npy"),
             normalize=bool(config.get("normalize", True)), config=config, anchor=bool(config.get("anchor", False)),
+            **pairs,
         )  # fmt: skip
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -183,9 +249,14 @@ class StaticModel:
         adds the (pre-weighted) rows of the p-th token of every text longer than ``p``. This is ~7x
         faster than ``np.add.reduceat`` over rows, and no Python loop runs per token."""
         n = len(offsets) - 1
+        prow = None if self._pairs is None else pair_positions(ids, offsets, self.pair_keys, self.vocab_size)
         if n == 1:  # one text (latency path): a plain sum
             sums = self._weighted[ids].sum(axis=0, keepdims=True, dtype=np.float32)
-            return self._finish(sums, self.weights[ids].sum(keepdims=True, dtype=np.float32))
+            pairs = None
+            if prow is not None:
+                found = prow[prow >= 0]
+                pairs = (self._pairs[found].sum(axis=0, keepdims=True, dtype=np.float32), np.array([len(found)]))
+            return self._finish(sums, self.weights[ids].sum(keepdims=True, dtype=np.float32), pairs)
         lengths = np.diff(offsets)
         order = np.argsort(-lengths, kind="stable")
         sorted_len, starts = lengths[order], offsets[:-1][order]
@@ -193,22 +264,32 @@ class StaticModel:
         active = np.searchsorted(-sorted_len, -np.arange(longest), side="left")  # texts longer than p
         sums = np.zeros((n, self.dim), dtype=np.float32)
         wsum = np.zeros(n, dtype=np.float32)
+        pairs = None if prow is None else (np.zeros((n, self.dim), dtype=np.float32), np.zeros(n, dtype=np.int64))
         for p in range(longest):
             k = int(active[p])
-            tok = ids[starts[:k] + p]
+            at = starts[:k] + p
+            tok = ids[at]
             sums[:k] += self._weighted[tok]
             wsum[:k] += self.weights[tok]
+            if pairs is not None:
+                r = prow[at]
+                hit = np.flatnonzero(r >= 0)
+                pairs[0][hit] += self._pairs[r[hit]]
+                pairs[1][hit] += 1
         result = np.empty((n, self.output_dim), dtype=np.float32)
-        result[order] = self._finish(sums, wsum)
+        result[order] = self._finish(sums, wsum, pairs)
         return result
 
-    def _finish(self, sums: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-        """Weighted sums (n, d) and weight sums (n,) to embeddings (n, D)."""
+    def _finish(self, sums: np.ndarray, wsum: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Weighted sums (n, d) and weight sums (n,) (and the sums and counts of pair rows) to embeddings (n, D)."""
         has = wsum > 0
         if self.anchor:  # the last row joins every mean with its weight
             sums = sums + self._weighted[-1]
             wsum = wsum + self.weights[-1]
-        out = (sums / np.where(has, wsum, 1.0)[:, None]) @ self.projection
+        mean = sums / np.where(has, wsum, 1.0)[:, None]
+        if pairs is not None:
+            mean += pairs[0] / np.maximum(pairs[1], 1)[:, None]
+        out = mean @ self.projection
         out += self.bias
         if self.normalize:
             norm = np.linalg.norm(out, axis=1, keepdims=True)

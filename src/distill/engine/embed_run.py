@@ -146,6 +146,7 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
 
     return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
                         extend_vocab=spec.extend_vocab, progress=progress, anchor=spec.anchor,
+                        pair_min_count=spec.pair_min_count,
                         context=context if spec.init == "context" else None)  # fmt: skip
 
 
@@ -173,7 +174,7 @@ def train_student(
         from distill.engine.embed_train import DEFAULT_LR
 
         stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
-                                batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational,
+                                batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational, pair_lr=cfg.pair_lr,
                                 time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
         return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
     from distill.engine.embed_train import fit_encoder

@@ -80,6 +80,7 @@ class StaticEmbedder(nn.Module):
     def __init__(
         self, tokenizer: Any, table: Tensor, weights: Tensor, projection: Tensor, bias: Tensor, *,
         normalize: bool = True, meta: dict[str, Any] | None = None, anchor: bool = False,
+        pair_keys: Tensor | None = None, pair_table: Tensor | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         v, d = table.shape
@@ -94,9 +95,29 @@ class StaticEmbedder(nn.Module):
                 f"the tokenizer has {n_tok} tokens but the table only {v} rows"
                 + (" (one of them the anchor)" if anchor else "") + "; they do not belong together."
             )
+        if (pair_keys is None) != (pair_table is None):
+            raise ModelError("pair_keys and pair_table come together (both or neither).")
+        if pair_keys is not None:
+            keys = torch.as_tensor(pair_keys)
+            if (
+                keys.ndim != 1
+                or keys.dtype != torch.int64
+                or tuple(pair_table.shape) != (keys.numel(), d)
+                or (keys.numel() and (keys[0] < 0 or keys[-1] >= v * v or (torch.diff(keys) <= 0).any()))
+            ):
+                raise ModelError(
+                    f"pair rows do not fit: keys {tuple(keys.shape)} {keys.dtype}, rows {tuple(pair_table.shape)} "
+                    f"(expected sorted unique int64 keys first_id * {v} + second_id and rows (P, {d}))."
+                )
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
+        self.register_buffer("pair_keys", None if pair_keys is None else torch.as_tensor(pair_keys).clone(), persistent=False)
+        self.pairs = None
+        if pair_table is not None:
+            self.pairs = nn.EmbeddingBag(len(pair_table), d, mode="sum", sparse=True, include_last_offset=True)
+            with torch.no_grad():
+                self.pairs.weight.copy_(pair_table.float())
         self.embedding = nn.EmbeddingBag(v, d, mode="sum", sparse=True, include_last_offset=True)
         self.proj = nn.Linear(d, projection.shape[0])
         with torch.no_grad():
@@ -118,6 +139,11 @@ class StaticEmbedder(nn.Module):
         return int(self.embedding.weight.shape[1])
 
     @property
+    def num_pairs(self) -> int:
+        """Number of token-pair rows (0: none)."""
+        return 0 if self.pairs is None else int(self.pairs.weight.shape[0])
+
+    @property
     def output_dim(self) -> int:
         """Dimension of the sentence embeddings (D, the teacher's)."""
         return int(self.proj.out_features)
@@ -129,7 +155,8 @@ class StaticEmbedder(nn.Module):
 
     def pool(self, ids: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
         """The weighted mean of each text's token rows (N, d), and whether it had a token of positive weight (N,).
-        With an anchor, the table's last row joins every such text's mean with its own weight."""
+        With an anchor, the table's last row joins every such text's mean with its own weight; with pair rows,
+        the mean of the rows of the text's neighbouring token pairs that have one is added."""
         n = offsets.numel() - 1
         w = self.weights[ids]
         sums = self.embedding(ids, offsets, per_sample_weights=w)
@@ -140,7 +167,15 @@ class StaticEmbedder(nn.Module):
             last = torch.tensor([self.vocab_size - 1])
             sums = sums + self.weights[last] * nn.functional.embedding(last, self.embedding.weight, sparse=True)
             wsum = wsum + self.weights[last]
-        return sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1), has
+        mean = sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1)
+        if self.pairs is not None:
+            rows = torch.from_numpy(light.pair_positions(ids.numpy(), offsets.numpy(), self.pair_keys.numpy(), self.vocab_size))
+            hit = rows >= 0
+            counts = torch.zeros(n, dtype=torch.long).index_add_(0, owner[hit], torch.ones_like(rows[hit]))
+            p_off = torch.zeros(n + 1, dtype=torch.long)
+            p_off[1:] = torch.cumsum(counts, 0)
+            mean = mean + self.pairs(rows[hit], p_off) / counts.clamp(min=1).unsqueeze(1)
+        return mean, has
 
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
         pooled, has = self.pool(ids, offsets)
@@ -326,11 +361,11 @@ def _frequent_split_words(tok: Any, corpus: list[str], n: int) -> list[str]:
     return chosen
 
 
-def _weights(tok: Any, v: int, weighting: str, corpus: list[str] | None, sif_a: float) -> np.ndarray:
+def _weights(tok: Any, v: int, weighting: str, ids: np.ndarray | None, sif_a: float) -> np.ndarray:
+    """Per-token weights from the corpus's flat token ids (None: no corpus)."""
     if weighting == "none":
         w = np.ones(v, dtype=np.float64)
-    elif weighting == "sif" and corpus is not None:
-        ids, _ = light.tokenize_flat(tok, corpus)
+    elif weighting == "sif" and ids is not None:
         if ids.size == 0:
             raise DataError("the corpus has no tokens, so SIF weights cannot be estimated. Fix: pass real sentences.")
         counts = np.bincount(ids, minlength=v).astype(np.float64)
@@ -359,7 +394,7 @@ def build_static(
     teacher: Any, *, dim: int = 256, weighting: Literal["sif", "zipf", "none"] = "sif",
     corpus: list[str] | None = None, extend_vocab: int = 0, sif_a: float = 1e-3, batch_size: int = 256,
     progress: bool = True, keep_mean: bool = True, context: tuple[np.ndarray, np.ndarray] | None = None,
-    anchor: bool = True,
+    anchor: bool = True, pair_min_count: int = 0,
 ) -> StaticEmbedder:  # fmt: skip
     """A static student of ``teacher`` (a :class:`~distill.models.sentence.SentenceEncoder`): see the
     module docstring for each step. ``corpus`` (sentences) gives SIF frequencies and the words of
@@ -385,6 +420,10 @@ def build_static(
         problems.append(f"sif_a must be a positive number (got {sif_a!r}); 1e-3 is the usual value")
     if not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if not isinstance(pair_min_count, int) or pair_min_count < 0:
+        problems.append(f"pair_min_count must be an integer >= 0 (got {pair_min_count!r})")
+    elif pair_min_count and corpus is None:
+        problems.append("pair_min_count needs a corpus to count neighbouring token pairs in")
     if problems:
         raise ModelError("cannot build a static model: " + "; ".join(problems) + ". Fix: change those arguments.")
     if corpus is not None:
@@ -412,9 +451,14 @@ def build_static(
     if anchor:
         rows.append(_anchor_row(teacher, tok, fallback=mean))
     table = (np.concatenate(rows) - mean) @ comps.T
-    weights = _weights(tok, table.shape[0] - bool(anchor), weighting, corpus, float(sif_a))
+    flat = light.tokenize_flat(tok, corpus) if corpus is not None else None
+    weights = _weights(tok, table.shape[0] - bool(anchor), weighting, None if flat is None else flat[0], float(sif_a))
     if anchor:  # weighted like the rarest token
         weights = np.append(weights, weights.max() if weights.max() > 0 else np.float32(1.0))
+    pair_keys = pair_table = None
+    if pair_min_count:
+        pair_keys = frequent_pairs(*flat, table.shape[0], pair_min_count)
+        pair_table = np.zeros((len(pair_keys), dim), dtype=np.float32)
     meta = {
         "teacher": _teacher_identity(teacher),
         "weighting": weighting if (weighting != "sif" or corpus is not None) else "zipf (sif without a corpus)",
@@ -427,7 +471,20 @@ def build_static(
         torch.from_numpy(comps.T.astype(np.float32)),
         torch.from_numpy(mean.astype(np.float32) if keep_mean else np.zeros_like(mean, dtype=np.float32)),
         normalize=True, meta=meta, anchor=anchor,
+        pair_keys=None if pair_keys is None else torch.from_numpy(pair_keys),
+        pair_table=None if pair_table is None else torch.from_numpy(pair_table),
     )  # fmt: skip
+
+
+def frequent_pairs(ids: np.ndarray, offsets: np.ndarray, vocab_size: int, min_count: int) -> np.ndarray:
+    """Sorted keys ``first * vocab_size + second`` of the pairs of neighbouring tokens (within a text)
+    seen at least ``min_count`` times in the flat ``ids``/``offsets``."""
+    if len(ids) < 2:
+        return np.zeros(0, dtype=np.int64)
+    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    keys = (ids[:-1] * vocab_size + ids[1:])[owner[1:] == owner[:-1]]
+    uniq, counts = np.unique(keys, return_counts=True)
+    return uniq[counts >= min_count].astype(np.int64)
 
 
 def _anchor_row(teacher: Any, tok: Any, fallback: np.ndarray) -> np.ndarray:
@@ -452,7 +509,7 @@ def save_static(
     """Write ``model`` in the light format (see :mod:`distill.static_model`) into ``directory``.
 
     ``tokenizer``: a ``tokenizers.Tokenizer`` or HF fast tokenizer, or None for ``model.tokenizer``.
-    ``dtype``: storage of the token table (float16 halves the folder; everything else stays fp32).
+    ``dtype``: storage of the token table and the pair rows (float16 halves the folder; everything else stays fp32).
     Every file is written atomically; ``config.json`` is removed first and written last, so a folder
     with a config.json is complete."""
     if dtype not in ("float32", "float16"):
@@ -472,17 +529,25 @@ def save_static(
     write_bytes(root / "weights.npy", _npy(model.weights.detach().numpy().astype(np.float32)))
     write_bytes(root / "projection.npy", _npy(model.proj.weight.detach().numpy().T.astype(np.float32)))
     write_bytes(root / "bias.npy", _npy(model.proj.bias.detach().numpy().astype(np.float32)))
+    if model.pairs is not None:
+        write_bytes(root / "pair_keys.npy", _npy(model.pair_keys.numpy().astype(np.int64)))
+        rows = model.pairs.weight.detach().numpy()
+        write_bytes(root / "pair_embeddings.npy", _npy(rows.astype(np.float16 if dtype == "float16" else np.float32)))
+    else:  # a folder saved before with pair rows: the config already says there are none, but leave no stale files
+        for name in light.PAIR_FILES:
+            (root / name).unlink(missing_ok=True)
     write_text(root / "tokenizer.json", tok.to_str())
     write_bytes(root / "static_model.py", Path(light.__file__).read_bytes())
     config = {
         "format": light.FORMAT,
-        "version": light.VERSION if model.anchor else 1,
+        "version": light.folder_version(model.anchor, model.num_pairs),
         "vocab_size": model.vocab_size,
         "dim": model.dim,
         "output_dim": model.output_dim,
         "normalize": model.normalize,
         "embedding_dtype": dtype,
         "anchor": model.anchor,
+        "pairs": model.num_pairs,
         "weighting": model.meta.get("weighting"),
         "added_words": model.meta.get("added_words", 0),
         "teacher": model.meta.get("teacher"),
@@ -504,4 +569,6 @@ def load_static(directory: str | os.PathLike) -> StaticEmbedder:
         m.tokenizer, torch.from_numpy(m.embeddings.astype(np.float32)), torch.from_numpy(m.weights.copy()),
         torch.from_numpy(m.projection.T.copy()), torch.from_numpy(m.bias.copy()), normalize=m.normalize, meta=meta,
         anchor=m.anchor,
+        pair_keys=None if m.pair_keys is None else torch.from_numpy(m.pair_keys.astype(np.int64)),
+        pair_table=None if m.pair_embeddings is None else torch.from_numpy(m.pair_embeddings.astype(np.float32)),
     )  # fmt: skip
