@@ -103,6 +103,29 @@ class HeadStatic(nn.Module):
         return np.concatenate(parts)
 
 
+def teacher_pair_rows(teacher, base: StaticEmbedder, pair_vocab: np.ndarray) -> Tensor:
+    """For each pair (a, b): PCA(teacher([CLS] a b [SEP])) - the student's pooled vector of the text "a b"."""
+    from distill.models.static_embed import _special_template
+
+    v = base.vocab_size
+    a, b = pair_vocab // v, pair_vocab % v
+    pre, post = _special_template(base.tokenizer)
+    rows = torch.empty(len(pair_vocab), base.dim)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(pair_vocab), 1024):
+            n = len(pair_vocab[s : s + 1024])
+            ids = torch.cat([torch.tensor([pre] * n).reshape(n, -1), torch.from_numpy(a[s : s + n, None]),
+                             torch.from_numpy(b[s : s + n, None]), torch.tensor([post] * n).reshape(n, -1)], 1)
+            e = teacher(ids, torch.ones_like(ids)).float()
+            x = (e - base.proj.bias) @ base.proj.weight  # PCA forward: (x - mean) @ comps.T
+            flat = torch.stack([torch.from_numpy(a[s : s + n]), torch.from_numpy(b[s : s + n])], 1).reshape(-1)
+            pooled, _ = base.pool(flat, torch.arange(0, 2 * n + 1, 2))
+            rows[s : s + n] = x - pooled
+    print(f"teacher pair rows: {len(pair_vocab):,} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
 def per_text_error(student: np.ndarray, teacher: np.ndarray, n_tokens: np.ndarray) -> str:
     """How much of the error in pair similarities (student cosine - teacher cosine, over all pairs of the
     validation texts) is per text: text i's mean error against every other text, r_i, makes pair (i, j)
@@ -129,13 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair-min-count", type=int, default=0,
                     help="instead of hashing: one row for each pair of neighbouring tokens seen this often in the "
                     "training texts (0: hashed buckets, as --bigrams says)")
+    ap.add_argument("--pair-init", choices=["zero", "teacher"], default="zero",
+                    help="pair rows start at zero, or (teacher) at what makes the student exact on the pair as a "
+                    "two-token text: the teacher's embedding of it through the PCA, minus the pair's weighted mean")
     ap.add_argument("--pair-lr", type=float, default=None, help="SparseAdam's learning rate for the pair rows (default --lr)")
     ap.add_argument("--anchor", type=int, nargs="+", choices=[0, 1], default=[1],
                     help="with (1, the default of build_static) or without (0) the anchor row in every text's mean")
     ap.add_argument("--memorise", action="store_true",
                     help="train on the validation texts too: how well the model class can fit them at all (an upper bound)")
+    ap.add_argument("--extra-train", default=None,
+                    help="a text file (one text a line) added to the training texts (never to validation): does more text help?")
     ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--decay", action="store_true", help="learning rates fall linearly to 0 over the epochs")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads to train (timing: 1)")
     args = ap.parse_args(argv)
@@ -150,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     val_idx, fit_idx = np.sort(perm[:2000]), np.sort(perm[0 if args.memorise else 2000 :])
     fit_texts, val_texts = [texts[i] for i in fit_idx], [texts[i] for i in val_idx]
     y = nn.functional.normalize(torch.as_tensor(targets[fit_idx]).float(), dim=-1)
+    if args.extra_train:
+        val_set = set(val_texts)
+        more = [t for t in dict.fromkeys(Path(args.extra_train).read_text(encoding="utf-8").splitlines())
+                if t.strip() and t not in val_set]  # fmt: skip
+        more_y = cached_embeddings(lambda x: teacher.encode(x, batch_size=64), more, Path(recipe.output.cache_dir),
+                                   teacher_fingerprint(path, teacher), "the extra training text")  # fmt: skip
+        fit_texts = fit_texts + more
+        y = torch.cat([y, nn.functional.normalize(torch.as_tensor(more_y).float(), dim=-1)])
+        print(f"extra training text: {len(more):,} texts from {args.extra_train}", flush=True)
     y_val = targets[val_idx]
     bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False, anchor=bool(a))
              for a in args.anchor}  # fmt: skip
@@ -170,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     for hidden, buckets, anchor in [(h, b, a) for a in args.anchor for b in buckets_list for h in args.hidden]:
         torch.manual_seed(0)
         model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
+        if pair_vocab is not None and args.pair_init == "teacher":
+            with torch.no_grad():
+                model.pairs.weight.copy_(teacher_pair_rows(teacher, model.base, pair_vocab))
         pairs = f"{len(pair_vocab):,} frequent pairs" if pair_vocab is not None else (buckets or "none")
         name = f"head {hidden or 'none'}, bigrams {pairs}, anchor {'yes' if anchor else 'no'}"
         sparse = torch.optim.SparseAdam([model.base.embedding.weight], lr=args.lr)
@@ -179,11 +220,19 @@ def main(argv: list[str] | None = None) -> int:
         dense = torch.optim.Adam([p for n, p in model.named_parameters() if n not in tables], lr=args.lr)
         ignored = model.base.weights.detach() == 0
         gen = torch.Generator().manual_seed(0)
+        opts = [o for o in (sparse, dense, pair_opt) if o is not None]
+        base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
+        total_steps, step = args.epochs * -(-len(keep) // 256), 0
         t0 = time.perf_counter()
         for epoch in range(args.epochs):
             order = keep[torch.randperm(len(keep), generator=gen).numpy()]
             for s in range(0, len(order), 256):
                 idx = order[s : s + 256]
+                if args.decay:
+                    for o, lrs in zip(opts, base_lrs):
+                        for g, lr0 in zip(o.param_groups, lrs):
+                            g["lr"] = lr0 * (1 - step / total_steps)
+                step += 1
                 b_ids, b_off = _gather(ids, offsets, idx)
                 out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
                 loss = (1.0 - nn.functional.cosine_similarity(out, y[idx], dim=-1)).mean()

@@ -229,6 +229,11 @@ def test_finetune_is_deterministic_and_respects_budget(teacher: SentenceEncoder,
         runs.append(m.state_dict())
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key]), key
+    # the learning rates fall linearly to 0 over the steps (the last of 4 steps runs at 1/4), unless decay=False
+    m = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
+    assert finetune_static(m, SENTENCES, targets, epochs=2, batch_size=10, progress=False)["last_lr_factor"] == 0.25
+    still = finetune_static(m, SENTENCES, targets, epochs=2, batch_size=10, decay=False, progress=False)
+    assert still["last_lr_factor"] == 1.0 and still["steps"] == 4
     m = build_static(teacher, dim=8, corpus=SENTENCES, progress=False)
     stats = finetune_static(m, SENTENCES, targets, epochs=1000, batch_size=2, time_budget_s=0.05, progress=False)
     assert stats["stopped_by_budget"] and stats["epochs"] < 1000 and np.isfinite(stats["final_loss"])

@@ -28,7 +28,7 @@ def _gather(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.n
 def finetune_static(
     model: StaticEmbedder, texts: list[str], targets: Tensor, *, epochs: int = 3, lr: float = 1e-3,
     batch_size: int = 256, seed: int = 0, time_budget_s: float | None = None, progress: bool = True,
-    table_lr: float | None = None, relational: float = 0.0, pair_lr: float = 3e-4,
+    table_lr: float | None = None, relational: float = 0.0, pair_lr: float = 3e-4, decay: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``model`` in place so that ``model(text)`` points where the teacher's embedding of
     ``text`` (``targets[i]``, (N, D)) does: loss ``1 − cos``. Deterministic for a ``seed`` on CPU.
@@ -42,9 +42,12 @@ def finetune_static(
     they start at zero and have many more parameters than texts to fit, so they learn slower (3e-4 was best
     on a validation split of WordNet: Spearman agreement 0.826 after 2 epochs, falling after). On MiniLM (dim 256, 20k sentences) lr 1e-3 for 3-6 epochs
     was best on held-out text; 1e-2 overfits within a few epochs (the table has V x d parameters).
+    ``decay`` (the default): every learning rate falls linearly to 0 over the epochs, or over the time budget
+    when the clock is further along, as the transformer students' do (WordNet validation split, with pair
+    rows: Spearman agreement 0.833 after 4 epochs, against 0.826 at best with constant rates).
     Stops after ``epochs`` or once ``time_budget_s`` seconds have passed (checked every step). Texts
     without a token of positive weight carry no signal and are skipped. Returns ``{"epochs",
-    "steps", "seconds", "initial_loss", "final_loss", "epoch_losses", "texts_used", "stopped_by_budget"}``
+    "steps", "seconds", "initial_loss", "final_loss", "epoch_losses", "texts_used", "stopped_by_budget", "last_lr_factor"}``
     (``final_loss``: mean loss of the last epoch, partial if the budget cut it)."""
     texts = light.check_texts(texts)
     targets = torch.as_tensor(targets)
@@ -81,7 +84,7 @@ def finetune_static(
     targets = nn.functional.normalize(targets.detach().float(), dim=-1)
     stats: dict[str, Any] = {
         "epochs": 0, "steps": 0, "seconds": 0.0, "initial_loss": None, "final_loss": None, "epoch_losses": [],
-        "texts_used": len(keep), "stopped_by_budget": False,
+        "texts_used": len(keep), "stopped_by_budget": False, "last_lr_factor": 1.0,
     }  # fmt: skip
     if len(keep) == 0 or epochs == 0:
         stats["seconds"] = time.perf_counter() - start
@@ -93,6 +96,8 @@ def finetune_static(
     dense_opt = torch.optim.Adam([model.weights, model.proj.weight, model.proj.bias], lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
     steps_per_epoch = math.ceil(len(keep) / batch_size)
+    optimizers = [o for o in (sparse_opt, pair_opt, dense_opt) if o is not None]
+    base_lrs = [o.param_groups[0]["lr"] for o in optimizers]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -107,6 +112,13 @@ def finetune_static(
             total, seen = 0.0, 0
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
+                if decay:
+                    done = stats["steps"] / (epochs * steps_per_epoch)
+                    if time_budget_s is not None:
+                        done = max(done, (time.perf_counter() - start) / time_budget_s)
+                    stats["last_lr_factor"] = max(0.0, 1.0 - done)
+                    for o, lr0 in zip(optimizers, base_lrs):
+                        o.param_groups[0]["lr"] = lr0 * stats["last_lr_factor"]
                 b_ids, b_off = _gather(ids, offsets, idx)
                 out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
                 loss = (1.0 - nn.functional.cosine_similarity(out, targets[idx], dim=-1)).mean()
