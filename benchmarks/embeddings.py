@@ -29,7 +29,11 @@ embeddings and training on 2 threads and the transformer students trained under 
 * layers-0-5-ffn80: layers 0 and 5 with 80% of each block's feed-forward neurons (the full 2-layer
   student runs 2.9x the teacher on these short texts: the embedding layer and pooling weigh more),
   10 minutes;
-* narrow-3x192 as above, 3 minutes; static (token init, no training) and static-ft as above.
+* narrow-3x192 as above, 3 minutes; static (token init, no training) and static-ft as above;
+* static-pairs: static-ft plus a row for each pair of neighbouring tokens seen 3 times in the training
+  text (``pair_min_count: 3``), 4 epochs.
+
+Static fine-tuning decays its learning rates linearly to 0 since 2026-11-29 (as the transformer students').
 
 Its settings were chosen with benchmarks/embeddings_probe.py on another split of WordNet (``data.seed``
 1), never on this run's held-out text.

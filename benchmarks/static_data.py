@@ -28,7 +28,7 @@ from static_probe import VAL, setup, spearman  # noqa: E402 - the same split, te
 from distill.data.corpus import read_corpus  # noqa: E402
 from distill.engine.embed_cache import cached_embeddings  # noqa: E402
 from distill.engine.static_train import finetune_static  # noqa: E402
-from distill.models.static_embed import build_static  # noqa: E402
+from distill.models.static_build import build_static  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402
 
 EPOCHS = (2, 4, 6)

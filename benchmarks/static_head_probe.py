@@ -12,8 +12,14 @@ is never touched. Sentences/s: torch forward at batch 64 on one thread, tokenisa
 ``--anchor 0 1`` compares the table without and with its anchor row (build_static's default), and each
 variant prints how much of its error in pair similarities is per text, and how that follows length.
 
+``--pair-min-count N`` gives a row to each neighbouring pair seen N times instead of hashing (what the
+library's ``pair_min_count`` does), ``--pair-init teacher`` starts those rows where the student is exact on
+the pair as a two-token text, ``--decay`` lets the learning rates fall linearly to 0 (the library's
+default since 2026-11-29), ``--extra-train FILE`` adds texts to training only.
+
     .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
-        [--anchor 0 1] [--pair-min-count 2 --pair-lr 3e-4] [--memorise] [--epochs 3]
+        [--anchor 0 1] [--pair-min-count 2 --pair-lr 3e-4 [--pair-init teacher]] [--decay] [--extra-train FILE]
+        [--memorise] [--epochs 3]
 
 Uses the teacher-embedding cache of ``benchmarks/embeddings.py --corpus wordnet`` (else computes the
 teacher's embeddings of 179k texts, ~6 minutes on 2 threads). Prints one line per variant and epoch.
@@ -39,7 +45,8 @@ from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  #
 from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
 from distill.engine.static_train import _gather  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
-from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder, build_static  # noqa: E402
+from distill.models.static_build import build_static  # noqa: E402
+from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
 from distill.tasks.embedding import quality  # noqa: E402
 
@@ -105,7 +112,7 @@ class HeadStatic(nn.Module):
 
 def teacher_pair_rows(teacher, base: StaticEmbedder, pair_vocab: np.ndarray) -> Tensor:
     """For each pair (a, b): PCA(teacher([CLS] a b [SEP])) - the student's pooled vector of the text "a b"."""
-    from distill.models.static_embed import _special_template
+    from distill.models.static_build import _special_template
 
     v = base.vocab_size
     a, b = pair_vocab // v, pair_vocab % v

@@ -17,7 +17,8 @@ import torch
 from distill.errors import DataError, ModelError, TrainingError
 from distill.models.sentence import SentenceEncoder, load_sentence_encoder
 from distill.engine.static_train import finetune_static
-from distill.models.static_embed import StaticEmbedder, build_static, load_static, save_static
+from distill.models.static_build import build_static
+from distill.models.static_embed import StaticEmbedder, load_static, save_static
 from distill.static_model import FILES as LIGHT_FILES
 from distill.static_model import StaticModel
 from tests.embed_helpers import SENTENCES, WORDS, make_tiny_sentence_model

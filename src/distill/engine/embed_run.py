@@ -142,7 +142,7 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
     if spec.kind == "narrow":
         return narrow_student(teacher, layers=spec.num_layers, hidden=spec.hidden, heads=spec.heads,
                               seed=(spec.train.seed if spec.train else 0))  # fmt: skip
-    from distill.models.static_embed import build_static
+    from distill.models.static_build import build_static
 
     return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
                         extend_vocab=spec.extend_vocab, progress=progress, anchor=spec.anchor,
