@@ -57,6 +57,7 @@ class HeadStatic(nn.Module):
     def __init__(self, base: StaticEmbedder, hidden: int, bigrams: int = 0, pair_vocab: np.ndarray | None = None) -> None:
         super().__init__()
         self.base = base
+        self.pair_norm = "weights"
         d, out = base.dim, base.output_dim
         # pairs of neighbouring tokens, each with its own vector (zero at start): hashed into `bigrams`
         # buckets, or (pair_vocab: sorted keys id1 * V + id2) only the pairs of that vocabulary, one row each
@@ -95,7 +96,19 @@ class HeadStatic(nn.Module):
         pooled, _ = self.base.pool(ids, offsets)
         if self.pairs is not None:
             p_ids, p_off = self.pair_ids(ids, offsets)
-            pooled = pooled + self.pairs(p_ids, p_off) / torch.diff(p_off).clamp(min=1).unsqueeze(1)
+            psum = self.pairs(p_ids, p_off)
+            if self.pair_norm == "found":  # the mean of the found pairs' rows (the library's first version)
+                pooled = pooled + psum / torch.diff(p_off).clamp(min=1).unsqueeze(1)
+            elif self.pair_norm == "all":  # their sum over all of the text's neighbouring pairs
+                pooled = pooled + psum / (torch.diff(offsets) - 1).clamp(min=1).unsqueeze(1)
+            else:  # "weights" (the library's): over the text's token weights, as if each pair were a token
+                w = self.base.weights[ids]
+                n = offsets.numel() - 1
+                owner = torch.repeat_interleave(torch.arange(n), torch.diff(offsets))
+                wsum = torch.zeros(n).index_add(0, owner, w)
+                if self.base.anchor:
+                    wsum = wsum + self.base.weights[-1]
+                pooled = pooled + psum / wsum.clamp(min=1e-6).unsqueeze(1)
         out = self.base.proj(pooled)
         if self.head is not None:
             out = out + self.head(pooled)
@@ -162,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair-init", choices=["zero", "teacher"], default="zero",
                     help="pair rows start at zero, or (teacher) at what makes the student exact on the pair as a "
                     "two-token text: the teacher's embedding of it through the PCA, minus the pair's weighted mean")
+    ap.add_argument("--pair-norm", choices=["found", "all", "weights"], default="weights",
+                    help="the pair rows' sum over: the pairs found (the library's mean), all neighbouring pairs of the "
+                    "text, or the text's token weights (as if each pair were a token)")
     ap.add_argument("--pair-lr", type=float, default=None, help="SparseAdam's learning rate for the pair rows (default --lr)")
     ap.add_argument("--anchor", type=int, nargs="+", choices=[0, 1], default=[1],
                     help="with (1, the default of build_static) or without (0) the anchor row in every text's mean")
@@ -169,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train on the validation texts too: how well the model class can fit them at all (an upper bound)")
     ap.add_argument("--extra-train", default=None,
                     help="a text file (one text a line) added to the training texts (never to validation): does more text help?")
+    ap.add_argument("--init", choices=["token", "context"], default="token",
+                    help="token rows from the teacher on each token alone, or its mean vector in the training texts "
+                    "(a teacher pass over them with hidden states, cached: ~7 minutes the first time)")
     ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--decay", action="store_true", help="learning rates fall linearly to 0 over the epochs")
@@ -196,8 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         y = torch.cat([y, nn.functional.normalize(torch.as_tensor(more_y).float(), dim=-1)])
         print(f"extra training text: {len(more):,} texts from {args.extra_train}", flush=True)
     y_val = targets[val_idx]
-    bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False, anchor=bool(a))
-             for a in args.anchor}  # fmt: skip
+    context = None
+    if args.init == "context":
+        from distill.engine.embed_cache import cached_context
+
+        _, sums, counts = cached_context(teacher, fit_texts, Path(recipe.output.cache_dir), teacher_fingerprint(path, teacher),
+                                         batch_size=64, progress=False)  # fmt: skip
+        context = (sums, counts)
+    bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False, anchor=bool(a),
+                             context=context) for a in args.anchor}  # fmt: skip
     ids, offsets = bases[args.anchor[0]].tokenize(fit_texts)
     ids, offsets = ids.numpy(), offsets.numpy()
     keep = np.flatnonzero(np.diff(offsets) > 0)
@@ -215,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     for hidden, buckets, anchor in [(h, b, a) for a in args.anchor for b in buckets_list for h in args.hidden]:
         torch.manual_seed(0)
         model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
+        model.pair_norm = args.pair_norm
         if pair_vocab is not None and args.pair_init == "teacher":
             with torch.no_grad():
                 model.pairs.weight.copy_(teacher_pair_rows(teacher, model.base, pair_vocab))

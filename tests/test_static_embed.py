@@ -299,8 +299,8 @@ def test_pair_rows_join_the_mean_within_a_text_only(teacher: SentenceEncoder, tm
     w, table = model.weights.detach().numpy(), model.embedding.weight.detach().numpy()
     rows = [int(np.searchsorted(keys, a * v + b)) for a, b in zip(tok, tok[1:]) if a * v + b in set(keys.tolist())]
     assert len(rows) == 2
-    mean = (w[tok] @ table[tok] + w[-1] * table[-1]) / (w[tok].sum() + w[-1])
-    mean = mean + model.pairs.weight.detach().numpy()[rows].mean(0)
+    pair_rows = model.pairs.weight.detach().numpy()[rows].sum(0)  # in the sum, not in the sum of weights
+    mean = (w[tok] @ table[tok] + w[-1] * table[-1] + pair_rows) / (w[tok].sum() + w[-1])
     want = model.proj(torch.from_numpy(mean).float()).detach().numpy()
     np.testing.assert_allclose(model.encode(["the cat and a dog"])[0], want / np.linalg.norm(want), atol=1e-5)
     # a pair never spans two texts: "the" then "cat" in one batch is not "the cat"

@@ -35,9 +35,10 @@ The folder (format ``distill-static``, version 1, 2 or 3)
     the anchor), which a plain mean of token rows cannot. Absent or false: no anchor (version 1).
 ``"pairs": P > 0`` in the config (version 3): ``pair_keys.npy`` and ``pair_embeddings.npy``
     rows for P pairs of neighbouring tokens (those frequent in the training text): keys (P,) int64,
-    sorted and unique, ``key = first_id * V + second_id``; rows (P, d) in the table's dtype. The mean of
-    the rows of a text's pairs that have one joins its pooled vector: the one place where word order
-    (a token's left neighbour) counts. Absent or 0: no pair rows (versions 1 and 2).
+    sorted and unique, ``key = first_id * V + second_id``; rows (P, d) in the table's dtype. The rows of
+    a text's pairs that have one join the weighted sum of its token rows, each as it is (its weight is
+    in the row), and add nothing to the sum of weights: the one place where word order (a token's left
+    neighbour) counts. Absent or 0: no pair rows (versions 1 and 2).
 ``projection.npy`` and ``bias.npy``
     (d, D) float32 and (D,) float32: the map from the table's space into the teacher's space.
 ``tokenizer.json``
@@ -45,8 +46,8 @@ The folder (format ``distill-static``, version 1, 2 or 3)
 
 Inference for one text: tokenize (no special tokens); ``m = sum_i w[t_i] E[t_i] / sum_i w[t_i]``
 (with an anchor ``a = V - 1``: ``m = (sum_i w[t_i] E[t_i] + w[a] E[a]) / (sum_i w[t_i] + w[a])``);
-with pair rows, ``m += mean_j R[k_j]`` over the text's neighbouring pairs ``k_j = t_j * V + t_{j+1}`` that
-are in ``pair_keys`` (nothing when none is); ``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
+with pair rows, ``sum_j R[k_j]`` over the text's neighbouring pairs ``k_j = t_j * V + t_{j+1}`` that
+are in ``pair_keys`` joins the numerator of ``m`` (not the denominator); ``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
 (the empty string, only unknown words, only special tokens) gives the zero vector: "no information",
 never NaN. Its cosine to anything is 0 by convention.
 
@@ -252,11 +253,9 @@ class StaticModel:
         prow = None if self._pairs is None else pair_positions(ids, offsets, self.pair_keys, self.vocab_size)
         if n == 1:  # one text (latency path): a plain sum
             sums = self._weighted[ids].sum(axis=0, keepdims=True, dtype=np.float32)
-            pairs = None
             if prow is not None:
-                found = prow[prow >= 0]
-                pairs = (self._pairs[found].sum(axis=0, keepdims=True, dtype=np.float32), np.array([len(found)]))
-            return self._finish(sums, self.weights[ids].sum(keepdims=True, dtype=np.float32), pairs)
+                sums += self._pairs[prow[prow >= 0]].sum(axis=0, dtype=np.float32)
+            return self._finish(sums, self.weights[ids].sum(keepdims=True, dtype=np.float32))
         lengths = np.diff(offsets)
         order = np.argsort(-lengths, kind="stable")
         sorted_len, starts = lengths[order], offsets[:-1][order]
@@ -264,32 +263,27 @@ class StaticModel:
         active = np.searchsorted(-sorted_len, -np.arange(longest), side="left")  # texts longer than p
         sums = np.zeros((n, self.dim), dtype=np.float32)
         wsum = np.zeros(n, dtype=np.float32)
-        pairs = None if prow is None else (np.zeros((n, self.dim), dtype=np.float32), np.zeros(n, dtype=np.int64))
         for p in range(longest):
             k = int(active[p])
             at = starts[:k] + p
             tok = ids[at]
             sums[:k] += self._weighted[tok]
             wsum[:k] += self.weights[tok]
-            if pairs is not None:
+            if prow is not None:  # the pair this token starts with its right neighbour
                 r = prow[at]
                 hit = np.flatnonzero(r >= 0)
-                pairs[0][hit] += self._pairs[r[hit]]
-                pairs[1][hit] += 1
+                sums[hit] += self._pairs[r[hit]]
         result = np.empty((n, self.output_dim), dtype=np.float32)
-        result[order] = self._finish(sums, wsum, pairs)
+        result[order] = self._finish(sums, wsum)
         return result
 
-    def _finish(self, sums: np.ndarray, wsum: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """Weighted sums (n, d) and weight sums (n,) (and the sums and counts of pair rows) to embeddings (n, D)."""
+    def _finish(self, sums: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+        """Weighted sums (n, d) (pair rows included) and weight sums (n,) to embeddings (n, D)."""
         has = wsum > 0
         if self.anchor:  # the last row joins every mean with its weight
             sums = sums + self._weighted[-1]
             wsum = wsum + self.weights[-1]
-        mean = sums / np.where(has, wsum, 1.0)[:, None]
-        if pairs is not None:
-            mean += pairs[0] / np.maximum(pairs[1], 1)[:, None]
-        out = mean @ self.projection
+        out = (sums / np.where(has, wsum, 1.0)[:, None]) @ self.projection
         out += self.bias
         if self.normalize:
             norm = np.linalg.norm(out, axis=1, keepdims=True)

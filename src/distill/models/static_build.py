@@ -33,8 +33,8 @@ Build (:func:`build_static`), model2vec-style:
    this teacher's embeddings do. Fine-tuning trains its row and weight like any token's.
 6. ``pair_min_count=N`` (needs a corpus): a row, zero at start, for each pair of neighbouring tokens
    (within a text) seen at least N times in the tokenized corpus, keyed ``first_id * V + second_id``
-   with V the table's rows. Fine-tuning learns them; the mean of a text's pair rows joins its pooled
-   vector.
+   with V the table's rows. Fine-tuning learns them; a text's pair rows join the weighted sum of its
+   token rows (not the sum of weights).
 """
 
 from __future__ import annotations

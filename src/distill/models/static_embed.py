@@ -6,8 +6,8 @@ through the teacher, PCA, SIF weights; see that module). Optional parts: an anch
 
 Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tokens; with the anchor ``a``,
 ``w[a] E[a]`` joins the sum and ``w[a]`` the weights), ``y = proj(m)``,
-L2-normalised. With pair rows, the mean of the rows of the text's neighbouring token pairs that have one
-is added to ``m`` before the projection. A text with no token of positive weight (empty, only unknown or special tokens) gives
+L2-normalised. With pair rows, the rows of the text's neighbouring token pairs that have one join the
+numerator of ``m`` (as if each were a token whose weight is in its row), not its denominator. A text with no token of positive weight (empty, only unknown or special tokens) gives
 the zero vector, never NaN.
 
 Fine-tuning (:func:`distill.engine.static_train.finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
@@ -124,7 +124,7 @@ class StaticEmbedder(nn.Module):
     def pool(self, ids: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
         """The weighted mean of each text's token rows (N, d), and whether it had a token of positive weight (N,).
         With an anchor, the table's last row joins every such text's mean with its own weight; with pair rows,
-        the mean of the rows of the text's neighbouring token pairs that have one is added."""
+        the rows of the text's neighbouring token pairs that have one join the sum (not the sum of weights)."""
         n = offsets.numel() - 1
         w = self.weights[ids]
         sums = self.embedding(ids, offsets, per_sample_weights=w)
@@ -135,15 +135,13 @@ class StaticEmbedder(nn.Module):
             last = torch.tensor([self.vocab_size - 1])
             sums = sums + self.weights[last] * nn.functional.embedding(last, self.embedding.weight, sparse=True)
             wsum = wsum + self.weights[last]
-        mean = sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1)
-        if self.pairs is not None:
+        if self.pairs is not None:  # pair rows join the sum as they are, not the sum of weights
             rows = torch.from_numpy(light.pair_positions(ids.numpy(), offsets.numpy(), self.pair_keys.numpy(), self.vocab_size))
             hit = rows >= 0
-            counts = torch.zeros(n, dtype=torch.long).index_add_(0, owner[hit], torch.ones_like(rows[hit]))
             p_off = torch.zeros(n + 1, dtype=torch.long)
-            p_off[1:] = torch.cumsum(counts, 0)
-            mean = mean + self.pairs(rows[hit], p_off) / counts.clamp(min=1).unsqueeze(1)
-        return mean, has
+            p_off[1:] = torch.cumsum(torch.bincount(owner[hit], minlength=n), 0)
+            sums = sums + self.pairs(rows[hit], p_off)
+        return sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1), has
 
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
         pooled, has = self.pool(ids, offsets)

@@ -165,8 +165,8 @@ class EmbedStudentConfig(_Section):
     )
     pair_min_count: int = Field(
         0, ge=0, description="kind static: a row (starting at zero, learned in fine-tuning) for each pair of neighbouring "
-        "tokens seen at least this many times in the training text; the mean of a text's pair rows joins its pooled "
-        "vector, so word order counts a little ('not good' is not 'good'). 0: none. On WordNet, 2 keeps 162k pairs "
+        "tokens seen at least this many times in the training text; a text's pair rows join the weighted sum of its token "
+        "rows, so word order counts a little ('not good' is not 'good'). 0: none. On WordNet, 2 keeps 162k pairs "
         "(166 MB in float32) and raised Spearman agreement from 0.80 to 0.83 on a validation split (BENCHMARKS.md).",
     )  # fmt: skip
     finetune: bool = Field(True, description="kind static: fine-tune the table against the teacher's sentence embeddings.")
