@@ -58,6 +58,7 @@ class HeadStatic(nn.Module):
         super().__init__()
         self.base = base
         self.pair_norm = "weights"
+        self.skip = False
         d, out = base.dim, base.output_dim
         # pairs of neighbouring tokens, each with its own vector (zero at start): hashed into `bigrams`
         # buckets, or (pair_vocab: sorted keys id1 * V + id2) only the pairs of that vocabulary, one row each
@@ -81,9 +82,22 @@ class HeadStatic(nn.Module):
         owner = torch.repeat_interleave(torch.arange(n), lengths)
         same = owner[1:] == owner[:-1]
         if self.pair_vocab is not None:
-            keys = ids[:-1] * self.base.vocab_size + ids[1:]
+            v = self.base.vocab_size
+            keys = ids[:-1] * v + ids[1:]
+            pair_owner = owner[:-1]
+            if self.skip and len(ids) > 2:  # tokens two apart: keys from V * V on
+                keys = torch.cat([keys, v * v + ids[:-2] * v + ids[2:]])
+                same = torch.cat([same, owner[2:] == owner[:-2]])
+                pair_owner = torch.cat([pair_owner, owner[:-2]])
             h = torch.searchsorted(self.pair_vocab, keys).clamp(max=len(self.pair_vocab) - 1)
             same = same & (self.pair_vocab[h] == keys)
+            h, pair_owner = h[same], pair_owner[same]
+            order = torch.argsort(pair_owner, stable=True)
+            h, pair_owner = h[order], pair_owner[order]
+            counts = torch.bincount(pair_owner, minlength=n)
+            off = torch.zeros(n + 1, dtype=torch.long)
+            off[1:] = torch.cumsum(counts, 0)
+            return h, off
         else:
             h = (ids[:-1] * 1_000_003 + ids[1:]) % self.buckets
         pair_owner = owner[:-1][same]
@@ -178,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair-norm", choices=["found", "all", "weights"], default="weights",
                     help="the pair rows' sum over: the pairs found (the library's mean), all neighbouring pairs of the "
                     "text, or the text's token weights (as if each pair were a token)")
+    ap.add_argument("--skip-pairs", action="store_true",
+                    help="also rows for pairs of tokens two apart (seen --pair-min-count times)")
     ap.add_argument("--pair-lr", type=float, default=None, help="SparseAdam's learning rate for the pair rows (default --lr)")
     ap.add_argument("--anchor", type=int, nargs="+", choices=[0, 1], default=[1],
                     help="with (1, the default of build_static) or without (0) the anchor row in every text's mean")
@@ -233,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         keys = (ids[:-1] * bases[args.anchor[0]].vocab_size + ids[1:])[owner[1:] == owner[:-1]]
         uniq, counts = np.unique(keys, return_counts=True)
         pair_vocab = uniq[counts >= args.pair_min_count]
+        if args.skip_pairs:
+            v = bases[args.anchor[0]].vocab_size
+            k2 = (v * v + ids[:-2] * v + ids[2:])[owner[2:] == owner[:-2]]
+            u2, c2 = np.unique(k2, return_counts=True)
+            print(f"skip pairs: {int((c2 >= args.pair_min_count).sum()):,} of {len(u2):,}", flush=True)
+            pair_vocab = np.concatenate([pair_vocab, u2[c2 >= args.pair_min_count]])
         print(f"pair vocabulary: {len(pair_vocab):,} of {len(uniq):,} distinct neighbouring pairs "
               f"(seen >= {args.pair_min_count} times)", flush=True)  # fmt: skip
     print(f"{len(fit_texts):,} texts to train, {len(val_texts):,} to validate"
@@ -242,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
         model.pair_norm = args.pair_norm
+        model.skip = args.skip_pairs
         if pair_vocab is not None and args.pair_init == "teacher":
             with torch.no_grad():
                 model.pairs.weight.copy_(teacher_pair_rows(teacher, model.base, pair_vocab))
