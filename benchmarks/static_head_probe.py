@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="token rows from the teacher on each token alone, or its mean vector in the training texts "
                     "(a teacher pass over them with hidden states, cached: ~7 minutes the first time)")
     ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
+    ap.add_argument("--batch", type=int, default=256, help="texts per step (the recipe's: 256)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--decay", action="store_true", help="learning rates fall linearly to 0 over the epochs")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -279,12 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         gen = torch.Generator().manual_seed(0)
         opts = [o for o in (sparse, dense, pair_opt) if o is not None]
         base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
-        total_steps, step = args.epochs * -(-len(keep) // 256), 0
+        total_steps, step = args.epochs * -(-len(keep) // args.batch), 0
         t0 = time.perf_counter()
         for epoch in range(args.epochs):
             order = keep[torch.randperm(len(keep), generator=gen).numpy()]
-            for s in range(0, len(order), 256):
-                idx = order[s : s + 256]
+            for s in range(0, len(order), args.batch):
+                idx = order[s : s + args.batch]
                 if args.decay:
                     for o, lrs in zip(opts, base_lrs):
                         for g, lr0 in zip(o.param_groups, lrs):
