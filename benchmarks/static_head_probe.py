@@ -59,6 +59,7 @@ class HeadStatic(nn.Module):
         self.base = base
         self.pair_norm = "weights"
         self.skip = False
+        self.factor_a = self.factor_b = None  # factorised pair rows: A[left] * B[right] for every neighbouring pair
         d, out = base.dim, base.output_dim
         # pairs of neighbouring tokens, each with its own vector (zero at start): hashed into `bigrams`
         # buckets, or (pair_vocab: sorted keys id1 * V + id2) only the pairs of that vocabulary, one row each
@@ -106,8 +107,26 @@ class HeadStatic(nn.Module):
         off[1:] = torch.cumsum(counts, 0)
         return h[same], off
 
+    def add_factor_pairs(self, seed: int = 0) -> None:
+        v, d = self.base.vocab_size, self.base.dim
+        self.factor_a = nn.Embedding(v, d, sparse=True)
+        self.factor_b = nn.Embedding(v, d, sparse=True)
+        with torch.no_grad():
+            self.factor_a.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+            self.factor_b.weight.zero_()
+
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
         pooled, _ = self.base.pool(ids, offsets)
+        if self.factor_a is not None:
+            n = offsets.numel() - 1
+            owner = torch.repeat_interleave(torch.arange(n), torch.diff(offsets))
+            same = owner[1:] == owner[:-1]
+            prod = self.factor_a(ids[:-1][same]) * self.factor_b(ids[1:][same])
+            fsum = torch.zeros(n, prod.shape[1]).index_add(0, owner[:-1][same], prod)
+            wsum = torch.zeros(n).index_add(0, owner, self.base.weights[ids])
+            if self.base.anchor:
+                wsum = wsum + self.base.weights[-1]
+            pooled = pooled + fsum / wsum.clamp(min=1e-6).unsqueeze(1)
         if self.pairs is not None:
             p_ids, p_off = self.pair_ids(ids, offsets)
             psum = self.pairs(p_ids, p_off)
@@ -194,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                     "text, or the text's token weights (as if each pair were a token)")
     ap.add_argument("--skip-pairs", action="store_true",
                     help="also rows for pairs of tokens two apart (seen --pair-min-count times)")
+    ap.add_argument("--factor-pairs", action="store_true",
+                    help="rows for every neighbouring pair, factorised: A[left] * B[right] (two more token tables; "
+                    "unseen pairs get one too), joining the weighted sum like pair rows")
     ap.add_argument("--pair-lr", type=float, default=None, help="SparseAdam's learning rate for the pair rows (default --lr)")
     ap.add_argument("--anchor", type=int, nargs="+", choices=[0, 1], default=[1],
                     help="with (1, the default of build_static) or without (0) the anchor row in every text's mean")
@@ -265,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
         model.pair_norm = args.pair_norm
+        if args.factor_pairs:
+            model.add_factor_pairs()
         model.skip = args.skip_pairs
         if pair_vocab is not None and args.pair_init == "teacher":
             with torch.no_grad():
@@ -274,11 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         sparse = torch.optim.SparseAdam([model.base.embedding.weight], lr=args.lr)
         pair_opt = (torch.optim.SparseAdam([model.pairs.weight], lr=args.pair_lr or args.lr)
                     if model.pairs is not None else None)  # fmt: skip
-        tables = ["base.embedding.weight", "pairs.weight"]
+        tables = ["base.embedding.weight", "pairs.weight", "factor_a.weight", "factor_b.weight"]
+        factor_opt = (torch.optim.SparseAdam([model.factor_a.weight, model.factor_b.weight], lr=args.pair_lr or args.lr)
+                      if model.factor_a is not None else None)  # fmt: skip
         dense = torch.optim.Adam([p for n, p in model.named_parameters() if n not in tables], lr=args.lr)
         ignored = model.base.weights.detach() == 0
         gen = torch.Generator().manual_seed(0)
-        opts = [o for o in (sparse, dense, pair_opt) if o is not None]
+        opts = [o for o in (sparse, dense, pair_opt, factor_opt) if o is not None]
         base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
         total_steps, step = args.epochs * -(-len(keep) // args.batch), 0
         t0 = time.perf_counter()
@@ -298,11 +324,15 @@ def main(argv: list[str] | None = None) -> int:
                 dense.zero_grad()
                 if pair_opt is not None:
                     pair_opt.zero_grad(set_to_none=True)
+                if factor_opt is not None:
+                    factor_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 sparse.step()
                 dense.step()
                 if pair_opt is not None and model.pairs.weight.grad is not None:
                     pair_opt.step()
+                if factor_opt is not None and model.factor_a.weight.grad is not None:
+                    factor_opt.step()
                 with torch.no_grad():
                     model.base.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
             q = quality(model.encode(val_texts), y_val, n_pairs=5000, n_queries=1000, k=10, seed=0)
