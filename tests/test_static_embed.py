@@ -347,3 +347,19 @@ def test_pair_rows_train_and_pair_lr_zero_freezes_them(teacher: SentenceEncoder,
         build_static(teacher, dim=4, pair_min_count=2, progress=False)
     with pytest.raises(TrainingError, match="pair_lr must be a number >= 0"):
         finetune_static(model, SENTENCES, targets, pair_lr=-1.0, progress=False)
+
+
+def test_pair_arrays_that_do_not_fit_fail_in_both_models(teacher: SentenceEncoder) -> None:
+    model = build_static(teacher, dim=8, corpus=SENTENCES, pair_min_count=1, progress=False)
+    parts = (model.tokenizer, model.embedding.weight.detach(), model.weights.detach(), model.proj.weight.detach(),
+             model.proj.bias.detach())  # fmt: skip
+    keys, rows = model.pair_keys.clone(), model.pairs.weight.detach().clone()
+    v = model.vocab_size
+    for bad_keys, bad_rows in [(keys.flip(0), rows), (keys.int(), rows), (keys, rows[:, :4]), (keys + v * v, rows)]:
+        with pytest.raises(ModelError, match="pair arrays do not fit"):
+            StaticEmbedder(*parts, anchor=True, pair_keys=bad_keys, pair_table=bad_rows)
+        with pytest.raises(ValueError, match="pair arrays do not fit"):
+            StaticModel(parts[0], parts[1].numpy(), parts[2].numpy(), parts[3].numpy().T, parts[4].numpy(), anchor=True,
+                        pair_keys=bad_keys.numpy(), pair_embeddings=bad_rows.numpy())  # fmt: skip
+    with pytest.raises(ModelError, match="come together"):
+        StaticEmbedder(*parts, anchor=True, pair_keys=keys)

@@ -76,6 +76,21 @@ def folder_version(anchor: bool, pairs: int) -> int:
     return 3 if pairs else 2 if anchor else 1
 
 
+def check_pair_arrays(keys: np.ndarray, rows_shape: tuple[int, ...], vocab_size: int, dim: int) -> None:
+    """ValueError unless ``keys`` are sorted, unique int64 keys in ``0 .. V*V - 1`` and the rows are (P, d)."""
+    keys = np.asarray(keys)
+    if (
+        keys.ndim != 1
+        or keys.dtype != np.int64
+        or tuple(rows_shape) != (len(keys), dim)
+        or (len(keys) and (keys[0] < 0 or keys[-1] >= vocab_size * vocab_size or (np.diff(keys) <= 0).any()))
+    ):
+        raise ValueError(
+            f"pair arrays do not fit: keys {keys.shape} {keys.dtype}, rows {tuple(rows_shape)} (expected sorted unique "
+            f"int64 keys first_id * {vocab_size} + second_id in 0..{vocab_size * vocab_size - 1} and rows (P, {dim}))."
+        )
+
+
 def pair_positions(ids: np.ndarray, offsets: np.ndarray, keys: np.ndarray, vocab_size: int) -> np.ndarray:
     """For each flat token position, the row (in ``keys``, sorted) of the pair it starts with its right
     neighbour in the same text, or -1 (no neighbour, or the pair has no row). (len(ids),) int64."""
@@ -144,17 +159,10 @@ class StaticModel:
         if (pair_keys is None) != (pair_embeddings is None):
             raise ValueError("pair keys and pair rows come together. Fix: the folder is corrupt; save it again.")
         if pair_keys is not None:
-            keys = np.asarray(pair_keys)
-            if (
-                keys.ndim != 1
-                or keys.dtype != np.int64
-                or pair_embeddings.shape != (len(keys), d)
-                or (len(keys) and (keys[0] < 0 or keys[-1] >= v * v or (np.diff(keys) <= 0).any()))
-            ):
-                raise ValueError(
-                    f"pair arrays do not fit: keys {keys.shape} {keys.dtype}, rows {pair_embeddings.shape} (expected "
-                    f"sorted unique int64 keys in 0..{v * v - 1} and rows (P, {d})). Fix: the folder is corrupt; save it again."
-                )
+            try:
+                check_pair_arrays(pair_keys, pair_embeddings.shape, v, d)
+            except ValueError as exc:
+                raise ValueError(f"{exc} Fix: the folder is corrupt; save it again.") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer

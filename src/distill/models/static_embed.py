@@ -66,17 +66,10 @@ class StaticEmbedder(nn.Module):
         if (pair_keys is None) != (pair_table is None):
             raise ModelError("pair_keys and pair_table come together (both or neither).")
         if pair_keys is not None:
-            keys = torch.as_tensor(pair_keys)
-            if (
-                keys.ndim != 1
-                or keys.dtype != torch.int64
-                or tuple(pair_table.shape) != (keys.numel(), d)
-                or (keys.numel() and (keys[0] < 0 or keys[-1] >= v * v or (torch.diff(keys) <= 0).any()))
-            ):
-                raise ModelError(
-                    f"pair rows do not fit: keys {tuple(keys.shape)} {keys.dtype}, rows {tuple(pair_table.shape)} "
-                    f"(expected sorted unique int64 keys first_id * {v} + second_id and rows (P, {d}))."
-                )
+            try:
+                light.check_pair_arrays(torch.as_tensor(pair_keys).numpy(), tuple(pair_table.shape), v, d)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
