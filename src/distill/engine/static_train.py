@@ -40,8 +40,9 @@ def finetune_static(
     ``lr`` is Adam's for the weights and the projection; ``table_lr`` (default: ``lr``; 0 freezes the
     table) is SparseAdam's for the table, ``pair_lr`` (0 freezes them) for the pair rows, if the model has them:
     they start at zero and have many more parameters than texts to fit, so they learn slower (on a validation
-    split of WordNet, 4 epochs with decay: Spearman agreement 0.839 at 6e-4, 0.837 at 3e-4 and 1e-3, 0.831 at 1.5e-4). On MiniLM (dim 256, 20k sentences) lr 1e-3 for 3-6 epochs
-    was best on held-out text; 1e-2 overfits within a few epochs (the table has V x d parameters).
+    split of WordNet, 4 epochs with decay: Spearman agreement 0.839 at 6e-4, 0.837 at 3e-4 and 1e-3, 0.831
+    at 1.5e-4). On MiniLM (dim 256, 20k sentences) lr 1e-3 for 3-6 epochs was best on held-out text; 1e-2
+    overfits within a few epochs (the table has V x d parameters).
     ``decay`` (the default): every learning rate falls linearly to 0 over the epochs, or over the time budget
     when the clock is further along, as the transformer students' do (WordNet validation split, with pair
     rows: Spearman agreement 0.833 after 4 epochs, against 0.826 at best with constant rates).

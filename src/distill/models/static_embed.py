@@ -7,8 +7,8 @@ through the teacher, PCA, SIF weights; see that module). Optional parts: an anch
 Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tokens; with the anchor ``a``,
 ``w[a] E[a]`` joins the sum and ``w[a]`` the weights), ``y = proj(m)``,
 L2-normalised. With pair rows, the rows of the text's neighbouring token pairs that have one join the
-numerator of ``m`` (as if each were a token whose weight is in its row), not its denominator. A text with no token of positive weight (empty, only unknown or special tokens) gives
-the zero vector, never NaN.
+numerator of ``m`` (as if each were a token whose weight is in its row), not its denominator. A text
+with no token of positive weight (empty, only unknown or special tokens) gives the zero vector, never NaN.
 
 Fine-tuning (:func:`distill.engine.static_train.finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
 teacher sentence embeddings; the table (sparse gradients, ``SparseAdam``), the weights (kept >= 1e-6,
