@@ -226,9 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", choices=["token", "context"], default="token",
                     help="token rows from the teacher on each token alone, or its mean vector in the training texts "
                     "(a teacher pass over them with hidden states, cached: ~7 minutes the first time)")
+    ap.add_argument("--extend-vocab", type=int, default=0, help="build_static's extend_vocab: frequent split words as whole tokens")
     ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
     ap.add_argument("--batch", type=int, default=256, help="texts per step (the recipe's: 256)")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--soup", type=int, default=1,
+                    help="train this many copies from the same start, each with its own batch order, and average their "
+                    "parameters (a model soup: still one static table)")
     ap.add_argument("--decay", action="store_true", help="learning rates fall linearly to 0 over the epochs")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads to train (timing: 1)")
@@ -262,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                                          batch_size=64, progress=False)  # fmt: skip
         context = (sums, counts)
     bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False, anchor=bool(a),
-                             context=context) for a in args.anchor}  # fmt: skip
+                             context=context, extend_vocab=args.extend_vocab) for a in args.anchor}  # fmt: skip
     ids, offsets = bases[args.anchor[0]].tokenize(fit_texts)
     ids, offsets = ids.numpy(), offsets.numpy()
     keep = np.flatnonzero(np.diff(offsets) > 0)
@@ -283,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(fit_texts):,} texts to train, {len(val_texts):,} to validate"
           + (" (trained on too: memorisation)" if args.memorise else ""), flush=True)
     buckets_list = [0] if pair_vocab is not None else args.bigrams
-    for hidden, buckets, anchor in [(h, b, a) for a in args.anchor for b in buckets_list for h in args.hidden]:
+    soup: list[dict[str, Tensor]] = []
+    for hidden, buckets, anchor, member in [(h, b, a, m) for a in args.anchor for b in buckets_list for h in args.hidden
+                                            for m in range(args.soup)]:  # fmt: skip
         torch.manual_seed(0)
         model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
         model.pair_norm = args.pair_norm
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                       if model.factor_a is not None else None)  # fmt: skip
         dense = torch.optim.Adam([p for n, p in model.named_parameters() if n not in tables], lr=args.lr)
         ignored = model.base.weights.detach() == 0
-        gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(member)  # soup members differ in the order of their batches only
         opts = [o for o in (sparse, dense, pair_opt, factor_opt) if o is not None]
         base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
         total_steps, step = args.epochs * -(-len(keep) // args.batch), 0
@@ -338,6 +344,15 @@ def main(argv: list[str] | None = None) -> int:
             q = quality(model.encode(val_texts), y_val, n_pairs=5000, n_queries=1000, k=10, seed=0)
             print(f"{name}: epoch {epoch + 1}, cosine {q['cosine']:.3f}, Spearman {q['spearman']:.3f}, "
                   f"top-10 {q['top10']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+        if args.soup > 1:
+            soup.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            if len(soup) < args.soup:
+                continue
+            model.load_state_dict({k: torch.stack([m[k].float() for m in soup]).mean(0).to(soup[0][k].dtype) for k in soup[0]})
+            soup = []
+            q = quality(model.encode(val_texts), y_val, n_pairs=5000, n_queries=1000, k=10, seed=0)
+            print(f"{name}: soup of {args.soup} (parameters averaged), cosine {q['cosine']:.3f}, Spearman "
+                  f"{q['spearman']:.3f}, top-10 {q['top10']:.3f}", flush=True)  # fmt: skip
         print(f"{name}: {per_text_error(model.encode(val_texts), y_val, np.diff(model.base.tokenize(val_texts)[1].numpy()))}",
               flush=True)  # fmt: skip
         torch.set_num_threads(1)
