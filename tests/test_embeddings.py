@@ -363,7 +363,8 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
             {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 8, "heads": 2,
              "train": {"epochs": 1, "batch_size": 16, "relational": 0.5, "precision": "bf16", "num_threads": 1}},
             {"name": "static", "kind": "static", "dim": 8, "pair_min_count": 2},
-            {"name": "static-ctx", "kind": "static", "dim": 8, "init": "context", "finetune": False, "anchor": False},
+            {"name": "static-ctx", "kind": "static", "dim": 8, "init": "context", "finetune": False, "anchor": False,
+             "save_dtype": "float16"},
         ],
         "train": {"epochs": 1, "batch_size": 16, "relational": 0.5},
         "eval": {"pairs": 200, "queries": 10, "speed_sentences": 32, "latency_sentences": 4},
@@ -431,11 +432,12 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     assert "- kind: layers (layers=[1], ffn_keep=1.0, heads_keep=1.0)" in card
     assert re.search(r"cosine \d\.\d{3}, Spearman agreement -?\d\.\d{3}, top-10 retrieval agreement \d\.\d{3}\n", card)
     static_card = (run / "students/static/README.md").read_text()
-    assert "- kind: static (dim=8, weighting=sif, init=token, extend_vocab=0, anchor=True, pair_min_count=2, finetune=True)" in static_card
+    assert "- kind: static (dim=8, weighting=sif, init=token, extend_vocab=0, anchor=True, pair_min_count=2, save_dtype=float32, finetune=True)" in static_card
     # a static student has the anchor row unless its recipe turns it off; pair rows only when it asks
     configs = [json.loads((run / f"students/{n}/config.json").read_text()) for n in ("static", "static-ctx")]
     assert [c["anchor"] for c in configs] == [True, False]
     assert configs[0]["pairs"] > 0 and configs[1]["pairs"] == 0 and configs[0]["version"] == 3
+    assert [c["embedding_dtype"] for c in configs] == ["float32", "float16"]  # save_dtype reaches the folder
     # the students reload to the embeddings the run measured
     again = load_sentence_encoder(run / "students/l1").encode(SENTENCES)
     assert again.shape == (len(SENTENCES), 16)

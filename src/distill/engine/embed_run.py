@@ -323,7 +323,7 @@ def _save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None
     if spec.kind == "static":
         from distill.models.static_embed import save_static
 
-        save_static(student, None, out_dir)
+        save_static(student, None, out_dir, dtype=spec.save_dtype)
     else:
         save_sentence_encoder(student, out_dir)
 

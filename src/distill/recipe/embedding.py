@@ -169,6 +169,11 @@ class EmbedStudentConfig(_Section):
         "rows, so word order counts a little ('not good' is not 'good'). 0: none. On WordNet, 2 keeps 162k pairs "
         "(166 MB in float32) and raised Spearman agreement from 0.81 to 0.84 on a validation split (BENCHMARKS.md).",
     )  # fmt: skip
+    save_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="kind static: storage of the saved token table and pair rows; 'float16' halves the "
+        "folder (rows are upcast before any arithmetic, so only the stored values are rounded). The run measures the "
+        "saved folder.",
+    )  # fmt: skip
     finetune: bool = Field(True, description="kind static: fine-tune the table against the teacher's sentence embeddings.")
     train: EmbedTrainConfig | None = Field(None, description="Training of this student (default: the top-level `train`).")
 

@@ -10,7 +10,7 @@ from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
 CARD_FIELDS = {  # what the card lists of each kind's settings
     "layers": ("layers", "ffn_keep", "heads_keep"),
     "narrow": ("num_layers", "hidden", "heads"),
-    "static": ("dim", "weighting", "init", "extend_vocab", "anchor", "pair_min_count", "finetune"),
+    "static": ("dim", "weighting", "init", "extend_vocab", "anchor", "pair_min_count", "save_dtype", "finetune"),
 }
 
 
