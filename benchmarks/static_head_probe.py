@@ -45,7 +45,7 @@ from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  #
 from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
 from distill.engine.static_train import _gather  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
-from distill.models.static_build import build_static  # noqa: E402
+from distill.models.static_build import build_static, frequent_pairs  # noqa: E402
 from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
 from distill.tasks.embedding import quality  # noqa: E402
@@ -272,17 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     keep = np.flatnonzero(np.diff(offsets) > 0)
     pair_vocab = None
     if args.pair_min_count:
-        owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        keys = (ids[:-1] * bases[args.anchor[0]].vocab_size + ids[1:])[owner[1:] == owner[:-1]]
-        uniq, counts = np.unique(keys, return_counts=True)
-        pair_vocab = uniq[counts >= args.pair_min_count]
+        v = bases[args.anchor[0]].vocab_size
+        pair_vocab = frequent_pairs(ids, offsets, v, args.pair_min_count)  # the library's pair vocabulary
+        n_distinct = len(frequent_pairs(ids, offsets, v, 1))
         if args.skip_pairs:
-            v = bases[args.anchor[0]].vocab_size
+            owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
             k2 = (v * v + ids[:-2] * v + ids[2:])[owner[2:] == owner[:-2]]
             u2, c2 = np.unique(k2, return_counts=True)
             print(f"skip pairs: {int((c2 >= args.pair_min_count).sum()):,} of {len(u2):,}", flush=True)
             pair_vocab = np.concatenate([pair_vocab, u2[c2 >= args.pair_min_count]])
-        print(f"pair vocabulary: {len(pair_vocab):,} of {len(uniq):,} distinct neighbouring pairs "
+        print(f"pair vocabulary: {len(pair_vocab):,} of {n_distinct:,} distinct neighbouring pairs "
               f"(seen >= {args.pair_min_count} times)", flush=True)  # fmt: skip
     print(f"{len(fit_texts):,} texts to train, {len(val_texts):,} to validate"
           + (" (trained on too: memorisation)" if args.memorise else ""), flush=True)

@@ -20,12 +20,13 @@ Students (all use the teacher's tokenizer):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,24 @@ from distill.models.heads import load_head_pruned, shrink_linear
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 _ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh}
+
+
+@contextlib.contextmanager
+def inference_batches(model: nn.Module, n: int, batch_size: int, *, desc: str, progress: bool) -> Iterator[Iterable[int]]:
+    """The batch starts over ``n`` items (a progress bar when ``progress``), with ``model`` in eval and
+    inference mode for the block; its train/eval mode comes back after, also when the block raises."""
+    starts: Iterable[int] = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield starts
+    finally:
+        model.train(was_training)
 
 
 def _quiet_transformers() -> None:
@@ -117,27 +136,19 @@ class SentenceEncoder(nn.Module):
         )  # fmt: skip
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embeddings of ``texts`` as float32 (N, D), in input order. Texts are batched by length
         (less padding), as sentence-transformers does; tokenisation is included."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        was_training = self.training
-        self.eval()
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        starts = range(0, len(texts), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="encode", unit="batch", leave=False)
-        for s in starts:
-            idx = order[s : s + batch_size]
-            enc = self.tokenize([texts[i] for i in idx])
-            out[idx] = self(enc["input_ids"], enc["attention_mask"]).float().numpy()
-        self.train(was_training)
+        with inference_batches(self, len(texts), batch_size, desc="encode", progress=progress) as starts:
+            for s in starts:
+                idx = order[s : s + batch_size]
+                enc = self.tokenize([texts[i] for i in idx])
+                out[idx] = self(enc["input_ids"], enc["attention_mask"]).float().numpy()
         return out
 
 

@@ -48,6 +48,7 @@ import torch
 
 from distill import static_model as light
 from distill.errors import DataError, ModelError
+from distill.models.sentence import inference_batches
 from distill.models.static_embed import StaticEmbedder, _backend
 
 WEIGHTINGS = ("sif", "zipf", "none")
@@ -73,15 +74,8 @@ def _token_matrix(teacher: Any, tok: Any, ids: np.ndarray, batch_size: int, prog
     """The teacher's embedding of each id as a one-token input with its special tokens: (len(ids), D)."""
     pre, post = _special_template(tok)
     out = np.empty((len(ids), int(teacher.dim)), dtype=np.float32)
-    starts = range(0, len(ids), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="teacher on vocabulary", unit="batch", leave=False)
-    was_training = teacher.training
-    teacher.eval()
     try:
-        with torch.inference_mode():
+        with inference_batches(teacher, len(ids), batch_size, desc="teacher on vocabulary", progress=progress) as starts:
             for s in starts:
                 chunk = torch.as_tensor(ids[s : s + batch_size], dtype=torch.long).unsqueeze(1)
                 b = chunk.shape[0]
@@ -96,8 +90,6 @@ def _token_matrix(teacher: Any, tok: Any, ids: np.ndarray, batch_size: int, prog
             f"the teacher failed on its own vocabulary tokens: {exc}. Fix: the tokenizer and the teacher's "
             "embedding matrix must match (same vocabulary size)."
         ) from None
-    finally:
-        teacher.train(was_training)
     return out
 
 
@@ -115,27 +107,18 @@ def contextual_token_vectors(
     counts = torch.zeros(v, dtype=torch.float64)
     emb = np.empty((len(texts), int(teacher.dim)), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
-    starts = range(0, len(texts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="teacher (sentences and token contexts)", unit="batch", leave=False)
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        with torch.inference_mode():
-            for s in starts:
-                idx = order[s : s + batch_size]
-                enc = teacher.tokenize([texts[i] for i in idx])
-                out = teacher.features(enc["input_ids"], enc["attention_mask"], hidden_states=True)
-                emb[idx] = out["embedding"].float().numpy()
-                last = out["hidden_states"][-1]
-                m = enc["attention_mask"].bool()
-                ids = enc["input_ids"][m]
-                sums.index_add_(0, ids, last[m].double())
-                counts.index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
-    finally:
-        teacher.train(was_training)
+    desc = "teacher (sentences and token contexts)"
+    with inference_batches(teacher, len(texts), batch_size, desc=desc, progress=progress) as starts:
+        for s in starts:
+            idx = order[s : s + batch_size]
+            enc = teacher.tokenize([texts[i] for i in idx])
+            out = teacher.features(enc["input_ids"], enc["attention_mask"], hidden_states=True)
+            emb[idx] = out["embedding"].float().numpy()
+            last = out["hidden_states"][-1]
+            m = enc["attention_mask"].bool()
+            ids = enc["input_ids"][m]
+            sums.index_add_(0, ids, last[m].double())
+            counts.index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
     return emb, sums.float().numpy(), counts.numpy()
 
 
