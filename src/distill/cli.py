@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -395,21 +396,49 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
     except DistillError as exc:
-        import os
-
         if os.environ.get("DISTILL_EXIT_FILE"):
             Path(os.environ["DISTILL_EXIT_FILE"]).write_text(str(exc.exit_code))
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
         if args.debug:
             raise
         print("\ninterrupted: the last finished epoch is checkpointed; continue with --resume", file=sys.stderr)
-        return 130
+        code = 130
+    if _torchrun_worker():
+        _worker_exit(code)
+    return code
+
+
+def _torchrun_worker() -> bool:
+    """True in a process that torchrun (or accelerate launch) started: its launcher sets these."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def _worker_exit(code: int) -> None:
+    """End a torchrun worker without the interpreter's teardown.
+
+    The process group is destroyed by then, but the model's DDP reducer (and accelerate's state) still
+    hold the gloo backend, whose C++ threads are then torn down in the interpreter's exit handlers: now
+    and then that aborts the process ('terminate called without an active exception', SIGABRT), and
+    torchrun reports the whole run as failed (CI saw it once: rank 1 aborted on its way out while
+    rank 0 was still writing). Everything is written and flushed here, so the worker leaves at once
+    with its code.
+    """
+    import logging
+
+    _close_process_group()
+    logging.shutdown()  # flushes run.log
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
