@@ -15,7 +15,10 @@ variant prints how much of its error in pair similarities is per text, and how t
 ``--pair-min-count N`` gives a row to each neighbouring pair seen N times instead of hashing (what the
 library's ``pair_min_count`` does), ``--pair-init teacher`` starts those rows where the student is exact on
 the pair as a two-token text, ``--decay`` lets the learning rates fall linearly to 0 (the library's
-default since 2026-11-29), ``--extra-train FILE`` adds texts to training only.
+default since 2026-11-29), ``--extra-train FILE`` adds texts to training only. ``--boundary-pairs`` pairs
+each text's first token with [CLS] and its last with [SEP] (the library's since 2026-11-29); ``--pair-drop P``,
+``--pair-dim K`` and ``--augment drop|swap N`` try pair dropout, narrower pair rows and teacher-labelled
+one-word variants of training texts.
 
     .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
         [--anchor 0 1] [--pair-min-count 2 --pair-lr 3e-4 [--pair-init teacher]] [--decay] [--extra-train FILE]
@@ -45,20 +48,38 @@ from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  #
 from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
 from distill.engine.static_train import _gather  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
-from distill.models.static_build import build_static, frequent_pairs  # noqa: E402
+from distill.models.static_build import _special_template, build_static, frequent_pairs  # noqa: E402
 from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
 from distill.tasks.embedding import quality  # noqa: E402
 
 
+def bounded(ids: Tensor, offsets: Tensor, begin: int, end: int) -> tuple[Tensor, Tensor]:
+    """Each text's ids between ``begin`` and ``end`` (its [CLS] and [SEP]): so that the first and the
+    last token each make a pair with the text's boundary, a row of its own where it is seen often enough."""
+    n = offsets.numel() - 1
+    off2 = offsets + 2 * torch.arange(n + 1)
+    out = torch.empty(ids.numel() + 2 * n, dtype=ids.dtype)
+    mask = torch.ones(out.numel(), dtype=torch.bool)
+    mask[off2[:-1]] = False
+    mask[off2[1:] - 1] = False
+    out[mask] = ids
+    out[off2[:-1]] = begin
+    out[off2[1:] - 1] = end
+    return out, off2
+
+
 class HeadStatic(nn.Module):
     """A static student whose pooled vector also goes through an MLP added to the linear projection."""
 
-    def __init__(self, base: StaticEmbedder, hidden: int, bigrams: int = 0, pair_vocab: np.ndarray | None = None) -> None:
+    def __init__(self, base: StaticEmbedder, hidden: int, bigrams: int = 0, pair_vocab: np.ndarray | None = None,
+                 pair_dim: int = 0) -> None:
         super().__init__()
         self.base = base
         self.pair_norm = "weights"
         self.skip = False
+        self.bounds: tuple[int, int] | None = None  # [CLS]/[SEP] ids: pairs with the text's boundaries too
+        self.pair_drop = 0.0  # in training, each found pair's row left out with this probability
         self.factor_a = self.factor_b = None  # factorised pair rows: A[left] * B[right] for every neighbouring pair
         d, out = base.dim, base.output_dim
         # pairs of neighbouring tokens, each with its own vector (zero at start): hashed into `bigrams`
@@ -67,7 +88,9 @@ class HeadStatic(nn.Module):
         if self.pair_vocab is not None:
             bigrams = len(pair_vocab)
         self.buckets = bigrams
-        self.pairs = nn.EmbeddingBag(bigrams, d, mode="sum", sparse=True, include_last_offset=True) if bigrams else None
+        pd = pair_dim or d  # pair rows of their own width, mapped into the table's space by a learned matrix
+        self.pairs = nn.EmbeddingBag(bigrams, pd, mode="sum", sparse=True, include_last_offset=True) if bigrams else None
+        self.pair_up = nn.Linear(pd, d, bias=False) if bigrams and pair_dim else None
         if self.pairs is not None:
             nn.init.zeros_(self.pairs.weight)
         self.head = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, out)) if hidden else None
@@ -128,8 +151,13 @@ class HeadStatic(nn.Module):
                 wsum = wsum + self.base.weights[-1]
             pooled = pooled + fsum / wsum.clamp(min=1e-6).unsqueeze(1)
         if self.pairs is not None:
-            p_ids, p_off = self.pair_ids(ids, offsets)
-            psum = self.pairs(p_ids, p_off)
+            p_ids, p_off = self.pair_ids(*(bounded(ids, offsets, *self.bounds) if self.bounds else (ids, offsets)))
+            keep = None
+            if self.training and self.pair_drop:
+                keep = (torch.rand(p_ids.shape) >= self.pair_drop).float()
+            psum = self.pairs(p_ids, p_off, per_sample_weights=keep)
+            if self.pair_up is not None:
+                psum = self.pair_up(psum)
             if self.pair_norm == "found":  # the mean of the found pairs' rows (the library's first version)
                 pooled = pooled + psum / torch.diff(p_off).clamp(min=1).unsqueeze(1)
             elif self.pair_norm == "all":  # their sum over all of the text's neighbouring pairs
@@ -150,9 +178,12 @@ class HeadStatic(nn.Module):
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
         parts = []
+        was = self.training
+        self.eval()
         for s in range(0, len(texts), batch_size):
             ids, off = self.base.tokenize(texts[s : s + batch_size])
             parts.append(self(ids, off).numpy())
+        self.train(was)
         return np.concatenate(parts)
 
 
@@ -213,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                     "text, or the text's token weights (as if each pair were a token)")
     ap.add_argument("--skip-pairs", action="store_true",
                     help="also rows for pairs of tokens two apart (seen --pair-min-count times)")
+    ap.add_argument("--pair-dim", type=int, default=0,
+                    help="pair rows this wide, mapped into the table's space by a learned matrix (0: the table's width)")
+    ap.add_argument("--boundary-pairs", action="store_true",
+                    help="pairs also of each text's first token with [CLS] and its last with [SEP]")
+    ap.add_argument("--pair-drop", type=float, default=0.0,
+                    help="in training, leave each found pair row out with this probability (as unseen pairs are at test)")
     ap.add_argument("--factor-pairs", action="store_true",
                     help="rows for every neighbouring pair, factorised: A[left] * B[right] (two more token tables; "
                     "unseen pairs get one too), joining the weighted sum like pair rows")
@@ -226,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", choices=["token", "context"], default="token",
                     help="token rows from the teacher on each token alone, or its mean vector in the training texts "
                     "(a teacher pass over them with hidden states, cached: ~7 minutes the first time)")
+    ap.add_argument("--augment", nargs=2, metavar=("KIND", "N"), default=None,
+                    help="add N variants of training texts, labelled by the teacher: drop (one word left out) or swap")
     ap.add_argument("--extend-vocab", type=int, default=0, help="build_static's extend_vocab: frequent split words as whole tokens")
     ap.add_argument("--dim", type=int, default=256, help="width of the token table (PCA of the teacher's; the recipe's: 256)")
     ap.add_argument("--batch", type=int, default=256, help="texts per step (the recipe's: 256)")
@@ -257,6 +296,32 @@ def main(argv: list[str] | None = None) -> int:
         fit_texts = fit_texts + more
         y = torch.cat([y, nn.functional.normalize(torch.as_tensor(more_y).float(), dim=-1)])
         print(f"extra training text: {len(more):,} texts from {args.extra_train}", flush=True)
+    n_orig = len(fit_texts)  # weights and the pair vocabulary come from these (not from augmented copies)
+    if args.augment:
+        kind, n_aug = args.augment[0], int(args.augment[1])
+        rng = np.random.default_rng(1)
+        val_set = set(val_texts)
+        more = []
+        for i in rng.permutation(len(fit_texts)):
+            words = fit_texts[i].split()
+            if len(words) < 4:
+                continue
+            j = int(rng.integers(len(words)))
+            if kind == "drop":  # one word left out
+                t = " ".join(words[:j] + words[j + 1 :])
+            else:  # "swap": two neighbouring words exchanged
+                j = min(j, len(words) - 2)
+                t = " ".join(words[:j] + [words[j + 1], words[j]] + words[j + 2 :])
+            if t not in val_set:
+                more.append(t)
+            if len(more) >= n_aug:
+                break
+        more = list(dict.fromkeys(more))
+        more_y = cached_embeddings(lambda x: teacher.encode(x, batch_size=64), more, Path(recipe.output.cache_dir),
+                                   teacher_fingerprint(path, teacher), f"{kind}-augmented training text")  # fmt: skip
+        fit_texts = fit_texts + more
+        y = torch.cat([y, nn.functional.normalize(torch.as_tensor(more_y).float(), dim=-1)])
+        print(f"augmented training text ({kind}): {len(more):,} texts", flush=True)
     y_val = targets[val_idx]
     context = None
     if args.init == "context":
@@ -265,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         _, sums, counts = cached_context(teacher, fit_texts, Path(recipe.output.cache_dir), teacher_fingerprint(path, teacher),
                                          batch_size=64, progress=False)  # fmt: skip
         context = (sums, counts)
-    bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts, progress=False, anchor=bool(a),
+    bases = {a: build_static(teacher, dim=args.dim, weighting="sif", corpus=fit_texts[:n_orig], progress=False, anchor=bool(a),
                              context=context, extend_vocab=args.extend_vocab) for a in args.anchor}  # fmt: skip
     ids, offsets = bases[args.anchor[0]].tokenize(fit_texts)
     ids, offsets = ids.numpy(), offsets.numpy()
@@ -273,7 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     pair_vocab = None
     if args.pair_min_count:
         v = bases[args.anchor[0]].vocab_size
-        pair_vocab = frequent_pairs(ids, offsets, v, args.pair_min_count)  # the library's pair vocabulary
+        o_ids, o_off = (x.numpy() for x in bases[args.anchor[0]].tokenize(fit_texts[:n_orig]))
+        if args.boundary_pairs:
+            pre, post = _special_template(bases[args.anchor[0]].tokenizer)
+            bounds = (pre[-1], post[0])
+            o_ids, o_off = (x.numpy() for x in bounded(torch.from_numpy(o_ids), torch.from_numpy(o_off), *bounds))
+        pair_vocab = frequent_pairs(o_ids, o_off, v, args.pair_min_count)  # the library's pair vocabulary
         n_distinct = len(frequent_pairs(ids, offsets, v, 1))
         if args.skip_pairs:
             owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
@@ -290,11 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     for hidden, buckets, anchor, member in [(h, b, a, m) for a in args.anchor for b in buckets_list for h in args.hidden
                                             for m in range(args.soup)]:  # fmt: skip
         torch.manual_seed(0)
-        model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab)
+        model = HeadStatic(copy.deepcopy(bases[anchor]), hidden, buckets, pair_vocab, args.pair_dim)
         model.pair_norm = args.pair_norm
         if args.factor_pairs:
             model.add_factor_pairs()
         model.skip = args.skip_pairs
+        model.pair_drop = args.pair_drop
+        if args.boundary_pairs:
+            model.bounds = bounds
         if pair_vocab is not None and args.pair_init == "teacher":
             with torch.no_grad():
                 model.pairs.weight.copy_(teacher_pair_rows(teacher, model.base, pair_vocab))

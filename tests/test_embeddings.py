@@ -436,7 +436,7 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     # a static student has the anchor row unless its recipe turns it off; pair rows only when it asks
     configs = [json.loads((run / f"students/{n}/config.json").read_text()) for n in ("static", "static-ctx")]
     assert [c["anchor"] for c in configs] == [True, False]
-    assert configs[0]["pairs"] > 0 and configs[1]["pairs"] == 0 and configs[0]["version"] == 3
+    assert configs[0]["pairs"] > 0 and configs[1]["pairs"] == 0 and configs[0]["version"] == 4 and configs[0]["pair_bounds"]
     assert [c["embedding_dtype"] for c in configs] == ["float32", "float16"]  # save_dtype reaches the folder
     # the students reload to the embeddings the run measured
     again = load_sentence_encoder(run / "students/l1").encode(SENTENCES)

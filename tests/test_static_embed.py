@@ -3,6 +3,7 @@ format, reload with torch and with the numpy-only loader."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import subprocess
@@ -274,11 +275,13 @@ def test_bad_input_raises_clear_errors(teacher: SentenceEncoder, targets: torch.
 
 
 def _pairs_of(model: StaticEmbedder, texts: list[str], min_count: int) -> set[tuple[int, int]]:
-    """Neighbouring token pairs seen at least ``min_count`` times, counted here text by text."""
+    """Neighbouring token pairs seen at least ``min_count`` times, counted here text by text; a text's
+    first token also pairs with [CLS] and its last with [SEP] (the model's ``pair_bounds``)."""
     counts: Counter[tuple[int, int]] = Counter()
+    cls, sep = model.pair_bounds
     for text in texts:
         ids = model.tokenizer.encode(text, add_special_tokens=False).ids
-        counts.update(zip(ids, ids[1:]))
+        counts.update(zip([cls, *ids], [*ids, sep]) if ids else [])
     return {p for p, c in counts.items() if c >= min_count}
 
 
@@ -287,18 +290,24 @@ def test_pair_rows_join_the_mean_within_a_text_only(teacher: SentenceEncoder, tm
     plain = build_static(teacher, dim=8, corpus=corpus, progress=False)
     model = build_static(teacher, dim=8, corpus=corpus, pair_min_count=2, progress=False)
     v = model.vocab_size
+    cls, sep = model.pair_bounds
+    assert model.pair_bounds == (teacher.tokenizer.cls_token_id, teacher.tokenizer.sep_token_id)
     keys = model.pair_keys.numpy()
     assert {(int(k) // v, int(k) % v) for k in keys} == _pairs_of(model, corpus, 2) and model.num_pairs == len(keys) > 3
     texts = corpus + ODD + ["cat the dog a"]
     np.testing.assert_allclose(model.encode(texts), plain.encode(texts), atol=1e-6)  # the pair rows start at zero
     with torch.no_grad():
         model.pairs.weight.copy_(torch.randn(model.num_pairs, 8, generator=torch.Generator().manual_seed(0)))
-    # by hand: "the cat and a dog" has the known pairs (the, cat), (a, dog) and the unknown (cat, and), (and, a)
+    # by hand: "the cat and a dog" has the known pairs ([CLS], the), (the, cat), (a, dog) and the unknown
+    # (cat, and), (and, a), (dog, [SEP]): [CLS] and [SEP] are no tokens of the text (no row, no weight)
     tok = [model.tokenizer.token_to_id(w) for w in ("the", "cat", "and", "a", "dog")]
-    assert {(tok[0], tok[1]), (tok[3], tok[4])} <= _pairs_of(model, corpus, 2) and (tok[2], tok[3]) not in _pairs_of(model, corpus, 2)
+    known = _pairs_of(model, corpus, 2)
+    assert {(cls, tok[0]), (tok[0], tok[1]), (tok[3], tok[4])} <= known
+    assert not {(tok[2], tok[3]), (tok[4], sep)} & known
     w, table = model.weights.detach().numpy(), model.embedding.weight.detach().numpy()
-    rows = [int(np.searchsorted(keys, a * v + b)) for a, b in zip(tok, tok[1:]) if a * v + b in set(keys.tolist())]
-    assert len(rows) == 2
+    bounded = [cls, *tok, sep]
+    rows = [int(np.searchsorted(keys, a * v + b)) for a, b in zip(bounded, bounded[1:]) if a * v + b in set(keys.tolist())]
+    assert len(rows) == 3
     pair_rows = model.pairs.weight.detach().numpy()[rows].sum(0)  # in the sum, not in the sum of weights
     mean = (w[tok] @ table[tok] + w[-1] * table[-1] + pair_rows) / (w[tok].sum() + w[-1])
     want = model.proj(torch.from_numpy(mean).float()).detach().numpy()
@@ -307,10 +316,10 @@ def test_pair_rows_join_the_mean_within_a_text_only(teacher: SentenceEncoder, tm
     both = model.encode(["the", "cat", "the cat"])
     np.testing.assert_allclose(both[:2], np.concatenate([model.encode(["the"]), model.encode(["cat"])]), atol=1e-6)
     assert float(np.abs(both[2] - plain.encode(["the cat"])[0]).max()) > 1e-3  # but within one text it counts
-    # saved as version 3; both loaders agree at any batch size, in fp16 too
+    # saved as version 4 (boundary pairs); both loaders agree at any batch size, in fp16 too
     folder = save_static(model, None, tmp_path / "pairs")
     config = json.loads((folder / "config.json").read_text())
-    assert (config["version"], config["pairs"]) == (3, model.num_pairs)
+    assert (config["version"], config["pairs"], config["pair_bounds"]) == (4, model.num_pairs, [cls, sep])
     assert (folder / "pair_keys.npy").is_file() and (folder / "pair_embeddings.npy").is_file()
     light = StaticModel.from_dir(folder)
     before = model.encode(texts)
@@ -363,3 +372,38 @@ def test_pair_arrays_that_do_not_fit_fail_in_both_models(teacher: SentenceEncode
                         pair_keys=bad_keys.numpy(), pair_embeddings=bad_rows.numpy())  # fmt: skip
     with pytest.raises(ModelError, match="come together"):
         StaticEmbedder(*parts, anchor=True, pair_keys=keys)
+    for bounds, why in [((0, v), "two token ids"), ((1,), "two token ids"), ("ab", "two token ids")]:
+        with pytest.raises(ModelError, match=why):
+            StaticEmbedder(*parts, anchor=True, pair_keys=keys, pair_table=rows, pair_bounds=bounds)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="no pair rows"):
+        StaticEmbedder(*parts, anchor=True, pair_bounds=(0, 1))
+    with pytest.raises(ValueError, match="no pair rows"):
+        StaticModel(parts[0], parts[1].numpy(), parts[2].numpy(), parts[3].numpy().T, parts[4].numpy(), anchor=True,
+                    pair_bounds=[0, 1])  # fmt: skip
+
+
+def test_boundary_pairs_count_and_a_version_3_folder_still_loads(teacher: SentenceEncoder, tmp_path: Path) -> None:
+    # a word at the start or the end of a text gets a row there: "cat" ends 3 texts here, so (cat, [SEP]) has one
+    corpus = ["the cat", "a black cat", "my cat", "cat food"]
+    model = build_static(teacher, dim=8, corpus=corpus, pair_min_count=2, progress=False)
+    cls, sep = model.pair_bounds
+    v, cat = model.vocab_size, model.tokenizer.token_to_id("cat")
+    keys = set(model.pair_keys.tolist())
+    assert cat * v + sep in keys and cls * v + cat not in keys  # "cat" starts one text only
+    with torch.no_grad():
+        model.pairs.weight.copy_(torch.randn(model.num_pairs, 8, generator=torch.Generator().manual_seed(1)))
+    with_bounds = model.encode(["cat", "the cat", ""])
+    # the same rows without their boundaries is a version-3 folder, read as such by both loaders
+    plain = copy.deepcopy(model)
+    plain.pair_bounds = None
+    folder = save_static(plain, None, tmp_path / "v3")
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["version"], config["pair_bounds"]) == (3, None)
+    without = load_static(folder).encode(["cat", "the cat", ""])
+    np.testing.assert_allclose(StaticModel.from_dir(folder).encode(["cat", "the cat", ""]), without, atol=1e-6)
+    assert float(np.abs(with_bounds[:2] - without[:2]).max()) > 1e-3  # the boundary rows count
+    assert not with_bounds[2].any() and not without[2].any()  # an empty text has no boundaries: still zero
+    # a hand-edited config with boundaries out of range fails clearly
+    (folder / "config.json").write_text(json.dumps({**config, "version": 4, "pair_bounds": [cls, v + 5]}))
+    with pytest.raises(ModelError, match="pair_bounds must be two token ids"):
+        load_static(folder)

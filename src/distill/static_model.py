@@ -16,12 +16,12 @@ or from a shell, semantic search over a text file (one document a line)::
 
 It imports nothing but the standard library, numpy and `tokenizers`; keep it that way.
 
-The folder (format ``distill-static``, version 1, 2 or 3)
-----------------------------------------------------------
+The folder (format ``distill-static``, version 1, 2, 3 or 4)
+---------------------------------------------------------------
 ``config.json``
-    ``{"format": "distill-static", "version": 1 | 2 | 3, "vocab_size": V, "dim": d, "output_dim": D,
+    ``{"format": "distill-static", "version": 1 | 2 | 3 | 4, "vocab_size": V, "dim": d, "output_dim": D,
     "normalize": true, "embedding_dtype": "float32" | "float16", "anchor": false | true, "pairs": P,
-    "weighting": ..., "teacher": {...} | null}``
+    "pair_bounds": [b, e] | null, "weighting": ..., "teacher": {...} | null}``
 ``embeddings.npy``
     the token table, (V, d), float32 or float16 (fp16 halves the size; rows are upcast to float32
     before any arithmetic, so the only loss is the fp16 rounding of the stored values).
@@ -39,6 +39,11 @@ The folder (format ``distill-static``, version 1, 2 or 3)
     a text's pairs that have one join the weighted sum of its token rows, each as it is (its weight is
     in the row), and add nothing to the sum of weights: the one place where word order (a token's left
     neighbour) counts. Absent or 0: no pair rows (versions 1 and 2).
+``"pair_bounds": [b, e]`` in the config (version 4, only with pair rows)
+    two token ids (the tokenizer's ``[CLS]`` and ``[SEP]``) that count as each text's left and right
+    boundary for the pairs: the keys ``b * V + first`` and ``last * V + e`` of a text's first and last
+    token are looked up too, so a word at the start or the end of a text can have a row of its own there.
+    They are not tokens of the text (no row, no weight). Absent or null: no boundary pairs (version 3).
 ``projection.npy`` and ``bias.npy``
     (d, D) float32 and (D,) float32: the map from the table's space into the teacher's space.
 ``tokenizer.json``
@@ -47,7 +52,8 @@ The folder (format ``distill-static``, version 1, 2 or 3)
 Inference for one text: tokenize (no special tokens); ``m = sum_i w[t_i] E[t_i] / sum_i w[t_i]``
 (with an anchor ``a = V - 1``: ``m = (sum_i w[t_i] E[t_i] + w[a] E[a]) / (sum_i w[t_i] + w[a])``);
 with pair rows, ``sum_j R[k_j]`` over the text's neighbouring pairs ``k_j = t_j * V + t_{j+1}`` that
-are in ``pair_keys`` joins the numerator of ``m`` (not the denominator); ``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
+are in ``pair_keys`` (with ``pair_bounds``, also the boundary keys ``b * V + t_1`` and ``t_n * V + e``)
+joins the numerator of ``m`` (not the denominator); ``y = m @ P + b``; ``y / ||y||`` when ``normalize`` is true. A text with no token of positive weight
 (the empty string, only unknown words, only special tokens) gives the zero vector: "no information",
 never NaN. Its cosine to anything is 0 by convention.
 
@@ -65,15 +71,44 @@ from collections.abc import Sequence
 import numpy as np
 
 FORMAT = "distill-static"
-VERSION = 3  # 2 added the anchor, 3 the pair rows; a folder is written with the lowest version that reads it
+VERSION = 4  # 2 added the anchor, 3 the pair rows, 4 boundary pairs; a folder is written with the lowest version that reads it
 FILES = ("config.json", "embeddings.npy", "weights.npy", "projection.npy", "bias.npy", "tokenizer.json")
 PAIR_FILES = ("pair_keys.npy", "pair_embeddings.npy")
 
 
-def folder_version(anchor: bool, pairs: int) -> int:
+def folder_version(anchor: bool, pairs: int, bounds: bool = False) -> int:
     """The lowest format version that describes a folder with (or without) these parts: older loaders
     refuse what they cannot read instead of silently ignoring it."""
-    return 3 if pairs else 2 if anchor else 1
+    return 4 if pairs and bounds else 3 if pairs else 2 if anchor else 1
+
+
+def check_pair_bounds(bounds, vocab_size: int, has_pairs: bool) -> tuple[int, int] | None:
+    """``bounds`` as a tuple of two token ids in ``0 .. V - 1``, or None; ValueError otherwise (or
+    when there are no pair rows to look them up in)."""
+    if bounds is None:
+        return None
+    b = tuple(bounds) if isinstance(bounds, (list, tuple)) else ()
+    if len(b) != 2 or not all(isinstance(x, (int, np.integer)) and 0 <= x < vocab_size for x in b) or not has_pairs:
+        raise ValueError(
+            f"pair_bounds must be two token ids in 0..{vocab_size - 1}, with pair rows (got {bounds!r}"
+            f"{', and no pair rows' if not has_pairs else ''})."
+        )
+    return int(b[0]), int(b[1])
+
+
+def boundary_positions(offsets: np.ndarray, ids: np.ndarray, keys: np.ndarray, vocab_size: int,
+                       bounds: tuple[int, int]) -> np.ndarray:  # fmt: skip
+    """For each text, the rows (in ``keys``, sorted) of its boundary pairs ``(b, first)`` and ``(last, e)``,
+    or -1 (an empty text, or the pair has no row). (N, 2) int64."""
+    n = len(offsets) - 1
+    rows = np.full((n, 2), -1, dtype=np.int64)
+    full = np.flatnonzero(np.diff(offsets) > 0)
+    if len(full) == 0 or len(keys) == 0:
+        return rows
+    pair = np.stack([bounds[0] * vocab_size + ids[offsets[full]], ids[offsets[full + 1] - 1] * vocab_size + bounds[1]], 1)
+    pos = np.minimum(np.searchsorted(keys, pair), len(keys) - 1)
+    rows[full] = np.where(keys[pos] == pair, pos, -1)
+    return rows
 
 
 def check_pair_arrays(keys: np.ndarray, rows_shape: tuple[int, ...], vocab_size: int, dim: int) -> None:
@@ -136,7 +171,7 @@ class StaticModel:
     def __init__(self, tokenizer, embeddings: np.ndarray, weights: np.ndarray, projection: np.ndarray,
                  bias: np.ndarray, *, normalize: bool = True, config: dict | None = None,
                  anchor: bool = False, pair_keys: np.ndarray | None = None,
-                 pair_embeddings: np.ndarray | None = None) -> None:  # fmt: skip
+                 pair_embeddings: np.ndarray | None = None, pair_bounds: tuple[int, int] | None = None) -> None:  # fmt: skip
         v, d = embeddings.shape
         if (
             weights.shape != (v,)
@@ -163,6 +198,10 @@ class StaticModel:
                 check_pair_arrays(pair_keys, pair_embeddings.shape, v, d)
             except ValueError as exc:
                 raise ValueError(f"{exc} Fix: the folder is corrupt; save it again.") from None
+        try:
+            self.pair_bounds = check_pair_bounds(pair_bounds, v, pair_keys is not None)
+        except ValueError as exc:
+            raise ValueError(f"{exc} Fix: the folder is corrupt; save it again.") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
@@ -244,7 +283,7 @@ class StaticModel:
         return cls(
             tokenizer, embeddings, load("weights.npy"), load("projection.npy"), load("bias.npy"),
             normalize=bool(config.get("normalize", True)), config=config, anchor=bool(config.get("anchor", False)),
-            **pairs,
+            pair_bounds=config.get("pair_bounds"), **pairs,
         )  # fmt: skip
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -259,10 +298,14 @@ class StaticModel:
         faster than ``np.add.reduceat`` over rows, and no Python loop runs per token."""
         n = len(offsets) - 1
         prow = None if self._pairs is None else pair_positions(ids, offsets, self.pair_keys, self.vocab_size)
+        brow = None
+        if self.pair_bounds is not None:
+            brow = boundary_positions(offsets, ids, self.pair_keys, self.vocab_size, self.pair_bounds)
         if n == 1:  # one text (latency path): a plain sum
             sums = self._weighted[ids].sum(axis=0, keepdims=True, dtype=np.float32)
             if prow is not None:
-                sums += self._pairs[prow[prow >= 0]].sum(axis=0, dtype=np.float32)
+                found = prow[prow >= 0] if brow is None else np.concatenate([prow[prow >= 0], brow[brow >= 0]])
+                sums += self._pairs[found].sum(axis=0, dtype=np.float32)
             return self._finish(sums, self.weights[ids].sum(keepdims=True, dtype=np.float32))
         lengths = np.diff(offsets)
         order = np.argsort(-lengths, kind="stable")
@@ -281,6 +324,11 @@ class StaticModel:
                 r = prow[at]
                 hit = np.flatnonzero(r >= 0)
                 sums[hit] += self._pairs[r[hit]]
+        if brow is not None:  # each text's boundary pairs (at most one of each kind a text)
+            brow = brow[order]
+            for c in range(2):
+                hit = np.flatnonzero(brow[:, c] >= 0)
+                sums[hit] += self._pairs[brow[hit, c]]
         result = np.empty((n, self.output_dim), dtype=np.float32)
         result[order] = self._finish(sums, wsum)
         return result

@@ -34,7 +34,10 @@ Build (:func:`build_static`), model2vec-style:
 6. ``pair_min_count=N`` (needs a corpus): a row, zero at start, for each pair of neighbouring tokens
    (within a text) seen at least N times in the tokenized corpus, keyed ``first_id * V + second_id``
    with V the table's rows. Fine-tuning learns them; a text's pair rows join the weighted sum of its
-   token rows (not the sum of weights).
+   token rows (not the sum of weights). The text's boundaries count as neighbours too: where the
+   tokenizer wraps a text in ``[CLS] ... [SEP]``, the pairs ``([CLS], first token)`` and ``(last token,
+   [SEP])`` get rows like any other pair seen N times (``pair_bounds``), so a word can weigh otherwise
+   at the start or the end of a text (WordNet validation Spearman 0.839 -> 0.843 for 11% more rows).
 """
 
 from __future__ import annotations
@@ -274,8 +277,11 @@ def build_static(
     if anchor:  # weighted like the rarest token
         weights = np.append(weights, weights.max() if weights.max() > 0 else np.float32(1.0))
     pair_keys = pair_table = None
+    bounds = None
     if pair_min_count:
-        pair_keys = frequent_pairs(*flat, table.shape[0], pair_min_count)
+        pre, post = _special_template(tok)
+        bounds = (pre[-1], post[0]) if pre and post else None
+        pair_keys = frequent_pairs(*flat, table.shape[0], pair_min_count, bounds=bounds)
         pair_table = np.zeros((len(pair_keys), dim), dtype=np.float32)
     meta = {
         "teacher": _teacher_identity(teacher),
@@ -290,17 +296,22 @@ def build_static(
         torch.from_numpy(mean.astype(np.float32) if keep_mean else np.zeros_like(mean, dtype=np.float32)),
         normalize=True, meta=meta, anchor=anchor,
         pair_keys=None if pair_keys is None else torch.from_numpy(pair_keys),
-        pair_table=None if pair_table is None else torch.from_numpy(pair_table),
+        pair_table=None if pair_table is None else torch.from_numpy(pair_table), pair_bounds=bounds,
     )  # fmt: skip
 
 
-def frequent_pairs(ids: np.ndarray, offsets: np.ndarray, vocab_size: int, min_count: int) -> np.ndarray:
+def frequent_pairs(
+    ids: np.ndarray, offsets: np.ndarray, vocab_size: int, min_count: int, *, bounds: tuple[int, int] | None = None
+) -> np.ndarray:
     """Sorted keys ``first * vocab_size + second`` of the pairs of neighbouring tokens (within a text)
-    seen at least ``min_count`` times in the flat ``ids``/``offsets``."""
-    if len(ids) < 2:
-        return np.zeros(0, dtype=np.int64)
+    seen at least ``min_count`` times in the flat ``ids``/``offsets``. With ``bounds = (b, e)`` each
+    non-empty text also counts its boundary pairs ``(b, first)`` and ``(last, e)``."""
     owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    keys = (ids[:-1] * vocab_size + ids[1:])[owner[1:] == owner[:-1]]
+    keys = (ids[:-1] * vocab_size + ids[1:])[owner[1:] == owner[:-1]] if len(ids) >= 2 else np.zeros(0, np.int64)
+    if bounds is not None:
+        full = np.flatnonzero(np.diff(offsets) > 0)
+        keys = np.concatenate([keys, bounds[0] * vocab_size + ids[offsets[full]],
+                               ids[offsets[full + 1] - 1] * vocab_size + bounds[1]])  # fmt: skip
     uniq, counts = np.unique(keys, return_counts=True)
     return uniq[counts >= min_count].astype(np.int64)
 

@@ -48,7 +48,7 @@ class StaticEmbedder(nn.Module):
     def __init__(
         self, tokenizer: Any, table: Tensor, weights: Tensor, projection: Tensor, bias: Tensor, *,
         normalize: bool = True, meta: dict[str, Any] | None = None, anchor: bool = False,
-        pair_keys: Tensor | None = None, pair_table: Tensor | None = None,
+        pair_keys: Tensor | None = None, pair_table: Tensor | None = None, pair_bounds: tuple[int, int] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         v, d = table.shape
@@ -70,6 +70,10 @@ class StaticEmbedder(nn.Module):
                 light.check_pair_arrays(torch.as_tensor(pair_keys).numpy(), tuple(pair_table.shape), v, d)
             except ValueError as exc:
                 raise ModelError(str(exc)) from None
+        try:
+            self.pair_bounds = light.check_pair_bounds(pair_bounds, v, pair_keys is not None)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
@@ -129,11 +133,19 @@ class StaticEmbedder(nn.Module):
             sums = sums + self.weights[last] * nn.functional.embedding(last, self.embedding.weight, sparse=True)
             wsum = wsum + self.weights[last]
         if self.pairs is not None:  # pair rows join the sum as they are, not the sum of weights
-            rows = torch.from_numpy(light.pair_positions(ids.numpy(), offsets.numpy(), self.pair_keys.numpy(), self.vocab_size))
+            keys, flat_ids, flat_off = self.pair_keys.numpy(), ids.numpy(), offsets.numpy()
+            rows = torch.from_numpy(light.pair_positions(flat_ids, flat_off, keys, self.vocab_size))
             hit = rows >= 0
+            rows, p_owner = rows[hit], owner[hit]
+            if self.pair_bounds is not None:  # each text's (b, first) and (last, e) rows
+                b = torch.from_numpy(light.boundary_positions(flat_off, flat_ids, keys, self.vocab_size, self.pair_bounds))
+                b, b_owner = b.reshape(-1), torch.arange(n).repeat_interleave(2)
+                order = torch.argsort(torch.cat([p_owner, b_owner[b >= 0]]), stable=True)
+                rows = torch.cat([rows, b[b >= 0]])[order]
+                p_owner = torch.cat([p_owner, b_owner[b >= 0]])[order]
             p_off = torch.zeros(n + 1, dtype=torch.long)
-            p_off[1:] = torch.cumsum(torch.bincount(owner[hit], minlength=n), 0)
-            sums = sums + self.pairs(rows[hit], p_off)
+            p_off[1:] = torch.cumsum(torch.bincount(p_owner, minlength=n), 0)
+            sums = sums + self.pairs(rows, p_off)
         return sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1), has
 
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
@@ -221,7 +233,7 @@ def save_static(
     write_bytes(root / "static_model.py", Path(light.__file__).read_bytes())
     config = {
         "format": light.FORMAT,
-        "version": light.folder_version(model.anchor, model.num_pairs),
+        "version": light.folder_version(model.anchor, model.num_pairs, model.pair_bounds is not None),
         "vocab_size": model.vocab_size,
         "dim": model.dim,
         "output_dim": model.output_dim,
@@ -229,6 +241,7 @@ def save_static(
         "embedding_dtype": dtype,
         "anchor": model.anchor,
         "pairs": model.num_pairs,
+        "pair_bounds": None if model.pair_bounds is None else list(model.pair_bounds),
         "weighting": model.meta.get("weighting"),
         "added_words": model.meta.get("added_words", 0),
         "teacher": model.meta.get("teacher"),
@@ -252,5 +265,6 @@ def load_static(directory: str | os.PathLike) -> StaticEmbedder:
         anchor=m.anchor,
         pair_keys=None if m.pair_keys is None else torch.from_numpy(m.pair_keys.astype(np.int64)),
         pair_table=None if m.pair_embeddings is None else torch.from_numpy(m.pair_embeddings.astype(np.float32)),
+        pair_bounds=m.pair_bounds,
     )  # fmt: skip
 

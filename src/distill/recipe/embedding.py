@@ -166,8 +166,9 @@ class EmbedStudentConfig(_Section):
     pair_min_count: int = Field(
         0, ge=0, description="kind static: a row (starting at zero, learned in fine-tuning) for each pair of neighbouring "
         "tokens seen at least this many times in the training text; a text's pair rows join the weighted sum of its token "
-        "rows, so word order counts a little ('not good' is not 'good'). 0: none. On WordNet, 2 keeps 162k pairs "
-        "(166 MB in float32) and raised Spearman agreement from 0.81 to 0.84 on a validation split (BENCHMARKS.md).",
+        "rows, so word order counts a little ('not good' is not 'good'); a text's first token also pairs with [CLS] and "
+        "its last with [SEP]. 0: none. On WordNet, 2 keeps 180k pairs (184 MB in float32) and raised Spearman "
+        "agreement from 0.81 to 0.84 on a validation split (BENCHMARKS.md).",
     )  # fmt: skip
     save_dtype: Literal["float32", "float16"] = Field(
         "float32", description="kind static: storage of the saved token table and pair rows; 'float16' halves the "
