@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "cosine: mean cosine to the teacher's embedding of the same sentence; Spearman: rank correlation of the "
         "cosine similarities of 5,000 random held-out pairs under student and teacher; top-10: share of the "
         "teacher's 10 nearest neighbours (1,000 queries against 1,000 documents) that the student also returns. "
-        "Throughput end to end (tokenisation included), one thread, side by side in one process.",
+        "Throughput end to end (tokenisation included), one thread, side by side in one process: three interleaved "
+        "rounds (each times every model in turn), the median pass of each model.",
         "",
         render_table(rows, k=10, extra=extra),
         "ONNX (ONNX Runtime, one thread, batch 64, tokenisation included; int8: dynamic, per channel, layers kept "

@@ -7,6 +7,7 @@ import json
 import random
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,30 @@ def test_throughput_takes_the_median_of_repeated_passes() -> None:
 
     sentences_per_second(slow, texts, 20, min_seconds=0.1)
     assert len(slow_calls) == 1 + 2  # warm-up, then one pass of two calls
+
+
+def test_side_by_side_rates_interleave_the_models_round_by_round() -> None:
+    import time as _time
+
+    from distill.engine.embed_run import side_by_side_rates
+
+    log: list[str] = []
+
+    def model(name: str, seconds: float) -> Callable[[list[str]], None]:
+        def encode(xs: list[str]) -> None:
+            log.append(name)
+            _time.sleep(seconds)
+
+        return encode
+
+    texts = [f"s{i}" for i in range(8)]
+    rates = side_by_side_rates({"slow": model("slow", 0.02), "fast": model("fast", 0.005)}, texts, 8, rounds=3,
+                               min_seconds=0.03)  # fmt: skip
+    assert log[:2] == ["slow", "fast"]  # a warm-up call each
+    runs = [name for i, name in enumerate(log[2:]) if i == 0 or log[2:][i - 1] != name]
+    assert runs == ["slow", "fast"] * 3  # each round times every model in turn
+    assert log.count("slow") - 1 >= 3 and log.count("fast") - 1 > log.count("slow") - 1  # fast: more passes a round
+    assert 2.0 < rates["fast"] / rates["slow"] < 5.0  # 4x by construction, within sleep's jitter
 
 
 def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> None:
