@@ -96,7 +96,7 @@ def check_pair_bounds(bounds, vocab_size: int, has_pairs: bool) -> tuple[int, in
     return int(b[0]), int(b[1])
 
 
-def boundary_positions(offsets: np.ndarray, ids: np.ndarray, keys: np.ndarray, vocab_size: int,
+def boundary_positions(ids: np.ndarray, offsets: np.ndarray, keys: np.ndarray, vocab_size: int,
                        bounds: tuple[int, int]) -> np.ndarray:  # fmt: skip
     """For each text, the rows (in ``keys``, sorted) of its boundary pairs ``(b, first)`` and ``(last, e)``,
     or -1 (an empty text, or the pair has no row). (N, 2) int64."""
@@ -300,7 +300,7 @@ class StaticModel:
         prow = None if self._pairs is None else pair_positions(ids, offsets, self.pair_keys, self.vocab_size)
         brow = None
         if self.pair_bounds is not None:
-            brow = boundary_positions(offsets, ids, self.pair_keys, self.vocab_size, self.pair_bounds)
+            brow = boundary_positions(ids, offsets, self.pair_keys, self.vocab_size, self.pair_bounds)
         if n == 1:  # one text (latency path): a plain sum
             sums = self._weighted[ids].sum(axis=0, keepdims=True, dtype=np.float32)
             if prow is not None:

@@ -138,7 +138,7 @@ class StaticEmbedder(nn.Module):
             hit = rows >= 0
             rows, p_owner = rows[hit], owner[hit]
             if self.pair_bounds is not None:  # each text's (b, first) and (last, e) rows
-                b = torch.from_numpy(light.boundary_positions(flat_off, flat_ids, keys, self.vocab_size, self.pair_bounds))
+                b = torch.from_numpy(light.boundary_positions(flat_ids, flat_off, keys, self.vocab_size, self.pair_bounds))
                 b, b_owner = b.reshape(-1), torch.arange(n).repeat_interleave(2)
                 order = torch.argsort(torch.cat([p_owner, b_owner[b >= 0]]), stable=True)
                 rows = torch.cat([rows, b[b >= 0]])[order]
