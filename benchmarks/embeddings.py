@@ -34,7 +34,7 @@ embeddings and training on 2 threads and the transformer students trained under 
 * narrow-3x192 as above, 3 minutes; static (token init, no training) and static-ft as above;
 * static-pairs: static-ft plus a row for each pair of neighbouring tokens seen twice in the training
   text (``pair_min_count: 2``, ``pair_lr`` 6e-4; a text's first token also pairs with [CLS], its last
-  with [SEP]), 4 epochs.
+  with [SEP]), 4 epochs, saved in float16 (``save_dtype``; measured as saved).
 
 Static fine-tuning decays its learning rates linearly to 0 since 2026-11-29 (as the transformer students').
 
