@@ -96,18 +96,24 @@ def check_pair_bounds(bounds, vocab_size: int, has_pairs: bool) -> tuple[int, in
     return int(b[0]), int(b[1])
 
 
+def boundary_keys(ids: np.ndarray, offsets: np.ndarray, vocab_size: int,
+                  bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The non-empty texts (their indices) and their boundary pairs' keys ``b * V + first`` and
+    ``last * V + e``, (len, 2) int64."""
+    full = np.flatnonzero(np.diff(offsets) > 0)
+    first, last = ids[offsets[full]], ids[offsets[full + 1] - 1]
+    return full, np.stack([bounds[0] * vocab_size + first, last * vocab_size + bounds[1]], 1)
+
+
 def boundary_positions(ids: np.ndarray, offsets: np.ndarray, keys: np.ndarray, vocab_size: int,
                        bounds: tuple[int, int]) -> np.ndarray:  # fmt: skip
     """For each text, the rows (in ``keys``, sorted) of its boundary pairs ``(b, first)`` and ``(last, e)``,
     or -1 (an empty text, or the pair has no row). (N, 2) int64."""
-    n = len(offsets) - 1
-    rows = np.full((n, 2), -1, dtype=np.int64)
-    full = np.flatnonzero(np.diff(offsets) > 0)
-    if len(full) == 0 or len(keys) == 0:
-        return rows
-    pair = np.stack([bounds[0] * vocab_size + ids[offsets[full]], ids[offsets[full + 1] - 1] * vocab_size + bounds[1]], 1)
-    pos = np.minimum(np.searchsorted(keys, pair), len(keys) - 1)
-    rows[full] = np.where(keys[pos] == pair, pos, -1)
+    rows = np.full((len(offsets) - 1, 2), -1, dtype=np.int64)
+    full, pair = boundary_keys(ids, offsets, vocab_size, bounds)
+    if len(full) and len(keys):
+        pos = np.minimum(np.searchsorted(keys, pair), len(keys) - 1)
+        rows[full] = np.where(keys[pos] == pair, pos, -1)
     return rows
 
 

@@ -309,9 +309,7 @@ def frequent_pairs(
     owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     keys = (ids[:-1] * vocab_size + ids[1:])[owner[1:] == owner[:-1]] if len(ids) >= 2 else np.zeros(0, np.int64)
     if bounds is not None:
-        full = np.flatnonzero(np.diff(offsets) > 0)
-        keys = np.concatenate([keys, bounds[0] * vocab_size + ids[offsets[full]],
-                               ids[offsets[full + 1] - 1] * vocab_size + bounds[1]])  # fmt: skip
+        keys = np.concatenate([keys, light.boundary_keys(ids, offsets, vocab_size, bounds)[1].ravel()])
     uniq, counts = np.unique(keys, return_counts=True)
     return uniq[counts >= min_count].astype(np.int64)
 

@@ -38,6 +38,13 @@ from distill.fsutil import write_bytes, write_json, write_text
 MIN_WEIGHT = 1e-6
 
 
+def _bag_offsets(counts: Tensor) -> Tensor:
+    """EmbeddingBag offsets (N + 1,) for bags of ``counts`` (N,) consecutive rows."""
+    off = torch.zeros(counts.numel() + 1, dtype=torch.long)
+    off[1:] = torch.cumsum(counts, 0)
+    return off
+
+
 class StaticEmbedder(nn.Module):
     """Token table (V, d) + weights (V,) + projection d → D (+ bias), a ``tokenizers.Tokenizer``.
 
@@ -136,16 +143,10 @@ class StaticEmbedder(nn.Module):
             keys, flat_ids, flat_off = self.pair_keys.numpy(), ids.numpy(), offsets.numpy()
             rows = torch.from_numpy(light.pair_positions(flat_ids, flat_off, keys, self.vocab_size))
             hit = rows >= 0
-            rows, p_owner = rows[hit], owner[hit]
-            if self.pair_bounds is not None:  # each text's (b, first) and (last, e) rows
+            sums = sums + self.pairs(rows[hit], _bag_offsets(torch.bincount(owner[hit], minlength=n)))
+            if self.pair_bounds is not None:  # each text's (b, first) and (last, e) rows: (N, 2), so in text order
                 b = torch.from_numpy(light.boundary_positions(flat_ids, flat_off, keys, self.vocab_size, self.pair_bounds))
-                b, b_owner = b.reshape(-1), torch.arange(n).repeat_interleave(2)
-                order = torch.argsort(torch.cat([p_owner, b_owner[b >= 0]]), stable=True)
-                rows = torch.cat([rows, b[b >= 0]])[order]
-                p_owner = torch.cat([p_owner, b_owner[b >= 0]])[order]
-            p_off = torch.zeros(n + 1, dtype=torch.long)
-            p_off[1:] = torch.cumsum(torch.bincount(p_owner, minlength=n), 0)
-            sums = sums + self.pairs(rows, p_off)
+                sums = sums + self.pairs(b[b >= 0], _bag_offsets((b >= 0).sum(1)))
         return sums / torch.where(has, wsum, torch.ones_like(wsum)).unsqueeze(1), has
 
     def forward(self, ids: Tensor, offsets: Tensor) -> Tensor:
