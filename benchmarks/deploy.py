@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from distill.engine.logs import setup_logging
+from distill.core.logs import setup_logging
 from distill.engine.stages import bench_run, compress_run, export_run, render_bench
 from distill.fsutil import write_json, write_text
 

@@ -122,7 +122,7 @@ def main() -> int:
     large_heap()
     from accelerate import Accelerator
 
-    from distill.engine.logs import setup_logging
+    from distill.core.logs import setup_logging
 
     work = ROOT / ".work" / ("lm-quick" if args.quick else "lm")
     work.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.engine.checkpoint import CheckpointStore
+from distill.core.checkpoint import CheckpointStore
 from distill.teachers import module_fingerprint
 from distill.teachers.cache import TeacherCache, cache_key
 

@@ -25,12 +25,9 @@ from distill.models.sentence import (
     save_sentence_encoder,
 )
 from distill.recipe import load_recipe, validate_recipe
+from distill.losses.embedding import attention_loss, cosine_loss, hidden_loss, relational_loss
 from distill.tasks.embedding import (
-    attention_loss,
-    cosine_loss,
-    hidden_loss,
     mean_cosine,
-    relational_loss,
     quality,
     retrieval_agreement,
     similarity_spearman,

@@ -1,31 +1,47 @@
 """distill: turn a large model into a small, fast one by knowledge distillation.
 
-Python API::
+Python API (every task: classification, embedding, causal_lm)::
 
-    from distill import load_recipe, run
-    recipe = load_recipe("recipe.yaml", ["train.epochs=3"])
-    result = run(recipe)
+    import distill
+    recipe = distill.load_recipe("recipe.yaml", ["train.epochs=3"])
+    result = distill.run(recipe)
     print(result.table_markdown)
+    distill.report(result.run_dir)
+
+Your own student from your own teacher, on tensors, without a recipe::
+
+    result = distill.distill_module(student, teacher, (x, y), val=(xv, yv), epochs=5)
+
+The losses are pure functions in :mod:`distill.losses`.
 """
 
 __version__ = "0.1.0"
 
-from distill.errors import DistillError  # noqa: E402
-from distill.recipe import Recipe, load_recipe  # noqa: E402
+from distill.api import bench, compress, distill_module, evaluate, export, layers, report, run  # noqa: E402
+from distill.core.task import TASKS  # noqa: E402
+from distill.errors import (  # noqa: E402
+    DataError,
+    DistillError,
+    ExportError,
+    ModelError,
+    RecipeError,
+    RunDirError,
+    TeacherError,
+    TrainingError,
+    UnsupportedError,
+)
+from distill.recipe import Recipe, load_recipe, validate_recipe  # noqa: E402
+
+__all__ = [
+    "TASKS", "DataError", "DistillError", "ExportError", "ModelError", "Recipe", "RecipeError", "RunDirError",
+    "TeacherError", "TrainingError", "UnsupportedError", "__version__", "bench", "compress", "distill_module",
+    "evaluate", "export", "layers", "load_recipe", "losses", "report", "run", "validate_recipe",
+]  # fmt: skip
 
 
-def run(recipe: Recipe, **kwargs):  # type: ignore[no-untyped-def]
-    """Run the whole flow of ``recipe`` (see :func:`distill.engine.run.run`)."""
-    from distill.engine.run import run as _run
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name == "losses":  # imported on first use: it loads torch
+        import importlib
 
-    return _run(recipe, **kwargs)
-
-
-def evaluate(run_dir, **kwargs):  # type: ignore[no-untyped-def]
-    """Re-evaluate a finished run directory (see :func:`distill.engine.run.evaluate`)."""
-    from distill.engine.evaluate import evaluate as _evaluate
-
-    return _evaluate(run_dir, **kwargs)
-
-
-__all__ = ["DistillError", "Recipe", "__version__", "evaluate", "load_recipe", "run"]
+        return importlib.import_module("distill.losses")
+    raise AttributeError(f"module 'distill' has no attribute {name!r}")

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Callable
 
 from distill import __version__
+from distill.core.task import TASKS
 from distill.errors import DistillError
 
 EPILOG = """\
+A recipe's `task` (classification, embedding, causal_lm) picks its pipeline; the commands after `run`
+work on a finished run of any task, or say why they do not apply to it (exit code 2).
+
 examples:
   distill demo                                  # the embedded default run (< 3 min on 2 cores)
   distill recipe --example > recipe.yaml        # a documented recipe to edit
@@ -74,16 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "eval", help="re-evaluate a finished run directory",
-        description="Rebuild the teacher and students of a finished run from their safetensors weights, "
-        "measure accuracy and cost side by side again, print the table and write eval.json.",
+        "eval", help="re-evaluate a finished run directory (every task)",
+        description="Load the teacher and students of a finished run from their saved weights, measure them "
+        "side by side again (classification: accuracy and cost; embedding: agreement with the teacher and "
+        "sentences/s; causal_lm: perplexity, next-token accuracy and tokens/s), print the table and write eval.json.",
     )  # fmt: skip
     p.add_argument("run_dir", help="a run directory written by `distill run`")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the table")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
-        "compress", help="prune and/or int8-quantize the distilled student of a finished run",
+        "compress", help="prune and/or int8-quantize the distilled student of a finished classification run",
         description="Apply the recipe's `compress` section (or --set compress...) to RUN_DIR's student: structured or "
         "magnitude pruning followed by a short recovery distillation, then dynamic, static or sensitivity-aware "
         "int8 quantization. Writes RUN_DIR/compressed/ (pruned/, int8/: safetensors + config.json) and compress.json.",
@@ -95,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser(
-        "export", help="export the student (pruned if it was) to ONNX / torch / HF, with parity checks",
+        "export", help="export the student(s) of a finished run, parity-checked (classification: ONNX/torch/HF; embedding: ONNX)",
         description="Write RUN_DIR/export/: student.onnx (dynamic batch axis) checked against PyTorch on real test "
         "inputs (max |difference| and argmax agreement, thresholds in the recipe's export.parity; a failure stops with "
         "the numbers), student.int8.onnx (ONNX Runtime quantizer), torch/ (safetensors + config.json that rebuilds "
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "bench", help="measure every stage of a run side by side (teacher, distilled, pruned, int8, ONNX fp32/int8)",
+        "bench", help="measure every stage of a classification run side by side (teacher, distilled, pruned, int8, ONNX)",
         description="Measure, in one process with the same threads: parameters, file size, FLOPs, latency at batch 1 "
         "(p50, p95), throughput at eval.throughput_batch, peak memory (a fresh child process per model), test accuracy "
         "and retention of the teacher (PyTorch and ONNX Runtime) and of every student stage present in RUN_DIR. "
@@ -121,10 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
-        "report", help="write report.html, the model card (README.md) and TensorBoard curves of a finished run",
-        description="Write RUN_DIR/report.html (self-contained: figures embedded, works offline), RUN_DIR/README.md "
-        "(a Hugging Face model card recording the teacher, its licence, the data, the method and the numbers) and, "
-        "when tensorboard is installed, RUN_DIR/tensorboard/. `distill run` does this at its end (output.report).",
+        "report", help="write the report (report.html) and model card that fit the run's task",
+        description="Write RUN_DIR/report.html (self-contained: figures embedded, works offline) for the run's task. "
+        "classification: accuracy and cost table, curves, confusion matrices, RUN_DIR/README.md (a Hugging Face model "
+        "card) and, when tensorboard is installed, RUN_DIR/tensorboard/; embedding: agreement with the teacher, "
+        "teacher-vs-student similarity scatter, quality vs speed and size; causal_lm: perplexity and next-word "
+        "accuracy per model, training curves, samples, and RUN_DIR/student/README.md (model card).",
     )  # fmt: skip
     p.add_argument("run_dir", help="a run directory written by `distill run`")
     p.set_defaults(func=cmd_report)
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", metavar="FILE", help="validate FILE and print the resolved recipe")
     g.add_argument("--fields", action="store_true", help="print every field as a Markdown table")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
-    p.add_argument("--task", default="classification", choices=["classification", "embedding", "causal_lm"],
+    p.add_argument("--task", default="classification", choices=list(TASKS),
                    help="which task's example or fields to print (default: classification)")
     p.set_defaults(func=cmd_recipe)
 
@@ -199,29 +206,23 @@ def _relaunch(nproc: int, argv: list[str]) -> int:
     return done.returncode
 
 
-# The runner of each recipe task: ``fn(recipe, *, resume, overwrite, progress, console)`` returning a
-# result with ``table_markdown``.
-RUNNERS = {
-    "classification": ("distill.engine.run", "run"),
-    "embedding": ("distill.engine.embed_run", "run_embedding"),
-    "causal_lm": ("distill.engine.lm_run", "run_lm"),
-}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import importlib
     import os
 
+    from distill import api
+    from distill.core.task import task_of_recipe
+    from distill.errors import UnsupportedError
     from distill.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)  # validate before starting processes
+    task = task_of_recipe(recipe)
+    if args.nproc != 1 and task.nproc is not None:
+        raise UnsupportedError(f"--nproc {args.nproc}: {task.nproc}.")
     if args.nproc != 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args.nproc, args.argv)
-    module, name = RUNNERS[recipe.task]
-    run = getattr(importlib.import_module(module), name)
     try:
-        result = run(recipe, resume=args.resume, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
-                     console=not args.quiet)  # fmt: skip
+        result = api.run(recipe, resume=args.resume, overwrite=args.overwrite,
+                         progress=not (args.no_progress or args.quiet), console=not args.quiet)  # fmt: skip
     finally:
         _close_process_group()
     if args.quiet:
@@ -248,7 +249,7 @@ def demo_recipe_path(which: str = "auto") -> tuple[Path, str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from distill.engine.run import run
+    from distill.api import run
     from distill.recipe import load_recipe
 
     path, which = demo_recipe_path(args.data)
@@ -268,55 +269,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from distill.engine.evaluate import evaluate
+    from distill import api
 
-    result = evaluate(args.run_dir, console=not args.quiet)
+    result = api.evaluate(args.run_dir, console=not args.quiet)
     if args.quiet:
         print(result.table_markdown)
     return 0
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from distill.engine.logs import setup_logging
-    from distill.engine.stages import compress_run
+    from distill import api
+    from distill.core.logs import setup_logging
 
     setup_logging(None)
-    report = compress_run(args.run_dir, args.overrides, progress=not args.no_progress)
+    report = api.compress(args.run_dir, args.overrides, progress=not args.no_progress)
     for name, st in report["stages"].items():
         print(f"{name:<10} test accuracy {100 * st['test_acc']:.2f}%")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distill.engine.logs import setup_logging
-    from distill.engine.stages import export_run
+    from distill import api
+    from distill.core.logs import setup_logging
 
     setup_logging(None)
-    report = export_run(args.run_dir, args.formats, args.overrides)
+    report = api.export(args.run_dir, args.formats, args.overrides)
     for kind, path in report["files"].items():
         print(f"{kind:<11} {path}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from distill.engine.logs import setup_logging
-    from distill.engine.stages import bench_run, render_bench
+    from distill import api
+    from distill.core.logs import setup_logging
+    from distill.engine.stages import render_bench
 
     setup_logging(None)
-    print(render_bench(bench_run(args.run_dir, memory=not args.no_memory, threads=args.threads)))
+    print(render_bench(api.bench(args.run_dir, memory=not args.no_memory, threads=args.threads)))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from distill.report import write_model_card, write_report, write_tensorboard
+    from distill import api
+    from distill.report.plots import tensorboard_available
 
-    print(write_report(args.run_dir))
-    print(write_model_card(args.run_dir))
-    tb = write_tensorboard(args.run_dir)
-    if tb is None:
+    from distill.core.task import task_of_run
+
+    for path in api.report(args.run_dir):
+        print(path)
+    if task_of_run(args.run_dir).name == "classification" and not tensorboard_available():
         print("tensorboard is not installed: pip install 'distill[tensorboard]' for event files", file=sys.stderr)
-    else:
-        print(tb)
     return 0
 
 
@@ -348,26 +350,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    import torch
-
-    from distill.data import build_data
-    from distill.engine.build import build_models
+    from distill import api
     from distill.recipe import load_recipe
-    from distill.tasks.features import FeatureCapture
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    data = build_data(recipe.data)
-    teacher, make_student = build_models(recipe, data)
-    for what, module in (("teacher", teacher), ("student", make_student())):
-        names = [n for n, _ in module.named_modules() if n]
-        module.eval()
-        with torch.no_grad(), FeatureCapture(module, names, what) as cap:
-            module(torch.zeros(1, *data.in_shape))
+    for what, rows in api.layers(load_recipe(args.recipe, args.overrides)).items():
         print(f"{what}:")
-        for n in names:
-            out = cap.outputs.get(n)
-            shape = tuple(out.shape[1:]) if out is not None and hasattr(out, "shape") else "-"
-            print(f"  {n:<24} {type(module.get_submodule(n)).__name__:<14} {shape}")
+        for name, kind, shape in rows:
+            print(f"  {name:<24} {kind:<14} {shape}")
     return 0
 
 
@@ -404,11 +393,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except OSError as exc:  # a file-system problem no check caught: say which path and why, not a traceback
+        if args.debug:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}. Fix: check that the path exists and that you "
+              "may read and write it (--debug shows where it happened).", file=sys.stderr)  # fmt: skip
+        code = 2
     except KeyboardInterrupt:
         if args.debug:
             raise
         print("\ninterrupted: the last finished epoch is checkpointed; continue with --resume", file=sys.stderr)
         code = 130
+    except Exception as exc:  # not a user error we foresaw: one line, not a traceback; --debug shows it
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}\nThis is a bug in distill or in code of yours that it "
+              "called (a factory, a model's forward). Rerun with --debug for the traceback.", file=sys.stderr)  # fmt: skip
+        code = 1
     if _torchrun_worker():
         _worker_exit(code)
     return code

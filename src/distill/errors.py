@@ -16,7 +16,8 @@ that escapes is a bug in `distill`.
     ├── TrainingError      training diverged (non-finite loss) or cannot go on
     ├── RunDirError        a run directory is missing, incomplete or in the way
     ├── StorageError       a file cannot be written (disk full, no permission)
-    └── ExportError        export or its parity check failed
+    ├── ExportError        export or its parity check failed
+    └── UnsupportedError   a command or option that does not apply to this run's task
 
 Messages follow one shape: what is wrong, why, and how to fix it.
 """
@@ -76,3 +77,7 @@ class StorageError(DistillError):
 
 class ExportError(DistillError):
     """Export failed or its parity check broke."""
+
+
+class UnsupportedError(DistillError):
+    """A command or option does not apply to this task (the message says why, and what does)."""

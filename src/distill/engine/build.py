@@ -11,9 +11,9 @@ import yaml
 from torch import nn
 
 from distill.data import DataBundle
-from distill.errors import DistillError, RunDirError, TeacherError
+from distill.errors import DistillError, ModelError, RunDirError, TeacherError
 from distill.fsutil import write_with
-from distill.models import build
+from distill.models import build, build_from_factory
 from distill.recipe import Recipe, validate_recipe
 from distill.teachers import TorchTeacher, build_teacher_module, load_weights
 from distill.teachers.external import build_external_teacher
@@ -57,11 +57,48 @@ def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, Ca
 
     def student(seed: int | None = None) -> nn.Module:
         return seeded_build(
-            lambda: build(recipe.student.arch, data.in_shape, data.num_classes, recipe.student.params),
+            lambda: build_student_module(recipe.student, data.in_shape, data.num_classes),
             recipe.train.seed if seed is None else seed,
         )
 
     return teacher, student
+
+
+def build_student_module(cfg: Any, in_shape: Any, num_classes: int) -> nn.Module:
+    """The (untrained) student of a recipe's ``student`` section: a built-in builder or the user's factory."""
+    try:
+        if cfg.factory:
+            return build_from_factory(cfg.factory, in_shape, num_classes, cfg.params)
+        return build(cfg.arch, in_shape, num_classes, cfg.params)
+    except ModelError as exc:
+        which = f"student.factory {cfg.factory!r}" if cfg.factory else f"student.arch {cfg.arch!r}"
+        raise ModelError(f"cannot build the student ({which}, student.params {cfg.params}): {exc}") from None
+
+
+def list_layers(recipe: Recipe) -> dict[str, list[tuple[str, str, Any]]]:
+    """Every named module of the recipe's (untrained) teacher and student with its type and its output
+    shape for one sample: the names feature terms take as ``student_layer`` / ``teacher_layer``."""
+    from distill.data import build_data
+    from distill.tasks.features import FeatureCapture
+
+    data = build_data(recipe.data)
+    teacher, make_student = build_models(recipe, data)
+    out: dict[str, list[tuple[str, str, Any]]] = {}
+    for what, module in (("teacher", teacher), ("student", make_student())):
+        if module is None:
+            out[what] = []
+            continue
+        names = [n for n, _ in module.named_modules() if n]
+        module.eval()
+        with torch.no_grad(), FeatureCapture(module, names, what) as cap:
+            module(torch.zeros(1, *data.in_shape))
+        rows = []
+        for n in names:
+            o = cap.outputs.get(n)
+            shape = tuple(o.shape[1:]) if o is not None and hasattr(o, "shape") else "-"
+            rows.append((n, type(module.get_submodule(n)).__name__, shape))
+        out[what] = rows
+    return out
 
 
 # ------------------------------------------------------------ finished runs

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.engine.logs import log
+from distill.core.logs import log
 from distill.fsutil import atomic_path
 from distill.models.sentence import SentenceEncoder
 

@@ -10,22 +10,24 @@ transformer students (parity-checked) → ``comparison.md``/``comparison.json``,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from distill.data.augment import augment_texts
 from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
 from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
-from distill.engine.logs import log, setup_logging
-from distill.errors import DataError, ModelError
+from distill.core.logs import log, setup_logging
+from distill.core.context import environment, torch_threads
+from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
+from distill.errors import DataError, ModelError, RunDirError, UnsupportedError
 from distill.fsutil import write_json, write_text
 from distill.models.sentence import (
     SentenceEncoder,
@@ -37,7 +39,7 @@ from distill.models.sentence import (
 )
 from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
 from distill.report.embed_card import embedding_model_card
-from distill.tasks.embedding import quality, sts_spearman
+from distill.tasks.embedding import pair_similarities, quality, sts_spearman
 
 
 @dataclass
@@ -173,18 +175,6 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
                         context=context if spec.init == "context" else None)  # fmt: skip
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch runs on ``n`` threads inside the block (None or 0: as it is); the caller's count comes back after."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_student(
     recipe: EmbeddingRecipe, spec: EmbedStudentConfig, student: Any, teacher: SentenceEncoder, texts: list[str],
     targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool,
@@ -210,25 +200,72 @@ def train_student(
 
 
 # --------------------------------------------------------------------- run
-def run_embedding(
-    recipe: EmbeddingRecipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True, console: bool = True
-) -> EmbedResult:
-    """Run an embedding recipe into its run directory (see the module docstring)."""
-    from distill.engine.run import check_run_dir, prepare_run_dir
+# Resuming a failed run with a corrected recipe trains a student again when a key it depends on changed.
+STAGES = {"students": (("data", "teacher", "train", "students"), ("students", "checkpoints"))}
 
-    decision = check_run_dir(recipe, resume, overwrite)
-    setup_logging(None, console=console)
-    started = time.perf_counter()
-    # bad text or a missing teacher fail here, before the run directory exists
+
+@dataclass
+class Setup:
+    """What the preflight loaded before anything is written: the text, the teacher and where it came from."""
+
+    texts: Texts
+    teacher: SentenceEncoder
+    teacher_path: Path
+    teacher_name: str
+
+
+def preflight(recipe: EmbeddingRecipe) -> Setup:
+    """Read and split the text, load the teacher, check that the optional stages can run; nothing is written."""
+    if recipe.export.onnx and any(s.kind != "static" for s in recipe.students):
+        _require_onnx()
     texts = load_texts(recipe)
     tpath = Path(recipe.teacher.path) if recipe.teacher.path else default_teacher_path()
     teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
                                     max_seq_length=recipe.teacher.max_seq_length)  # fmt: skip
-    run_dir = prepare_run_dir(recipe, decision)
-    setup_logging(run_dir, console=console)
-    teacher_name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else tpath.name)
-    fp = teacher_fingerprint(tpath, teacher)
-    cache = Path(recipe.output.cache_dir)
+    name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else tpath.name)
+    return Setup(texts, teacher, tpath, name)
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(
+            f"export.onnx is on, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed. "
+            "Fix: pip install 'distill[embeddings]' (it includes them), or --set export.onnx=false."
+        )
+
+
+def run_embedding(
+    recipe: EmbeddingRecipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True, console: bool = True
+) -> EmbedResult:
+    """Run an embedding recipe into its run directory (see the module docstring)."""
+    setup_logging(None, console=console)
+    with torch.random.fork_rng(devices=[]):
+        setup = preflight(recipe)  # bad text or a missing teacher fail here, before the run directory exists
+        run_dir = prepare_run_dir(recipe, plan_run_dir(recipe, resume, overwrite), STAGES)
+        setup_logging(run_dir, console=console)
+        with lifecycle(run_dir):
+            return _run(recipe, setup, run_dir, resume=resume, progress=progress, console=console)
+
+
+@dataclass
+class Signal:
+    """The teacher's embeddings of every text the run needs (cached on disk by teacher and text)."""
+
+    train: np.ndarray
+    held: np.ndarray
+    augmented: np.ndarray | None
+    extra: dict[str, np.ndarray]
+    context: tuple[np.ndarray, np.ndarray] | None
+    seconds: float
+
+
+def teacher_signal(recipe: EmbeddingRecipe, setup: Setup, *, progress: bool) -> Signal:
+    teacher, texts, cache = setup.teacher, setup.texts, Path(recipe.output.cache_dir)
+    fp = teacher_fingerprint(setup.teacher_path, teacher)
+    t0 = time.perf_counter()
 
     def t_encode(xs: list[str]) -> np.ndarray:
         return teacher.encode(xs, batch_size=recipe.teacher.batch_size, progress=progress)
@@ -241,14 +278,19 @@ def run_embedding(
     else:
         t_train = cached_embeddings(t_encode, texts.train, cache, fp, "the training text")
     t_held = cached_embeddings(t_encode, texts.held, cache, fp, "the held-out text")
-    def uses_aug(spec: EmbedStudentConfig) -> bool:
-        flag = recipe.train_of(spec).augmented
-        return bool(texts.augmented) and (flag if flag is not None else spec.kind != "static")
-
     t_aug = None  # the teacher labels data.augment's variants only when a student trains on them
-    if any(uses_aug(s) for s in recipe.students):
+    if any(_uses_augmented(recipe, texts, s) for s in recipe.students):
         t_aug = cached_embeddings(t_encode, texts.augmented, cache, fp, "the augmented text")
     t_extra = {k: cached_embeddings(t_encode, v, cache, fp, k) for k, v in texts.extra.items()}
+    return Signal(t_train, t_held, t_aug, t_extra, context, time.perf_counter() - t0)
+
+
+def _uses_augmented(recipe: EmbeddingRecipe, texts: Texts, spec: EmbedStudentConfig) -> bool:
+    flag = recipe.train_of(spec).augmented
+    return bool(texts.augmented) and (flag if flag is not None else spec.kind != "static")
+
+
+def _measurer(recipe: EmbeddingRecipe, texts: Texts, signal: Signal) -> Callable[..., dict[str, Any]]:
     sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
     ev = recipe.eval
 
@@ -257,90 +299,224 @@ def run_embedding(
         known = known or {}
         out: dict[str, Any] = {}
         held = known["held"] if "held" in known else encode(texts.held)
-        q = quality(held, t_held, n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
+        q = quality(held, signal.held, n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
         out.update(cosine=q["cosine"], spearman=q["spearman"], topk=q[f"top{ev.k}"])
+        out["_pairs"] = pair_similarities(held, n_pairs=min(ev.pairs, 2000), seed=recipe.data.seed)
         for name, xs in texts.extra.items():
             emb = known[name] if name in known else encode(xs)
-            qe = quality(emb, t_extra[name], n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
+            qe = quality(emb, signal.extra[name], n_pairs=ev.pairs, n_queries=ev.queries, k=ev.k, seed=recipe.data.seed)
             out[f"extra:{name}"] = {"cosine": qe["cosine"], "spearman": qe["spearman"], "topk": qe[f"top{ev.k}"]}
         if sts is not None:
             out["sts_spearman"] = sts_spearman(encode(sts[0]), encode(sts[1]), sts[2])
         return out
 
-    teacher_row: dict[str, Any] = {"name": f"teacher ({teacher_name})", "kind": "teacher", "params": count_parameters(teacher),
-                                   "size_bytes": folder_bytes(tpath), "train_seconds": None}  # fmt: skip
-    teacher_row.update(measure(t_encode, {"held": t_held, **t_extra}))  # its own embeddings: no second pass
+    return measure
+
+
+def _student_stage(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, setup: Setup, signal: Signal, run_dir: Path, *,
+                   resume: bool, progress: bool) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """Build, train and save one student (or load it, resuming); return it with its training stats."""
+    texts = setup.texts
+    out_dir = run_dir / "students" / spec.name
+    done = (out_dir / ("config.json" if spec.kind == "static" else "modules.json")).exists()
+    if resume and done:
+        log.info("  already trained: %s", out_dir)
+        return load_student(spec, out_dir), json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
+    t0 = time.perf_counter()
+    student = build_student(spec, setup.teacher, texts.train, progress=progress, context=signal.context)
+    build_seconds = time.perf_counter() - t0
+    x_fit, y_fit = texts.train, signal.train
+    if signal.augmented is not None and _uses_augmented(recipe, texts, spec):
+        x_fit, y_fit = texts.train + texts.augmented, np.concatenate([signal.train, signal.augmented])
+    with torch_threads(recipe.train_of(spec).num_threads):
+        stats = train_student(recipe, spec, student, setup.teacher, x_fit, y_fit,
+                              run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume,
+                              progress=progress)  # fmt: skip
+    stats["build_seconds"] = round(build_seconds, 3)
+    _save_student(spec, student, out_dir)
+    write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
+    return student, stats
+
+
+def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, progress: bool,
+         console: bool) -> EmbedResult:  # fmt: skip
+    started = time.perf_counter()
+    texts, teacher, ev = setup.texts, setup.teacher, recipe.eval
+    signal = teacher_signal(recipe, setup, progress=progress)
+    measure = _measurer(recipe, texts, signal)
+    teacher_row: dict[str, Any] = {"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
+                                   "params": count_parameters(teacher), "size_bytes": folder_bytes(setup.teacher_path),
+                                   "train_seconds": None}  # fmt: skip
+    teacher_row.update(measure(lambda xs: teacher.encode(xs, batch_size=64), {"held": signal.held, **signal.extra}))
     rows = [teacher_row]
     encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"teacher": lambda xs: teacher.encode(xs, batch_size=64)}
-    saved: dict[str, Path] = {}
-    trained: dict[str, Any] = {}  # the students in memory (the encoders above hold them anyway)
+    trained: dict[str, Any] = {}
     for spec in recipe.students:
         log.info("student %s (%s)", spec.name, spec.kind)
+        student, stats = _student_stage(recipe, spec, setup, signal, run_dir, resume=resume, progress=progress)
         out_dir = run_dir / "students" / spec.name
-        done = (out_dir / ("config.json" if spec.kind == "static" else "modules.json")).exists()
-        if resume and done:
-            log.info("  already trained: %s", out_dir)
-            student = load_student(spec, out_dir)
-            stats = json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
-        else:
-            student = build_student(spec, teacher, texts.train, progress=progress, context=context)
-            x_fit, y_fit = texts.train, t_train
-            if t_aug is not None and uses_aug(spec):
-                x_fit, y_fit = texts.train + texts.augmented, np.concatenate([t_train, t_aug])
-            with torch_threads(recipe.train_of(spec).num_threads):
-                stats = train_student(recipe, spec, student, teacher, x_fit, y_fit,
-                                      run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume,
-                                      progress=progress)  # fmt: skip
-            _save_student(spec, student, out_dir)
-            write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
-        saved[spec.name] = out_dir
         trained[spec.name] = student
-        if spec.kind == "static":
-            from distill.static_model import StaticModel
-
-            light = StaticModel.from_dir(out_dir)
-            enc: Callable[[list[str]], np.ndarray] = lambda xs, m=light: m.encode(xs)  # noqa: E731
-        else:
-            enc = lambda xs, m=student: m.encode(xs, batch_size=64)  # noqa: E731
-        encoders[spec.name] = enc
-        row = {"name": spec.name, "kind": spec.kind, "params": count_parameters(student), "size_bytes": folder_bytes(out_dir),
-               "train_seconds": stats.get("seconds")}  # fmt: skip
-        row.update(measure(enc))
+        encoders[spec.name] = student_encoder(spec, student, out_dir)
+        row = {"name": spec.name, "kind": spec.kind, "role": "student", "params": count_parameters(student),
+               "size_bytes": folder_bytes(out_dir), "train_seconds": stats.get("seconds"),
+               "build_seconds": stats.get("build_seconds")}  # fmt: skip
+        row.update(measure(encoders[spec.name]))
         rows.append(row)
-    # speed: every model side by side, same sentences, same process
-    with torch_threads(ev.threads):
-        speed_texts = texts.held[: ev.speed_sentences]
-        one_texts = texts.held[: ev.latency_sentences]
-        b64 = side_by_side_rates(encoders, speed_texts, 64)
-        b1 = side_by_side_rates(encoders, one_texts, 1)
-        for row, name in zip(rows, encoders, strict=True):
-            row["speed_b64"], row["speed_b1"] = b64[name], b1[name]
-            log.info("speed %s: %.0f sentences/s at batch 64, %.0f at batch 1", name, row["speed_b64"], row["speed_b1"])
-    base = rows[0]
-    for row in rows:
-        row["speedup_b64"] = row["speed_b64"] / base["speed_b64"]
-        row["speedup_b1"] = row["speed_b1"] / base["speed_b1"]
-    if recipe.export.onnx:
-        from distill.export.onnx_encoder import export_encoder_onnx
-
-        for spec, row in zip(recipe.students, rows[1:], strict=True):
-            if spec.kind == "static":
-                continue
-            row["onnx"] = export_encoder_onnx(trained[spec.name], saved[spec.name] / "onnx", texts.held[:256], int8=recipe.export.int8,
-                                              min_cosine=recipe.export.min_cosine, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
-    for spec, row in zip(recipe.students, rows[1:], strict=True):
-        write_text(saved[spec.name] / "README.md", embedding_model_card(recipe, spec, teacher_name, row))
+    with torch_threads(ev.threads):  # speed: every model side by side, same sentences, same process
+        time_models(rows, encoders, texts.held[: ev.speed_sentences], texts.held[: ev.latency_sentences])
+    pairs = {r["name"]: r.pop("_pairs") for r in rows}
     table = render_table(rows, k=ev.k, extra=list(texts.extra))
-    write_text(run_dir / "comparison.md", table)
-    write_json(run_dir / "comparison.json", {"rows": rows})
-    write_json(run_dir / "metrics.json", {
-        "task": "embedding", "teacher": {"name": teacher_name, "path": str(tpath), "license": recipe.teacher.license},
+    metrics = {
+        "task": "embedding", "name": recipe.name,
+        "teacher": {"name": setup.teacher_name, "path": str(setup.teacher_path), "license": recipe.teacher.license,
+                    "source": "loaded from " + str(setup.teacher_path)},
         "sentences": {"train": len(texts.train), "held_out": len(texts.held), **{k: len(v) for k, v in texts.extra.items()}},
-        "rows": rows, "seconds": time.perf_counter() - started,
-    })  # fmt: skip
+        "teacher_pass_seconds": round(signal.seconds, 2),
+        "models": rows, "rows": rows, "seconds": time.perf_counter() - started, **environment(),
+    }  # fmt: skip
+    _write_results(run_dir, rows, table, metrics, pairs)  # before the optional export: a failed export loses nothing
+    if recipe.export.onnx:
+        _export_onnx(recipe, trained, rows, run_dir, texts.held[:256])
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "comparison.json", {"rows": rows})
+    for spec, row in zip(recipe.students, rows[1:], strict=True):
+        write_text(run_dir / "students" / spec.name / "README.md",
+                   embedding_model_card(recipe, spec, setup.teacher_name, row))  # fmt: skip
+    if recipe.output.report:
+        from distill.report.embed_report import write_embedding_report
+
+        log.info("report: %s", "; ".join(str(p) for p in write_embedding_report(run_dir)))
     if console:
         print(table)
     return EmbedResult(run_dir=run_dir, rows=rows, table_markdown=table)
+
+
+def student_encoder(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> Callable[[list[str]], np.ndarray]:
+    """How a saved student encodes at inference: a static one through the light format (numpy), the others
+    through their sentence-transformers module."""
+    if spec.kind == "static":
+        from distill.static_model import StaticModel
+
+        light = StaticModel.from_dir(out_dir)
+        return lambda xs: light.encode(xs)
+    return lambda xs: student.encode(xs, batch_size=64)
+
+
+def time_models(rows: list[dict[str, Any]], encoders: dict[str, Callable[[list[str]], np.ndarray]],
+                speed_texts: list[str], one_texts: list[str]) -> None:  # fmt: skip
+    """Sentences/s at batch 64 and 1 of every model, side by side, and each one's speed-up over the first row."""
+    b64 = side_by_side_rates(encoders, speed_texts, 64)
+    b1 = side_by_side_rates(encoders, one_texts, 1)
+    for row, name in zip(rows, encoders, strict=True):
+        row["speed_b64"], row["speed_b1"] = b64[name], b1[name]
+        log.info("speed %s: %.0f sentences/s at batch 64, %.0f at batch 1", name, row["speed_b64"], row["speed_b1"])
+    for row in rows:
+        row["speedup_b64"] = row["speed_b64"] / rows[0]["speed_b64"]
+        row["speedup_b1"] = row["speed_b1"] / rows[0]["speed_b1"]
+
+
+def _write_results(run_dir: Path, rows: list[dict[str, Any]], table: str, metrics: dict[str, Any],
+                   pairs: dict[str, np.ndarray]) -> None:  # fmt: skip
+    write_text(run_dir / "comparison.md", table)
+    write_json(run_dir / "comparison.json", {"rows": rows})
+    teacher_name = rows[0]["name"]
+    write_json(run_dir / "similarities.json", {
+        "pairs": int(len(pairs[teacher_name])), "teacher": [round(float(v), 5) for v in pairs[teacher_name]],
+        "models": {k: [round(float(x), 5) for x in v] for k, v in pairs.items() if k != teacher_name},
+    })  # fmt: skip
+    write_json(run_dir / "metrics.json", metrics)
+
+
+def _export_onnx(recipe: EmbeddingRecipe, trained: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path,
+                 parity_texts: list[str]) -> None:  # fmt: skip
+    from distill.export.onnx_encoder import export_encoder_onnx
+
+    for spec, row in zip(recipe.students, rows[1:], strict=True):
+        if spec.kind == "static":
+            continue
+        folder = run_dir / "students" / spec.name
+        row["onnx"] = export_encoder_onnx(trained[spec.name], folder / "onnx", parity_texts, int8=recipe.export.int8,
+                                          min_cosine=recipe.export.min_cosine, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
+        row["size_bytes_with_onnx"] = folder_bytes(folder)
+
+
+# ------------------------------------------------------------ finished runs
+def _finished(run_dir: str | Path) -> tuple[EmbeddingRecipe, Path]:
+    from distill.recipe import validate_recipe
+
+    run_dir = Path(run_dir)
+    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    return validate_recipe(raw, str(run_dir / "recipe.yaml")), run_dir
+
+
+def evaluate_embedding_run(run_dir: str | Path, *, console: bool = True) -> EmbedResult:
+    """Load the teacher and the saved students of a finished run and measure them again side by side on its
+    held-out text (agreement with the teacher, sentences/s); write eval.json and print the table."""
+    recipe, run_dir = _finished(run_dir)
+    setup_logging(None, console=console)
+    with torch.random.fork_rng(devices=[]):
+        setup = preflight(recipe.model_copy(update={"export": recipe.export.model_copy(update={"onnx": False})}))
+        signal = teacher_signal(recipe, setup, progress=False)
+        measure = _measurer(recipe, setup.texts, signal)
+        teacher = setup.teacher
+        rows = [{"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
+                 "params": count_parameters(teacher), "size_bytes": folder_bytes(setup.teacher_path),
+                 **measure(lambda xs: teacher.encode(xs, batch_size=64), {"held": signal.held, **signal.extra})}]  # fmt: skip
+        encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"teacher": lambda xs: teacher.encode(xs, batch_size=64)}
+        for spec in recipe.students:
+            out_dir = run_dir / "students" / spec.name
+            if not out_dir.is_dir():
+                raise RunDirError(f"{out_dir} is missing: the run did not finish. Fix: finish it with --resume.")
+            student = load_student(spec, out_dir)
+            encoders[spec.name] = student_encoder(spec, student, out_dir)
+            rows.append({"name": spec.name, "kind": spec.kind, "role": "student", "params": count_parameters(student),
+                         "size_bytes": folder_bytes(out_dir), **measure(encoders[spec.name])})  # fmt: skip
+        with torch_threads(recipe.eval.threads):
+            time_models(rows, encoders, setup.texts.held[: recipe.eval.speed_sentences],
+                        setup.texts.held[: recipe.eval.latency_sentences])  # fmt: skip
+    for r in rows:
+        r.pop("_pairs", None)
+    table = render_table(rows, k=recipe.eval.k, extra=list(setup.texts.extra))
+    write_json(run_dir / "eval.json", {"task": "embedding", "models": rows})
+    if console:
+        print(table)
+    return EmbedResult(run_dir=run_dir, rows=rows, table_markdown=table)
+
+
+def export_embedding_run(run_dir: str | Path, formats: list[str] | None = None,
+                         overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """ONNX files (fp32, and int8 with export.int8) of every transformer student of a finished run, each
+    checked against the PyTorch student on held-out text; a static student needs no export (its folder is the
+    light format). ``formats``: only 'onnx' applies."""
+    from distill.recipe import apply_overrides, validate_recipe
+
+    recipe, run_dir = _finished(run_dir)
+    if overrides:
+        recipe = validate_recipe(apply_overrides(recipe.to_dict(), list(overrides)), "--set")
+    wrong = sorted(set(formats or ["onnx"]) - {"onnx"})
+    if wrong:
+        raise UnsupportedError(
+            f"--format {', '.join(wrong)}: an embedding run's students are already saved as sentence-transformers "
+            "folders (RUN/students/NAME) that SentenceTransformer(path) loads; only --format onnx applies."
+        )
+    _require_onnx()
+    setup_logging(None)
+    texts = load_texts(recipe)
+    files: dict[str, str] = {}
+    report: dict[str, Any] = {}
+    for spec in recipe.students:
+        folder = run_dir / "students" / spec.name
+        if spec.kind == "static":
+            files[f"{spec.name} (static)"] = str(folder)
+            continue
+        from distill.export.onnx_encoder import export_encoder_onnx
+
+        report[spec.name] = export_encoder_onnx(load_student(spec, folder), folder / "onnx", texts.held[:256],
+                                                int8=recipe.export.int8, min_cosine=recipe.export.min_cosine,
+                                                max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
+        files[spec.name] = str(folder / "onnx")
+    write_json(run_dir / "export.json", {"files": files, "students": report})
+    return {"files": files, "students": report}
 
 
 def _save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None:

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.engine.logs import log
+from distill.core.logs import log
 from distill.errors import CheckpointError, TrainingError
 from distill.fsutil import atomic_path
 from distill.models.sentence import SentenceEncoder
 from distill.recipe.embedding import EmbedTrainConfig
-from distill.tasks.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss, relational_loss
+from distill.losses.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss, relational_loss
 
 DEFAULT_LR = {"layers": 1e-4, "narrow": 5e-4, "static": 1e-3}
 

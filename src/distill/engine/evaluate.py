@@ -13,7 +13,7 @@ from torch import nn
 from distill.bench import measure_callable, measure_model
 from distill.data import DataBundle, build_data
 from distill.engine.build import load_run_recipe, load_run_student, load_run_teacher
-from distill.engine.logs import setup_logging
+from distill.core.logs import setup_logging
 from distill.fsutil import write_json, write_with
 from distill.recipe import Recipe
 from distill.report import comparison, render_markdown

@@ -7,7 +7,7 @@ is normalised the same way by its own count.
 
 Batches are a pure function of (seed, micro-batch index): a resumed run replays exactly the batches
 an uninterrupted one would have seen. Checkpoints every ``checkpoint_every`` steps (atomic,
-checksummed: :class:`~distill.engine.checkpoint.CheckpointStore`).
+checksummed: :class:`~distill.core.checkpoint.CheckpointStore`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from distill.engine.checkpoint import CheckpointStore
+from distill.core.checkpoint import CheckpointStore
 from distill.engine.loop import epoch_generator, make_optimizer, make_scheduler
 from distill.errors import TrainingError
 from distill.tasks.causal_lm import ce_sum, lm_logits, on_policy_sequences

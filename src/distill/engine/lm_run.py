@@ -41,11 +41,13 @@ from distill.data.text import (
     split_documents,
     train_tokenizer,
 )
-from distill.engine.checkpoint import CheckpointStore
+from distill.core.checkpoint import CheckpointStore
 from distill.engine.lm_loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
 from distill.engine.lm_report import comparison, write_outputs
-from distill.engine.logs import setup_logging
-from distill.errors import DataError, ModelError
+from distill.core.context import environment, run_context
+from distill.core.logs import setup_logging
+from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
+from distill.errors import DataError, ModelError, RunDirError
 from distill.models.causal_lm import (
     build_causal_lm,
     check_same_vocab,
@@ -94,7 +96,15 @@ def save_model(model: Any, directory: Path, tokenizer: Any) -> None:
 
 
 # -------------------------------------------------------------------- data
-def prepare_data(recipe: Any, run_dir: Path) -> LMData:
+@dataclass
+class Documents:
+    train: list[str]
+    val: list[str]
+    stats: dict[str, Any]
+
+
+def read_text(recipe: Any) -> Documents:
+    """The documents of ``data.path``, deduplicated and split (seeded): the preflight's part of the data."""
     d = recipe.data
     docs = read_documents(d.path, d.format, separator=d.separator, text_field=d.text_field)
     n_read = len(docs)
@@ -103,6 +113,14 @@ def prepare_data(recipe: Any, run_dir: Path) -> LMData:
     if d.dedup:
         docs = deduplicate(docs)
     train_docs, val_docs = split_documents(docs, d.val_fraction, d.seed)
+    return Documents(train_docs, val_docs, {"documents_read": n_read, "documents": len(docs)})
+
+
+def prepare_data(recipe: Any, run_dir: Path, docs: Documents | None = None) -> LMData:
+    """Tokenizer (the teacher's, a given one, or trained here on the training documents) and packed blocks."""
+    d = recipe.data
+    docs = docs or read_text(recipe)
+    train_docs, val_docs = docs.train, docs.val
     tok_dir = d.tokenizer.dir or recipe.teacher.dir
     if tok_dir is not None:
         tokenizer = load_tokenizer(tok_dir)
@@ -116,11 +134,11 @@ def prepare_data(recipe: Any, run_dir: Path) -> LMData:
                  len(tokenizer), len(train_docs), time.perf_counter() - t0)  # fmt: skip
     train = pack_blocks(train_docs, tokenizer, d.block_len, what="training")
     val = pack_blocks(val_docs, tokenizer, d.block_len, what="validation")
-    stats = {"documents_read": n_read, "documents": len(docs), "train_documents": len(train_docs),
+    stats = {**docs.stats, "train_documents": len(train_docs),
              "val_documents": len(val_docs), "train_blocks": len(train), "val_blocks": len(val),
              "block_len": d.block_len, "train_tokens": int(train.numel()), "vocab_size": len(tokenizer)}  # fmt: skip
-    log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", n_read, len(docs),
-             len(train), len(val), d.block_len)  # fmt: skip
+    log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", docs.stats["documents_read"],
+             docs.stats["documents"], len(train), len(val), d.block_len)  # fmt: skip
     return LMData(tokenizer, train, val, stats)
 
 
@@ -157,11 +175,12 @@ def train_ce(role: str, model: Any, cfg: Any, data: LMData, *, run_dir: Path, ac
     return model, history, seconds
 
 
-def prepare_teacher(recipe: Any, data: LMData, run_dir: Path, accelerator: Any, resume: bool, progress: bool) -> tuple[Any, dict[str, Any]]:
+def prepare_teacher(recipe: Any, data: LMData, run_dir: Path, accelerator: Any, resume: bool, progress: bool,
+                    loaded: Any = None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     t = recipe.teacher
     if t.dir is not None:
-        teacher = load_causal_lm(t.dir, trust_remote_code=t.trust_remote_code)
-        info = {"source": str(t.dir)}
+        teacher = loaded if loaded is not None else load_causal_lm(t.dir, trust_remote_code=t.trust_remote_code)
+        info = {"source": f"loaded from {t.dir}"}
     else:
         cfg = recipe.teacher_train
         teacher, history, seconds = train_ce("teacher", _build(t.model, data, cfg.seed), cfg, data, run_dir=run_dir,
@@ -273,23 +292,51 @@ def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_di
 
 
 # -------------------------------------------------------------------- run
+# Resuming a failed run with a corrected recipe: what each stage depends on and leaves (core/rundir.py).
+_DATA = ("data", "teacher")
+STAGES = {
+    "teacher": (_DATA, ("teacher", "tokenizer", "history/teacher.json", "checkpoints/teacher")),
+    "signal": (_DATA + ("distill", "train.seed"), ("sequence_data.safetensors",)),
+    "student": (_DATA + ("distill", "student", "train"), ("student", "history/student.json", "checkpoints/student")),
+    "baseline": (_DATA + ("student", "train", "eval.baseline"), ("baseline", "history/baseline.json",
+                                                                  "checkpoints/baseline")),
+}  # fmt: skip
+
+
+def preflight(recipe: Any) -> tuple[Documents, Any]:
+    """Read and split the documents and load a given teacher before anything is written."""
+    docs = read_text(recipe)
+    teacher = None
+    if recipe.teacher.dir is not None:
+        teacher = load_causal_lm(recipe.teacher.dir, trust_remote_code=recipe.teacher.trust_remote_code)
+    if recipe.distill.completions is not None:
+        read_pairs(recipe.distill.completions)  # a bad completions file fails here
+    return docs, teacher
+
+
 def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
            console: bool = True, stop_after_steps: int | None = None) -> LMRunResult:  # fmt: skip
     """Run a ``task: causal_lm`` recipe end to end (see the module docstring for what is written)."""
+    setup_logging(None, console=console)
+    with run_context(recipe.train.num_threads):
+        docs, loaded = preflight(recipe)
+        run_dir = prepare_run_dir(recipe, plan_run_dir(recipe, resume, overwrite), STAGES)
+        setup_logging(run_dir, console=console)
+        with lifecycle(run_dir):
+            return _run(recipe, run_dir, docs, loaded, resume=resume, progress=progress, console=console,
+                        stop_after_steps=stop_after_steps)  # fmt: skip
+
+
+def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, *, resume: bool, progress: bool, console: bool,
+         stop_after_steps: int | None) -> LMRunResult:  # fmt: skip
     from accelerate import Accelerator
 
     from distill.fsutil import write_json
 
-    from distill.engine.run import check_run_dir, prepare_run_dir
-
-    run_dir = prepare_run_dir(recipe, check_run_dir(recipe, resume, overwrite))
-    setup_logging(run_dir, console=console)
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     t_start = time.perf_counter()
-    data = prepare_data(recipe, run_dir)
-    teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress)
+    data = prepare_data(recipe, run_dir, docs)
+    teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress, loaded)
     student = prepare_student(recipe, teacher, data)
     if recipe.distill.completions is None:  # token ids are shared unless the student learns from text
         check_same_vocab(teacher, student, data.tokenizer)
@@ -309,21 +356,60 @@ def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progre
         write_json(run_dir / "history" / "student.json", history)
     models = {"teacher": teacher, "student": student}
     train_seconds = {"student": round(seconds, 2)}
+    histories = {"student": history, "teacher": teacher_info.get("history", [])}
     if recipe.eval.baseline:
-        scratch = _build(recipe.student.model, data, recipe.train.seed) if recipe.student.model is not None else \
-            copy_layers_student(teacher, recipe.student.copy_layers)  # fmt: skip
-        for p in scratch.parameters():
-            p.requires_grad_(True)
-        scratch, _, secs = train_ce("baseline", scratch, recipe.train, data, run_dir=run_dir, accelerator=accelerator,
-                                    resume=resume, progress=progress)  # fmt: skip
-        models["baseline"] = scratch
-        train_seconds["baseline"] = round(secs, 2)
+        models["baseline"], histories["baseline"], train_seconds["baseline"] = _baseline(
+            recipe, teacher, data, run_dir, accelerator, resume, progress)  # fmt: skip
     table, comp, extra = comparison(models, data, recipe)
     metrics = {
-        "name": recipe.name, "mode": recipe.distill.mode, "loss": recipe.distill.loss, "data": data.stats,
-        "teacher": {k: v for k, v in teacher_info.items() if k != "history"}, "signal": signal,
-        "train_seconds": train_seconds, "history": {"student": history, "teacher": teacher_info.get("history", [])},
-        "comparison": comp, **extra, "total_seconds": round(time.perf_counter() - t_start, 2),
+        "task": "causal_lm", "name": recipe.name, "mode": recipe.distill.mode, "loss": recipe.distill.loss,
+        "data": data.stats, "teacher": {**{k: v for k, v in teacher_info.items() if k != "history"},
+                                        "license": recipe.teacher.license},
+        "signal": signal, "train_seconds": train_seconds, "history": histories,
+        "models": [{"role": r["model"], **r} for r in comp], "comparison": comp, **extra,
+        "total_seconds": round(time.perf_counter() - t_start, 2), **environment(),
     }  # fmt: skip
     write_outputs(run_dir, metrics, table, console=console)
+    if recipe.output.report:
+        from distill.report.lm_html import write_lm_report
+
+        log.info("report: %s", "; ".join(str(p) for p in write_lm_report(run_dir)))
     return LMRunResult(run_dir, metrics, table)
+
+
+def _baseline(recipe: Any, teacher: Any, data: LMData, run_dir: Path, accelerator: Any, resume: bool,
+              progress: bool) -> tuple[Any, list[dict[str, Any]], float]:  # fmt: skip
+    """The same student trained from scratch on cross-entropy alone."""
+    scratch = _build(recipe.student.model, data, recipe.train.seed) if recipe.student.model is not None else \
+        copy_layers_student(teacher, recipe.student.copy_layers)  # fmt: skip
+    for p in scratch.parameters():
+        p.requires_grad_(True)
+    model, history, secs = train_ce("baseline", scratch, recipe.train, data, run_dir=run_dir, accelerator=accelerator,
+                                    resume=resume, progress=progress)  # fmt: skip
+    return model, history, round(secs, 2)
+
+
+def evaluate_lm_run(run_dir: str | Path, *, console: bool = True) -> LMRunResult:
+    """Load the teacher, student (and baseline) of a finished run and measure them again side by side on its
+    held-out blocks; write eval.json and print the table."""
+    from distill.fsutil import write_json, write_text
+    from distill.recipe import validate_recipe
+
+    run_dir = Path(run_dir)
+    recipe = validate_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")), str(run_dir))
+    setup_logging(None, console=console)
+    with run_context(recipe.train.num_threads):
+        data = prepare_data(recipe, run_dir)
+        models = {}
+        for role in ("teacher", "student", "baseline"):
+            folder = Path(recipe.teacher.dir) if role == "teacher" and recipe.teacher.dir else run_dir / role
+            if (folder / "config.json").exists():
+                models[role] = load_causal_lm(folder, trust_remote_code=recipe.teacher.trust_remote_code)
+            elif role != "baseline":
+                raise RunDirError(f"{folder} is missing: the run did not finish. Fix: finish it with --resume.")
+        table, comp, extra = comparison(models, data, recipe)
+    write_json(run_dir / "eval.json", {"task": "causal_lm", "models": comp, **extra})
+    write_text(run_dir / "eval.md", table)
+    if console:
+        print(table)
+    return LMRunResult(run_dir, {"comparison": comp, **extra}, table)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from distill.data import Split
 from distill.data.augment import augment_images, shift_mixup_views
-from distill.engine.checkpoint import CheckpointStore
+from distill.core.checkpoint import CheckpointStore
 from distill.errors import TrainingError
 from distill.recipe import TrainConfig
 from distill.tasks.classification import (

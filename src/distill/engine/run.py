@@ -20,91 +20,48 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
-import shutil
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from distill import __version__
 from distill.data import DataBundle, build_data, labeled_only
 from distill.engine.build import build_models, make_accelerator, save_weights, seeded_build
-from distill.engine.checkpoint import CheckpointStore
+from distill.core.checkpoint import CheckpointStore
 from distill.engine.evaluate import RunResult, evaluate_models
-from distill.engine.logs import setup_logging
+from distill.core.logs import setup_logging
 from distill.engine.loop import FitResult, fit
 from distill.engine.teacher_outputs import student_view, teacher_outputs
-from distill.errors import RecipeError, RunDirError, TeacherError
+from distill.core.context import environment, run_context
+from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
+from distill.errors import RecipeError, TeacherError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
-from distill.report import licence_status, render_markdown, write_model_card, write_report, write_tensorboard
+from distill.report import licence_status, render_markdown
 from distill.tasks.classification import build_objective, class_bias_correction, needs_teacher, view_term
-from distill.tasks.features import FeatureCapture, build_adapters, layer_names, teacher_feature_table
+from distill.tasks.features import FeatureCapture, build_adapters, feature_shapes, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, check_output_classes, load_weights
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
 
-__all__ = ["RunResult", "run", "setup_logging"]
+__all__ = ["STAGES", "RunResult", "environment", "preflight", "run", "setup_logging"]
 
 log = logging.getLogger("distill")
 
 
-# ---------------------------------------------------------------- run dir
-def check_run_dir(recipe: Any, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with the run directory, changing nothing: 'resume', 'replace' or 'create'.
-
-    Every process of a multi-process run calls this before any of them writes,
-    so they all reach the same decision (or raise the same error).
-    """
-    run_dir = recipe.run_dir
-    stored = run_dir / "recipe.yaml"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            if not stored.exists():
-                raise RunDirError(f"cannot resume {run_dir}: it has no recipe.yaml, so it is not a distill run directory.")
-            before = yaml.safe_load(stored.read_text())
-            now = recipe.to_dict()
-            for d in (before, now):
-                d.pop("output", None)
-            if before != now:
-                diff = sorted(_diff_keys(before, now))
-                raise RunDirError(
-                    f"cannot resume {run_dir}: the recipe differs from the one the run started with "
-                    f"(changed: {', '.join(diff[:8])}). Fix: resume with the same recipe and --set options, "
-                    "or start a new run with --overwrite or another output.dir."
-                )
-            return "resume"
-        if overwrite or recipe.output.overwrite:
-            return "replace"
-        raise RunDirError(
-            f"the run directory {run_dir} already exists. Fix: add --resume to continue it, "
-            f"--overwrite to replace it, or --set output.dir=OTHER."
-        )
-    return "create"
-
-
-def prepare_run_dir(recipe: Any, decision: str) -> Path:
-    run_dir = recipe.run_dir
-    if decision == "resume":
-        return run_dir
-    if decision == "replace":
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-    return run_dir
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for k in set(a) | set(b):
-            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return set() if a == b else {prefix or "(root)"}
+# Stages of a classification run: the recipe keys each depends on, the files it leaves. Resuming a failed
+# run with a corrected recipe trains again every stage whose keys changed (see core/rundir.py).
+_TRAINED = ("data", "transfer", "student", "train", "distill", "teacher")
+STAGES = {
+    "teacher": (("data", "teacher"), ("teacher.safetensors", "history/teacher.json", "checkpoints/teacher")),
+    "baseline": (("data", "transfer", "student", "train", "eval.baseline", "eval.baseline_train"),
+                 ("baseline.safetensors", "history/baseline.json", "checkpoints/baseline")),
+    "student": (_TRAINED, ("student.safetensors", "history/student.json", "checkpoints/student")),
+    "after": (_TRAINED + ("compress", "export"), ("compressed", "export", "bench.json", "bench.md")),
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------ stages
@@ -164,6 +121,72 @@ def _train_stage(
     return result.history
 
 
+# -------------------------------------------------------------- preflight
+@dataclass
+class Setup:
+    """What the preflight built and checked before anything is written."""
+
+    data: DataBundle
+    student_data: DataBundle
+    teacher_module: nn.Module | None
+    teacher: Any  # a TorchTeacher, or the external teacher (ONNX, scikit-learn, outputs, ensemble)
+    make_student: Any
+    objective: list[Any]
+    teacher_layers: set[str]
+    online_inputs: bool
+    augmenting: bool
+    views: Any = None
+
+
+def preflight(recipe: Recipe) -> Setup:
+    """Everything that can be checked before training: the data, the teacher (built, loaded, its output
+    width), the student, the loss terms against this data and teacher, the feature layers. Raises the
+    first problem as a DistillError; nothing is written."""
+    data = build_data(recipe.data)
+    if {recipe.train.augment, recipe.teacher_train.augment} != {"none"} and data.kind != "image":
+        log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
+    teacher_module, make_student = build_models(recipe, data)
+    if teacher_module is None:
+        teacher: Any = build_external_teacher(recipe.teacher, data)
+    else:
+        check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
+        if recipe.teacher.checkpoint:
+            load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
+        teacher = TorchTeacher(teacher_module, data.num_classes)
+    probe = make_student()
+    check_output_classes(probe, data.in_shape, data.num_classes, "student")
+    objective = build_objective(recipe.distill)
+    augmenting = recipe.train.augment != "none" and data.kind == "image"
+    views = view_term(objective)
+    if views is not None and data.kind != "image" and views.params["shift"]:
+        raise RecipeError(
+            f"{views.label}: shift={views.params['shift']} moves images, but {data.source} is a table. "
+            f"Fix: set shift: 0 in the {views.label} term."
+        )
+    online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
+    student_layers, teacher_layers = layer_names(objective)
+    if teacher_layers and teacher_module is None:
+        raise TeacherError(
+            f"feature losses ({', '.join(t.label for t in objective if 'teacher_features' in t.spec.needs)}) need a "
+            f"torch teacher whose layers can be hooked; this teacher is kind {recipe.teacher.kind!r}. "
+            "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
+        )
+    if student_layers:
+        feature_shapes(probe, student_layers, data.in_shape, "student")
+    if teacher_layers and teacher_module is not None:
+        feature_shapes(teacher_module, teacher_layers, data.in_shape, "teacher")
+    if online_inputs and needs_teacher(objective) and not can_run_on_inputs(teacher):
+        what = "train.augment" if augmenting else f"the {views.label} term (function matching)"  # type: ignore[union-attr]
+        fix = "set train.augment: none" if augmenting else "use a teacher that runs on inputs, or kd"
+        raise TeacherError(
+            f"{what} needs a teacher that runs on the augmented inputs, but this teacher only has "
+            f"precomputed outputs. Fix: {fix}."
+        )
+    student_data, _ = student_view(data, recipe)
+    return Setup(data, student_data, teacher_module, teacher, make_student, objective, teacher_layers, online_inputs,
+                 augmenting, views)  # fmt: skip
+
+
 # -------------------------------------------------------------------- run
 def run(
     recipe: Recipe,
@@ -174,20 +197,34 @@ def run(
     console: bool = True,
     _stop_after_steps: dict[str, int] | None = None,
 ) -> RunResult:
-    """Run the whole flow of ``recipe``; return the run directory, metrics and table."""
+    """Run the whole flow of ``recipe``; return the run directory, metrics and table.
+
+    The preflight runs before the run directory exists; after it, a failure marks the directory
+    failed (``status.json``) and ``--resume`` continues it once the input is fixed."""
     recipe = validate_recipe(recipe.to_dict())  # never mutate the caller's recipe
+    with run_context(recipe.train.num_threads):
+        accelerator = make_accelerator(recipe)
+        main_process = accelerator.is_main_process
+        setup_logging(None, console=console and main_process)
+        if not main_process:
+            log.setLevel(logging.WARNING)
+        setup = preflight(recipe)
+        plan = plan_run_dir(recipe, resume, overwrite)
+        accelerator.wait_for_everyone()
+        run_dir = prepare_run_dir(recipe, plan, STAGES) if main_process else recipe.run_dir
+        accelerator.wait_for_everyone()
+        setup_logging(run_dir if main_process else None, console=console and main_process)
+        if not main_process:
+            log.setLevel(logging.WARNING)
+        with lifecycle(run_dir, main_process=main_process):
+            return _run(recipe, setup, run_dir, accelerator, resume=resume, progress=progress,
+                        stops=_stop_after_steps or {})  # fmt: skip
+
+
+def _run(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, *, resume: bool, progress: bool,
+         stops: dict[str, int]) -> RunResult:  # fmt: skip
     started = time.time()
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    accelerator = make_accelerator(recipe)
-    main_process = accelerator.is_main_process
-    decision = check_run_dir(recipe, resume, overwrite)
-    accelerator.wait_for_everyone()
-    run_dir = prepare_run_dir(recipe, decision) if main_process else recipe.run_dir
-    accelerator.wait_for_everyone()
-    setup_logging(run_dir if main_process else None, console=console and main_process)
-    if not main_process:
-        log.setLevel(logging.WARNING)
+    data = setup.data
     log.info("distill %s: run %r into %s%s", __version__, recipe.name, run_dir, " (resuming)" if resume else "")
     licence_ok, licence_msg = licence_status(recipe.teacher.license)
     if not licence_ok:
@@ -195,96 +232,109 @@ def run(
     if accelerator.num_processes > 1:
         log.info("%d processes (%s), batch size %d per process", accelerator.num_processes,
                  accelerator.distributed_type, recipe.train.batch_size)  # fmt: skip
-    stops = _stop_after_steps or {}
-
-    data = build_data(recipe.data)
-    if {recipe.train.augment, recipe.teacher_train.augment} != {"none"} and data.kind != "image":
-        log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
     log.info("data: %s", data.describe())
+    teacher_source, teacher_weights, teacher_history = _teacher_stage(recipe, setup, run_dir, accelerator, resume,
+                                                                      progress, stops)  # fmt: skip
+    teacher_logits, online, teacher_features, cache_info = _teacher_signal(recipe, setup, accelerator)
+    histories, students = _student_stages(recipe, setup, run_dir, accelerator, resume, progress, stops,
+                                          teacher_logits, online, teacher_features)  # fmt: skip
+    histories["teacher"] = teacher_history
+    if not accelerator.is_main_process:
+        return RunResult(run_dir, {}, {}, "")
+    log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
+    teacher = setup.teacher_module if setup.teacher_module is not None else setup.teacher
+    table, logits = evaluate_models([("teacher", "teacher", teacher, teacher_weights), *students], data, recipe,
+                                    predictions_path=run_dir / "predictions.safetensors")  # fmt: skip
+    markdown = render_markdown(table)
+    transfer_report, transfer_md = _transfer_report(recipe, setup, students, logits)
+    markdown += transfer_md
+    metrics = {
+        "task": "classification",
+        "distill_version": __version__,
+        "name": recipe.name,
+        "data": {"source": data.source, "train": len(data.train), "val": len(data.val), "test": len(data.test),
+                 "num_classes": data.num_classes, "class_names": data.class_names},
+        "teacher": {"source": teacher_source, "fingerprint": setup.teacher.fingerprint(),
+                    "checkpoint": recipe.teacher.checkpoint, "name": recipe.teacher.name,
+                    "license": recipe.teacher.license},
+        "teacher_outputs": cache_info,
+        "models": {e["role"]: {k: v for k, v in e.items() if k != "role"} for e in table["models"]},
+        "summary": table["summary"],
+        "transfer": {"exclude_classes": recipe.transfer.exclude_classes, "labeled_fraction": recipe.transfer.labeled_fraction,
+                     "train_samples": len(setup.student_data.train),
+                     "labeled_samples": int((setup.student_data.train.y >= 0).sum()), "bias_correction": transfer_report},
+        "history": histories,
+        "seconds": round(time.time() - started, 2),
+        **environment(),
+    }  # fmt: skip
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "comparison.json", table)
+    write_text(run_dir / "comparison.md", markdown)
+    _optional_stages(recipe, run_dir, metrics, progress)
+    log.info("\n%s", markdown)
+    log.info("run directory: %s (%.1fs)", run_dir, metrics["seconds"])
+    return RunResult(run_dir, metrics, table, markdown)
 
-    teacher_module, make_student = build_models(recipe, data)
-    teacher_history: list[dict[str, Any]] = []
+
+def _teacher_stage(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, resume: bool, progress: bool,
+                   stops: dict[str, int]) -> tuple[str, Path, list[dict[str, Any]]]:  # fmt: skip
+    """Train the teacher here when it has no checkpoint; return where it came from and its weights file."""
     teacher_weights = run_dir / "teacher.safetensors"
-    teacher: Any
-    if teacher_module is None:
-        teacher = build_external_teacher(recipe.teacher, data)
-        teacher_source = recipe.teacher.kind
-        teacher_weights = Path(recipe.teacher.path) if recipe.teacher.path else teacher_weights
-        log.info("teacher: %s (%s), %d classes", recipe.teacher.kind, recipe.teacher.path or "ensemble", teacher.num_classes)
-    else:
-        check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
-        teacher_source = "checkpoint"
-        if recipe.teacher.checkpoint:
-            load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
-            log.info("teacher: loaded %s", recipe.teacher.checkpoint)
-            if main_process:
-                save_weights(teacher_module, teacher_weights)
-        else:
-            teacher_source = "trained"
-            teacher_history = _train_stage(
-                "teacher", teacher_module, data, [LossTerm(loss="ce")], recipe.teacher_train,
-                run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
-                eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"),
-                augment=recipe.teacher_train.augment if data.kind == "image" else "none",
-            )  # fmt: skip
-        teacher = TorchTeacher(teacher_module, data.num_classes)
+    if setup.teacher_module is None:
+        log.info("teacher: %s (%s), %d classes", recipe.teacher.kind, recipe.teacher.path or "ensemble",
+                 setup.teacher.num_classes)  # fmt: skip
+        return recipe.teacher.kind, Path(recipe.teacher.path) if recipe.teacher.path else teacher_weights, []
+    if recipe.teacher.checkpoint:
+        log.info("teacher: loaded %s", recipe.teacher.checkpoint)
+        if accelerator.is_main_process:
+            save_weights(setup.teacher_module, teacher_weights)
+        return "checkpoint", teacher_weights, []
+    history = _train_stage(
+        "teacher", setup.teacher_module, setup.data, [LossTerm(loss="ce")], recipe.teacher_train,
+        run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
+        eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("teacher"),
+        augment=recipe.teacher_train.augment if setup.data.kind == "image" else "none",
+    )  # fmt: skip
+    return "trained", teacher_weights, history
 
-    objective = build_objective(recipe.distill)
+
+def _teacher_signal(recipe: Recipe, setup: Setup, accelerator: Any) -> tuple[dict[str, torch.Tensor], Any, Any, dict[str, Any]]:
+    """What the students learn from: cached teacher logits, or the teacher run online on every batch,
+    and the teacher's feature tables for feature terms."""
+    data, objective, teacher, teacher_module = setup.data, setup.objective, setup.teacher, setup.teacher_module
     teacher_logits: dict[str, torch.Tensor] = {}
     cache_info: dict[str, Any] = {"cache": "not needed"}
     online = None
-    augmenting = recipe.train.augment != "none" and data.kind == "image"
-    views = view_term(objective)
-    if views is not None and data.kind != "image" and views.params["shift"]:
-        raise RecipeError(
-            f"{views.label}: shift={views.params['shift']} moves images, but {data.source} is a table. "
-            f"Fix: set shift: 0 in the {views.label} term."
-        )
-    online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
-    _, teacher_layers = layer_names(objective)
-    if teacher_layers and teacher_module is None:
-        raise TeacherError(
-            f"feature losses ({', '.join(t.label for t in objective if 'teacher_features' in t.spec.needs)}) need a "
-            f"torch teacher whose layers can be hooked; this teacher is kind {recipe.teacher.kind!r}. "
-            "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
-        )
-    if online_inputs and needs_teacher(objective) and not can_run_on_inputs(teacher):
-        what = "train.augment" if augmenting else f"the {views.label} term (function matching)"  # type: ignore[union-attr]
-        fix = "set train.augment: none" if augmenting else "use a teacher that runs on inputs, or kd"
-        raise TeacherError(
-            f"{what} needs a teacher that runs on the augmented inputs, but this teacher only has "
-            f"precomputed outputs. Fix: {fix}."
-        )
-    if online_inputs and (needs_teacher(objective) or teacher_layers):
-        fast_logits = teacher.online() if isinstance(teacher, TorchTeacher) and not teacher_layers else None
+    layers = setup.teacher_layers
+    if setup.online_inputs and (needs_teacher(objective) or layers):
+        fast_logits = teacher.online() if isinstance(teacher, TorchTeacher) and not layers else None
 
         def online(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             if fast_logits is not None:
                 return fast_logits(x), {}
             if teacher_module is None:
                 return teacher.logits(x), {}
-            with FeatureCapture(teacher_module, teacher_layers, "teacher") as cap:
+            with FeatureCapture(teacher_module, layers, "teacher") as cap:
                 logits = teacher.logits(x)
             return logits, {k: v.detach().clone() for k, v in cap.outputs.items()}
 
-    # what the students learn from (the teacher has seen the whole training split)
     tr = recipe.transfer
-    student_data, _ = student_view(data, recipe)
-    if student_data is not data:
+    if setup.student_data is not data:
         log.info("transfer set: %d of %d training samples%s; %d keep their hard label",
-                 len(student_data.train), len(data.train),
+                 len(setup.student_data.train), len(data.train),
                  f" (classes {tr.exclude_classes} left out)" if tr.exclude_classes else "",
-                 int((student_data.train.y >= 0).sum()))  # fmt: skip
+                 int((setup.student_data.train.y >= 0).sum()))  # fmt: skip
     teacher_features = None
-    if teacher_layers and not online_inputs:
+    if layers and not setup.online_inputs:
+        assert teacher_module is not None  # the preflight refuses feature terms without a torch teacher
         t0 = time.perf_counter()
-        teacher_features = teacher_feature_table(teacher_module, teacher_layers, student_data.train.x, recipe.eval.batch_size)
+        teacher_features = teacher_feature_table(teacher_module, layers, setup.student_data.train.x, recipe.eval.batch_size)
         size = sum(v.numel() * 4 for v in teacher_features.values()) / 2**20
         log.info("teacher features of layers %s: computed once for the training split (%.0f MiB in memory), %.2fs",
-                 ", ".join(sorted(teacher_layers)), size, time.perf_counter() - t0)  # fmt: skip
+                 ", ".join(sorted(layers)), size, time.perf_counter() - t0)  # fmt: skip
     if needs_teacher(objective):
-        if online_inputs:
-            why = "train.augment" if augmenting else f"{views.label} views"  # type: ignore[union-attr]
+        if setup.online_inputs:
+            why = "train.augment" if setup.augmenting else f"{setup.views.label} views"
             cache_info = {"cache": f"off ({why}: the teacher runs online)"}
             log.info("teacher outputs: %s, so the teacher runs online on every batch (slower)", why)
         else:
@@ -292,87 +342,70 @@ def run(
                 log.info("teacher outputs: teacher.cache is off; computing them in memory for this run")
             teacher_logits, cache_info = teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accelerator)
             _, teacher_logits["train"] = student_view(data, recipe, teacher_logits["train"])
+    return teacher_logits, online, teacher_features, cache_info
 
-    histories: dict[str, list[dict[str, Any]]] = {"teacher": teacher_history}
+
+def _student_stages(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, resume: bool, progress: bool,
+                    stops: dict[str, int], teacher_logits: dict[str, torch.Tensor], online: Any,
+                    teacher_features: Any) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, str, nn.Module, Path]]]:  # fmt: skip
+    """The baseline (hard labels only, when eval.baseline) and the distilled student."""
+    data, student_data = setup.data, setup.student_data
+    histories: dict[str, list[dict[str, Any]]] = {}
     students: list[tuple[str, str, nn.Module, Path]] = []
+    common = dict(run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
+                  eval_batch=recipe.eval.batch_size)  # fmt: skip
     if recipe.eval.baseline:
         baseline_cfg = recipe.eval.baseline_train or recipe.train
-        baseline = make_student(baseline_cfg.seed)
+        baseline = setup.make_student(baseline_cfg.seed)
         histories["baseline"] = _train_stage(
             "baseline", baseline, labeled_only(student_data), [LossTerm(loss="ce")], baseline_cfg,
-            run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
-            eval_batch=recipe.eval.batch_size, stop_after_steps=stops.get("baseline"),
-            augment=baseline_cfg.augment if data.kind == "image" else "none",
+            stop_after_steps=stops.get("baseline"), augment=baseline_cfg.augment if data.kind == "image" else "none",
+            **common,
         )  # fmt: skip
         students.append(("student, hard labels", "baseline", baseline, run_dir / "baseline.safetensors"))
-    student = make_student()
-    check_output_classes(student, data.in_shape, data.num_classes, "student")
+    student = setup.make_student()
     adapters = None
-    if teacher_layers:
-        assert teacher_module is not None
-        tm = teacher_module
-        adapters = seeded_build(lambda: build_adapters(objective, student, tm, data.in_shape), recipe.train.seed)
+    if setup.teacher_layers:
+        tm = setup.teacher_module
+        assert tm is not None
+        adapters = seeded_build(lambda: build_adapters(setup.objective, student, tm, data.in_shape), recipe.train.seed)
         if len(adapters):
             log.info("feature adapters (trained with the student): %s",
                      "; ".join(f"{k}: {m}" for k, m in adapters.items()))  # fmt: skip
     histories["student"] = _train_stage(
         "student", student, student_data, list(recipe.distill), recipe.train,
-        run_dir=run_dir, accelerator=accelerator, resume=resume, progress=progress,
-        eval_batch=recipe.eval.batch_size, teacher_logits=teacher_logits.get("train"),
-        online_teacher=online, stop_after_steps=stops.get("student"),
+        teacher_logits=teacher_logits.get("train"), online_teacher=online, stop_after_steps=stops.get("student"),
         adapters=adapters, teacher_features=teacher_features,
-        augment=recipe.train.augment if data.kind == "image" else "none",
+        augment=recipe.train.augment if data.kind == "image" else "none", **common,
     )  # fmt: skip
     students.append(("student, distilled", "student", student, run_dir / "student.safetensors"))
+    return histories, students
 
-    if not accelerator.is_main_process:
-        return RunResult(run_dir, {}, {}, "")
-    log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
-    table, logits = evaluate_models(
-        [("teacher", "teacher", teacher_module if teacher_module is not None else teacher, teacher_weights), *students],
-        data, recipe,
-        predictions_path=run_dir / "predictions.safetensors",
-    )  # fmt: skip
-    markdown = render_markdown(table)
-    transfer_report: dict[str, Any] = {}
-    if tr.exclude_classes:
-        for label, role, _, _ in students:
-            transfer_report[role] = class_bias_correction(
-                logits[role]["val"], data.val.y, logits[role]["test"], data.test.y, list(tr.exclude_classes)
-            )
-            r = transfer_report[role]
-            markdown += (
-                f"\n{label}: on the never-seen classes {tr.exclude_classes}, test accuracy "
-                f"{100 * r['test_acc_on_classes_before']:.1f}% → {100 * r['test_acc_on_classes_after']:.1f}% after adding "
-                f"{r['bias']:.2f} to their logits (tuned on validation); overall {100 * r['test_acc_before']:.2f}% → "
-                f"{100 * r['test_acc_after']:.2f}%."
-            )
-        markdown += "\n"
-    metrics = {
-        "distill_version": __version__,
-        "name": recipe.name,
-        "data": {"source": data.source, "train": len(data.train), "val": len(data.val), "test": len(data.test),
-                 "num_classes": data.num_classes, "class_names": data.class_names},
-        "teacher": {"source": teacher_source, "fingerprint": teacher.fingerprint(),
-                    "checkpoint": recipe.teacher.checkpoint, "name": recipe.teacher.name,
-                    "license": recipe.teacher.license},
-        "teacher_outputs": cache_info,
-        "models": {e["role"]: {k: v for k, v in e.items() if k != "role"} for e in table["models"]},
-        "summary": table["summary"],
-        "transfer": {"exclude_classes": tr.exclude_classes, "labeled_fraction": tr.labeled_fraction,
-                     "train_samples": len(student_data.train),
-                     "labeled_samples": int((student_data.train.y >= 0).sum()), "bias_correction": transfer_report},
-        "history": histories,
-        "seconds": round(time.time() - started, 2),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "command": " ".join(["distill", *sys.argv[1:]]) if sys.argv and "distill" in sys.argv[0] else None,
-    }  # fmt: skip
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "comparison.json", table)
-    write_text(run_dir / "comparison.md", markdown)
+
+def _transfer_report(recipe: Recipe, setup: Setup, students: list[tuple[str, str, nn.Module, Path]],
+                     logits: dict[str, Any]) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """With transfer.exclude_classes: each student's accuracy on the never-seen classes before and after a
+    bias on their logits tuned on validation."""
+    tr, data = recipe.transfer, setup.data
+    report: dict[str, Any] = {}
+    if not tr.exclude_classes:
+        return report, ""
+    markdown = ""
+    for label, role, _, _ in students:
+        r = report[role] = class_bias_correction(
+            logits[role]["val"], data.val.y, logits[role]["test"], data.test.y, list(tr.exclude_classes)
+        )
+        markdown += (
+            f"\n{label}: on the never-seen classes {tr.exclude_classes}, test accuracy "
+            f"{100 * r['test_acc_on_classes_before']:.1f}% → {100 * r['test_acc_on_classes_after']:.1f}% after adding "
+            f"{r['bias']:.2f} to their logits (tuned on validation); overall {100 * r['test_acc_before']:.2f}% → "
+            f"{100 * r['test_acc_after']:.2f}%."
+        )
+    return report, markdown + "\n"
+
+
+def _optional_stages(recipe: Recipe, run_dir: Path, metrics: dict[str, Any], progress: bool) -> None:
+    """compress and export when the recipe has them, then the report and model card."""
     if recipe.compress is not None and (recipe.compress.prune.kind != "none" or recipe.compress.quantize.kind != "none"):
         from distill.engine.stages import compress_run
 
@@ -386,13 +419,7 @@ def run(
         metrics["export"] = export_run(run_dir)
         write_json(run_dir / "metrics.json", metrics)
     if recipe.output.report:
-        write_model_card(run_dir)
-        report = write_report(run_dir)
-        tb = write_tensorboard(run_dir)
-        log.info("report: %s; model card: %s%s", report, run_dir / "README.md",
-                 f"; tensorboard --logdir {tb}" if tb else "")  # fmt: skip
-    log.info("\n%s", markdown)
-    log.info("run directory: %s (%.1fs)", run_dir, metrics["seconds"])
-    return RunResult(run_dir, metrics, table, markdown)
+        from distill.report import write_classification_report
 
-
+        written = write_classification_report(run_dir)
+        log.info("report: %s", "; ".join(str(p) for p in written))

@@ -21,7 +21,7 @@ from torch import nn
 
 from distill.engine.build import load_run_recipe, load_run_student, load_run_teacher
 from distill.engine.teacher_outputs import student_view, teacher_outputs
-from distill.errors import ExportError, RecipeError
+from distill.errors import ExportError, RecipeError, UnsupportedError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, apply_overrides, validate_recipe
 
@@ -37,7 +37,8 @@ def _recipe(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Recip
 
 
 def _builder(recipe: Recipe, data: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"arch": recipe.student.arch, "in_shape": list(data.in_shape), "num_classes": data.num_classes,
+    which = {"factory": recipe.student.factory} if recipe.student.factory else {"arch": recipe.student.arch}
+    return {**which, "in_shape": list(data.in_shape), "num_classes": data.num_classes,
             "params": dict(recipe.student.params if params is None else params)}  # fmt: skip
 
 
@@ -74,6 +75,12 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
              "Fix: add a compress section, or e.g. --set compress.prune.kind=structured --set compress.quantize.kind=dynamic"],
             str(run_dir / "recipe.yaml"),
         )  # fmt: skip
+    if recipe.student.factory and cfg.prune.kind == "structured":
+        raise UnsupportedError(
+            f"compress.prune.kind structured rebuilds the student from its builder's parameters with fewer units, "
+            f"but this student comes from the factory {recipe.student.factory!r}, which distill cannot rebuild "
+            "smaller. Fix: --set compress.prune.kind=magnitude (or none, with int8 quantization only)."
+        )
     data = build_data(recipe.data)
     model = _load_student(run_dir, recipe, data)
     out_dir = run_dir / "compressed"

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from distill.losses.embedding import attention_loss as attention_map_loss
+from distill.losses.embedding import cosine_loss, hidden_loss, mse_loss, relational_loss
 from distill.losses.feature import attention_transfer_loss, contrastive_loss, hint_loss, rkd_loss
 from distill.losses.function_matching import function_matching_loss
 from distill.losses.kd import (
@@ -38,6 +40,18 @@ from distill.losses.kd import (
     softmax_with_temperature,
 )
 from distill.losses.logit import dist_loss, dkd_loss, logit_mse_loss, ls_kd_loss, standardize_logits
+from distill.losses.token import (
+    TOKEN_LOSSES,
+    forward_kl,
+    generalized_jsd,
+    per_token_divergence,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    token_loss,
+    total_variation,
+    true_kl,
+)
 
 
 @dataclass(frozen=True)
@@ -210,7 +224,17 @@ REGISTRY: dict[str, LossSpec] = {
 }
 
 __all__ = [
-    "REGISTRY", "LossSpec", "Param", "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets",
-    "kd_value_and_grad", "log_softmax", "softmax_with_temperature",
-    "dist_loss", "dkd_loss", "function_matching_loss", "logit_mse_loss", "ls_kd_loss", "standardize_logits", "attention_transfer_loss", "hint_loss", "rkd_loss", "contrastive_loss",
+    # the registry of classification terms (a recipe's `distill` list) and how to add your own
+    "REGISTRY", "LossSpec", "Param",
+    # classification: logits (N, C)
+    "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets", "kd_value_and_grad", "log_softmax",
+    "softmax_with_temperature", "dist_loss", "dkd_loss", "function_matching_loss", "logit_mse_loss", "ls_kd_loss",
+    "standardize_logits",
+    # classification: features of named layers
+    "attention_transfer_loss", "hint_loss", "rkd_loss", "contrastive_loss",
+    # language models: per-token divergences over (B, S, V) logits, masked
+    "TOKEN_LOSSES", "token_loss", "per_token_divergence", "true_kl", "forward_kl", "reverse_kl", "generalized_jsd",
+    "skew_forward_kl", "skew_reverse_kl", "total_variation",
+    # sentence embeddings: (N, D) embeddings, (B, L, H) hidden states, (B, heads, L, L) attention maps
+    "cosine_loss", "mse_loss", "relational_loss", "hidden_loss", "attention_map_loss",
 ]  # fmt: skip

@@ -99,14 +99,14 @@ def fields_markdown(task: str = "classification") -> str:
 
 def example_yaml(task: str = "classification") -> str:
     """The example recipe of a task as YAML with every field's documentation as a comment."""
-    from distill.recipe.load import recipe_class, task_module
+    from distill.core.task import get_task
 
-    root = recipe_class(task)
+    root = get_task(task).recipe_class()
     lines = [
         "# distill recipe: one file describes a run (validate it with `distill recipe --check FILE`).",
         "# Any field can be overridden on the command line: --set train.epochs=3",
     ]
-    example = example_recipe() if task == "classification" else task_module(task).example_recipe()
+    example = get_task(task).example_recipe()
     validate_recipe(example)  # the example must always be valid
     _emit(root, example, 0, lines)
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from distill.recipe.schema import _RecipeRoot, _Section
+from distill.recipe.schema import OutputConfig, _RecipeRoot, _Section
 
 
 AugmentKind = Literal["drop", "crop", "concat"]  # data.augment's kinds of variant (data/augment.augment_texts)
@@ -228,10 +228,8 @@ class EmbedExportConfig(_Section):
     max_abs_diff: float = Field(1e-4, gt=0, description="Parity bound of the float ONNX file against PyTorch (max absolute difference).")
 
 
-class EmbedOutputConfig(_Section):
-    dir: str | None = Field(None, description="Run directory (default: runs/<name>).")
+class EmbedOutputConfig(OutputConfig):
     cache_dir: str = Field(".distill-cache", description="Folder of the teacher-embedding cache, shared across runs.")
-    overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
 
 
 class EmbeddingRecipe(_RecipeRoot):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from distill.recipe.schema import OptimizerConfig, ScheduleConfig, _RecipeRoot, _Section
+from distill.recipe.schema import OutputConfig, OptimizerConfig, ScheduleConfig, _RecipeRoot, _Section
 
 MODES = ("online", "offline", "sequence", "on_policy")
 
@@ -107,6 +107,11 @@ class LMTeacherConfig(_Section):
     )
     train: LMTrainConfig | None = Field(
         None, description="Without `dir`: how that teacher is trained (default: the `train` section)."
+    )
+    name: str | None = Field(None, description="The teacher's name for the report and model card (default: its folder's name).")
+    license: str | None = Field(
+        None, description="The teacher's licence (SPDX id, e.g. apache-2.0), recorded in the model card: distilling "
+        "another party's model or outputs may be bound by its terms.",
     )
 
     @model_validator(mode="after")
@@ -238,7 +243,9 @@ class LMDistillConfig(_Section):
                 "in benchmarks/results/lm.md: jsd, skew and tvd students ended far worse than from scratch). Fix: use "
                 "loss fkl with cache 'sample', or cache 'topk' for this loss"
             )
-        if "draws" in self.model_fields_set and not (self.mode == "offline" and self.cache == "sample"):
+        # the default may stand anywhere (a resolved recipe, as a run directory stores it, writes every field)
+        default_draws = type(self).model_fields["draws"].default
+        if self.draws != default_draws and not (self.mode == "offline" and self.cache == "sample"):
             raise ValueError(
                 f"draws applies to the sampled offline cache only (mode {self.mode!r}, cache {self.cache!r}). Fix: "
                 "remove draws, or set mode 'offline' and cache 'sample'"
@@ -273,10 +280,8 @@ class LMEvalConfig(_Section):
     )
 
 
-class LMOutputConfig(_Section):
-    dir: str | None = Field(None, description="Run directory (default: runs/<name>).")
+class LMOutputConfig(OutputConfig):
     cache_dir: str = Field(".distill-cache", description="Folder of the teacher top-k cache, shared across runs.")
-    overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
 
 
 class LMRecipe(_RecipeRoot):

@@ -15,26 +15,11 @@ from pydantic import BaseModel, ValidationError
 from distill.errors import RecipeError
 from distill.recipe.schema import Recipe, _default_terms
 
-# The tasks a recipe can describe: its top-level ``task`` key picks the schema. Each entry names the
-# module and class of the schema (imported lazily); that module also defines ``example_recipe()``.
-TASKS: dict[str, tuple[str, str]] = {
-    "classification": ("distill.recipe.schema", "Recipe"),
-    "embedding": ("distill.recipe.embedding", "EmbeddingRecipe"),
-    "causal_lm": ("distill.recipe.lm", "LMRecipe"),
-}
-
-
-def task_module(task: str) -> Any:
-    import importlib
-
-    return importlib.import_module(TASKS[task][0])
-
-
 def recipe_class(task: str) -> type[BaseModel]:
-    """The schema class of a task (see :data:`TASKS`)."""
-    if task not in TASKS:
-        raise RecipeError([f"task: unknown task {task!r}. Fix: use one of {', '.join(TASKS)}."])
-    return getattr(task_module(task), TASKS[task][1])
+    """The schema class of a task, from the one task table (:data:`distill.core.task.TASKS`)."""
+    from distill.core.task import get_task
+
+    return get_task(task).recipe_class()
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
@@ -114,10 +99,9 @@ def validate_recipe(raw: Any, source: str | None = None) -> Any:
         raise RecipeError(
             [f"the recipe must be a mapping of sections (data, teacher, ...), got {type(raw).__name__}"], source
         )
-    task = raw.get("task", "classification")
-    if not isinstance(task, str) or task not in TASKS:
-        raise RecipeError([f"task must be one of {', '.join(TASKS)} (got {task!r}). Fix: use one of those."], source)
-    schema = recipe_class(task)
+    from distill.core.task import get_task
+
+    schema = get_task(raw.get("task", "classification"), source).recipe_class()
     try:
         return schema.model_validate(copy.deepcopy(raw))
     except ValidationError as exc:

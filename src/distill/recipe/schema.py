@@ -79,15 +79,33 @@ class DataConfig(_Section):
 
 # ------------------------------------------------------------------- models
 class StudentConfig(_Section):
-    arch: Literal["mlp", "cnn"] = Field("mlp", description="Builder of the student: 'mlp' or 'cnn'.")
+    arch: Literal["mlp", "cnn"] = Field("mlp", description="Builder of the student: 'mlp' or 'cnn' (ignored with `factory`).")
+    factory: str | None = Field(
+        None,
+        description="Your own student instead of a built-in: 'package.module:function' returning an nn.Module, "
+        "called with `params` (and in_shape/num_classes when it accepts them); it must map a batch of samples to "
+        "(N, classes) logits. The module must be importable (installed, or its folder on PYTHONPATH).",
+    )
     params: dict[str, Any] = Field(
         default_factory=lambda: {"hidden": [32]},
-        description="Arguments of the builder, e.g. mlp: {hidden: [32]}, cnn: {channels: [8, 16], hidden: 32}. "
+        description="Arguments of the builder or factory, e.g. mlp: {hidden: [32]}, cnn: {channels: [8, 16], hidden: 32}. "
         "`distill models` lists them.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _factory_params(cls, values: Any) -> Any:
+        # the built-in default {hidden: [32]} is the mlp's: a factory starts from no parameters
+        if isinstance(values, dict) and values.get("factory") and "params" not in values:
+            values = {**values, "params": {}}
+        return values
+
     @model_validator(mode="after")
     def _check_params(self) -> "StudentConfig":
+        if self.factory is not None:
+            if ":" not in self.factory or not all(self.factory.partition(":")[::2]):
+                raise ValueError(f"factory must be 'package.module:function' (got {self.factory!r})")
+            return self
         _check_builder_params(self.arch, self.params)
         return self
 
@@ -387,8 +405,9 @@ class OutputConfig(_Section):
     overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
     report: bool = Field(
         True,
-        description="At the end of the run write report.html (plots, tables; self-contained), the model card "
-        "README.md and, when tensorboard is installed, TensorBoard curves (`distill report RUN_DIR` does it later).",
+        description="At the end of the run write the report that fits its task: report.html (plots, tables; "
+        "self-contained) and the model card (classification also TensorBoard curves, when tensorboard is installed); "
+        "`distill report RUN_DIR` does it later.",
     )
 
 

@@ -1,12 +1,4 @@
-"""Sentence embeddings: the distillation losses and the label-free quality measures.
-
-Losses (pure functions on tensors):
-
-* :func:`cosine_loss` ``1 - cos(s, t)`` per sentence, averaged; :func:`mse_loss` on the embeddings;
-  :func:`relational_loss` between the in-batch similarity matrices.
-* :func:`hidden_loss`: MSE between a student hidden state and a teacher hidden state through a learned
-  linear projection (TinyBERT's hidden-state term); :func:`attention_loss`: KL between teacher and
-  student attention maps averaged over heads (MiniLM/TinyBERT's attention term), over real tokens.
+"""Sentence embeddings: the label-free quality measures (the losses are in ``distill.losses.embedding``).
 
 Quality without labels, on held-out text (student vs teacher embeddings of the same sentences):
 
@@ -22,47 +14,6 @@ Quality without labels, on held-out text (student vs teacher embeddings of the s
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-
-# ------------------------------------------------------------------ losses
-def cosine_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean of ``1 - cos(student_i, teacher_i)``; student, teacher: (N, D)."""
-    return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
-
-
-def mse_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean squared error per coordinate; student, teacher: (N, D)."""
-    return F.mse_loss(student, teacher)
-
-
-def relational_loss(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean squared difference between the in-batch cosine-similarity matrices of student and teacher
-    embeddings (N, D) (relational KD, Park et al. 2019, on similarities): it trains what search and the
-    Spearman agreement measure, how sentences relate, rather than where each vector points."""
-    s = F.normalize(student, dim=-1)
-    t = F.normalize(teacher, dim=-1)
-    return ((s @ s.T - t @ t.T) ** 2).mean()
-
-
-def hidden_loss(student_h: Tensor, teacher_h: Tensor, mask: Tensor, proj: torch.nn.Module | None = None) -> Tensor:
-    """MSE over real tokens between ``proj(student_h)`` (B, L, Hs → Ht) and ``teacher_h`` (B, L, Ht)."""
-    s = proj(student_h) if proj is not None else student_h
-    m = mask.unsqueeze(-1).to(s.dtype)
-    return ((s - teacher_h) ** 2 * m).sum() / (m.sum() * s.shape[-1]).clamp(min=1.0)
-
-
-def attention_loss(student_a: Tensor, teacher_a: Tensor, mask: Tensor) -> Tensor:
-    """KL(teacher ‖ student) of attention rows averaged over heads; maps (B, heads, L, L), mask (B, L).
-
-    Heads are averaged first, so the two models may have different head counts."""
-    t = teacher_a.mean(dim=1).clamp(min=1e-9)
-    s = student_a.mean(dim=1).clamp(min=1e-9)
-    kl = (t * (t.log() - s.log())).sum(dim=-1)  # (B, L)
-    m = mask.to(kl.dtype)
-    return (kl * m).sum() / m.sum().clamp(min=1.0)
 
 
 # ----------------------------------------------------------------- metrics
@@ -105,6 +56,14 @@ def random_pairs(n: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarra
     i = rng.integers(0, n, n_pairs)
     j = (i + rng.integers(1, n, n_pairs)) % n
     return i, j
+
+
+def pair_similarities(emb: np.ndarray, *, n_pairs: int = 2000, seed: int = 0) -> np.ndarray:
+    """Cosine similarity of the seeded random sentence pairs of :func:`random_pairs` (the same pairs for
+    every model of the same sentences): what the teacher-vs-student scatter plots."""
+    i, j = random_pairs(len(emb), n_pairs, seed)
+    u = _unit(emb)
+    return (u[i] * u[j]).sum(-1)
 
 
 def similarity_spearman(student: np.ndarray, teacher: np.ndarray, *, n_pairs: int = 5000, seed: int = 0) -> float:

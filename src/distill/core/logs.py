@@ -29,3 +29,14 @@ def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = lo
         fh.setFormatter(fmt)
         setattr(fh, _HANDLER_TAG, True)
         log.addHandler(fh)
+
+
+def log_to_file(run_dir: Path) -> None:
+    """Also write the log to ``run_dir/run.log`` (appending), keeping the console handler as it is."""
+    target = str((run_dir / "run.log").resolve())
+    if any(getattr(h, _HANDLER_TAG, False) and getattr(h, "baseFilename", None) == target for h in log.handlers):
+        return
+    fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    setattr(fh, _HANDLER_TAG, True)
+    log.addHandler(fh)

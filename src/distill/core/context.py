@@ -1,0 +1,51 @@
+"""Process-wide settings as context managers that restore what they changed: torch's thread count
+and its random generator. Nothing in distill changes either for good."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch runs on ``n`` threads inside the block (None or 0: as it is); the caller's count comes back after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def torch_seed(seed: int) -> Iterator[None]:
+    """torch's CPU generator seeded with ``seed`` inside the block; the caller's state comes back after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def run_context(threads: int | None) -> Iterator[None]:
+    """What a run changes of the process, undone after it: the thread count and torch's generator
+    (training loops seed it for dropout)."""
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+        yield
+
+
+def environment() -> dict[str, Any]:
+    """Where a run was measured: torch, threads, platform, processor, and the command."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "command": " ".join(["distill", *sys.argv[1:]]) if sys.argv and "distill" in sys.argv[0] else None,
+    }

@@ -1,0 +1,188 @@
+"""The Task protocol and the one task table.
+
+A task is a recipe schema, a pipeline (``run(recipe, *, resume, overwrite, progress, console)``
+returning a result with ``run_dir`` and ``table_markdown``) and the post-run commands it supports.
+Each entry names its functions as ``"module:attribute"`` strings, imported when used, so reading
+the table costs nothing and a task's dependencies (transformers, ...) load only when it runs.
+
+A command a task does not support has a reason instead of a function: ``distill eval`` on such a
+run prints that reason and exits 2 (:class:`~distill.errors.UnsupportedError`), it never guesses.
+
+The post-run commands and the signature each function has::
+
+    eval      fn(run_dir, *, console) -> result with .table_markdown
+    compress  fn(run_dir, overrides, *, progress) -> {"stages": {name: {...}}}
+    export    fn(run_dir, formats, overrides) -> {"files": {kind: path}}
+    bench     fn(run_dir, *, memory, threads) -> dict (rendered by bench_render)
+    report    fn(run_dir) -> list of files written
+    layers    fn(recipe) -> {"teacher": [(name, type, shape)], "student": [...]}
+
+Adding a task is one package under ``distill/tasks/`` and one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.errors import RecipeError, RunDirError, UnsupportedError
+
+COMMANDS = ("eval", "compress", "export", "bench", "report", "layers")
+
+
+def resolve(ref: str) -> Any:
+    """The object ``"package.module:attribute"`` names."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: where its recipe, pipeline and commands live, and what it cannot do (with why)."""
+
+    name: str
+    summary: str
+    schema: str  # "module:Class" of the recipe
+    example: str  # "module:function" returning the documented example recipe (a mapping)
+    pipeline: str  # "module:function", the whole run
+    commands: dict[str, str] = field(default_factory=dict)  # command -> "module:function"
+    refusals: dict[str, str] = field(default_factory=dict)  # command -> why this task has none
+    nproc: str | None = None  # None: --nproc N works; else why this task runs in one process
+
+    def recipe_class(self) -> Any:
+        return resolve(self.schema)
+
+    def example_recipe(self) -> dict[str, Any]:
+        return resolve(self.example)()
+
+    def run_function(self) -> Any:
+        return resolve(self.pipeline)
+
+    def supports(self, command: str) -> bool:
+        return command in self.commands
+
+    def command(self, command: str, where: str | Path | None = None) -> Any:
+        """The function of ``command`` for this task, or an :class:`UnsupportedError` that says why not."""
+        if command in self.commands:
+            return resolve(self.commands[command])
+        what = f"{where} is a {self.name} run" if where is not None else f"this is a {self.name} recipe"
+        why = self.refusals.get(command, f"it is not implemented for {self.name} runs")
+        others = ", ".join(c for c in COMMANDS if c in self.commands) or "none"
+        raise UnsupportedError(
+            f"distill {command} does not apply here: {what}, and {why}. "
+            f"Commands for {self.name} runs: {others}."
+        )
+
+
+TASKS: dict[str, Task] = {
+    "classification": Task(
+        name="classification",
+        summary="image and table classification: a teacher's soft labels into a small student",
+        schema="distill.recipe.schema:Recipe",
+        example="distill.recipe.docs:example_recipe",
+        pipeline="distill.engine.run:run",
+        commands={
+            "eval": "distill.engine.evaluate:evaluate",
+            "compress": "distill.engine.stages:compress_run",
+            "export": "distill.engine.stages:export_run",
+            "bench": "distill.engine.stages:bench_run",
+            "report": "distill.report:write_classification_report",
+            "layers": "distill.engine.build:list_layers",
+        },
+    ),
+    "embedding": Task(
+        name="embedding",
+        summary="sentence embeddings: a sentence-transformers teacher into transformer and static students",
+        schema="distill.recipe.embedding:EmbeddingRecipe",
+        example="distill.recipe.embedding:example_recipe",
+        pipeline="distill.engine.embed_run:run_embedding",
+        commands={
+            "eval": "distill.engine.embed_run:evaluate_embedding_run",
+            "export": "distill.engine.embed_run:export_embedding_run",
+            "report": "distill.report.embed_report:write_embedding_report",
+        },
+        refusals={
+            "compress": "an embedding run compresses its students in the recipe: students[].layers, ffn_keep and "
+            "heads_keep prune the transformer, export.int8 writes the int8 ONNX file, and a static student is the "
+            "smallest form",
+            "bench": "its comparison.md already times every model side by side (sentences/s at batch 64 and 1, "
+            "tokenisation included); `distill eval RUN` measures them again",
+            "layers": "embedding students pick teacher layers by index (students[].layers: [0, 5]), not by module "
+            "path",
+        },
+        nproc="sentence-embedding students train in one process (their loops are not sharded by rank yet); run "
+        "without --nproc",
+    ),
+    "causal_lm": Task(
+        name="causal_lm",
+        summary="causal language models: next-token distillation, online, from a top-k cache, or on sequences",
+        schema="distill.recipe.lm:LMRecipe",
+        example="distill.recipe.lm:example_recipe",
+        pipeline="distill.engine.lm_run:run_lm",
+        commands={
+            "eval": "distill.engine.lm_run:evaluate_lm_run",
+            "report": "distill.report.lm_html:write_lm_report",
+        },
+        refusals={
+            "compress": "pruning and int8 quantization are implemented for classification students only",
+            "export": "the student is already saved in Hugging Face format (RUN/student, with its tokenizer), "
+            "which `AutoModelForCausalLM.from_pretrained` loads; ONNX export of language models is not implemented",
+            "bench": "its comparison.md already times teacher and student side by side (tokens/s, MACs per token); "
+            "`distill eval RUN` measures them again",
+            "layers": "language-model students copy teacher blocks by index (student.copy_layers: [0, 3]), not by "
+            "module path",
+        },
+        nproc="language-model distillation runs in one process (batches are not sharded by rank yet); run without "
+        "--nproc",
+    ),
+}
+
+
+def get_task(name: Any, source: str | None = None) -> Task:
+    """The task called ``name``, or a :class:`RecipeError` listing the known ones."""
+    if not isinstance(name, str) or name not in TASKS:
+        raise RecipeError([f"task must be one of {', '.join(TASKS)} (got {name!r}). Fix: use one of those."], source)
+    return TASKS[name]
+
+
+def task_of_recipe(recipe: Any) -> Task:
+    return get_task(getattr(recipe, "task", "classification"))
+
+
+def task_of_run(run_dir: str | Path, *, finished: bool = True) -> Task:
+    """The task of the run in ``run_dir``, read from its ``recipe.yaml``; refuses what is not a run.
+
+    With ``finished``, a run that has not written its ``metrics.json`` (still running, failed, or
+    interrupted) is refused with how to finish it.
+    """
+    import yaml
+
+    from distill.core.rundir import read_status
+
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
+    stored = run_dir / "recipe.yaml"
+    if not stored.is_file():
+        raise RunDirError(
+            f"{run_dir} is not a distill run directory: it has no recipe.yaml. "
+            "Fix: pass the folder `distill run` wrote (e.g. runs/NAME)."
+        )
+    try:
+        raw = yaml.safe_load(stored.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise RunDirError(f"{stored} cannot be read ({type(exc).__name__}: {exc}). Fix: rerun the recipe.") from None
+    task = get_task(raw.get("task", "classification") if isinstance(raw, dict) else None, str(stored))
+    if finished and not (run_dir / "metrics.json").is_file():
+        status = read_status(run_dir) or {}
+        state = status.get("state", "no status recorded")
+        reason = f": {status['reason'].splitlines()[0]}" if status.get("reason") else ""
+        raise RunDirError(
+            f"the run in {run_dir} did not finish ({state}{reason}): it has no metrics.json yet. Fix: finish it with "
+            f"`distill run RECIPE --resume --set output.dir={run_dir}` (after correcting its input if it failed)."
+        )
+    return task

@@ -1,0 +1,102 @@
+"""The run directory is all or nothing at the start, and a failed run resumes once its input is fixed;
+a student of the user's own (``student.factory``) goes through every command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import distill
+from distill.cli import main
+from tests.conftest import tiny_recipe
+
+
+def _write(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"student": {"arch": "mlp", "params": {"hidden": [0]}}}, "student"),
+        ({"student": {"factory": "tests.factories:nowhere"}}, "has no callable 'nowhere'"),
+        ({"student": {"factory": "no_such_package.models:f"}}, "cannot import module 'no_such_package.models'"),
+        ({"data": {"source": "table", "path": "missing.csv", "label_column": "y"}}, "missing.csv"),
+        ({"distill": [{"loss": "hint", "student_layer": "nope", "teacher_layer": "net.0"}]}, "nope"),
+        ({"transfer": {"exclude_classes": [42]}}, "42"),
+    ],
+)
+def test_what_the_preflight_finds_leaves_no_run_directory(tmp_path: Path, change: dict, message: str,
+                                                          capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    raw = tiny_recipe(**change)
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not Path("runs").exists()
+
+
+def test_a_failed_run_is_marked_and_resumes_with_the_corrected_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # the student passes the preflight (one sample) and fails in the evaluation after training (batch 1024)
+    raw = tiny_recipe(student={"factory": "tests.factories:fragile_mlp", "params": {"hidden": 8, "fail_above": 100}})
+    recipe = _write(tmp_path / "r.yaml", raw)
+    assert main(["run", str(recipe), "--no-progress", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected ValueError: this student refuses batches of more than 100" in err and "Traceback" not in err
+    status = json.loads(Path("runs/tiny/status.json").read_text())
+    assert status["state"] == "failed" and "refuses batches" in status["reason"]
+    teacher = Path("runs/tiny/teacher.safetensors")
+    kept = teacher.read_bytes()
+    assert not Path("runs/tiny/metrics.json").exists()
+    # a plain rerun names the failure; eval says the run did not finish
+    assert main(["run", str(recipe), "--no-progress"]) == 2
+    assert "holds a failed run (ValueError: this student refuses" in capsys.readouterr().err
+    assert main(["eval", "runs/tiny"]) == 2
+    assert "did not finish (failed: ValueError" in capsys.readouterr().err
+    # with the same recipe, --resume continues (and fails again the same way, still marked)
+    raw["student"]["params"]["fail_above"] = 0
+    assert main(["run", str(_write(recipe, raw)), "--resume", "--no-progress", "-q"]) == 0
+    out = capsys.readouterr()
+    assert "student, distilled" in out.out
+    assert json.loads(Path("runs/tiny/status.json").read_text())["state"] == "done"
+    assert teacher.read_bytes() == kept  # the teacher's recipe did not change: it was kept, not trained again
+    log = Path("runs/tiny/run.log").read_text()
+    assert "resuming a failed run with a changed recipe: student.params.fail_above" in log
+    assert "student: depends on student.params.fail_above, so it is trained again" in log
+    assert yaml.safe_load(Path("runs/tiny/recipe.yaml").read_text())["student"]["params"]["fail_above"] == 0
+
+
+def test_an_interrupted_run_still_resumes_only_with_its_own_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    raw = tiny_recipe()
+    distill.run(distill.load_recipe(raw=raw), progress=False, console=False)
+    raw["train"]["epochs"] = 3
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw)), "--resume"]) == 2
+    assert "the recipe differs from the one the run started with (changed: train.epochs)" in capsys.readouterr().err
+
+
+def test_output_dir_that_is_a_file_is_refused_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "taken").write_text("mine")
+    raw = tiny_recipe(output={"report": False, "dir": str(tmp_path / "taken")})
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw))]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_factory_student_trains_compresses_exports_and_benches(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    raw = tiny_recipe(student={"factory": "tests.factories:small_mlp", "params": {"hidden": 12}})
+    recipe = _write(tmp_path / "r.yaml", raw)
+    assert main(["run", str(recipe), "--no-progress", "-q"]) == 0
+    metrics = json.loads(Path("runs/tiny/metrics.json").read_text())
+    assert metrics["models"]["student"]["test_acc"] > 0.5
+    assert main(["export", "runs/tiny", "--format", "torch"]) == 0
+    config = json.loads(Path("runs/tiny/export/torch/config.json").read_text())
+    assert config["builder"]["factory"] == "tests.factories:small_mlp"
+    assert main(["compress", "runs/tiny", "--set", "compress.prune.kind=structured"]) == 2
+    assert "factory 'tests.factories:small_mlp', which distill cannot rebuild smaller" in capsys.readouterr().err
+    assert main(["compress", "runs/tiny", "--set", "compress.quantize.kind=dynamic", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["bench", "runs/tiny", "--no-memory"]) == 0
+    assert "int8" in capsys.readouterr().out
