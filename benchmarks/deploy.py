@@ -23,7 +23,10 @@ from pathlib import Path
 import torch
 
 from distill.core.logs import setup_logging
-from distill.engine.stages import bench_run, compress_run, export_run, render_bench
+from distill.api import bench as bench_run
+from distill.api import compress as compress_run
+from distill.api import export as export_run
+from distill.engine.stages import render_bench
 from distill.fsutil import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent

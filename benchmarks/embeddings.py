@@ -64,7 +64,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from distill.engine.embed_run import render_table, run_embedding
+from distill import run  # the public API (the same call for every task)
+from distill.engine.embed_run import render_table
 from distill.fsutil import write_json, write_text
 from distill.recipe import validate_recipe
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2 if args.corpus == "wordnet" else 1)
     t0 = time.perf_counter()
     raw = recipe(args.quick, args.corpus)
-    res = run_embedding(validate_recipe(raw), overwrite=True, progress=sys.stderr.isatty(), console=True)
+    res = run(validate_recipe(raw), overwrite=True, progress=sys.stderr.isatty(), console=True)
     wall = time.perf_counter() - t0
     rows = res.rows
     from distill.data.corpus import read_corpus, split_corpus

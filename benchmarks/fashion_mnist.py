@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import yaml
 
-from distill.engine.run import run
+from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
 from distill.recipe import FASHION_MNIST_DIR, validate_recipe
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import yaml
 
-from distill.engine.run import run
+from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
 from distill.recipe import validate_recipe
 

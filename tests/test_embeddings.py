@@ -288,7 +288,7 @@ def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path
 def test_throughput_takes_the_median_of_repeated_passes() -> None:
     import time as _time
 
-    from distill.engine.embed_run import sentences_per_second
+    from distill.bench.rates import sentences_per_second
 
     calls: list[int] = []
 
@@ -314,7 +314,7 @@ def test_throughput_takes_the_median_of_repeated_passes() -> None:
 def test_side_by_side_rates_interleave_the_models_round_by_round() -> None:
     import time as _time
 
-    from distill.engine.embed_run import side_by_side_rates
+    from distill.bench.rates import side_by_side_rates
 
     log: list[str] = []
 

@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     func: Callable[[argparse.Namespace], int] = args.func
+    from distill.core.logs import setup_logging
+
+    setup_logging(None)  # this command's stderr (a command may set it up again, quieter or with its run.log)
     try:
         code = func(args)
     except DistillError as exc:

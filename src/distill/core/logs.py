@@ -1,4 +1,7 @@
-"""The "distill" logger: console and run.log handlers, set up once per run or command."""
+"""The "distill" logger: console and run.log handlers, set up once per run or command.
+
+Before a run directory exists (the preflight), records are kept in memory as well as shown; the first
+file handler of the run (:func:`log_to_file`) writes them first, so run.log has the whole story."""
 
 from __future__ import annotations
 
@@ -8,6 +11,27 @@ from pathlib import Path
 
 log = logging.getLogger("distill")
 _HANDLER_TAG = "_distill_handler"
+_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+
+
+class _Pending(logging.Handler):
+    """Holds the records logged before the run directory exists (at most ``limit``)."""
+
+    def __init__(self, limit: int = 2000):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.limit:
+            self.records.append(record)
+
+
+def _file_handler(run_dir: Path) -> logging.FileHandler:
+    fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    fh.setFormatter(_FORMAT)
+    setattr(fh, _HANDLER_TAG, True)
+    return fh
 
 
 def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = logging.INFO) -> None:
@@ -17,7 +41,6 @@ def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = lo
         if getattr(h, _HANDLER_TAG, False):
             log.removeHandler(h)
             h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     if console:
         ch = logging.StreamHandler(sys.stderr)
         ch.setFormatter(logging.Formatter("%(message)s"))
@@ -25,18 +48,23 @@ def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = lo
         log.addHandler(ch)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-        fh.setFormatter(fmt)
-        setattr(fh, _HANDLER_TAG, True)
-        log.addHandler(fh)
+        log.addHandler(_file_handler(run_dir))
+    else:
+        pending = _Pending()
+        setattr(pending, _HANDLER_TAG, True)
+        log.addHandler(pending)
 
 
 def log_to_file(run_dir: Path) -> None:
-    """Also write the log to ``run_dir/run.log`` (appending), keeping the console handler as it is."""
+    """Also write the log to ``run_dir/run.log`` (appending), first the records logged before it existed;
+    the console handler stays as it is."""
     target = str((run_dir / "run.log").resolve())
     if any(getattr(h, _HANDLER_TAG, False) and getattr(h, "baseFilename", None) == target for h in log.handlers):
         return
-    fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    setattr(fh, _HANDLER_TAG, True)
+    fh = _file_handler(run_dir)
+    for h in list(log.handlers):
+        if isinstance(h, _Pending):
+            for record in h.records:
+                fh.handle(record)
+            log.removeHandler(h)
     log.addHandler(fh)

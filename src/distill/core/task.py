@@ -99,8 +99,8 @@ TASKS: dict[str, Task] = {
         example="distill.recipe.embedding:example_recipe",
         pipeline="distill.engine.embed_run:run_embedding",
         commands={
-            "eval": "distill.engine.embed_run:evaluate_embedding_run",
-            "export": "distill.engine.embed_run:export_embedding_run",
+            "eval": "distill.engine.embed_post:evaluate_embedding_run",
+            "export": "distill.engine.embed_post:export_embedding_run",
             "report": "distill.report.embed_report:write_embedding_report",
         },
         refusals={

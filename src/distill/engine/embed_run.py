@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from distill.data.augment import augment_texts
 from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
 from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
+from distill.bench.rates import side_by_side_rates
 from distill.core.logs import log, setup_logging
 from distill.core.context import environment, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
-from distill.errors import DataError, ModelError, RunDirError, UnsupportedError
+from distill.errors import DataError, ModelError
 from distill.fsutil import write_json, write_text
 from distill.models.sentence import (
     SentenceEncoder,
@@ -64,49 +64,6 @@ def default_teacher_path() -> Path:
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def sentences_per_second(encode: Callable[[list[str]], Any], texts: list[str], batch_size: int, *,
-                         min_seconds: float = 1.0, max_passes: int = 50) -> float:  # fmt: skip
-    """End-to-end throughput (tokenisation included): ``texts`` encoded in calls of ``batch_size``.
-
-    Passes over ``texts`` repeat until ``min_seconds`` have been timed (at most ``max_passes``), and the
-    median pass counts: a slow model is timed over one long pass, a fast one (a static table encodes
-    1,000 sentences in ~30 ms) over many, so a single hiccup of the machine cannot move its number."""
-    return side_by_side_rates({"model": encode}, texts, batch_size, rounds=1, min_seconds=min_seconds,
-                              max_passes=max_passes)["model"]  # fmt: skip
-
-
-def _timed_passes(encode: Callable[[list[str]], Any], texts: list[str], batch_size: int, min_seconds: float,
-                  max_passes: int) -> list[float]:  # fmt: skip
-    """Rates (sentences/s) of passes over ``texts``: at least one, more until ``min_seconds`` are timed."""
-    rates: list[float] = []
-    spent = 0.0
-    while not rates or (spent < min_seconds and len(rates) < max_passes):
-        t0 = time.perf_counter()
-        for s in range(0, len(texts), batch_size):
-            encode(texts[s : s + batch_size])
-        dt = time.perf_counter() - t0
-        spent += dt
-        rates.append(len(texts) / max(dt, 1e-9))
-    return rates
-
-
-def side_by_side_rates(encoders: dict[str, Callable[[list[str]], Any]], texts: list[str], batch_size: int, *,
-                       rounds: int = 3, min_seconds: float = 1.0, max_passes: int = 50) -> dict[str, float]:  # fmt: skip
-    """Throughput of every encoder, measured in interleaved rounds: each round times every model in turn
-    (at least one pass each, more until ``min_seconds / rounds``), and a model's number is the median of
-    all its passes. The ratios between models are what the tables report: interleaving puts each one's
-    passes in the same spells of the machine (another process, a clock change), where timing them one
-    after the other let a slow spell land on one model only (WordNet's layer student read 2.9x the
-    teacher in one run, 3.1-3.3x in others)."""
-    for encode in encoders.values():
-        encode(texts[: min(len(texts), batch_size * 2)])  # warm-up
-    rates: dict[str, list[float]] = {name: [] for name in encoders}
-    for _ in range(rounds):
-        for name, encode in encoders.items():
-            rates[name] += _timed_passes(encode, texts, batch_size, min_seconds / rounds, max(1, max_passes // rounds))
-    return {name: float(np.median(r)) for name, r in rates.items()}
 
 
 # ------------------------------------------------------------------- data
@@ -217,7 +174,7 @@ class Setup:
 def preflight(recipe: EmbeddingRecipe) -> Setup:
     """Read and split the text, load the teacher, check that the optional stages can run; nothing is written."""
     if recipe.export.onnx and any(s.kind != "static" for s in recipe.students):
-        _require_onnx()
+        require_onnx()
     texts = load_texts(recipe)
     tpath = Path(recipe.teacher.path) if recipe.teacher.path else default_teacher_path()
     teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
@@ -226,7 +183,7 @@ def preflight(recipe: EmbeddingRecipe) -> Setup:
     return Setup(texts, teacher, tpath, name)
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     import importlib.util
 
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
@@ -290,7 +247,7 @@ def _uses_augmented(recipe: EmbeddingRecipe, texts: Texts, spec: EmbedStudentCon
     return bool(texts.augmented) and (flag if flag is not None else spec.kind != "static")
 
 
-def _measurer(recipe: EmbeddingRecipe, texts: Texts, signal: Signal) -> Callable[..., dict[str, Any]]:
+def measurer(recipe: EmbeddingRecipe, texts: Texts, signal: Signal) -> Callable[..., dict[str, Any]]:
     sts = read_sts(recipe.eval.sts) if recipe.eval.sts else None
     ev = recipe.eval
 
@@ -343,7 +300,7 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, 
     started = time.perf_counter()
     texts, teacher, ev = setup.texts, setup.teacher, recipe.eval
     signal = teacher_signal(recipe, setup, progress=progress)
-    measure = _measurer(recipe, texts, signal)
+    measure = measurer(recipe, texts, signal)
     teacher_row: dict[str, Any] = {"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
                                    "params": count_parameters(teacher), "size_bytes": folder_bytes(setup.teacher_path),
                                    "train_seconds": None}  # fmt: skip
@@ -438,85 +395,6 @@ def _export_onnx(recipe: EmbeddingRecipe, trained: dict[str, Any], rows: list[di
         row["onnx"] = export_encoder_onnx(trained[spec.name], folder / "onnx", parity_texts, int8=recipe.export.int8,
                                           min_cosine=recipe.export.min_cosine, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
         row["size_bytes_with_onnx"] = folder_bytes(folder)
-
-
-# ------------------------------------------------------------ finished runs
-def _finished(run_dir: str | Path) -> tuple[EmbeddingRecipe, Path]:
-    from distill.recipe import validate_recipe
-
-    run_dir = Path(run_dir)
-    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    return validate_recipe(raw, str(run_dir / "recipe.yaml")), run_dir
-
-
-def evaluate_embedding_run(run_dir: str | Path, *, console: bool = True) -> EmbedResult:
-    """Load the teacher and the saved students of a finished run and measure them again side by side on its
-    held-out text (agreement with the teacher, sentences/s); write eval.json and print the table."""
-    recipe, run_dir = _finished(run_dir)
-    setup_logging(None, console=console)
-    with torch.random.fork_rng(devices=[]):
-        setup = preflight(recipe.model_copy(update={"export": recipe.export.model_copy(update={"onnx": False})}))
-        signal = teacher_signal(recipe, setup, progress=False)
-        measure = _measurer(recipe, setup.texts, signal)
-        teacher = setup.teacher
-        rows = [{"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
-                 "params": count_parameters(teacher), "size_bytes": folder_bytes(setup.teacher_path),
-                 **measure(lambda xs: teacher.encode(xs, batch_size=64), {"held": signal.held, **signal.extra})}]  # fmt: skip
-        encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"teacher": lambda xs: teacher.encode(xs, batch_size=64)}
-        for spec in recipe.students:
-            out_dir = run_dir / "students" / spec.name
-            if not out_dir.is_dir():
-                raise RunDirError(f"{out_dir} is missing: the run did not finish. Fix: finish it with --resume.")
-            student = load_student(spec, out_dir)
-            encoders[spec.name] = student_encoder(spec, student, out_dir)
-            rows.append({"name": spec.name, "kind": spec.kind, "role": "student", "params": count_parameters(student),
-                         "size_bytes": folder_bytes(out_dir), **measure(encoders[spec.name])})  # fmt: skip
-        with torch_threads(recipe.eval.threads):
-            time_models(rows, encoders, setup.texts.held[: recipe.eval.speed_sentences],
-                        setup.texts.held[: recipe.eval.latency_sentences])  # fmt: skip
-    for r in rows:
-        r.pop("_pairs", None)
-    table = render_table(rows, k=recipe.eval.k, extra=list(setup.texts.extra))
-    write_json(run_dir / "eval.json", {"task": "embedding", "models": rows})
-    if console:
-        print(table)
-    return EmbedResult(run_dir=run_dir, rows=rows, table_markdown=table)
-
-
-def export_embedding_run(run_dir: str | Path, formats: list[str] | None = None,
-                         overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
-    """ONNX files (fp32, and int8 with export.int8) of every transformer student of a finished run, each
-    checked against the PyTorch student on held-out text; a static student needs no export (its folder is the
-    light format). ``formats``: only 'onnx' applies."""
-    from distill.recipe import apply_overrides, validate_recipe
-
-    recipe, run_dir = _finished(run_dir)
-    if overrides:
-        recipe = validate_recipe(apply_overrides(recipe.to_dict(), list(overrides)), "--set")
-    wrong = sorted(set(formats or ["onnx"]) - {"onnx"})
-    if wrong:
-        raise UnsupportedError(
-            f"--format {', '.join(wrong)}: an embedding run's students are already saved as sentence-transformers "
-            "folders (RUN/students/NAME) that SentenceTransformer(path) loads; only --format onnx applies."
-        )
-    _require_onnx()
-    setup_logging(None)
-    texts = load_texts(recipe)
-    files: dict[str, str] = {}
-    report: dict[str, Any] = {}
-    for spec in recipe.students:
-        folder = run_dir / "students" / spec.name
-        if spec.kind == "static":
-            files[f"{spec.name} (static)"] = str(folder)
-            continue
-        from distill.export.onnx_encoder import export_encoder_onnx
-
-        report[spec.name] = export_encoder_onnx(load_student(spec, folder), folder / "onnx", texts.held[:256],
-                                                int8=recipe.export.int8, min_cosine=recipe.export.min_cosine,
-                                                max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
-        files[spec.name] = str(folder / "onnx")
-    write_json(run_dir / "export.json", {"files": files, "students": report})
-    return {"files": files, "students": report}
 
 
 def _save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None:
