@@ -1,0 +1,277 @@
+"""The report of a causal-LM run (``task: causal_lm``): ``run_dir/report.html`` (self-contained) and
+``run_dir/student/README.md``, the distilled student's Hugging Face model card.
+
+Everything comes from the run directory (no model is loaded): ``metrics.json`` (mode, loss, data,
+teacher, signal, train_seconds, history, comparison rows, val_true_kl, samples), ``history/<role>.json``
+when metrics.json has no history, and ``recipe.yaml`` (temperature, cache size k, the teacher's name
+and declared licence, the exact recipe). A piece an older run lacks becomes one sentence saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from distill.fsutil import write_text
+from distill.report.card import hub_licence
+from distill.report.embed_report import (
+    figure_png,
+    fmt,
+    load_task_run,
+    new_figure,
+    render_page,
+    style_axes,
+    teacher_licence,
+)
+from distill.report.plots import ROLE_COLOURS, data_uri
+
+log = logging.getLogger("distill")
+
+ROLES = ("teacher", "student", "baseline")
+ROLE_LABELS = {"teacher": "teacher", "student": "student, distilled", "baseline": "student, cross-entropy only"}
+
+
+# ------------------------------------------------------------------- figures
+def quality_bars(rows: list[dict[str, Any]]) -> bytes:
+    """Two panels of bars, one bar per model: held-out perplexity (lower is better) and next-token top-1 (%).
+
+    ``rows``: comparison rows with ``model``, ``perplexity`` and ``top1`` (0..1)."""
+    fig = new_figure(8.4, 3.3)
+    axes = fig.subplots(1, 2)
+    names = [str(r.get("model")) for r in rows]
+    colours = [ROLE_COLOURS.get(n, f"C{i % 10}") for i, n in enumerate(names)]
+    panels = [("perplexity", 1.0, "{:.2f}", "held-out perplexity (lower is better)"),
+              ("top1", 100.0, "{:.2f}%", "next-token top-1 accuracy, % (higher is better)")]  # fmt: skip
+    for ax, (key, scale, label, title) in zip(axes, panels):
+        style_axes(ax)
+        ax.grid(False, axis="x")
+        vals = [float(r[key]) * scale if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) else 0.0
+                for r in rows]  # fmt: skip
+        bars = ax.bar(range(len(rows)), vals, color=colours, width=0.6)
+        ax.bar_label(bars, labels=[label.format(v) for v in vals], fontsize=8, padding=2)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(names, fontsize=9)
+        ax.set_ylim(0, max(vals + [1e-9]) * 1.18)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    return figure_png(fig)
+
+
+def _points(hist: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r.get("step", r.get("epoch")), r.get(key)) for r in hist]
+    pts = [(float(x), float(y)) for x, y in pts if isinstance(x, (int, float)) and isinstance(y, (int, float))
+           and math.isfinite(y)]  # fmt: skip
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def lm_curves(histories: dict[str, list[dict[str, Any]]], titles: dict[str, str]) -> bytes:
+    """One panel per role with a history: its training loss per logged step (``titles[role]`` names the
+    loss) and, dashed, the true KL(teacher‖student) when logged. Log y when a panel spans more than 10×.
+
+    ``histories``: role -> entries of fit_lm (``step``, ``loss``, ``lr``, ``tokens_per_s``, ``true_kl``)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = min(3, len(histories))
+    nrows = math.ceil(len(histories) / ncols)
+    fig = new_figure(4.0 * ncols, 3.0 * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, (role, hist) in zip(axes, histories.items()):
+        style_axes(ax)
+        colour, every = ROLE_COLOURS.get(role, "C0"), []
+        for key, label, dash in (("loss", "training loss", "-"), ("true_kl", "true KL(teacher‖student)", "--")):
+            xs, ys = _points(hist, key)
+            if xs:
+                ax.plot(xs, ys, dash, color=colour, linewidth=1.6, marker="o" if len(xs) <= 20 else None,
+                        markersize=3, label=label)  # fmt: skip
+                every += ys
+        if every and min(every) > 0 and max(every) / min(every) > 10:
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(titles.get(role, f"{role}: training loss"), fontsize=9.5)
+        ax.set_xlabel("optimizer step", fontsize=9)
+        ax.set_ylabel("loss per token", fontsize=9)
+        ax.tick_params(which="both", labelsize=8)
+        if any("true_kl" in r for r in hist):
+            ax.legend(fontsize=8, frameon=False)
+    for ax in axes[len(histories) :]:
+        ax.set_axis_off()
+    return figure_png(fig)
+
+
+# ------------------------------------------------------------ the sections
+def visible(text: Any) -> str:
+    """``text`` with control characters shown as escapes (generated bytes can be anything)."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c)[0] != "C" else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in str(text))  # fmt: skip
+
+
+def _share(v: Any, spec: str = ".1f") -> str:
+    return fmt(100 * v if isinstance(v, (int, float)) else None, spec, "%")
+
+
+def _seconds(s: Any) -> str:
+    return fmt(s, ".1f", " s") if not isinstance(s, (int, float)) or s < 60 else f"{s / 60:.1f} min"
+
+
+LM_HEADER = ["params", "MACs/token", "compute vs teacher", "tokens/s", "perplexity", "top-1", "top-3",
+             "top-1 retention", "KL(teacher‖model)", "train time"]  # fmt: skip
+
+
+def lm_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The comparison rows, formatted (the columns of :data:`LM_HEADER`)."""
+    kl, secs = metrics.get("val_true_kl") or {}, dict(metrics.get("train_seconds") or {})
+    secs.setdefault("teacher", (metrics.get("teacher") or {}).get("train_seconds"))  # a teacher trained here
+    out = []
+    for r in metrics.get("comparison") or []:
+        name = str(r.get("model", "?"))
+        cells = [fmt(r.get("params"), ","), fmt(r.get("macs_per_token"), ","), _share(r.get("compute_share")),
+                 fmt(r.get("tokens_per_s"), ",.0f"), fmt(r.get("perplexity"), ".2f"), _share(r.get("top1"), ".2f"),
+                 _share(r.get("top3"), ".2f"), _share(r.get("top1_retention")), fmt(kl.get(name), ".4f"),
+                 _seconds(secs.get(name))]  # fmt: skip
+        out.append({"name": name, "label": ROLE_LABELS.get(name, name), "cells": cells})
+    return out
+
+
+def _histories(run_dir: Path, metrics: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    hist = dict(metrics.get("history") or {})
+    for role in ROLES:
+        path = run_dir / "history" / f"{role}.json"
+        if not hist.get(role) and path.is_file():
+            try:
+                hist[role] = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+    return {r: [e for e in hist[r] if isinstance(e, dict)] for r in ROLES if isinstance(hist.get(r), list) and hist[r]}
+
+
+def _signal(metrics: dict[str, Any], recipe: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the student learned from, as (label, value) lines."""
+    sig, d = metrics.get("signal") or {}, recipe.get("distill") or {}
+    mode = sig.get("mode") or metrics.get("mode") or d.get("mode") or "unknown"
+    lines = [("mode", str(mode)), ("loss", (f"{metrics.get('loss') or d.get('loss', '?')}, temperature "
+                                          f"{fmt(d.get('temperature'), 'g')}, cross-entropy weight {fmt(d.get('ce_weight'), 'g')}"))]  # fmt: skip
+    if mode == "offline":
+        k = f"-{d['top_k']}" if d.get("top_k") else ""
+        lines.append(("cache", (f"{sig.get('cache', d.get('cache', '?'))}{k} of the teacher's log-probs, tail "
+                               f"{sig.get('tail', d.get('tail', '?'))}")))  # fmt: skip
+        if sig.get("cache_bytes") and sig.get("dense_fp16_bytes"):
+            lines.append(("cache size", (f"{sig['cache_bytes'] / 1e6:.2f} MB, {_share(sig.get('cache_ratio'), '.2f')} of the "
+                                        f"dense fp16 logits ({sig['dense_fp16_bytes'] / 1e6:.2f} MB)")))  # fmt: skip
+        if "cache_seconds" in sig:
+            lines.append(("cache build", _seconds(sig["cache_seconds"]) + " (reused by later runs with the same teacher and data)"))
+    elif mode == "sequence":
+        lines.append(("examples", f"{sig.get('examples', '?')} completions from {sig.get('source', 'the teacher')}"))
+        if "generate_seconds" in sig:
+            lines.append(("generation", _seconds(sig["generate_seconds"])))
+    else:
+        lines.append(("teacher pass", "the teacher runs on every training batch (no cache)" +
+                      (f"; {fmt(d.get('on_policy_fraction'), 'g')} of the batches are written by the student" if mode == "on_policy" else "")))  # fmt: skip
+    return lines
+
+
+def teacher_info(metrics: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    t, rt = metrics.get("teacher") or {}, recipe.get("teacher") or {}
+    folder = rt.get("dir")
+    name = rt.get("name") or t.get("name") or (Path(folder).name if folder else "teacher trained in this run")
+    source = t.get("source") or (f"loaded from {folder}" if folder else "trained here")
+    if source == "trained here":
+        source = "trained here with cross-entropy on the same data"
+    return {"name": name, "source": source, "dir": folder, **teacher_licence(t.get("license", rt.get("license")))}
+
+
+def build_context(run_dir: Path, metrics: dict[str, Any], recipe: dict[str, Any], recipe_text: str) -> dict[str, Any]:
+    rows = [r for r in metrics.get("comparison") or [] if isinstance(r, dict)]
+    metrics = {**metrics, "comparison": rows}
+    histories = _histories(run_dir, metrics)
+    loss = metrics.get("loss") or (recipe.get("distill") or {}).get("loss", "?")
+    titles = {"student": f"student: training loss ({'cross-entropy on teacher text' if metrics.get('mode') == 'sequence' else loss})",
+              "teacher": "teacher: cross-entropy (trained here)", "baseline": "baseline: cross-entropy (no teacher)"}  # fmt: skip
+    samples = [{"prompt": visible(s.get("prompt", "")), "outputs": [(k, visible(v)) for k, v in s.items() if k != "prompt"]}
+               for s in metrics.get("samples") or [] if isinstance(s, dict)]  # fmt: skip
+    return {
+        "name": str(metrics.get("name") or recipe.get("name") or run_dir.name), "run_dir": str(run_dir),
+        "teacher": teacher_info(metrics, recipe), "data": metrics.get("data") or {}, "header": LM_HEADER,
+        "rows": lm_table(metrics), "bars": data_uri(quality_bars(rows)) if rows else None,
+        "curves": data_uri(lm_curves(histories, titles)) if histories else None, "curve_roles": list(histories),
+        "samples": samples, "signal": _signal(metrics, recipe), "val_blocks": metrics.get("val_blocks"),
+        "tokens": rows[0].get("tokens") if rows else None, "recipe_text": recipe_text,
+        "env": {k: metrics.get(k) for k in ("torch", "threads", "platform", "total_seconds")},
+    }  # fmt: skip
+
+
+# -------------------------------------------------------------- model card
+def _card_table(rows: list[dict[str, Any]], kl: dict[str, Any]) -> list[str]:
+    lines = ["| model | parameters | compute vs teacher | perplexity | top-1 | top-3 | top-1 retention | KL(teacher‖model) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r.get('model')} | {fmt(r.get('params'), ',')} | {_share(r.get('compute_share'))} | "
+                     f"{fmt(r.get('perplexity'), '.2f')} | {_share(r.get('top1'), '.2f')} | {_share(r.get('top3'), '.2f')} | "
+                     f"{_share(r.get('top1_retention'))} | {fmt(kl.get(r.get('model')), '.4f')} |")  # fmt: skip
+    return lines
+
+
+def render_lm_card(metrics: dict[str, Any], recipe: dict[str, Any], name: str) -> str:
+    """The Hugging Face model card (README.md) of the distilled student of a causal-LM run."""
+    teacher = teacher_info(metrics, recipe)
+    front: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-generation"}
+    if teacher["license"]:
+        front.update(hub_licence(teacher["license"]))
+    front["tags"] = ["distillation", "knowledge-distillation", "causal-lm", "distill"]
+    d, data, tr = recipe.get("distill") or {}, metrics.get("data") or {}, recipe.get("train") or {}
+    rows = [r for r in metrics.get("comparison") or [] if isinstance(r, dict)]
+    signal = "; ".join(f"{k}: {v}" for k, v in _signal(metrics, recipe)[2:])
+    lines = [
+        "---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip(), "---", "",
+        f"# {name}: a distilled causal language model", "",
+        (f"This student was distilled with `distill` from the teacher **{teacher['name']}** ({teacher['source']}; "
+        f"licence: {teacher['license'] or 'unknown, not declared'}). {teacher['message']}"), "",
+        "## Method", "",
+        (f"- mode: {metrics.get('mode') or d.get('mode', '?')}; token loss: {metrics.get('loss') or d.get('loss', '?')}; "
+        f"temperature: {fmt(d.get('temperature'), 'g')}; cross-entropy weight: {fmt(d.get('ce_weight'), 'g')}"),
+        *([f"- teacher signal: {signal}"] if signal else []),
+        (f"- training: {tr.get('steps', '?')} optimizer steps of {tr.get('batch_size', '?')} × {tr.get('grad_accum', 1)} "
+        f"blocks, {(tr.get('optimizer') or {}).get('name', '?')} lr {(tr.get('optimizer') or {}).get('lr', '?')}, seed "
+        f"{tr.get('seed', '?')}"), "",
+        "## Data", "",
+        (f"- text: `{(recipe.get('data') or {}).get('path', '?')}`: {fmt(data.get('documents'), ',')} documents "
+        f"({fmt(data.get('train_documents'), ',')} for training, {fmt(data.get('val_documents'), ',')} held out)"),
+        (f"- {fmt(data.get('train_blocks'), ',')} training blocks of {data.get('block_len', '?')} tokens "
+        f"({fmt(data.get('train_tokens'), ',')} tokens), {fmt(data.get('val_blocks'), ',')} held-out blocks; vocabulary "
+        f"{fmt(data.get('vocab_size'), ',')} tokens"), "",
+        "## Results on the held-out blocks", "",
+        *(_card_table(rows, metrics.get("val_true_kl") or {}) if rows else ["No comparison was recorded."]), "",
+        ("Perplexity and next-token top-1/top-3 accuracy on the held-out blocks; retention is the student's top-1 over "
+        "the teacher's; compute is forward MACs per token against the teacher's."), "",
+        "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+        'folder = "path/to/student"  # this folder',
+        "model = AutoModelForCausalLM.from_pretrained(folder)", "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        'ids = tokenizer("The cat", return_tensors="pt").input_ids',
+        "print(tokenizer.decode(model.generate(ids, max_new_tokens=20)[0]))", "```", "",
+        ("The folder holds the weights (safetensors), the config and the tokenizer. The student inherits the "
+        "teacher's licence and terms, and it was trained and measured on the data above only."), "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_lm_report(run_dir: str | Path) -> list[Path]:
+    """Write ``run_dir/report.html`` and ``run_dir/student/README.md`` for a causal-LM run; return their paths
+    (the card only when the run saved its student folder)."""
+    run_dir, metrics, recipe, recipe_text = load_task_run(run_dir, "causal_lm")
+    out = run_dir / "report.html"
+    write_text(out, render_page("lm_report.html.j2", build_context(run_dir, metrics, recipe, recipe_text)))
+    written = [out]
+    if (run_dir / "student").is_dir():
+        card = run_dir / "student" / "README.md"
+        name = str(metrics.get("name") or recipe.get("name") or run_dir.name)
+        write_text(card, render_lm_card(metrics, recipe, name))
+        written.append(card)
+    else:
+        log.warning("%s has no student/ folder: no model card written", run_dir)
+    return written
