@@ -32,6 +32,7 @@ import yaml
 from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
 from distill.recipe import FASHION_MNIST_DIR, validate_recipe
+from distill.core.results import by_role
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                          "vanilla_same_schedule": summarise(same_m["history"]["student"]),
                          "teacher_outputs": m["teacher_outputs"]["cache"]})  # fmt: skip
 
-    teacher = metrics0["models"]["teacher"]
-    student_cost = metrics0["models"]["student"]["cost"]
+    teacher = by_role(metrics0)["teacher"]
+    student_cost = by_role(metrics0)["student"]["cost"]
     teacher_cost = teacher["cost"]
     t_hist = metrics0["history"]["teacher"]
     agg: dict[str, Any] = {}

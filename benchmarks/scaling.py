@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from distill.core.results import by_role
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work" / "scaling"
@@ -64,7 +65,7 @@ def run_once(recipe: Path, nproc: int, tag: str) -> dict:
         "samples_per_s": statistics.median(h["samples_per_s"] for h in hist),
         "epoch_s": statistics.median(h["seconds"] for h in hist),
         "cache_build_s": m["teacher_outputs"]["seconds"],
-        "test_acc": m["models"]["student"]["test_acc"],
+        "test_acc": by_role(m)["student"]["test_acc"],
     }
 
 

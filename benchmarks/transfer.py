@@ -33,6 +33,7 @@ import torch
 from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
 from distill.recipe import validate_recipe
+from distill.core.results import by_role
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work" / "transfer"
@@ -94,9 +95,9 @@ def one(raw: dict[str, Any], seed: int) -> dict[str, Any]:
     m = run(validate_recipe(raw), progress=False, console=False).metrics
     out = {
         "seed": seed,
-        "teacher_test": m["models"]["teacher"]["test_acc"],
-        "baseline_test": m["models"]["baseline"]["test_acc"],
-        "student_test": m["models"]["student"]["test_acc"],
+        "teacher_test": by_role(m)["teacher"]["test_acc"],
+        "baseline_test": by_role(m)["baseline"]["test_acc"],
+        "student_test": by_role(m)["student"]["test_acc"],
         "train_samples": m["transfer"]["train_samples"],
         "labeled_samples": m["transfer"]["labeled_samples"],
     }

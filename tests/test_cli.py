@@ -14,6 +14,7 @@ import yaml
 from distill.cli import main
 from distill.engine.run import run
 from distill.recipe import validate_recipe
+from distill.core.results import by_role
 
 from .conftest import tiny_recipe
 
@@ -55,10 +56,10 @@ def test_run_writes_a_complete_run_directory(write_recipe, capsys: pytest.Captur
     resolved = yaml.safe_load((d / "recipe.yaml").read_text())
     assert resolved["train"]["epochs"] == 3
     metrics = json.loads((d / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"teacher", "baseline", "student"}
+    assert set(by_role(metrics)) == {"teacher", "baseline", "student"}
     assert len(metrics["history"]["student"]) == 3
     for role in ("teacher", "baseline", "student"):
-        assert 0.0 <= metrics["models"][role]["test_acc"] <= 1.0
+        assert 0.0 <= by_role(metrics)[role]["test_acc"] <= 1.0
     s = metrics["summary"]
     assert 0 < s["cost_reduction"] < 1 and s["retention"] > 0
     assert metrics["teacher_outputs"]["cache"] == "miss"
@@ -84,7 +85,7 @@ def test_eval_reproduces_the_run(write_recipe) -> None:
     ev = json.loads(Path("runs/tiny/eval.json").read_text())
     m = json.loads(Path("runs/tiny/metrics.json").read_text())
     for e in ev["models"]:
-        assert e["test_acc"] == pytest.approx(m["models"][e["role"]]["test_acc"])
+        assert e["test_acc"] == pytest.approx(by_role(m)[e["role"]]["test_acc"])
 
 
 def test_run_on_a_generated_idx_folder_with_a_cnn_teacher(idx_dir: Path, write_recipe) -> None:
@@ -110,7 +111,7 @@ def test_existing_run_dir_is_not_overwritten(write_recipe, capsys: pytest.Captur
 
 def _metrics(path: str) -> dict:
     m = json.loads(Path(path).read_text())
-    return {role: (v["val_acc"], v["test_acc"]) for role, v in m["models"].items()}
+    return {role: (v["val_acc"], v["test_acc"]) for role, v in by_role(m).items()}
 
 
 def test_resume_after_interruption_gives_the_same_final_metrics() -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from distill.core.results import by_role
 
 from .conftest import tiny_recipe
 
@@ -58,7 +59,7 @@ def _wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen[str], time
 
 def _final(run_dir: str) -> tuple:
     m = json.loads(Path(run_dir, "metrics.json").read_text())
-    return m["models"]["student"]["test_acc"], [round(h["loss"], 6) for h in m["history"]["student"]]
+    return by_role(m)["student"]["test_acc"], [round(h["loss"], 6) for h in m["history"]["student"]]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import yaml
 
 import distill
 from distill.cli import main
+from distill.core.results import by_role
 from tests.conftest import tiny_recipe
 
 
@@ -90,7 +91,7 @@ def test_a_factory_student_trains_compresses_exports_and_benches(tmp_path: Path,
     recipe = _write(tmp_path / "r.yaml", raw)
     assert main(["run", str(recipe), "--no-progress", "-q"]) == 0
     metrics = json.loads(Path("runs/tiny/metrics.json").read_text())
-    assert metrics["models"]["student"]["test_acc"] > 0.5
+    assert by_role(metrics)["student"]["test_acc"] > 0.5
     assert main(["export", "runs/tiny", "--format", "torch"]) == 0
     config = json.loads(Path("runs/tiny/export/torch/config.json").read_text())
     assert config["builder"]["factory"] == "tests.factories:small_mlp"

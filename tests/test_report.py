@@ -30,6 +30,7 @@ from distill.report import plots
 from distill.report.card import licence_status, write_model_card
 from distill.report.analysis import confusion_matrix, dark_knowledge, per_class_accuracy, softmax, top_pairs
 from distill.report.html import write_report, write_tensorboard
+from distill.core.results import by_role
 
 from .conftest import tiny_recipe
 
@@ -263,9 +264,9 @@ def test_model_card_front_matter_and_body(runs: dict[str, Path]) -> None:
     assert results["task"]["type"] == "image-classification"
     values = {m["name"]: m["value"] for m in results["metrics"]}
     assert values["test accuracy (distilled student)"] == pytest.approx(
-        metrics["models"]["student"]["test_acc"], abs=1e-6
+        by_role(metrics)["student"]["test_acc"], abs=1e-6
     )
-    assert values["test accuracy (teacher)"] == pytest.approx(metrics["models"]["teacher"]["test_acc"], abs=1e-6)
+    assert values["test accuracy (teacher)"] == pytest.approx(by_role(metrics)["teacher"]["test_acc"], abs=1e-6)
     for heading in ("## Task", "## Teacher", "## Licence and provenance", "## Data", "## Method and hyperparameters",
                     "## Results", "## Hardware", "## Reproduce"):  # fmt: skip
         assert heading in body, heading

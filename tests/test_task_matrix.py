@@ -161,7 +161,7 @@ def test_layers_lists_modules_or_says_why_not(finished: dict[str, Path], task: s
         assert code == 2 and "does not apply here" in err and "by index" in err
 
 
-@pytest.mark.parametrize("task", ["embedding", "causal_lm"])
+@pytest.mark.parametrize("task", ["embedding"])
 def test_nproc_on_a_one_process_task_is_refused_before_anything_is_written(finished: dict[str, Path], task: str,
                                                                            tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     raw = RAW[task](finished["root"])

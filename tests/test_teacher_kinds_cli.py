@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from distill.cli import main
+from distill.core.results import by_role
 
 
 @pytest.fixture
@@ -57,9 +58,9 @@ def test_random_forest_teacher_on_a_csv_table_distills_into_an_mlp(table, forest
     m = json.loads(Path("runs/kinds/metrics.json").read_text())
     assert m["teacher"]["source"] == "sklearn"
     # the forest was trained on raw values: fed raw values it is far better than chance
-    assert m["models"]["teacher"]["test_acc"] > 0.7
-    assert m["models"]["student"]["test_acc"] > 0.5
-    assert m["models"]["teacher"]["cost"]["flops"] is None and m["models"]["teacher"]["cost"]["latency_ms_p50"] > 0
+    assert by_role(m)["teacher"]["test_acc"] > 0.7
+    assert by_role(m)["student"]["test_acc"] > 0.5
+    assert by_role(m)["teacher"]["cost"]["flops"] is None and by_role(m)["teacher"]["cost"]["latency_ms_p50"] > 0
     table_md = Path("runs/kinds/comparison.md").read_text()
     assert "| FLOPs / sample | — |" in table_md
     assert "pickle" in Path("runs/kinds/run.log").read_text().lower()
@@ -89,8 +90,8 @@ def test_precomputed_outputs_teacher(table, write_recipe, tmp_path: Path) -> Non
     raw = _recipe(table, {"kind": "precomputed", "path": str(path), "name": "a hosted API", "license": "proprietary"})
     assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
     m = json.loads(Path("runs/kinds/metrics.json").read_text())
-    assert m["models"]["teacher"]["test_acc"] > 0.9
-    assert m["models"]["teacher"]["cost"]["latency_ms_p50"] is None
+    assert by_role(m)["teacher"]["test_acc"] > 0.9
+    assert by_role(m)["teacher"]["cost"]["latency_ms_p50"] is None
     assert "licence" in Path("runs/kinds/run.log").read_text()  # proprietary: the run warns
 
 
@@ -111,7 +112,7 @@ def test_ensemble_of_a_forest_and_precomputed_outputs(table, forest, write_recip
     ], "weights": [1, 1]})  # fmt: skip
     assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
     m = json.loads(Path("runs/kinds/metrics.json").read_text())
-    assert m["teacher"]["source"] == "ensemble" and m["models"]["teacher"]["test_acc"] > 0.8
+    assert m["teacher"]["source"] == "ensemble" and by_role(m)["teacher"]["test_acc"] > 0.8
 
 
 def test_feature_losses_refuse_a_non_torch_teacher(table, forest, write_recipe, capsys) -> None:

@@ -329,7 +329,7 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, 
                     "source": "loaded from " + str(setup.teacher_path)},
         "sentences": {"train": len(texts.train), "held_out": len(texts.held), **{k: len(v) for k, v in texts.extra.items()}},
         "teacher_pass_seconds": round(signal.seconds, 2),
-        "models": rows, "rows": rows, "seconds": time.perf_counter() - started, **environment(),
+        "models": rows, "seconds": time.perf_counter() - started, **environment(),
     }  # fmt: skip
     _write_results(run_dir, rows, table, metrics, pairs)  # before the optional export: a failed export loses nothing
     if recipe.export.onnx:

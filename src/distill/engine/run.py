@@ -258,7 +258,7 @@ def _run(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, *, resum
                     "checkpoint": recipe.teacher.checkpoint, "name": recipe.teacher.name,
                     "license": recipe.teacher.license},
         "teacher_outputs": cache_info,
-        "models": {e["role"]: {k: v for k, v in e.items() if k != "role"} for e in table["models"]},
+        "models": table["models"],  # one entry per model, each with its role (core/results.py)
         "summary": table["summary"],
         "transfer": {"exclude_classes": recipe.transfer.exclude_classes, "labeled_fraction": recipe.transfer.labeled_fraction,
                      "train_samples": len(setup.student_data.train),

@@ -25,134 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from distill.errors import RunDirError, UnsupportedError
 from distill.fsutil import write_text
-from distill.report.card import licence_status
+from distill.report.common import read_json, load_task_run, fmt, render_page, new_figure, figure_png, style_axes, log_axis_ticks, teacher_licence
 from distill.report.plots import ROLE_COLOURS, data_uri, pareto_front, training_curves
 
 KIND_COLOURS = {"teacher": ROLE_COLOURS["teacher"], "layers": "#dd8452", "narrow": "#55a868", "static": "#c44e52"}
-_DPI = 110
 
 
-# ------------------------------------------------------------ shared helpers
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}). Fix: rerun the recipe with `distill run RECIPE`.") from None
-
-
-def load_task_run(run_dir: str | Path, task: str) -> tuple[Path, dict[str, Any], dict[str, Any], str]:
-    """``(run_dir, metrics, recipe, recipe_text)`` of a finished run of ``task``.
-
-    Raises :class:`RunDirError` when the folder or its ``metrics.json`` is missing, and
-    :class:`UnsupportedError` when the run is of another task."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
-    if not (run_dir / "metrics.json").is_file():
-        raise RunDirError(
-            f"{run_dir} has no metrics.json: the run did not finish, so there is nothing to report. "
-            f"Fix: finish it with `distill run RECIPE --resume --set output.dir={run_dir}`."
-        )
-    metrics = _read_json(run_dir / "metrics.json")
-    if not isinstance(metrics, dict):
-        raise RunDirError(f"{run_dir / 'metrics.json'} is not a JSON object. Fix: rerun the recipe with `distill run RECIPE`.")
-    recipe_path = run_dir / "recipe.yaml"
-    text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else ""
-    try:
-        recipe = yaml.safe_load(text) if text else {}
-    except yaml.YAMLError:
-        recipe = {}
-    recipe = recipe if isinstance(recipe, dict) else {}
-    found = metrics.get("task") or recipe.get("task") or _guess_task(metrics)
-    if found != task:
-        raise UnsupportedError(
-            f"{run_dir} is {_a(found)} {found} run (metrics.json says task: {found}), not {_a(task)} {task} run: this "
-            "report does not fit it. Fix: run `distill report RUN_DIR`, which writes the report of the run's own task."
-        )
-    return run_dir, metrics, recipe, text
-
-
-def _guess_task(metrics: dict[str, Any]) -> str:
-    """The task of a metrics.json that does not say (no ``task`` key, no recipe.yaml), from its shape."""
-    if "mode" in metrics and "comparison" in metrics:
-        return "causal_lm"
-    if any(isinstance(r, dict) and "kind" in r for r in metrics.get("rows") or metrics.get("models") or []):
-        return "embedding"
-    return "classification"
-
-
-def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
-def fmt(value: Any, spec: str = ".3f", suffix: str = "") -> str:
-    """``value`` formatted with ``spec`` (and ``suffix``); "—" when it is missing or not finite."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "—"
-    return format(value, spec) + suffix
-
-
-def render_page(template: str, ctx: dict[str, Any]) -> str:
-    """Render one of this package's templates with autoescape (user strings are escaped)."""
-    import jinja2
-
-    from distill import __version__
-
-    env = jinja2.Environment(loader=jinja2.PackageLoader("distill.report", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
-    return env.get_template(template).render(version=__version__, **ctx)
-
-
-def new_figure(width: float, height: float) -> Any:
-    """A fresh matplotlib Figure on its own Agg canvas (pyplot is never imported)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_png(fig: Any) -> bytes:
-    """The PNG bytes of ``fig`` (which is cleared)."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, facecolor="white")
-    fig.clear()
-    return buf.getvalue()
-
-
-def style_axes(ax: Any) -> None:
-    ax.grid(True, color="#e5e5e5", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def log_axis_ticks(ax: Any, lo: float, hi: float) -> None:
-    """x limits ``lo..hi`` on a log axis with plain numbers as tick labels (2, 3 and 5 too under 1.6 decades)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ax.set_xlim(lo, hi)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    if math.log10(hi / lo) < 1.6:
-        ax.xaxis.set_minor_formatter(FuncFormatter(
-            lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6) in (2.0, 3.0, 5.0) else ""))
-    else:
-        ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def teacher_licence(license: Any) -> dict[str, Any]:
-    ok, message = licence_status(license)
-    return {"license": license, "ok": ok, "message": message}
-
-
-# ------------------------------------------------------------------- figures
 def _num(row: dict[str, Any], key: str, *, positive: bool = True) -> float | None:
     """``row[key]`` as a float when it is a finite number (and > 0 with ``positive``), else None."""
     v = row.get(key)
@@ -325,7 +205,7 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
 def build_context(run_dir: Path, metrics: dict[str, Any], recipe: dict[str, Any], recipe_text: str) -> dict[str, Any]:
     rows = metrics.get("rows") or metrics.get("models")
     if not rows and (run_dir / "comparison.json").is_file():
-        table = _read_json(run_dir / "comparison.json")
+        table = read_json(run_dir / "comparison.json")
         rows = table.get("rows") if isinstance(table, dict) else table
     rows = [r for r in (rows or []) if isinstance(r, dict)]
     k = int(((recipe.get("eval") or {}).get("k")) or 10)

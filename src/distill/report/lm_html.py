@@ -21,7 +21,7 @@ import yaml
 
 from distill.fsutil import write_text
 from distill.report.card import hub_licence
-from distill.report.embed_report import (
+from distill.report.common import (
     figure_png,
     fmt,
     load_task_run,
