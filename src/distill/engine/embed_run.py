@@ -24,6 +24,7 @@ from distill.data.augment import augment_texts
 from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
 from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
 from distill.bench.rates import side_by_side_rates
+from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log, setup_logging
 from distill.core.context import environment, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
@@ -134,7 +135,7 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
 
 def train_student(
     recipe: EmbeddingRecipe, spec: EmbedStudentConfig, student: Any, teacher: SentenceEncoder, texts: list[str],
-    targets: np.ndarray, ckpt: Path, *, resume: bool, progress: bool,
+    targets: np.ndarray, ckpt: CheckpointStore, *, resume: bool, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
     cfg = recipe.train_of(spec)
     if spec.kind == "static":
@@ -287,7 +288,7 @@ def _student_stage(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, setup: Set
         x_fit, y_fit = texts.train + texts.augmented, np.concatenate([signal.train, signal.augmented])
     with torch_threads(recipe.train_of(spec).num_threads):
         stats = train_student(recipe, spec, student, setup.teacher, x_fit, y_fit,
-                              run_dir / "checkpoints" / spec.name / "checkpoint.pt", resume=resume,
+                              CheckpointStore(run_dir / "checkpoints" / spec.name), resume=resume,
                               progress=progress)  # fmt: skip
     stats["build_seconds"] = round(build_seconds, 3)
     _save_student(spec, student, out_dir)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log
 from distill.errors import CheckpointError, TrainingError
-from distill.fsutil import atomic_path
 from distill.models.sentence import SentenceEncoder
 from distill.recipe.embedding import EmbedTrainConfig
 from distill.losses.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss, relational_loss
@@ -88,7 +88,7 @@ def fit_encoder(
     kind: str,
     teacher: SentenceEncoder | None = None,
     kept_layers: Sequence[int] | None = None,
-    checkpoint: Path | None = None,
+    checkpoint: CheckpointStore | Path | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> EmbedFitResult:
@@ -128,21 +128,22 @@ def fit_encoder(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, clock["spent"]))
     result = EmbedFitResult()
     start_epoch = 0
-    if checkpoint is not None and resume and checkpoint.exists():
+    store = None if checkpoint is None else checkpoint if isinstance(checkpoint, CheckpointStore) else CheckpointStore(checkpoint)
+    state = store.load_latest() if store is not None and resume else None
+    if state is not None:
         try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
             student.load_state_dict(state["student"])
             projs.load_state_dict(state["projs"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
         except (RuntimeError, KeyError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot resume from {checkpoint}: {exc}. Fix: delete it to start this student again.") from None
+            raise CheckpointError(f"cannot resume from {store.folder}: {exc}. Fix: delete it to start this student again.") from None
         start_epoch = int(state["epoch"])
         if "rng" in state:  # dropout draws continue where they stopped: resume is bit-exact
             torch.set_rng_state(state["rng"])
         result = EmbedFitResult(epochs_done=start_epoch, steps=int(state["steps"]), seconds=float(state["seconds"]),
                                 history=list(state.get("history", [])))  # fmt: skip
-        log.info("resumed %s after epoch %d", checkpoint.parent.name, start_epoch)
+        log.info("resumed %s after epoch %d", store.folder.name, start_epoch)
     deadline = time.perf_counter() + cfg.max_minutes * 60 - result.seconds if cfg.max_minutes else None
     student.train()
     if teacher is not None:
@@ -205,12 +206,9 @@ def fit_encoder(
             log.info("  stopped after %.1f minutes (train.max_minutes)", result.seconds / 60)
             break
         result.epochs_done = epoch + 1
-        if checkpoint is not None:
-            state = {"student": student.state_dict(), "projs": projs.state_dict(), "opt": opt.state_dict(),
-                     "sched": sched.state_dict(), "epoch": epoch + 1, "steps": result.steps, "seconds": result.seconds,
-                     "history": result.history, "rng": torch.get_rng_state()}  # fmt: skip
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(checkpoint) as tmp:
-                torch.save(state, tmp)
+        if store is not None:
+            store.save(epoch + 1, {"student": student.state_dict(), "projs": projs.state_dict(), "opt": opt.state_dict(),
+                                   "sched": sched.state_dict(), "epoch": epoch + 1, "steps": result.steps,
+                                   "seconds": result.seconds, "history": result.history, "rng": torch.get_rng_state()})  # fmt: skip
     student.eval()
     return result
