@@ -134,8 +134,7 @@ TASKS: dict[str, Task] = {
             "layers": "language-model students copy teacher blocks by index (student.copy_layers: [0, 3]), not by "
             "module path",
         },
-        nproc="language-model distillation runs in one process (batches are not sharded by rank yet); run without "
-        "--nproc",
+        nproc=None,  # --nproc N: each process trains on its share of every global batch (engine/lm_loop.py)
     ),
 }
 

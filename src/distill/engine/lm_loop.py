@@ -8,10 +8,17 @@ is normalised the same way by its own count.
 Batches are a pure function of (seed, micro-batch index): a resumed run replays exactly the batches
 an uninterrupted one would have seen. Checkpoints every ``checkpoint_every`` steps (atomic,
 checksummed: :class:`~distill.core.checkpoint.CheckpointStore`).
+
+With N processes (``distill run --nproc N``, DDP through Accelerate), ``train.batch_size`` is per
+process: micro-batch ``g`` is the global batch of N·B blocks that one process with batch N·B would
+draw, and rank r trains on its r-th share (see :func:`block_batches`). The token counts that normalise
+the loss are summed over all ranks, so N processes give the gradient of one process with batch N·B
+(up to the order of float additions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +30,7 @@ from torch import Tensor
 
 from distill.core.checkpoint import CheckpointStore
 from distill.engine.loop import epoch_generator, make_optimizer, make_scheduler
-from distill.errors import TrainingError
+from distill.errors import DataError, TrainingError
 from distill.tasks.causal_lm import ce_sum, lm_logits, on_policy_sequences
 
 log = logging.getLogger("distill")
@@ -74,11 +81,21 @@ class BlockSampler:
         return self._perm[1][i * self.bs : (i + 1) * self.bs]
 
 
-def block_batches(blocks: Tensor, batch_size: int, seed: int, mask: Tensor | None = None) -> Callable[[int], Batch]:
-    sampler = BlockSampler(len(blocks), batch_size, seed)
+def block_batches(blocks: Tensor, batch_size: int, seed: int, mask: Tensor | None = None, *, rank: int = 0,
+                  world: int = 1) -> Callable[[int], Batch]:  # fmt: skip
+    """Micro-batch ``g`` → this rank's share of the global batch of ``world · batch_size`` blocks (the batch
+    one process with that batch size draws: rank ``r`` takes the r-th of ``world`` consecutive slices)."""
+    if len(blocks) < world:
+        raise DataError(
+            f"{len(blocks)} training blocks for {world} processes: each process needs at least one block per "
+            "micro-batch. Fix: run with fewer processes (--nproc), or give more data (or a shorter data.block_len)."
+        )
+    sampler = BlockSampler(len(blocks), batch_size * world, seed)
 
     def make(g: int) -> Batch:
         rows = sampler.rows(g)
+        if world > 1:
+            rows = rows.tensor_split(world)[rank]
         ids = blocks.index_select(0, rows)
         m = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.index_select(0, rows)
         return Batch(ids, m, rows)
@@ -87,17 +104,25 @@ def block_batches(blocks: Tensor, batch_size: int, seed: int, mask: Tensor | Non
 
 
 def on_policy_batches(
-    blocks: Tensor, batch_size: int, seed: int, student: Any, *, fraction: float, prompt_len: int, gen_len: int
+    blocks: Tensor, batch_size: int, seed: int, student: Any, *, fraction: float, prompt_len: int, gen_len: int,
+    rank: int = 0, world: int = 1,
 ) -> Callable[[int], Batch]:
     """GKD: with probability ``fraction`` (a seeded coin per micro-batch) the student continues the
-    prompts of the batch's blocks (sampled, no grad); otherwise the data block itself."""
-    data = block_batches(blocks, batch_size, seed)
+    prompts of the batch's blocks (sampled, no grad); otherwise the data block itself.
+
+    With ``world`` processes the coin is the same on every rank (all generate, or none) and each rank
+    samples the continuations of its own share with its own seeded generator (rank 0 with the one a
+    single process uses): deterministic, and equal to one process with the global batch in
+    distribution, not draw for draw."""
+    data = block_batches(blocks, batch_size, seed, rank=rank, world=world)
 
     def make(g: int) -> Batch:
         b = data(g)
         gen = torch.Generator().manual_seed((seed * 7_919 + g * 104_729 + 17) % (2**63 - 1))
         if float(torch.rand((), generator=gen)) >= fraction:
             return b
+        if rank:
+            gen = torch.Generator().manual_seed((seed * 7_919 + g * 104_729 + rank * 1_299_709 + 17) % (2**63 - 1))
         ids, mask = on_policy_sequences(student, b.ids, prompt_len, gen_len, gen)
         return Batch(ids, mask, None, data=False)
 
@@ -106,6 +131,81 @@ def on_policy_batches(
 
 def _unwrap(model: Any) -> Any:
     return getattr(model, "module", model)
+
+
+def _global_counts(window: list[Batch], accelerator: Any) -> tuple[int, int]:
+    """The real positions of the window (distillation) and its next-token targets (cross-entropy on data
+    batches), summed over every rank's share: the loss of each share is divided by the global count."""
+    n_kd = sum(int(b.mask.sum()) for b in window)
+    n_ce = sum(int(b.mask[:, :-1].sum()) for b in window if b.data)
+    if accelerator.num_processes > 1:
+        counts = torch.tensor([n_kd, n_ce], dtype=torch.int64, device=accelerator.device)
+        counts = accelerator.reduce(counts, reduction="sum").cpu()
+        n_kd, n_ce = int(counts[0]), int(counts[1])
+    return n_kd, n_ce
+
+
+def _rng_states(accelerator: Any) -> list[Tensor]:
+    """Every rank's torch RNG state (dropout), rank 0 first. With N processes a collective: all ranks call it."""
+    state = torch.get_rng_state()
+    if accelerator.num_processes == 1:
+        return [state]
+    rows = accelerator.gather(state.to(torch.int64)[None].to(accelerator.device)).cpu()
+    return [row.to(torch.uint8) for row in rows]
+
+
+def _resume(model: Any, optimizer: Any, scheduler: Any, checkpoints: CheckpointStore, rank: int,
+            role: str, steps: int) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    state = checkpoints.load_latest()
+    if state is None:
+        return [], 0
+    _unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ranks = state.get("torch_rng_ranks") or [state["torch_rng"]]
+    torch.set_rng_state(ranks[rank] if rank < len(ranks) else ranks[0])
+    start = int(state["epoch"])
+    log.info("%s: resumed after step %d of %d", role, start, steps)
+    return list(state["history"]), start
+
+
+def _interval(pending: list[list[float]], accelerator: Any) -> tuple[float, float, float]:
+    """Sums over the steps since the last log row of (loss, true KL, tokens), every rank's share added.
+
+    ``pending`` holds per step this rank's [Σ micro-batch losses, Σ KL·positions, positions, tokens]; each
+    rank's loss is ``world ×`` its share of the global one (DDP averages gradients), hence the ``/ world``."""
+    world = accelerator.num_processes
+    if world > 1:
+        summed = accelerator.reduce(torch.tensor(pending, dtype=torch.float64, device=accelerator.device), "sum")
+        pending = summed.cpu().tolist()
+    loss = sum(p[0] / world for p in pending) if world > 1 else sum(p[0] for p in pending)
+    return loss, sum(p[1] / max(p[2], 1) for p in pending), sum(p[3] for p in pending)
+
+
+def _micro_loss(model: Any, b: Batch, objective: Objective, accelerator: Any, n_kd: int, n_ce: int,
+                kl: list[float]) -> Tensor:  # fmt: skip
+    """This rank's share of the window loss for micro-batch ``b`` (× world: DDP averages the gradients);
+    adds ``[Σ KL·positions, positions]`` of the teacher's true KL to ``kl``."""
+    from distill.losses.token import token_loss, true_kl
+
+    world, device = accelerator.num_processes, accelerator.device
+    ids, mask = b.ids.to(device), b.mask.to(device)
+    with accelerator.autocast():
+        logits = lm_logits(model, ids)
+        loss = logits.float().sum() * 0.0
+        if objective.teacher is not None:
+            teacher = objective.teacher(b).to(device)
+            kd = token_loss(objective.loss, logits, teacher, mask, temperature=objective.temperature,
+                            **(objective.params or {}))  # fmt: skip
+            loss = loss + kd * world / max(n_kd, 1)
+            if b.mask.any():
+                kl[0] += float(true_kl(logits.detach(), teacher, mask, objective.temperature)) * int(b.mask.sum())
+                kl[1] += int(b.mask.sum())
+        if (objective.teacher is None or objective.ce_weight > 0) and b.data and n_ce:
+            ce, _ = ce_sum(logits, ids, mask)
+            w = 1.0 if objective.teacher is None else objective.ce_weight
+            loss = loss + w * ce * world / n_ce
+    return loss
 
 
 def fit_lm(
@@ -121,104 +221,68 @@ def fit_lm(
     progress: bool = True,
     stop_after_steps: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` for ``cfg.steps`` optimizer steps; return the logged history."""
-    from distill.losses.token import token_loss, true_kl
+    """Train ``model`` for ``cfg.steps`` optimizer steps; return the logged history (the same on every rank).
 
+    With N processes ``make_batch`` gives this rank's share of each global micro-batch (``block_batches(...,
+    rank=, world=)``: ``cfg.batch_size`` blocks per process, N·B per micro-batch in all). Each share's loss is
+    divided by the window's real positions counted over all ranks (one all-reduce of two integers per step)
+    and multiplied by N, so DDP's mean of the gradients is the gradient of the whole global window: N
+    processes with batch B train as one process with batch N·B, up to the order of float additions. The
+    gradients are synchronised once per step (the other micro-batches of the window under ``no_sync``);
+    the logged loss and true KL are summed over the ranks at each log row; checkpoints (written by the
+    main process) keep every rank's RNG state. Dropout is seeded ``train.seed + rank``.
+    """
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
     history: list[dict[str, Any]] = []
     start = 0
     if resume and checkpoints is not None:
-        state = checkpoints.load_latest()
-        if state is not None:
-            _unwrap(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            history = list(state["history"])
-            start = int(state["epoch"])
-            log.info("%s: resumed after step %d of %d", role, start, cfg.steps)
+        history, start = _resume(model, optimizer, scheduler, checkpoints, rank, role, cfg.steps)
     if start == 0:
-        torch.manual_seed(cfg.seed)  # dropout: a fit does not depend on what ran before it in the process
-    log.info("%s: %d steps × %d micro-batches of %d, objective %s", role, cfg.steps, cfg.grad_accum,
-             cfg.batch_size, objective.label)  # fmt: skip
+        torch.manual_seed(cfg.seed + rank)  # dropout: a fit does not depend on what ran before it in the process
+    log.info("%s: %d steps × %d micro-batches of %d%s, objective %s", role, cfg.steps, cfg.grad_accum,
+             cfg.batch_size, f" per process × {world}" if world > 1 else "", objective.label)  # fmt: skip
     bar = None
     if progress and accelerator.is_main_process and start < cfg.steps:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=role, unit="step", leave=False, dynamic_ncols=True)
-    device = accelerator.device
-    params = objective.params or {}
-    t0, tokens, sums = time.perf_counter(), 0, {"loss": 0.0, "kl": 0.0, "n": 0}
+    t0, pending = time.perf_counter(), []
     model.train()
     for step in range(start, cfg.steps):
         window = [make_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
-        n_kd = sum(int(b.mask.sum()) for b in window)
-        n_ce = sum(int(b.mask[:, :-1].sum()) for b in window if b.data)
+        n_kd, n_ce = _global_counts(window, accelerator)
         optimizer.zero_grad(set_to_none=True)
-        step_loss, kl_sum, kl_n = 0.0, 0.0, 0
-        for b in window:
-            ids, mask = b.ids.to(device), b.mask.to(device)
-            with accelerator.autocast():
-                logits = lm_logits(model, ids)
-                loss = logits.float().sum() * 0.0
-                if objective.teacher is not None:
-                    teacher = objective.teacher(b)
-                    teacher = teacher.to(device)
-                    kd = token_loss(objective.loss, logits, teacher, mask, temperature=objective.temperature, **params)
-                    loss = loss + kd / max(n_kd, 1)
-                    if b.mask.any():
-                        kl_sum += float(true_kl(logits.detach(), teacher, mask, objective.temperature)) * int(b.mask.sum())
-                        kl_n += int(b.mask.sum())
-                if (objective.teacher is None or objective.ce_weight > 0) and b.data and n_ce:
-                    ce, _ = ce_sum(logits, ids, mask)
-                    w = 1.0 if objective.teacher is None else objective.ce_weight
-                    loss = loss + w * ce / n_ce
-            if not torch.isfinite(loss):
-                if bar is not None:
-                    bar.close()
-                raise TrainingError(
-                    f"{role}: the loss became {float(loss.detach())} at step {step + 1} (objective {objective.label}); "
-                    f"training stopped. The last good checkpoint (if any) is kept in "
-                    f"{checkpoints.folder if checkpoints else '(none)'}. Fix: lower train.optimizer.lr "
-                    f"(now {cfg.optimizer.lr}), keep train.grad_clip set, or check the data."
-                )
-            accelerator.backward(loss)
+        step_loss, kl, tokens = 0.0, [0.0, 0], 0
+        for i, b in enumerate(window):
+            last = i == len(window) - 1
+            with accelerator.no_sync(model) if world > 1 and not last else contextlib.nullcontext():
+                loss = _micro_loss(model, b, objective, accelerator, n_kd, n_ce, kl)
+                if not torch.isfinite(loss):
+                    if bar is not None:
+                        bar.close()
+                    raise _diverged(role, loss, step, objective, checkpoints, cfg)
+                accelerator.backward(loss)
             step_loss += float(loss.detach())
             tokens += int(b.ids.numel())
         if cfg.grad_clip is not None:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
-        sums["loss"] += step_loss
-        sums["kl"] += kl_sum / max(kl_n, 1)
-        sums["n"] += 1
+        pending.append([step_loss, kl[0], kl[1], tokens])
         done = step + 1
         if bar is not None:
             bar.update(1)
-            if done % 10 == 0:
-                bar.set_postfix(loss=f"{step_loss:.4f}")
+            if done % 10 == 0 and (world == 1 or history):
+                bar.set_postfix(loss=f"{step_loss if world == 1 else history[-1]['loss']:.4f}")
         if done % cfg.log_every == 0 or done == cfg.steps:
-            elapsed = time.perf_counter() - t0
-            row = {"step": done, "loss": sums["loss"] / sums["n"], "lr": float(scheduler.get_last_lr()[0]),
-                   "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "seconds": round(elapsed, 3)}  # fmt: skip
-            if objective.teacher is not None:
-                row["true_kl"] = sums["kl"] / sums["n"]
-            history.append(row)
-            kl = f" true KL(teacher‖student)={row['true_kl']:.4f}" if "true_kl" in row else ""
-            log.info("%s step %d/%d: loss=%.4f%s lr=%.2e | %.0f tokens/s", role, done, cfg.steps, row["loss"], kl,
-                     row["lr"], row["tokens_per_s"])  # fmt: skip
-            t0, tokens, sums = time.perf_counter(), 0, {"loss": 0.0, "kl": 0.0, "n": 0}
-        if checkpoints is not None and accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            checkpoints.save(done, {
-                "epoch": done,
-                "model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-            })  # fmt: skip
+            history.append(_log_row(role, done, cfg.steps, _interval(pending, accelerator), len(pending),
+                                    scheduler, time.perf_counter() - t0, objective.teacher is not None))  # fmt: skip
+            t0, pending = time.perf_counter(), []
+        if checkpoints is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _checkpoint(checkpoints, done, model, optimizer, scheduler, history, accelerator)
         if stop_after_steps is not None and done - start >= stop_after_steps and done < cfg.steps:
             if bar is not None:
                 bar.close()
@@ -227,3 +291,42 @@ def fit_lm(
         bar.close()
     _unwrap(model).eval()
     return history
+
+
+def _diverged(role: str, loss: Tensor, step: int, objective: Objective, checkpoints: CheckpointStore | None,
+              cfg: Any) -> TrainingError:  # fmt: skip
+    return TrainingError(
+        f"{role}: the loss became {float(loss.detach())} at step {step + 1} (objective {objective.label}); "
+        f"training stopped. The last good checkpoint (if any) is kept in "
+        f"{checkpoints.folder if checkpoints else '(none)'}. Fix: lower train.optimizer.lr "
+        f"(now {cfg.optimizer.lr}), keep train.grad_clip set, or check the data."
+    )
+
+
+def _checkpoint(checkpoints: CheckpointStore, done: int, model: Any, optimizer: Any, scheduler: Any,
+                history: list[dict[str, Any]], accelerator: Any) -> None:  # fmt: skip
+    """Every process calls it (the RNG states are gathered); the main one writes."""
+    rng = _rng_states(accelerator)
+    if accelerator.is_main_process:
+        checkpoints.save(done, {
+            "epoch": done,
+            "model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": rng[0],
+            **({"torch_rng_ranks": rng} if accelerator.num_processes > 1 else {}),
+            "history": history,
+        })  # fmt: skip
+
+
+def _log_row(role: str, done: int, steps: int, sums: tuple[float, float, float], n: int, scheduler: Any,
+             elapsed: float, distilling: bool) -> dict[str, Any]:  # fmt: skip
+    loss, kl, tokens = sums
+    row = {"step": done, "loss": loss / n, "lr": float(scheduler.get_last_lr()[0]),
+           "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "seconds": round(elapsed, 3)}  # fmt: skip
+    if distilling:
+        row["true_kl"] = kl / n
+    extra = f" true KL(teacher‖student)={row['true_kl']:.4f}" if distilling else ""
+    log.info("%s step %d/%d: loss=%.4f%s lr=%.2e | %.0f tokens/s", role, done, steps, row["loss"], extra,
+             row["lr"], row["tokens_per_s"])  # fmt: skip
+    return row

@@ -15,6 +15,11 @@ Run directory::
     checkpoints/<role>/      checkpoints every train.checkpoint_every steps (--resume continues)
     sequence_data.safetensors  mode sequence: the generated training examples
     metrics.json             everything measured; comparison.md/.json the table; samples.md/.json
+
+With ``--nproc N`` (torchrun, DDP through Accelerate) every process trains on its share of each global
+batch (``train.batch_size`` per process, see :func:`~distill.engine.lm_loop.fit_lm`); only the main
+process writes (run directory, tokenizer, teacher, offline cache, sequence data, checkpoints, models,
+metrics) and evaluates; what it writes for the others to read is behind ``wait_for_everyone``.
 """
 
 from __future__ import annotations
@@ -57,6 +62,16 @@ from distill.models.causal_lm import (
 from distill.tasks.causal_lm import api_sequences, expand_topk, lm_logits, teacher_sequences, unigram_logprobs
 
 log = logging.getLogger("distill")
+
+
+def _main(accelerator: Any) -> bool:
+    return accelerator is None or accelerator.is_main_process
+
+
+def _wait(accelerator: Any) -> None:
+    """Every process waits here (a barrier; nothing with one process)."""
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
 
 
 @dataclass
@@ -116,22 +131,30 @@ def read_text(recipe: Any) -> Documents:
     return Documents(train_docs, val_docs, {"documents_read": n_read, "documents": len(docs)})
 
 
-def prepare_data(recipe: Any, run_dir: Path, docs: Documents | None = None) -> LMData:
-    """Tokenizer (the teacher's, a given one, or trained here on the training documents) and packed blocks."""
+def prepare_data(recipe: Any, run_dir: Path, docs: Documents | None = None, accelerator: Any = None) -> LMData:
+    """Tokenizer (the teacher's, a given one, or trained here on the training documents: by the main
+    process, which saves it for the others to load) and packed blocks."""
     d = recipe.data
     docs = docs or read_text(recipe)
     train_docs, val_docs = docs.train, docs.val
     tok_dir = d.tokenizer.dir or recipe.teacher.dir
+    trained = (run_dir / "tokenizer" / "tokenizer.json").exists()
+    if tok_dir is None:
+        _wait(accelerator)  # every process has looked before the main one writes
     if tok_dir is not None:
         tokenizer = load_tokenizer(tok_dir)
-    elif (run_dir / "tokenizer" / "tokenizer.json").exists():
+    elif trained:
         tokenizer = load_tokenizer(run_dir / "tokenizer")
     else:
-        t0 = time.perf_counter()
-        tokenizer = train_tokenizer(train_docs, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency)
-        save_tokenizer(tokenizer, run_dir / "tokenizer")
-        log.info("tokenizer: byte-level BPE, %d tokens, trained on %d documents in %.1fs",
-                 len(tokenizer), len(train_docs), time.perf_counter() - t0)  # fmt: skip
+        if _main(accelerator):
+            t0 = time.perf_counter()
+            tokenizer = train_tokenizer(train_docs, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency)
+            save_tokenizer(tokenizer, run_dir / "tokenizer")
+            log.info("tokenizer: byte-level BPE, %d tokens, trained on %d documents in %.1fs",
+                     len(tokenizer), len(train_docs), time.perf_counter() - t0)  # fmt: skip
+        _wait(accelerator)
+        if not _main(accelerator):
+            tokenizer = load_tokenizer(run_dir / "tokenizer")
     train = pack_blocks(train_docs, tokenizer, d.block_len, what="training")
     val = pack_blocks(val_docs, tokenizer, d.block_len, what="validation")
     stats = {**docs.stats, "train_documents": len(train_docs),
@@ -163,16 +186,23 @@ def train_ce(role: str, model: Any, cfg: Any, data: LMData, *, run_dir: Path, ac
         history = yaml.safe_load(hist_file.read_text()) if hist_file.exists() else []
         return load_causal_lm(out), history, 0.0
     t0 = time.perf_counter()
-    history = fit_lm(model, cfg, role=role, make_batch=block_batches(data.train, cfg.batch_size, cfg.seed),
-                     objective=Objective(), accelerator=accelerator, checkpoints=CheckpointStore(run_dir / "checkpoints" / role),
-                     resume=resume, progress=progress)  # fmt: skip
+    batches = block_batches(data.train, cfg.batch_size, cfg.seed, **_shard(accelerator))
+    history = fit_lm(model, cfg, role=role, make_batch=batches, objective=Objective(), accelerator=accelerator,
+                     checkpoints=CheckpointStore(run_dir / "checkpoints" / role), resume=resume,
+                     progress=progress)  # fmt: skip
     seconds = time.perf_counter() - t0
     model = getattr(model, "module", model)
-    save_model(model, out, data.tokenizer)
-    from distill.fsutil import write_json
+    if accelerator.is_main_process:
+        from distill.fsutil import write_json
 
-    write_json(run_dir / "history" / f"{role}.json", history)
+        save_model(model, out, data.tokenizer)
+        write_json(run_dir / "history" / f"{role}.json", history)
     return model, history, seconds
+
+
+def _shard(accelerator: Any) -> dict[str, int]:
+    """This process's place among all: the ``rank``/``world`` of the batch makers."""
+    return {"rank": accelerator.process_index, "world": accelerator.num_processes}
 
 
 def prepare_teacher(recipe: Any, data: LMData, run_dir: Path, accelerator: Any, resume: bool, progress: bool,
@@ -211,21 +241,27 @@ def prepare_student(recipe: Any, teacher: Any, data: LMData) -> Any:
 # -------------------------------------------------------------- the signal
 def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, kind: str, k: int,
                   temperature: float, seed: int, batch_size: int, progress: bool,
-                  draws: str = "multinomial") -> tuple[Any, dict[str, Any]]:  # fmt: skip
+                  draws: str = "multinomial", accelerator: Any = None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """The teacher's offline cache of ``blocks`` (``kind`` 'topk' or 'sample'), built once under ``cache_dir``
     in a folder keyed by the teacher's weights, the data, k, T (and the seed of the draws), then reused;
-    with what it cost and its size against dense fp16 logits."""
+    with what it cost and its size against dense fp16 logits. With several processes the main one builds
+    it and the others open it once it is complete."""
     from distill.teachers import module_fingerprint
     from distill.teachers.topk_build import build_topk_cache
+    from distill.teachers.topk_cache import TopKCache
 
     # the draws depend on the seed and on how they are drawn (multinomial keys stay as they were)
     drawn = f"|sample|seed={seed}{'' if draws == 'multinomial' else '|' + draws}" if kind == "sample" else ""
     key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(blocks)}|k={k}|"
                          f"T={temperature}{drawn}".encode()).hexdigest()  # fmt: skip
     folder = Path(cache_dir) / f"lm-{kind}-{key[:24]}"
+    if not _main(accelerator):
+        _wait(accelerator)  # the main process builds it
+        return TopKCache(folder), {"cache": kind, "cache_dir": str(folder), "cache_fingerprint": key}
     t0 = time.perf_counter()
     cache = build_topk_cache(teacher, blocks, folder, k=k, temperature=temperature, batch_size=batch_size,
                              fingerprint=key, progress=progress, mode=kind, seed=seed, draws=draws)  # fmt: skip
+    _wait(accelerator)  # built: the others open it
     info = {"cache": kind, **({"draws": draws} if kind == "sample" else {}), "cache_dir": str(folder), "cache_fingerprint": key,
             "cache_seconds": round(time.perf_counter() - t0, 2), "cache_bytes": cache.nbytes,
             "dense_fp16_bytes": cache.dense_fp16_nbytes(), "cache_ratio": cache.nbytes / cache.dense_fp16_nbytes()}  # fmt: skip
@@ -234,61 +270,79 @@ def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, 
     return cache, info
 
 
-def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_dir: Path, progress: bool) -> tuple[Any, Objective, dict[str, Any]]:
-    """The batches and objective of the recipe's mode, and what preparing them cost."""
+def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_dir: Path, progress: bool,
+                   accelerator: Any) -> tuple[Any, Objective, dict[str, Any]]:  # fmt: skip
+    """The batches (this process's share of each) and objective of the recipe's mode, and what preparing
+    them cost. Online and on-policy: the teacher runs in every process on its rows; offline: every process
+    reads its rows from the one cache; sequence: every process trains on its share of the examples."""
     d, cfg = recipe.distill, recipe.train
     info: dict[str, Any] = {"mode": d.mode}
     base = dict(loss=d.loss, params=dict(d.params), temperature=d.temperature, ce_weight=d.ce_weight)
+    shard = _shard(accelerator)
 
     @torch.no_grad()
     def online(b: Batch) -> torch.Tensor:
         return lm_logits(teacher, b.ids)
 
     if d.mode == "online":
-        return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=online), info
+        return block_batches(data.train, cfg.batch_size, cfg.seed, **shard), Objective(**base, teacher=online), info
     if d.mode == "on_policy":
         make = on_policy_batches(data.train, cfg.batch_size, cfg.seed, student, fraction=d.on_policy_fraction,
-                                 prompt_len=d.prompt_len, gen_len=d.gen_len)  # fmt: skip
+                                 prompt_len=d.prompt_len, gen_len=d.gen_len, **shard)  # fmt: skip
         return make, Objective(**base, teacher=online), info
     if d.mode == "offline":
         cache, cache_info = offline_cache(teacher, data.train, recipe.output.cache_dir, kind=d.cache, k=d.top_k,
                                           temperature=d.temperature, seed=cfg.seed, draws=d.draws,
-                                          batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
+                                          batch_size=recipe.eval.batch_size, progress=progress,
+                                          accelerator=accelerator)  # fmt: skip
         info.update(cache_info)
         source: Any = lambda b: cache.get(b.rows)  # noqa: E731
         if d.tail == "unigram":
             prior = unigram_logprobs(data.train, cache.vocab_size)
             source = lambda b: expand_topk(cache.get(b.rows), prior, d.temperature)  # noqa: E731
         info["tail"] = d.tail
-        return block_batches(data.train, cfg.batch_size, cfg.seed), Objective(**base, teacher=source), info
+        return block_batches(data.train, cfg.batch_size, cfg.seed, **shard), Objective(**base, teacher=source), info
     # sequence-level: cross-entropy on completions written by the teacher (or a black-box API)
-    stored = run_dir / "sequence_data.safetensors"
-    from safetensors.torch import load_file, save_file
-
-    if stored.exists():
-        seq = load_file(str(stored))
-        ids, mask = seq["ids"], seq["mask"].bool()
-    elif d.completions is not None:
-        ids, mask = api_sequences(data.tokenizer, read_pairs(d.completions), data.train.shape[1])
-        info["source"] = str(d.completions)
-    else:
-        n = min(d.num_prompts or len(data.train), len(data.train))
-        t0 = time.perf_counter()
-        ids, mask = teacher_sequences(teacher, data.train[:n, : d.prompt_len], d.gen_len, data.train.shape[1],
-                                      data.tokenizer.eos_token_id, sample=d.sample, seed=cfg.seed,
-                                      batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
-        info.update(source="teacher generation", generate_seconds=round(time.perf_counter() - t0, 2))
-        log.info("sequence: the teacher wrote %d continuations of %d tokens", n, d.gen_len)
-    if not stored.exists():
-        from distill.fsutil import write_with
-
-        tensors = {"ids": ids.contiguous(), "mask": mask.to(torch.uint8).contiguous()}
-        write_with(stored, lambda tmp: save_file(tensors, str(tmp)))
+    ids, mask = sequence_data(recipe, teacher, data, run_dir, progress, accelerator, info)
     if not bool(mask[:, :-1].any()):
         raise DataError("sequence: the examples have no completion tokens to learn from. Fix: check distill.completions.")
     info["examples"] = len(ids)
     ce_only = Objective()
-    return block_batches(ids, cfg.batch_size, cfg.seed, mask=mask), ce_only, info
+    return block_batches(ids, cfg.batch_size, cfg.seed, mask=mask, **shard), ce_only, info
+
+
+def sequence_data(recipe: Any, teacher: Any, data: LMData, run_dir: Path, progress: bool, accelerator: Any,
+                  info: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Mode sequence's examples ``(ids, mask)``: kept in ``sequence_data.safetensors``, written once (by the
+    main process; the others load it) from the API completions or the teacher's continuations."""
+    from safetensors.torch import load_file, save_file
+
+    d, cfg = recipe.distill, recipe.train
+    stored = run_dir / "sequence_data.safetensors"
+    have = stored.exists()
+    _wait(accelerator)  # every process has looked before the main one writes
+    if not have and _main(accelerator):
+        if d.completions is not None:
+            ids, mask = api_sequences(data.tokenizer, read_pairs(d.completions), data.train.shape[1])
+            info["source"] = str(d.completions)
+        else:
+            n = min(d.num_prompts or len(data.train), len(data.train))
+            t0 = time.perf_counter()
+            ids, mask = teacher_sequences(teacher, data.train[:n, : d.prompt_len], d.gen_len, data.train.shape[1],
+                                          data.tokenizer.eos_token_id, sample=d.sample, seed=cfg.seed,
+                                          batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
+            info.update(source="teacher generation", generate_seconds=round(time.perf_counter() - t0, 2))
+            log.info("sequence: the teacher wrote %d continuations of %d tokens", n, d.gen_len)
+        from distill.fsutil import write_with
+
+        tensors = {"ids": ids.contiguous(), "mask": mask.to(torch.uint8).contiguous()}
+        write_with(stored, lambda tmp: save_file(tensors, str(tmp)))
+        _wait(accelerator)
+        return ids, mask
+    if not have:
+        _wait(accelerator)  # the main process writes it
+    seq = load_file(str(stored))
+    return seq["ids"], seq["mask"].bool()
 
 
 # -------------------------------------------------------------------- run
@@ -316,56 +370,60 @@ def preflight(recipe: Any) -> tuple[Documents, Any]:
 
 def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
            console: bool = True, stop_after_steps: int | None = None) -> LMRunResult:  # fmt: skip
-    """Run a ``task: causal_lm`` recipe end to end (see the module docstring for what is written)."""
-    setup_logging(None, console=console)
-    with run_context(recipe.train.num_threads):
-        docs, loaded = preflight(recipe)
-        run_dir = prepare_run_dir(recipe, plan_run_dir(recipe, resume, overwrite), STAGES)
-        setup_logging(run_dir, console=console)
-        with lifecycle(run_dir):
-            return _run(recipe, run_dir, docs, loaded, resume=resume, progress=progress, console=console,
-                        stop_after_steps=stop_after_steps)  # fmt: skip
-
-
-def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, *, resume: bool, progress: bool, console: bool,
-         stop_after_steps: int | None) -> LMRunResult:  # fmt: skip
+    """Run a ``task: causal_lm`` recipe end to end (see the module docstring for what is written). Under
+    torchrun every process calls this; the others return an empty result once training is done."""
     from accelerate import Accelerator
 
-    from distill.fsutil import write_json
+    with run_context(recipe.train.num_threads):
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu: torchrun gives DDP over gloo
+        main = accelerator.is_main_process
+        _logging(None, console, main)
+        docs, loaded = preflight(recipe)
+        plan = plan_run_dir(recipe, resume, overwrite)  # every process reaches the same plan
+        accelerator.wait_for_everyone()
+        run_dir = prepare_run_dir(recipe, plan, STAGES) if main else recipe.run_dir
+        accelerator.wait_for_everyone()  # the directory is ready (and, resuming, what changed is dropped)
+        _logging(run_dir if main else None, console, main)
+        with lifecycle(run_dir, main_process=main):
+            return _run(recipe, run_dir, docs, loaded, accelerator, resume=resume, progress=progress,
+                        console=console, stop_after_steps=stop_after_steps)  # fmt: skip
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+
+def _logging(run_dir: Path | None, console: bool, main: bool) -> None:
+    setup_logging(run_dir, console=console and main)
+    if not main:
+        log.setLevel(logging.WARNING)  # one process tells the story
+
+
+def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, accelerator: Any, *, resume: bool,
+         progress: bool, console: bool, stop_after_steps: int | None) -> LMRunResult:  # fmt: skip
     t_start = time.perf_counter()
-    data = prepare_data(recipe, run_dir, docs)
+    world = accelerator.num_processes
+    if world > 1:
+        log.info("%d processes (%s), batch size %d per process (%d per micro-batch in all)", world,
+                 accelerator.distributed_type, recipe.train.batch_size, world * recipe.train.batch_size)  # fmt: skip
+    data = prepare_data(recipe, run_dir, docs, accelerator)
     teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress, loaded)
     student = prepare_student(recipe, teacher, data)
     if recipe.distill.completions is None:  # token ids are shared unless the student learns from text
         check_same_vocab(teacher, student, data.tokenizer)
-    make_batch, objective, signal = teacher_signal(recipe, teacher, student, data, run_dir, progress)
-
-    out = run_dir / "student"
-    if resume and (out / "config.json").exists():
-        student, history, seconds = load_causal_lm(out), yaml.safe_load((run_dir / "history" / "student.json").read_text()), 0.0
-    else:
-        t0 = time.perf_counter()
-        history = fit_lm(student, recipe.train, role="student", make_batch=make_batch, objective=objective,
-                         accelerator=accelerator, checkpoints=CheckpointStore(run_dir / "checkpoints" / "student"),
-                         resume=resume, progress=progress, stop_after_steps=stop_after_steps)  # fmt: skip
-        seconds = time.perf_counter() - t0
-        student = getattr(student, "module", student)
-        save_model(student, out, data.tokenizer)
-        write_json(run_dir / "history" / "student.json", history)
+    make_batch, objective, signal = teacher_signal(recipe, teacher, student, data, run_dir, progress, accelerator)
+    student, history, seconds = _student(recipe, student, make_batch, objective, data, run_dir, accelerator,
+                                         resume, progress, stop_after_steps)  # fmt: skip
     models = {"teacher": teacher, "student": student}
     train_seconds = {"student": round(seconds, 2)}
     histories = {"student": history, "teacher": teacher_info.get("history", [])}
     if recipe.eval.baseline:
         models["baseline"], histories["baseline"], train_seconds["baseline"] = _baseline(
             recipe, teacher, data, run_dir, accelerator, resume, progress)  # fmt: skip
+    if not accelerator.is_main_process:
+        return LMRunResult(run_dir, {}, "")  # the main process measures and writes
     table, comp, extra = comparison(models, data, recipe)
     metrics = {
         "task": "causal_lm", "name": recipe.name, "mode": recipe.distill.mode, "loss": recipe.distill.loss,
         "data": data.stats, "teacher": {**{k: v for k, v in teacher_info.items() if k != "history"},
                                         "license": recipe.teacher.license},
-        "signal": signal, "train_seconds": train_seconds, "history": histories,
+        "signal": signal, "processes": world, "train_seconds": train_seconds, "history": histories,
         "models": [{"role": r["model"], **r} for r in comp], "comparison": comp, **extra,
         "total_seconds": round(time.perf_counter() - t_start, 2), **environment(),
     }  # fmt: skip
@@ -375,6 +433,27 @@ def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, *, resume: bo
 
         log.info("report: %s", "; ".join(str(p) for p in write_lm_report(run_dir)))
     return LMRunResult(run_dir, metrics, table)
+
+
+def _student(recipe: Any, student: Any, make_batch: Any, objective: Objective, data: LMData, run_dir: Path,
+             accelerator: Any, resume: bool, progress: bool,
+             stop_after_steps: int | None) -> tuple[Any, list[dict[str, Any]], float]:  # fmt: skip
+    """Distil the student (every process), save it and its history (the main process); reuse it when resuming."""
+    from distill.fsutil import write_json
+
+    out = run_dir / "student"
+    if resume and (out / "config.json").exists():
+        return load_causal_lm(out), yaml.safe_load((run_dir / "history" / "student.json").read_text()), 0.0
+    t0 = time.perf_counter()
+    history = fit_lm(student, recipe.train, role="student", make_batch=make_batch, objective=objective,
+                     accelerator=accelerator, checkpoints=CheckpointStore(run_dir / "checkpoints" / "student"),
+                     resume=resume, progress=progress, stop_after_steps=stop_after_steps)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    student = getattr(student, "module", student)
+    if accelerator.is_main_process:
+        save_model(student, out, data.tokenizer)
+        write_json(run_dir / "history" / "student.json", history)
+    return student, history, seconds
 
 
 def _baseline(recipe: Any, teacher: Any, data: LMData, run_dir: Path, accelerator: Any, resume: bool,
