@@ -38,8 +38,8 @@ embeddings and training on 2 threads and the transformer students trained under 
 
 Static fine-tuning decays its learning rates linearly to 0 since 2026-11-29 (as the transformer students').
 
-Its settings were chosen with benchmarks/embeddings_probe.py on another split of WordNet (``data.seed``
-1), never on this run's held-out text.
+Its settings were chosen with experiments/2026-11-29-embedding-students/embeddings_probe.py on another split
+of WordNet (``data.seed`` 1), never on this run's held-out text.
 
 Every model is timed end to end (tokenisation included) at batch 64 and batch 1, side by side in this
 process, on one thread. The settings were fixed before the run; nothing is tuned on the held-out text.
@@ -82,7 +82,8 @@ def recipe(quick: bool, corpus: str = "fortunes") -> dict[str, Any]:
     'wordnet' (the shipped recipe ``recipes/embeddings_wordnet.yaml``: 179k short texts, the teacher's
     embeddings and training on 2 threads, training under bf16 autocast; timing on one thread either way)."""
     minutes = 0.3 if quick else None
-    if corpus == "wordnet":  # its settings were chosen with benchmarks/embeddings_probe.py on another split
+    # wordnet: its settings were chosen with experiments/2026-11-29-embedding-students/embeddings_probe.py
+    if corpus == "wordnet":  # on another split
         import yaml
 
         raw = yaml.safe_load((ROOT.parent / "src/distill/recipes/embeddings_wordnet.yaml").read_text())

@@ -4,7 +4,8 @@ offline cache (k = 32 slots per position: the teacher's top-k, or k draws from i
 use and the CE weight chosen on a dev half), mean over 2 seeds; the online teacher (its own CE weight
 chosen on the dev half); a scratch student given the same wall time as a distilled one; and, for the
 offline-vs-online check, students trained longer (1,000 steps: online teacher and sampled cache, 2 seeds,
-both at the online student's learning rate chosen on the dev half by benchmarks/lm_lr.py).
+both at the online student's learning rate chosen on the dev half by
+experiments/2026-11-29-lm-learning-rate/lm_lr.py).
 
 Not a test. Uses the library's pieces (data, builders, the LM loop, the caches, metrics). The teacher
 trains on 2 threads; then the students run on one thread each, the table's in this process and the
@@ -55,9 +56,9 @@ LOSSES = list(TOKEN_LOSSES)  # fkl, rkl, jsd, skew_fkl, skew_rkl, tvd (default p
 FULL = {"teacher_steps": 1000, "student_steps": 200, "seeds": [0, 1], "eval_blocks": None, "long_steps": 1000}
 QUICK = {"teacher_steps": 40, "student_steps": 8, "seeds": [0], "eval_blocks": 64, "long_steps": 8}
 # "trained longer" rows: the online student's peak learning rate, chosen on the dev half at 1,000 steps by
-# benchmarks/lm_lr.py (benchmarks/results/lm_lr.md), and the same for the cache's student: only the teacher
-# signal differs. (The cache's own dev choice was 0.01 on one teacher and 0.015 on the next, where a second seed
-# at 0.015 diverged to 161: lm_lr.md, BENCHMARKS.md.) Scratch gets its own dev choice.
+# experiments/2026-11-29-lm-learning-rate/lm_lr.py (benchmarks/results/lm_lr.md), and the same for the cache's
+# student: only the teacher signal differs. (The cache's own dev choice was 0.01 on one teacher and 0.015 on the
+# next, where a second seed at 0.015 diverged to 161: lm_lr.md, BENCHMARKS.md.) Scratch gets its own dev choice.
 LONG_LR = {"online": 0.01, "sample": 0.01, "scratch": 0.005}
 
 

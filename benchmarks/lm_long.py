@@ -1,12 +1,12 @@
 """LM students trained for longer (1,000 steps), in worker processes: the cache against the online teacher.
 
-Imported by `benchmarks/lm.py` (its "trained longer" rows run in one worker process beside the main
-one, so the two cores share the benchmark), by `benchmarks/lm_lr.py` (the learning-rate choice on the
-dev half, two workers) and by `benchmarks/lm_probe.py` (in its own process: `setup`, then `fit_measure`
-with its own teacher signals). Not a script. A worker loads what `lm.py` left in benchmarks/.work/lm: the
-teacher and its tokenizer (saved right after training), the data (prepared again from the same
-tokenizer: the same blocks), and the offline caches once `lm.py` has built them (a cache row must be
-submitted only then: a worker never builds a cache, it opens a complete one).
+Imported by `benchmarks/lm.py` (its "trained longer" rows run in one worker process beside the main one, so
+the two cores share the benchmark), by `experiments/2026-11-29-lm-learning-rate/lm_lr.py` (the learning-rate
+choice on the dev half, two workers) and by `experiments/2026-11-29-lm-cache-gap/lm_probe.py` (in its own
+process: `setup`, then `fit_measure` with its own teacher signals). Not a script. A worker loads what `lm.py`
+left in benchmarks/.work/lm: the teacher and its tokenizer (saved right after training), the data (prepared
+again from the same tokenizer: the same blocks), and the offline caches once `lm.py` has built them (a cache
+row must be submitted only then: a worker never builds a cache, it opens a complete one).
 
 One job = one student (1 × 32, the benchmark's settings except steps and peak learning rate), trained with
 forward KL and no CE from one teacher signal:

@@ -129,7 +129,8 @@ def markdown(out: dict[str, Any]) -> str:
         "",
         f"**Trained longer** ({lg['steps']:,} steps × 2,048 tokens, {lg['steps'] * 2048 / out['data']['train_tokens']:.1f} "
         f"epochs; fkl, no CE; the online student's peak learning rate, chosen on the dev half by "
-        f"`benchmarks/lm_lr.py`, for both distilled students (only the teacher signal differs), scratch its own; "
+        f"`experiments/2026-11-29-lm-learning-rate/lm_lr.py`, for both distilled students (only the teacher signal "
+        f"differs), scratch its own; "
         f"run in a worker process beside the table's, one thread each):",
         "",
         "| student | teacher signal | peak lr | perplexity | top-1 | top-3 | train s | gap closed |",

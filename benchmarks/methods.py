@@ -11,7 +11,8 @@ test accuracy reported. Nothing is chosen on the test set.
 
 ``--epochs`` sets every method's schedule (``--results methods_300`` keeps a longer schedule's table apart);
 ``--grid 'METHOD=I'`` keeps only entry I of a method's grid, for a setting already chosen on validation by a
-probe (benchmarks/methods_probe.py) when the whole grid would cost too much at that schedule.
+probe (experiments/2026-11-29-methods-selection/methods_probe.py) when the whole grid would cost too much at
+that schedule.
 
 With ``--merge`` the rows measured now replace or join those of the existing
 results file, and every row keeps the date and command of the run that measured it.

@@ -3,11 +3,11 @@ WordNet texts (definitions and usage examples, `builtin:wordnet`, `apt-get insta
 its fortunes training sentences and measures on two validation splits. Not a test.
 
 Validation: the last 2,000 of the embeddings benchmark's training sentences (as in
-benchmarks/static_probe.py) and 2,000 WordNet texts that no variant trains on; the benchmark's
+static_probe.py, beside this file) and 2,000 WordNet texts that no variant trains on; the benchmark's
 held-out text is never touched. The teacher's embeddings of all 181k WordNet texts are computed
 once and cached (about 6.5 minutes on 2 threads, 11 on one); training and measuring use one thread.
 
-    .venv/bin/python benchmarks/static_data.py
+    .venv/bin/python experiments/2026-11-29-static-student-fortunes/static_data.py
 
 Writes benchmarks/results/static_data.{json,md}.
 """
@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # static_probe, beside it
 
 from static_probe import VAL, setup, spearman  # noqa: E402 - the same split, teacher and measure
 

@@ -6,7 +6,7 @@ run it first). Students 1 × 32, 1,000 steps × 2,048 tokens (2.8 epochs), forwa
 online teacher, sampled cache with systematic draws (the default) and with independent draws, each at
 the candidate peak learning rates. Two worker processes, one torch thread each.
 
-    .venv/bin/python benchmarks/lm_lr.py [--only SIGNAL ...]
+    .venv/bin/python experiments/2026-11-29-lm-learning-rate/lm_lr.py [--only SIGNAL ...]
 
 Writes benchmarks/results/lm_lr.{json,md}.
 """
@@ -20,7 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
 
 import lm as L  # noqa: E402
 import lm_long  # noqa: E402

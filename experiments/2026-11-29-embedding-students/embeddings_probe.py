@@ -2,11 +2,11 @@
 (same corpus, split, teacher-embedding cache, evaluation, speed measurement), without ONNX export:
 for trying a student before it earns a row in the benchmark. Not a test.
 
-    .venv/bin/python benchmarks/embeddings_probe.py '[{"name": "l025-ffn25", "kind": "layers",
+    .venv/bin/python experiments/2026-11-29-embedding-students/embeddings_probe.py '[{"name": "l025-ffn25", "kind": "layers",
         "layers": [0, 2, 5], "ffn_keep": 0.25,
         "train": {"epochs": 5, "batch_size": 64, "lr": 5e-4, "relational": 1.0, "max_minutes": 7}}]'
 
-    .venv/bin/python benchmarks/embeddings_probe.py --validation '[...]'
+    .venv/bin/python experiments/2026-11-29-embedding-students/embeddings_probe.py --validation '[...]'
 
 ``--validation`` measures on a validation split instead of the benchmark's held-out text: the
 benchmark's training sentences only (written to benchmarks/.work/embeddings/validation.txt), of which
@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
 
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 

@@ -8,7 +8,7 @@ file at batch 1 in one process, 1 thread, interleaved rounds, with the same call
 `distill bench` (`distill.export.OrtRunner`: IOBinding with preallocated buffers, the input copied in
 every call). Writes benchmarks/results/int8_variants.md.
 
-    .venv/bin/python benchmarks/int8_variants.py
+    .venv/bin/python experiments/2026-11-29-onnx-int8-forms/int8_variants.py
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from distill.engine.stages import _recipe
 from distill.export import OrtRunner, onnx_session
 from distill.fsutil import write_text
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2] / "benchmarks"  # deploy.py's work files, and results/
 RUN = ROOT / ".work" / "deploy" / "chain"
 
 
@@ -137,7 +137,8 @@ def main() -> int:
         "# int8 variants of the deployment student (batch 1, ONNX Runtime, 1 thread)",
         "",
         (
-            "Command: `.venv/bin/python benchmarks/int8_variants.py` (after `benchmarks/deploy.py`). Median of 21 "
+            "Command: `.venv/bin/python experiments/2026-11-29-onnx-int8-forms/int8_variants.py` "
+            "(after `benchmarks/deploy.py`). Median of 21 "
             "interleaved rounds of 200 calls each, through `distill.export.OrtRunner` (as `distill bench` calls ONNX "
             "files); ratios against the student's fp32 file (size) and the teacher "
             "(latency)."

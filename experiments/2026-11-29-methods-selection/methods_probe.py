@@ -24,7 +24,7 @@ names) on the selection seed 10 (``sel3``: 11 and 12), printing the last-epoch v
 - ``ta60``: a teacher assistant (Mirzadeh et al. 2020): an MLP of 512 and 256 units on the full 28x28
   image, distilled from the CNN by KD T=1 for 60 epochs, then the student distilled from it the same way.
 
-    .venv/bin/python benchmarks/methods_probe.py fm20|kd60|flip60|mse60|multiT60|sel3|long300|long300fm|tta60|ta60
+    .venv/bin/python experiments/2026-11-29-methods-selection/methods_probe.py fm20|kd60|flip60|mse60|multiT60|sel3|long300|long300fm|tta60|ta60
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
 import methods as M  # noqa: E402
 
 KD1 = [{"loss": "kd", "weight": 1.0, "temperature": 1.0}]

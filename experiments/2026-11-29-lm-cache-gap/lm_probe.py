@@ -14,7 +14,7 @@ on both halves of the held-out documents (dev and test, as in the benchmark). Ro
 * cache: the sampled cache (32 draws per position, drawn once);
 * the same at other peak learning rates and a second seed.
 
-    .venv/bin/python benchmarks/lm_probe.py
+    .venv/bin/python experiments/2026-11-29-lm-cache-gap/lm_probe.py
 
 Writes benchmarks/results/lm_probe.{json,md}. One thread.
 """
@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
 
 import lm as L  # noqa: E402 - the LM benchmark's own settings
 import lm_long  # noqa: E402 - set-up, training and measuring of one student

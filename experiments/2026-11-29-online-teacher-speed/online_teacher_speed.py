@@ -2,7 +2,7 @@
 (function matching, train.augment): eager module vs the frozen TorchScript copy that
 ``TorchTeacher.online()`` uses. Not a test. One thread, batch 128, CPU.
 
-    .venv/bin/python benchmarks/online_teacher_speed.py
+    .venv/bin/python experiments/2026-11-29-online-teacher-speed/online_teacher_speed.py
 
 Needs the teacher of benchmarks/fashion_mnist.py. Prints milliseconds per batch.
 """
@@ -19,7 +19,8 @@ import torch
 from distill.models import build
 from distill.teachers import TorchTeacher, load_weights
 
-TEACHER = Path(__file__).resolve().parent / ".work" / "fashion_mnist" / "seed0" / "teacher.safetensors"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # where fashion_mnist.py leaves its runs
+TEACHER = BENCHMARKS / ".work" / "fashion_mnist" / "seed0" / "teacher.safetensors"
 
 
 def per_batch_ms(fn, x: torch.Tensor, repeats: int = 5, calls: int = 20) -> float:

@@ -8,7 +8,7 @@ here is measured on a *validation* split: the last 2,000 of the benchmark's trai
 held out of training (except in the memorisation row, where they are the training data on purpose).
 The benchmark's held-out text is never touched. One thread.
 
-    .venv/bin/python benchmarks/static_probe.py
+    .venv/bin/python experiments/2026-11-29-static-student-fortunes/static_probe.py
 
 Writes benchmarks/results/static_probe.{json,md}.
 """
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
 
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
@@ -74,7 +75,7 @@ class Setup:
 
 
 def setup() -> Setup:
-    """:class:`Setup` of the embeddings benchmark's recipe. Shared with benchmarks/static_data.py."""
+    """:class:`Setup` of the embeddings benchmark's recipe. Shared with static_data.py (beside this file)."""
     recipe = validate_recipe(bench.recipe(False))
     texts = load_texts(recipe)
     path = default_teacher_path()

@@ -20,7 +20,7 @@ each text's first token with [CLS] and its last with [SEP] (the library's since 
 ``--pair-dim K`` and ``--augment drop|swap N`` try pair dropout, narrower pair rows and teacher-labelled
 one-word variants of training texts.
 
-    .venv/bin/python benchmarks/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
+    .venv/bin/python experiments/2026-11-29-static-student-wordnet/static_head_probe.py [--hidden 0 1024 ...] [--bigrams 0 100000 ...] [--dim 256]
         [--anchor 0 1] [--pair-min-count 2 --pair-lr 3e-4 [--pair-init teacher]] [--decay] [--extra-train FILE]
         [--memorise] [--epochs 3]
 
@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
+sys.path.insert(0, str(BENCHMARKS))
 
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
