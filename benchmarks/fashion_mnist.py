@@ -1,6 +1,6 @@
 """Fashion-MNIST: CNN teacher → tiny MLP student, vanilla vs distilled, 3 seeds.
 
-Not a test. Drives the real pipeline (`distill.engine.run.run`) once per seed:
+Not a test. Drives the real pipeline (`distill.tasks.classification.pipeline.run`) once per seed:
 the first run trains the teacher, later runs load its weights, and every run
 trains the vanilla student (hard labels) and the distilled student one after
 the other in the same process, so their epoch times are measured side by side.
@@ -53,10 +53,10 @@ def time_epochs(base: dict[str, Any], teacher_ckpt: Path, rounds: int) -> dict[s
     from accelerate import Accelerator
 
     from distill.data import build_data
-    from distill.engine.loop import fit
+    from distill.tasks.classification.loop import fit
     from distill.models import build
     from distill.recipe import LossTerm, TrainConfig
-    from distill.tasks.classification import build_objective
+    from distill.tasks.classification.objective import build_objective
     from distill.teachers import load_weights, module_fingerprint
     from distill.teachers.cache import TeacherCache, cache_key
 

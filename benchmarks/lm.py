@@ -32,13 +32,14 @@ from typing import Any
 
 import torch
 
-from distill.engine.lm_loop import Objective, block_batches, fit_lm
-from distill.engine.lm_run import offline_cache, prepare_data, save_model
+from distill.tasks.causal_lm.loop import Objective, block_batches, fit_lm
+from distill.tasks.causal_lm.data import prepare_data, save_model
+from distill.tasks.causal_lm.pipeline import offline_cache
 from distill.fsutil import write_json, write_text
 from distill.losses.token import TOKEN_LOSSES
 from distill.models.causal_lm import build_causal_lm, count_parameters, macs_per_token
 from distill.recipe import load_recipe
-from distill.tasks.causal_lm import (
+from distill.tasks.causal_lm.signal import (
     evaluate_lm,
     expand_topk,
     lm_logits,

@@ -41,7 +41,7 @@ def setup(work: str, eval_blocks: int | None) -> None:
     dev/test halves, in :data:`STATE`."""
     import lm as L  # the benchmark's own settings
 
-    from distill.engine.lm_run import prepare_data
+    from distill.tasks.causal_lm.data import prepare_data
     from distill.models.causal_lm import load_causal_lm
 
     torch.set_num_threads(1)
@@ -60,7 +60,7 @@ def setup(work: str, eval_blocks: int | None) -> None:
 def open_cache(draws: str) -> Any:
     """The sampled cache (``draws``: 'systematic' or 'multinomial'); built here if it is not on disk yet, so
     call it in the parent before workers that read it start."""
-    from distill.engine.lm_run import offline_cache
+    from distill.tasks.causal_lm.pipeline import offline_cache
 
     s = STATE
     if draws not in s["caches"]:
@@ -76,8 +76,8 @@ def fit_measure(label: str, objective: Any, lr: float, seed: int, steps: int) ->
     its training seconds and its perplexity and top-1/top-3 on the dev and test halves."""
     from accelerate import Accelerator
 
-    from distill.engine.lm_loop import block_batches, fit_lm
-    from distill.tasks.causal_lm import evaluate_lm
+    from distill.tasks.causal_lm.loop import block_batches, fit_lm
+    from distill.tasks.causal_lm.signal import evaluate_lm
 
     s = STATE
     L, recipe, data = s["L"], s["recipe"], s["data"]
@@ -100,8 +100,8 @@ def fit_measure(label: str, objective: Any, lr: float, seed: int, steps: int) ->
 
 def train_one(job: tuple[str, float, int, int]) -> dict[str, Any]:
     """Train one student: ``(signal, peak lr, seed, steps)``; its metrics on dev and test."""
-    from distill.engine.lm_loop import Objective
-    from distill.tasks.causal_lm import lm_logits
+    from distill.tasks.causal_lm.loop import Objective
+    from distill.tasks.causal_lm.signal import lm_logits
 
     signal, lr, seed, steps = job
     if signal not in SIGNALS:

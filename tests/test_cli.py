@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from distill.cli import main
-from distill.engine.run import run
+from distill.tasks.classification.pipeline import run
 from distill.recipe import validate_recipe
 from distill.core.results import by_role
 

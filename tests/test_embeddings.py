@@ -26,7 +26,7 @@ from distill.models.sentence import (
 )
 from distill.recipe import load_recipe, validate_recipe
 from distill.losses.embedding import attention_loss, cosine_loss, hidden_loss, relational_loss
-from distill.tasks.embedding import (
+from distill.tasks.embedding.metrics import (
     mean_cosine,
     quality,
     retrieval_agreement,
@@ -140,7 +140,7 @@ def test_wordnet_corpus_reads_definitions_and_examples(tmp_path: Path) -> None:
 
 
 def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path: Path) -> None:
-    from distill.engine.embed_run import load_texts
+    from distill.tasks.embedding.pipeline import load_texts
     from distill.recipe.embedding import EmbeddingRecipe
 
     main_lines = [f"main sentence {i}" for i in range(50)]
@@ -164,7 +164,7 @@ def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path:
 
 def test_augmented_variants_are_seeded_new_and_never_the_held_out_text(tmp_path: Path) -> None:
     from distill.data.augment import augment_texts
-    from distill.engine.embed_run import load_texts
+    from distill.tasks.embedding.pipeline import load_texts
     from distill.recipe.embedding import EmbeddingRecipe
 
     texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(40)]
@@ -269,7 +269,7 @@ def test_transformer_student_saves_and_reloads_identically(teacher_dir: Path, tm
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path: Path, precision: str) -> None:
-    from distill.engine.embed_train import fit_encoder
+    from distill.tasks.embedding.training import fit_encoder
     from distill.recipe.embedding import EmbedTrainConfig
 
     teacher = load_sentence_encoder(teacher_dir)
@@ -336,7 +336,7 @@ def test_side_by_side_rates_interleave_the_models_round_by_round() -> None:
 
 
 def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> None:
-    from distill.engine.embed_train import lr_factor
+    from distill.tasks.embedding.training import lr_factor
 
     assert lr_factor(0, 100, 10) == pytest.approx(0.1) and lr_factor(9, 100, 10) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10) == pytest.approx(0.5) and lr_factor(100, 100, 10) == 0.0
@@ -347,7 +347,7 @@ def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> N
 
 
 def test_fit_encoder_resume_is_exact(teacher_dir: Path, tmp_path: Path) -> None:
-    from distill.engine.embed_train import fit_encoder
+    from distill.tasks.embedding.training import fit_encoder
     from distill.recipe.embedding import EmbedTrainConfig
 
     teacher = load_sentence_encoder(teacher_dir)
@@ -398,7 +398,7 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
 def test_transformer_students_train_on_augmented_variants_and_static_ones_do_not(teacher_dir: Path, tmp_path: Path) -> None:
     import math
 
-    from distill.engine.embed_run import load_texts, run_embedding
+    from distill.tasks.embedding.pipeline import load_texts, run_embedding
     from distill.recipe.embedding import EmbeddingRecipe
 
     corpus = tmp_path / "corpus.txt"
@@ -538,7 +538,7 @@ def test_contextual_token_vectors_are_the_teacher_pass(teacher_dir: Path) -> Non
 
 
 def test_teacher_caches_compute_once_and_recompute_when_stale(teacher_dir: Path, tmp_path: Path) -> None:
-    from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
+    from distill.tasks.embedding.cache import cached_context, cached_embeddings, teacher_fingerprint
 
     teacher = load_sentence_encoder(teacher_dir)
     fp = teacher_fingerprint(teacher_dir, teacher)

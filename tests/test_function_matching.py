@@ -146,9 +146,9 @@ def test_teacher_and_student_see_the_same_view_and_two_steps_train() -> None:
     from accelerate import Accelerator
 
     from distill.data import Split
-    from distill.engine.loop import fit
+    from distill.tasks.classification.loop import fit
     from distill.recipe import TrainConfig
-    from distill.tasks.classification import build_objective
+    from distill.tasks.classification.objective import build_objective
 
     g = _gen(0)
     x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)

@@ -25,7 +25,7 @@ import pytest
 import torch
 import yaml
 
-from distill.engine.lm_loop import block_batches
+from distill.tasks.causal_lm.loop import block_batches
 from distill.errors import DataError
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big", "small", "red", "blue", "house",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.engine.lm_loop import BlockSampler, Objective, block_batches, fit_lm, on_policy_batches
+from distill.tasks.causal_lm.loop import BlockSampler, Objective, block_batches, fit_lm, on_policy_batches
 from distill.errors import TrainingError
 from distill.losses.token import dense_topk
 from distill.models.causal_lm import build_causal_lm
 from distill.recipe.lm import LMTrainConfig
-from distill.tasks.causal_lm import lm_logits
+from distill.tasks.causal_lm.signal import lm_logits
 
 V = 61
 

@@ -15,7 +15,7 @@ from distill.models.causal_lm import (
     count_parameters,
     macs_per_token,
 )
-from distill.tasks.causal_lm import (
+from distill.tasks.causal_lm.signal import (
     evaluate_lm,
     generate,
     lm_logits,
@@ -123,7 +123,7 @@ def test_sequence_and_on_policy_batches() -> None:
 
 def test_expand_topk_keeps_the_top_k_and_spreads_the_tail_by_the_prior() -> None:
     from distill.losses.token import dense_topk
-    from distill.tasks.causal_lm import expand_topk, unigram_logprobs
+    from distill.tasks.causal_lm.signal import expand_topk, unigram_logprobs
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, V, generator=g) * 2

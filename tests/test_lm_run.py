@@ -118,7 +118,7 @@ def test_sequence_from_api_completions(world: dict[str, Path]) -> None:
 
 
 def test_teacher_trained_here_copy_layers_student_and_baseline(world: dict[str, Path]) -> None:
-    from distill.engine.lm_run import run_lm
+    from distill.tasks.causal_lm.pipeline import run_lm
 
     raw = recipe(
         world,
@@ -139,7 +139,7 @@ def test_teacher_trained_here_copy_layers_student_and_baseline(world: dict[str, 
 def test_resume_gives_the_uninterrupted_result(world: dict[str, Path]) -> None:
     from safetensors.torch import load_file
 
-    from distill.engine.lm_run import run_lm
+    from distill.tasks.causal_lm.pipeline import run_lm
 
     raw = recipe(world, train__steps=6)
     full = run_lm(load_recipe(raw=raw), progress=False, console=False)

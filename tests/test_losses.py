@@ -142,7 +142,7 @@ def test_cross_entropy_closed_form_matches_autograd() -> None:
 
 def test_objective_closed_form_matches_autograd_through_a_model() -> None:
     from distill.recipe import LossTerm
-    from distill.tasks.classification import (
+    from distill.tasks.classification.objective import (
         build_objective, closed_form_available, compute_objective, objective_value_and_grad, prepare_teacher_targets,
     )  # fmt: skip
 

@@ -89,3 +89,30 @@ def test_bad_inputs_are_distill_errors(digits: dict[str, torch.Tensor]) -> None:
     with pytest.raises(distill.RecipeError):
         distill.distill_module(nn.Linear(64, 10), teacher, (digits["x"], digits["y"]), losses=[{"loss": "kdd"}],
                                progress=False)  # fmt: skip
+
+
+def test_a_registered_loss_of_your_own_trains_like_a_built_in_one(digits: dict[str, torch.Tensor]) -> None:
+    from distill import losses
+
+    def my_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+        return scale * ((student_logits - teacher_logits) ** 2).mean()
+
+    losses.register("my_mse_test", my_mse, needs=("teacher_logits",), summary="mean (s - t)^2 of the logits",
+                    params={"scale": losses.Param(1.0, "a factor", low=0.0)})  # fmt: skip
+    try:
+        with pytest.raises(distill.RecipeError, match="already a loss"):
+            losses.register("my_mse_test", my_mse, needs=("teacher_logits",), summary="again")
+        with pytest.raises(distill.RecipeError, match="scale"):
+            distill.validate_recipe({"distill": [{"loss": "my_mse_test", "scale": -1}]})
+        teacher = _trained_teacher(digits)
+        runs = {}
+        for loss in ("my_mse_test", "logit_mse"):  # the built-in one is the same function (center 0)
+            torch.manual_seed(0)
+            student = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+            runs[loss] = distill.distill_module(student, teacher, (digits["x"], digits["y"]), losses=[{"loss": loss}],
+                                                epochs=3, lr=3e-2, progress=False).history  # fmt: skip
+        mine, builtin = runs["my_mse_test"], runs["logit_mse"]
+        assert [h["loss"] for h in mine] == pytest.approx([h["loss"] for h in builtin], rel=1e-5)
+        assert mine[-1]["loss"] < 0.8 * mine[0]["loss"]
+    finally:
+        losses.REGISTRY.pop("my_mse_test", None)

@@ -17,7 +17,7 @@ import torch
 
 from distill.errors import DataError, ModelError, TrainingError
 from distill.models.sentence import SentenceEncoder, load_sentence_encoder
-from distill.engine.static_train import finetune_static
+from distill.tasks.embedding.static_training import finetune_static
 from distill.models.static_build import build_static
 from distill.models.static_embed import StaticEmbedder, load_static, save_static
 from distill.static_model import FILES as LIGHT_FILES

@@ -15,8 +15,8 @@ import yaml
 
 from distill.cli import main
 from distill.errors import RunDirError, UnsupportedError
-from distill.report.embed_report import write_embedding_report
-from distill.report.lm_html import write_lm_report
+from distill.tasks.embedding.report import write_embedding_report
+from distill.tasks.causal_lm.report import write_lm_report
 from tests.embed_helpers import SENTENCES, WORDS, make_tiny_sentence_model
 
 LM_WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big", "small", "red", "blue", "house",
@@ -62,10 +62,10 @@ def embed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _similarities_by_hand(run_dir: Path) -> dict[str, Any]:
     """similarities.json of the contract, from the saved teacher and students encoding the held-out text."""
-    from distill.engine.embed_run import load_student, load_texts, student_encoder
+    from distill.tasks.embedding.pipeline import load_student, load_texts, student_encoder
     from distill.models.sentence import load_sentence_encoder
     from distill.recipe import validate_recipe
-    from distill.tasks.embedding import pair_similarities
+    from distill.tasks.embedding.metrics import pair_similarities
 
     recipe = validate_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text()), "recipe.yaml")
     held = load_texts(recipe).held

@@ -43,7 +43,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
-from distill.engine.embed_run import run_embedding  # noqa: E402
+from distill.tasks.embedding.pipeline import run_embedding  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
 
 
@@ -51,10 +51,10 @@ def seen_quality(recipe, res) -> None:  # noqa: ANN001
     """Each student's quality on 2,000 of its own training sentences (seeded sample)."""
     import numpy as np
 
-    from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint
-    from distill.engine.embed_run import default_teacher_path, load_student, load_texts
+    from distill.tasks.embedding.cache import cached_embeddings, teacher_fingerprint
+    from distill.tasks.embedding.pipeline import default_teacher_path, load_student, load_texts
     from distill.models.sentence import load_sentence_encoder
-    from distill.tasks.embedding import quality
+    from distill.tasks.embedding.metrics import quality
 
     texts = load_texts(recipe)
     idx = np.sort(np.random.default_rng(0).choice(len(texts.train), min(2000, len(texts.train)), replace=False))
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     raw["name"] = "probe"
     raw["output"]["dir"] = str(bench.WORK / (("probe-validation" if args.validation else "probe") + (f"-{args.tag}" if args.tag else "")))
     if args.validation:
-        from distill.engine.embed_run import load_texts
+        from distill.tasks.embedding.pipeline import load_texts
         from distill.fsutil import write_text
 
         train = load_texts(validate_recipe(bench.recipe(False))).train

@@ -34,9 +34,9 @@ sys.path.insert(0, str(BENCHMARKS))
 import lm as L  # noqa: E402 - the LM benchmark's own settings
 import lm_long  # noqa: E402 - set-up, training and measuring of one student
 
-from distill.engine.lm_loop import Objective  # noqa: E402
+from distill.tasks.causal_lm.loop import Objective  # noqa: E402
 from distill.losses.token_views import TAIL_FLOOR, TeacherTopK, dense_sample  # noqa: E402
-from distill.tasks.causal_lm import lm_logits  # noqa: E402
+from distill.tasks.causal_lm.signal import lm_logits  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402
 
 ROWS = [  # (signal, peak lr, seed)

@@ -116,10 +116,10 @@ def flip_averaged() -> None:
     import numpy as np
 
     from distill.data import build_data
-    from distill.engine.build import load_run_teacher
+    from distill.tasks.classification.builders import load_run_teacher
     from distill.fsutil import atomic_path
     from distill.recipe import validate_recipe
-    from distill.tasks.classification import accuracy_from_logits, predict_logits
+    from distill.tasks.classification.objective import accuracy_from_logits, predict_logits
 
     base = M.base_recipe(60)
     recipe = validate_recipe(base)

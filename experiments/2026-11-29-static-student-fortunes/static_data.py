@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # static_probe, beside
 from static_probe import VAL, setup, spearman  # noqa: E402 - the same split, teacher and measure
 
 from distill.data.corpus import read_corpus  # noqa: E402
-from distill.engine.embed_cache import cached_embeddings  # noqa: E402
-from distill.engine.static_train import finetune_static  # noqa: E402
+from distill.tasks.embedding.cache import cached_embeddings  # noqa: E402
+from distill.tasks.embedding.static_training import finetune_static  # noqa: E402
 from distill.models.static_build import build_static  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402
 

@@ -32,13 +32,13 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
-from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  # noqa: E402
-from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
-from distill.engine.static_train import finetune_static  # noqa: E402
+from distill.tasks.embedding.cache import cached_embeddings, teacher_fingerprint  # noqa: E402
+from distill.tasks.embedding.pipeline import default_teacher_path, load_texts  # noqa: E402
+from distill.tasks.embedding.static_training import finetune_static  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_build import build_static  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
-from distill.tasks.embedding import quality  # noqa: E402
+from distill.tasks.embedding.metrics import quality  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402
 
 VAL = 2000

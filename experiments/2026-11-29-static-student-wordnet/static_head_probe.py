@@ -45,14 +45,14 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
-from distill.engine.embed_cache import cached_embeddings, teacher_fingerprint  # noqa: E402
-from distill.engine.embed_run import default_teacher_path, load_texts  # noqa: E402
-from distill.engine.static_train import _gather  # noqa: E402
+from distill.tasks.embedding.cache import cached_embeddings, teacher_fingerprint  # noqa: E402
+from distill.tasks.embedding.pipeline import default_teacher_path, load_texts  # noqa: E402
+from distill.tasks.embedding.static_training import _gather  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_build import _special_template, build_static, frequent_pairs  # noqa: E402
 from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
 from distill.recipe import validate_recipe  # noqa: E402
-from distill.tasks.embedding import quality  # noqa: E402
+from distill.tasks.embedding.metrics import quality  # noqa: E402
 
 
 def bounded(ids: Tensor, offsets: Tensor, begin: int, end: int) -> tuple[Tensor, Tensor]:
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     y_val = targets[val_idx]
     context = None
     if args.init == "context":
-        from distill.engine.embed_cache import cached_context
+        from distill.tasks.embedding.cache import cached_context
 
         _, sums, counts = cached_context(teacher, fit_texts, Path(recipe.output.cache_dir), teacher_fingerprint(path, teacher),
                                          batch_size=64, progress=False)  # fmt: skip

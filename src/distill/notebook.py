@@ -102,9 +102,9 @@ def distill_module(
     from accelerate import Accelerator
 
     from distill.data import Split
-    from distill.engine.loop import fit
+    from distill.tasks.classification.loop import fit
     from distill.recipe import LossTerm, TrainConfig
-    from distill.tasks.classification import build_objective
+    from distill.tasks.classification.objective import build_objective
 
     if not isinstance(student, nn.Module):
         raise ModelError(f"student must be a torch.nn.Module, got {type(student).__name__}.")

@@ -2,7 +2,7 @@
 
 Both are pure functions: the caller's model is never changed, a pruned copy is
 returned. Recovery (fine-tuning after pruning) is ordinary training with
-``distill.engine.loop.fit``: prune first, then distil into the pruned model.
+``distill.tasks.classification.loop.fit``: prune first, then distil into the pruned model.
 
 * :func:`magnitude_prune` zeroes the globally smallest-magnitude weights of
   every ``nn.Linear``/``nn.Conv2d``. Shapes, size on disk and dense latency do

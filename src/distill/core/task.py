@@ -67,7 +67,8 @@ class Task:
         """The function of ``command`` for this task, or an :class:`UnsupportedError` that says why not."""
         if command in self.commands:
             return resolve(self.commands[command])
-        what = f"{where} is a {self.name} run" if where is not None else f"this is a {self.name} recipe"
+        article = "an" if self.name[0] in "aeiou" else "a"
+        what = f"{where} is {article} {self.name} run" if where is not None else f"this is {article} {self.name} recipe"
         why = self.refusals.get(command, f"it is not implemented for {self.name} runs")
         others = ", ".join(c for c in COMMANDS if c in self.commands) or "none"
         raise UnsupportedError(
@@ -82,14 +83,14 @@ TASKS: dict[str, Task] = {
         summary="image and table classification: a teacher's soft labels into a small student",
         schema="distill.recipe.schema:Recipe",
         example="distill.recipe.docs:example_recipe",
-        pipeline="distill.engine.run:run",
+        pipeline="distill.tasks.classification.pipeline:run",
         commands={
-            "eval": "distill.engine.evaluate:evaluate",
-            "compress": "distill.engine.stages:compress_run",
-            "export": "distill.engine.stages:export_run",
-            "bench": "distill.engine.stages:bench_run",
+            "eval": "distill.tasks.classification.evaluate:evaluate",
+            "compress": "distill.tasks.classification.stages:compress_run",
+            "export": "distill.tasks.classification.stages:export_run",
+            "bench": "distill.tasks.classification.stages:bench_run",
             "report": "distill.report:write_classification_report",
-            "layers": "distill.engine.build:list_layers",
+            "layers": "distill.tasks.classification.builders:list_layers",
         },
     ),
     "embedding": Task(
@@ -97,11 +98,11 @@ TASKS: dict[str, Task] = {
         summary="sentence embeddings: a sentence-transformers teacher into transformer and static students",
         schema="distill.recipe.embedding:EmbeddingRecipe",
         example="distill.recipe.embedding:example_recipe",
-        pipeline="distill.engine.embed_run:run_embedding",
+        pipeline="distill.tasks.embedding.pipeline:run_embedding",
         commands={
-            "eval": "distill.engine.embed_post:evaluate_embedding_run",
-            "export": "distill.engine.embed_post:export_embedding_run",
-            "report": "distill.report.embed_report:write_embedding_report",
+            "eval": "distill.tasks.embedding.commands:evaluate_embedding_run",
+            "export": "distill.tasks.embedding.commands:export_embedding_run",
+            "report": "distill.tasks.embedding.report:write_embedding_report",
         },
         refusals={
             "compress": "an embedding run compresses its students in the recipe: students[].layers, ffn_keep and "
@@ -120,10 +121,10 @@ TASKS: dict[str, Task] = {
         summary="causal language models: next-token distillation, online, from a top-k cache, or on sequences",
         schema="distill.recipe.lm:LMRecipe",
         example="distill.recipe.lm:example_recipe",
-        pipeline="distill.engine.lm_run:run_lm",
+        pipeline="distill.tasks.causal_lm.pipeline:run_lm",
         commands={
-            "eval": "distill.engine.lm_run:evaluate_lm_run",
-            "report": "distill.report.lm_html:write_lm_report",
+            "eval": "distill.tasks.causal_lm.commands:evaluate_lm_run",
+            "report": "distill.tasks.causal_lm.report:write_lm_report",
         },
         refusals={
             "compress": "pruning and int8 quantization are implemented for classification students only",
@@ -134,7 +135,7 @@ TASKS: dict[str, Task] = {
             "layers": "language-model students copy teacher blocks by index (student.copy_layers: [0, 3]), not by "
             "module path",
         },
-        nproc=None,  # --nproc N: each process trains on its share of every global batch (engine/lm_loop.py)
+        nproc=None,  # --nproc N: each process trains on its share of every global batch (tasks/causal_lm/loop.py)
     ),
 }
 

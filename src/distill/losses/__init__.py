@@ -223,9 +223,44 @@ REGISTRY: dict[str, LossSpec] = {
     ),
 }
 
+_NEEDS = (("labels",), ("teacher_logits",), ("teacher_logits", "labels"), ("student_features", "teacher_features"))
+
+
+def register(name: str, fn: Callable[..., Any], *, needs: tuple[str, ...], summary: str,
+             params: dict[str, Param] | None = None, replace: bool = False) -> LossSpec:  # fmt: skip
+    """Add a loss of your own to :data:`REGISTRY`, so that a recipe's ``distill`` list (or
+    ``distill_module(losses=...)``) can name it like a built-in one.
+
+    ``fn`` follows the calling convention of ``needs`` (see the module docstring), returns a scalar tensor
+    and must be differentiable in the student's side; ``params`` declare its keyword arguments with
+    defaults and ranges (checked when a recipe is validated). Registered in a process, it lives as long as
+    that process: register it before the recipe is loaded.
+
+    >>> register("l1_logits", lambda s, t: (s - t).abs().mean(), needs=("teacher_logits",),
+    ...          summary="mean absolute difference of the logits")  # doctest: +SKIP
+    """
+    from distill.errors import RecipeError
+
+    problems = []
+    if not isinstance(name, str) or not name.isidentifier():
+        problems.append(f"register: the name must be an identifier such as 'my_kd' (got {name!r})")
+    elif name in REGISTRY and not replace:
+        problems.append(f"register: {name!r} is already a loss ({REGISTRY[name].summary}). Fix: pick another name, or "
+                        "pass replace=True")  # fmt: skip
+    if tuple(needs) not in _NEEDS:
+        problems.append(f"register: needs must be one of {', '.join(map(str, _NEEDS))} (got {tuple(needs)!r})")
+    if not callable(fn):
+        problems.append(f"register: fn must be callable (got {type(fn).__name__})")
+    if problems:
+        raise RecipeError(problems, "distill.losses.register")
+    spec = LossSpec(fn=fn, needs=tuple(needs), summary=summary, params=dict(params or {}))
+    REGISTRY[name] = spec
+    return spec
+
+
 __all__ = [
     # the registry of classification terms (a recipe's `distill` list) and how to add your own
-    "REGISTRY", "LossSpec", "Param",
+    "REGISTRY", "LossSpec", "Param", "register",
     # classification: logits (N, C)
     "cross_entropy", "cross_entropy_value_and_grad", "kd_loss", "kd_targets", "kd_value_and_grad", "log_softmax",
     "softmax_with_temperature", "dist_loss", "dkd_loss", "function_matching_loss", "logit_mse_loss", "ls_kd_loss",

@@ -10,7 +10,7 @@ L2-normalised. With pair rows, the rows of the text's neighbouring token pairs t
 numerator of ``m`` (as if each were a token whose weight is in its row), not its denominator. A text
 with no token of positive weight (empty, only unknown or special tokens) gives the zero vector, never NaN.
 
-Fine-tuning (:func:`distill.engine.static_train.finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
+Fine-tuning (:func:`distill.tasks.embedding.static_training.finetune_static`): loss ``1 − cos(student(text), teacher(text))`` against cached
 teacher sentence embeddings; the table (sparse gradients, ``SparseAdam``), the weights (kept >= 1e-6,
 special tokens stay 0) and the projection (``Adam``) all train.
 

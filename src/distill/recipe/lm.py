@@ -77,7 +77,10 @@ class LMModelConfig(_Section):
 
 class LMTrainConfig(_Section):
     steps: int = Field(100, gt=0, description="Optimizer steps.")
-    batch_size: int = Field(16, gt=0, description="Blocks per micro-batch.")
+    batch_size: int = Field(
+        16, gt=0, description="Blocks per micro-batch, per process (with --nproc N, rank r trains on the r-th slice "
+        "of each global micro-batch of N·batch_size blocks).",
+    )
     grad_accum: int = Field(
         1, gt=0, description="Micro-batches per optimizer step (the loss is normalised by the real tokens of all)."
     )

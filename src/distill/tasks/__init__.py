@@ -1,1 +1,2 @@
-"""What differs per task: how to get logits and labels, and the metrics."""
+"""The tasks, one package each: its pipeline (an explicit script), its loop, its post-run commands and
+its report. The table of tasks is ``distill.core.task.TASKS``; a task never imports another task."""

@@ -17,7 +17,7 @@ Run directory::
     metrics.json             everything measured; comparison.md/.json the table; samples.md/.json
 
 With ``--nproc N`` (torchrun, DDP through Accelerate) every process trains on its share of each global
-batch (``train.batch_size`` per process, see :func:`~distill.engine.lm_loop.fit_lm`); only the main
+batch (``train.batch_size`` per process, see :func:`~distill.tasks.causal_lm.loop.fit_lm`); only the main
 process writes (run directory, tokenizer, teacher, offline cache, sequence data, checkpoints, models,
 metrics) and evaluates; what it writes for the others to read is behind ``wait_for_everyone``.
 """
@@ -26,147 +26,41 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from distill.data.text import (
-    deduplicate,
-    load_tokenizer,
-    pack_blocks,
-    read_documents,
-    read_pairs,
-    save_tokenizer,
-    split_documents,
-    train_tokenizer,
+from distill.data.text import read_pairs
+from distill.tasks.causal_lm.data import (
+    Documents,
+    LMData,
+    LMRunResult,
+    barrier,
+    blocks_fingerprint,
+    is_main,
+    prepare_data,
+    read_text,
+    save_model,
 )
 from distill.core.checkpoint import CheckpointStore
-from distill.engine.lm_loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
-from distill.engine.lm_report import comparison, write_outputs
+from distill.tasks.causal_lm.loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
+from distill.tasks.causal_lm.evaluate import comparison, write_outputs
 from distill.core.context import environment, run_context
 from distill.core.logs import setup_logging
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
-from distill.errors import DataError, ModelError, RunDirError
+from distill.errors import DataError, ModelError
 from distill.models.causal_lm import (
     build_causal_lm,
     check_same_vocab,
     copy_layers_student,
     load_causal_lm,
 )
-from distill.tasks.causal_lm import api_sequences, expand_topk, lm_logits, teacher_sequences, unigram_logprobs
+from distill.tasks.causal_lm.signal import api_sequences, expand_topk, lm_logits, teacher_sequences, unigram_logprobs
 
 log = logging.getLogger("distill")
-
-
-def _main(accelerator: Any) -> bool:
-    return accelerator is None or accelerator.is_main_process
-
-
-def _wait(accelerator: Any) -> None:
-    """Every process waits here (a barrier; nothing with one process)."""
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-
-
-@dataclass
-class LMData:
-    tokenizer: Any
-    train: torch.Tensor  # (N, L) packed training blocks
-    val: torch.Tensor  # (M, L) packed held-out blocks
-    stats: dict[str, Any]
-
-
-@dataclass
-class LMRunResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    table_markdown: str
-
-
-def save_model(model: Any, directory: Path, tokenizer: Any) -> None:
-    """save_pretrained (safetensors) + tokenizer into a temporary folder, then rename."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    from transformers.utils import logging as hf_logging
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    bars_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one tiny shard: its "Writing model shards" bar is noise
-    try:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        if bars_on:
-            hf_logging.enable_progress_bar()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-# -------------------------------------------------------------------- data
-@dataclass
-class Documents:
-    train: list[str]
-    val: list[str]
-    stats: dict[str, Any]
-
-
-def read_text(recipe: Any) -> Documents:
-    """The documents of ``data.path``, deduplicated and split (seeded): the preflight's part of the data."""
-    d = recipe.data
-    docs = read_documents(d.path, d.format, separator=d.separator, text_field=d.text_field)
-    n_read = len(docs)
-    if d.max_documents:
-        docs = docs[: d.max_documents]
-    if d.dedup:
-        docs = deduplicate(docs)
-    train_docs, val_docs = split_documents(docs, d.val_fraction, d.seed)
-    return Documents(train_docs, val_docs, {"documents_read": n_read, "documents": len(docs)})
-
-
-def prepare_data(recipe: Any, run_dir: Path, docs: Documents | None = None, accelerator: Any = None) -> LMData:
-    """Tokenizer (the teacher's, a given one, or trained here on the training documents: by the main
-    process, which saves it for the others to load) and packed blocks."""
-    d = recipe.data
-    docs = docs or read_text(recipe)
-    train_docs, val_docs = docs.train, docs.val
-    tok_dir = d.tokenizer.dir or recipe.teacher.dir
-    trained = (run_dir / "tokenizer" / "tokenizer.json").exists()
-    if tok_dir is None:
-        _wait(accelerator)  # every process has looked before the main one writes
-    if tok_dir is not None:
-        tokenizer = load_tokenizer(tok_dir)
-    elif trained:
-        tokenizer = load_tokenizer(run_dir / "tokenizer")
-    else:
-        if _main(accelerator):
-            t0 = time.perf_counter()
-            tokenizer = train_tokenizer(train_docs, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency)
-            save_tokenizer(tokenizer, run_dir / "tokenizer")
-            log.info("tokenizer: byte-level BPE, %d tokens, trained on %d documents in %.1fs",
-                     len(tokenizer), len(train_docs), time.perf_counter() - t0)  # fmt: skip
-        _wait(accelerator)
-        if not _main(accelerator):
-            tokenizer = load_tokenizer(run_dir / "tokenizer")
-    train = pack_blocks(train_docs, tokenizer, d.block_len, what="training")
-    val = pack_blocks(val_docs, tokenizer, d.block_len, what="validation")
-    stats = {**docs.stats, "train_documents": len(train_docs),
-             "val_documents": len(val_docs), "train_blocks": len(train), "val_blocks": len(val),
-             "block_len": d.block_len, "train_tokens": int(train.numel()), "vocab_size": len(tokenizer)}  # fmt: skip
-    log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", docs.stats["documents_read"],
-             docs.stats["documents"], len(train), len(val), d.block_len)  # fmt: skip
-    return LMData(tokenizer, train, val, stats)
-
-
-def blocks_fingerprint(blocks: torch.Tensor) -> str:
-    return hashlib.sha256(blocks.contiguous().numpy().tobytes() + str(tuple(blocks.shape)).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ models
@@ -255,13 +149,13 @@ def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, 
     key = hashlib.sha256(f"{module_fingerprint(teacher)}|{blocks_fingerprint(blocks)}|k={k}|"
                          f"T={temperature}{drawn}".encode()).hexdigest()  # fmt: skip
     folder = Path(cache_dir) / f"lm-{kind}-{key[:24]}"
-    if not _main(accelerator):
-        _wait(accelerator)  # the main process builds it
+    if not is_main(accelerator):
+        barrier(accelerator)  # the main process builds it
         return TopKCache(folder), {"cache": kind, "cache_dir": str(folder), "cache_fingerprint": key}
     t0 = time.perf_counter()
     cache = build_topk_cache(teacher, blocks, folder, k=k, temperature=temperature, batch_size=batch_size,
                              fingerprint=key, progress=progress, mode=kind, seed=seed, draws=draws)  # fmt: skip
-    _wait(accelerator)  # built: the others open it
+    barrier(accelerator)  # built: the others open it
     info = {"cache": kind, **({"draws": draws} if kind == "sample" else {}), "cache_dir": str(folder), "cache_fingerprint": key,
             "cache_seconds": round(time.perf_counter() - t0, 2), "cache_bytes": cache.nbytes,
             "dense_fp16_bytes": cache.dense_fp16_nbytes(), "cache_ratio": cache.nbytes / cache.dense_fp16_nbytes()}  # fmt: skip
@@ -320,8 +214,8 @@ def sequence_data(recipe: Any, teacher: Any, data: LMData, run_dir: Path, progre
     d, cfg = recipe.distill, recipe.train
     stored = run_dir / "sequence_data.safetensors"
     have = stored.exists()
-    _wait(accelerator)  # every process has looked before the main one writes
-    if not have and _main(accelerator):
+    barrier(accelerator)  # every process has looked before the main one writes
+    if not have and is_main(accelerator):
         if d.completions is not None:
             ids, mask = api_sequences(data.tokenizer, read_pairs(d.completions), data.train.shape[1])
             info["source"] = str(d.completions)
@@ -337,10 +231,10 @@ def sequence_data(recipe: Any, teacher: Any, data: LMData, run_dir: Path, progre
 
         tensors = {"ids": ids.contiguous(), "mask": mask.to(torch.uint8).contiguous()}
         write_with(stored, lambda tmp: save_file(tensors, str(tmp)))
-        _wait(accelerator)
+        barrier(accelerator)
         return ids, mask
     if not have:
-        _wait(accelerator)  # the main process writes it
+        barrier(accelerator)  # the main process writes it
     seq = load_file(str(stored))
     return seq["ids"], seq["mask"].bool()
 
@@ -429,7 +323,7 @@ def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, accelerator: 
     }  # fmt: skip
     write_outputs(run_dir, metrics, table, console=console)
     if recipe.output.report:
-        from distill.report.lm_html import write_lm_report
+        from distill.tasks.causal_lm.report import write_lm_report
 
         log.info("report: %s", "; ".join(str(p) for p in write_lm_report(run_dir)))
     return LMRunResult(run_dir, metrics, table)
@@ -466,29 +360,3 @@ def _baseline(recipe: Any, teacher: Any, data: LMData, run_dir: Path, accelerato
     model, history, secs = train_ce("baseline", scratch, recipe.train, data, run_dir=run_dir, accelerator=accelerator,
                                     resume=resume, progress=progress)  # fmt: skip
     return model, history, round(secs, 2)
-
-
-def evaluate_lm_run(run_dir: str | Path, *, console: bool = True) -> LMRunResult:
-    """Load the teacher, student (and baseline) of a finished run and measure them again side by side on its
-    held-out blocks; write eval.json and print the table."""
-    from distill.fsutil import write_json, write_text
-    from distill.recipe import validate_recipe
-
-    run_dir = Path(run_dir)
-    recipe = validate_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")), str(run_dir))
-    setup_logging(None, console=console)
-    with run_context(recipe.train.num_threads):
-        data = prepare_data(recipe, run_dir)
-        models = {}
-        for role in ("teacher", "student", "baseline"):
-            folder = Path(recipe.teacher.dir) if role == "teacher" and recipe.teacher.dir else run_dir / role
-            if (folder / "config.json").exists():
-                models[role] = load_causal_lm(folder, trust_remote_code=recipe.teacher.trust_remote_code)
-            elif role != "baseline":
-                raise RunDirError(f"{folder} is missing: the run did not finish. Fix: finish it with --resume.")
-        table, comp, extra = comparison(models, data, recipe)
-    write_json(run_dir / "eval.json", {"task": "causal_lm", "models": comp, **extra})
-    write_text(run_dir / "eval.md", table)
-    if console:
-        print(table)
-    return LMRunResult(run_dir, {"comparison": comp, **extra}, table)

@@ -12,7 +12,7 @@ from torch import nn
 
 from distill.data import DataBundle, transfer_set
 from distill.recipe import Recipe
-from distill.tasks.classification import predict_logits
+from distill.tasks.classification.objective import predict_logits
 from distill.teachers import TorchTeacher
 from distill.teachers.cache import TeacherCache, cache_key
 from distill.teachers.ensemble import teacher_logits_for

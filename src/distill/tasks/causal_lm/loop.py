@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 
 from distill.core.checkpoint import CheckpointStore
-from distill.engine.loop import epoch_generator, make_optimizer, make_scheduler
+from distill.core.optim import epoch_generator, make_optimizer, make_scheduler
 from distill.errors import DataError, TrainingError
-from distill.tasks.causal_lm import ce_sum, lm_logits, on_policy_sequences
+from distill.tasks.causal_lm.signal import ce_sum, lm_logits, on_policy_sequences
 
 log = logging.getLogger("distill")
 

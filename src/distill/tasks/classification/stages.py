@@ -19,8 +19,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from distill.engine.build import load_run_recipe, load_run_student, load_run_teacher
-from distill.engine.teacher_outputs import student_view, teacher_outputs
+from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
+from distill.tasks.classification.signal import student_view, teacher_outputs
 from distill.errors import ExportError, RecipeError, UnsupportedError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, apply_overrides, validate_recipe
@@ -62,9 +62,9 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
     from distill.compress import dynamic_int8, magnitude_prune, pruned_params, sensitivity_int8, static_int8, structured_prune
     from distill.compress.prune import sparsity
     from distill.data import build_data
-    from distill.engine.loop import fit
+    from distill.tasks.classification.loop import fit
     from distill.export.torch_format import save_torch
-    from distill.tasks.classification import build_objective
+    from distill.tasks.classification.objective import build_objective
 
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir, overrides)

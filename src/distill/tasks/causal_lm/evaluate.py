@@ -15,7 +15,7 @@ import torch
 
 from distill.fsutil import write_json, write_text
 from distill.models.causal_lm import count_parameters, macs_per_token
-from distill.tasks.causal_lm import evaluate_lm, lm_logits, samples, tokens_per_second
+from distill.tasks.causal_lm.signal import evaluate_lm, lm_logits, samples, tokens_per_second
 
 log = logging.getLogger("distill")
 

@@ -113,7 +113,7 @@ def call_term(
     ``fn(s, t, labels)``; ``("student_features", "teacher_features")`` →
     ``fn(adapter(student_feat), teacher_feat)`` for the layers the term names.
     """
-    from distill.tasks.features import LAYER_PARAMS
+    from distill.tasks.classification.features import LAYER_PARAMS
 
     needs = term.spec.needs
     params = {k: v for k, v in term.params.items() if k not in LAYER_PARAMS}

@@ -79,7 +79,7 @@ def list_layers(recipe: Recipe) -> dict[str, list[tuple[str, str, Any]]]:
     """Every named module of the recipe's (untrained) teacher and student with its type and its output
     shape for one sample: the names feature terms take as ``student_layer`` / ``teacher_layer``."""
     from distill.data import build_data
-    from distill.tasks.features import FeatureCapture
+    from distill.tasks.classification.features import FeatureCapture
 
     data = build_data(recipe.data)
     teacher, make_student = build_models(recipe, data)

@@ -12,12 +12,12 @@ from torch import nn
 
 from distill.bench import measure_callable, measure_model
 from distill.data import DataBundle, build_data
-from distill.engine.build import load_run_recipe, load_run_student, load_run_teacher
+from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
 from distill.core.logs import setup_logging
 from distill.fsutil import write_json, write_with
 from distill.recipe import Recipe
 from distill.report import comparison, render_markdown
-from distill.tasks.classification import accuracy_from_logits, predict_logits
+from distill.tasks.classification.objective import accuracy_from_logits, predict_logits
 from distill.teachers.ensemble import teacher_logits_for
 from distill.teachers.external import can_run_on_inputs
 

@@ -14,7 +14,7 @@ import yaml
 
 from distill.core.context import torch_threads
 from distill.core.logs import setup_logging
-from distill.engine.embed_run import (
+from distill.tasks.embedding.pipeline import (
     EmbedResult,
     measurer,
     require_onnx,

@@ -77,7 +77,7 @@ def similarity_scatter(teacher: np.ndarray, models: dict[str, np.ndarray], kinds
     """Small multiples: teacher cosine similarity (x) vs each student's (y) of the same pairs, y = x dashed.
 
     ``teacher``: (N,); ``models``: name -> (N,); ``kinds``: name -> student kind (the colour)."""
-    from distill.tasks.embedding import spearman
+    from distill.tasks.embedding.metrics import spearman
 
     n = len(models)
     ncols = min(3, n)

@@ -22,7 +22,7 @@ import torch
 
 from distill.data.augment import augment_texts
 from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
-from distill.engine.embed_cache import cached_context, cached_embeddings, teacher_fingerprint
+from distill.tasks.embedding.cache import cached_context, cached_embeddings, teacher_fingerprint
 from distill.bench.rates import side_by_side_rates
 from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log, setup_logging
@@ -39,8 +39,8 @@ from distill.models.sentence import (
     save_sentence_encoder,
 )
 from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
-from distill.report.embed_card import embedding_model_card
-from distill.tasks.embedding import pair_similarities, quality, sts_spearman
+from distill.tasks.embedding.card import embedding_model_card
+from distill.tasks.embedding.metrics import pair_similarities, quality, sts_spearman
 
 
 @dataclass
@@ -141,14 +141,14 @@ def train_student(
     if spec.kind == "static":
         if not spec.finetune or cfg.epochs == 0:
             return {"seconds": 0.0, "epochs": 0}
-        from distill.engine.static_train import finetune_static
-        from distill.engine.embed_train import DEFAULT_LR
+        from distill.tasks.embedding.static_training import finetune_static
+        from distill.tasks.embedding.training import DEFAULT_LR
 
         stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
                                 batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational, pair_lr=cfg.pair_lr,
                                 time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
         return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
-    from distill.engine.embed_train import fit_encoder
+    from distill.tasks.embedding.training import fit_encoder
 
     fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
                       kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
@@ -341,7 +341,7 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, 
         write_text(run_dir / "students" / spec.name / "README.md",
                    embedding_model_card(recipe, spec, setup.teacher_name, row))  # fmt: skip
     if recipe.output.report:
-        from distill.report.embed_report import write_embedding_report
+        from distill.tasks.embedding.report import write_embedding_report
 
         log.info("report: %s", "; ".join(str(p) for p in write_embedding_report(run_dir)))
     if console:

@@ -9,7 +9,6 @@ exactly the batches an uninterrupted one would have seen.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,9 +19,10 @@ from torch import Tensor, nn
 from distill.data import Split
 from distill.data.augment import augment_images, shift_mixup_views
 from distill.core.checkpoint import CheckpointStore
+from distill.core.optim import epoch_generator, make_optimizer, make_scheduler
 from distill.errors import TrainingError
 from distill.recipe import TrainConfig
-from distill.tasks.classification import (
+from distill.tasks.classification.objective import (
     Term,
     accuracy_from_logits,
     closed_form_available,
@@ -47,44 +47,9 @@ class FitResult:
         return max(rows, key=lambda h: (h["val_acc"], -h["epoch"])) if rows else None
 
 
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1))
-    return g
-
-
 def batches_per_epoch(n: int, batch_size: int) -> int:
     # a trailing batch of one sample is skipped (BatchNorm cannot train on it)
     return n // batch_size + (1 if n % batch_size >= 2 else 0)
-
-
-def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
-    o = cfg.optimizer
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
-    s = cfg.schedule
-    total_steps = max(total_steps, 1)
-    if s.name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.optimizer.lr, total_steps=total_steps, pct_start=max(s.warmup_fraction, 1e-3)
-        )
-    if s.name == "cosine":
-        warm = int(total_steps * s.warmup_fraction)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            progress = (step - warm) / max(total_steps - warm, 1)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -132,7 +97,7 @@ def fit(
     if local_n < 2:
         raise TrainingError(f"{role}: the training split has {n} samples; at least 2 per process are needed.")
     steps_per_epoch = batches_per_epoch(local_n, cfg.batch_size)
-    from distill.tasks.features import FeatureCapture, layer_names
+    from distill.tasks.classification.features import FeatureCapture, layer_names
 
     student_layers, _ = layer_names(objective)
     adapters = adapters if adapters is not None else nn.ModuleDict()

@@ -10,7 +10,7 @@ Run directory::
     run.log                the log
     teacher.safetensors    weights (also baseline.safetensors, student.safetensors)
     history/<role>.json    per-epoch curves of each trained model
-    checkpoints/<role>/    per-epoch checkpoints (see engine/checkpoint.py)
+    checkpoints/<role>/    per-epoch checkpoints (see core/checkpoint.py)
     metrics.json           accuracies, fingerprints, timings, curves
     comparison.md/.json    the "large model vs distilled model" table
     predictions.safetensors test labels and every model's test logits (for reports)
@@ -30,20 +30,20 @@ from torch import nn
 
 from distill import __version__
 from distill.data import DataBundle, build_data, labeled_only
-from distill.engine.build import build_models, make_accelerator, save_weights, seeded_build
+from distill.tasks.classification.builders import build_models, make_accelerator, save_weights, seeded_build
 from distill.core.checkpoint import CheckpointStore
-from distill.engine.evaluate import RunResult, evaluate_models
+from distill.tasks.classification.evaluate import RunResult, evaluate_models
 from distill.core.logs import setup_logging
-from distill.engine.loop import FitResult, fit
-from distill.engine.teacher_outputs import student_view, teacher_outputs
+from distill.tasks.classification.loop import FitResult, fit
+from distill.tasks.classification.signal import student_view, teacher_outputs
 from distill.core.context import environment, run_context
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import RecipeError, TeacherError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import licence_status, render_markdown
-from distill.tasks.classification import build_objective, class_bias_correction, needs_teacher, view_term
-from distill.tasks.features import FeatureCapture, build_adapters, feature_shapes, layer_names, teacher_feature_table
+from distill.tasks.classification.objective import build_objective, class_bias_correction, needs_teacher, view_term
+from distill.tasks.classification.features import FeatureCapture, build_adapters, feature_shapes, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, check_output_classes, load_weights
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
 
@@ -407,13 +407,13 @@ def _transfer_report(recipe: Recipe, setup: Setup, students: list[tuple[str, str
 def _optional_stages(recipe: Recipe, run_dir: Path, metrics: dict[str, Any], progress: bool) -> None:
     """compress and export when the recipe has them, then the report and model card."""
     if recipe.compress is not None and (recipe.compress.prune.kind != "none" or recipe.compress.quantize.kind != "none"):
-        from distill.engine.stages import compress_run
+        from distill.tasks.classification.stages import compress_run
 
         log.info("compress stage ...")
         metrics["compress"] = compress_run(run_dir, progress=progress)
         write_json(run_dir / "metrics.json", metrics)
     if recipe.export is not None:
-        from distill.engine.stages import export_run
+        from distill.tasks.classification.stages import export_run
 
         log.info("export stage ...")
         metrics["export"] = export_run(run_dir)

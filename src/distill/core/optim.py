@@ -1,0 +1,45 @@
+"""What every task's loop builds the same way: the optimizer and learning-rate schedule of a train section
+(``optimizer.name/lr/weight_decay/momentum``, ``schedule.name/warmup_fraction``), and the seeded generator
+of an epoch's data order."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1))
+    return g
+
+
+def make_optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int) -> Any:
+    s = cfg.schedule
+    total_steps = max(total_steps, 1)
+    if s.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.optimizer.lr, total_steps=total_steps, pct_start=max(s.warmup_fraction, 1e-3)
+        )
+    if s.name == "cosine":
+        warm = int(total_steps * s.warmup_fraction)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(total_steps - warm, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
