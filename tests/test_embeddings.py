@@ -442,7 +442,7 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     out = capsys.readouterr().out
     assert "| l1 | layers |" in out and "| static | static |" in out and "Spearman (" in out
     run = Path("runs/emb")
-    rows = json.loads((run / "comparison.json").read_text())["rows"]
+    rows = json.loads((run / "comparison.json").read_text())["models"]
     assert [r["name"] for r in rows][1:] == ["l1", "narrow", "static", "static-ctx"]
     assert all(0 <= r["topk"] <= 1 and -1 <= r["spearman"] <= 1 and r["speed_b64"] > 0 for r in rows)
     assert rows[0]["spearman"] == pytest.approx(1.0)
@@ -481,7 +481,7 @@ def test_a_head_pruned_layers_student_trains_exports_and_reloads(teacher_dir: Pa
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
     assert main(["run", str(tmp_path / "r.yaml"), "--no-progress", "-q"]) == 0
     run = Path("runs/emb-heads")
-    row = json.loads((run / "comparison.json").read_text())["rows"][1]
+    row = json.loads((run / "comparison.json").read_text())["models"][1]
     assert row["onnx"]["max_abs_diff"] < 1e-4
     student = load_sentence_encoder(run / "students/l1h")
     teacher = load_sentence_encoder(teacher_dir)

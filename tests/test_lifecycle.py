@@ -101,3 +101,13 @@ def test_a_factory_student_trains_compresses_exports_and_benches(tmp_path: Path,
     capsys.readouterr()
     assert main(["bench", "runs/tiny", "--no-memory"]) == 0
     assert "int8" in capsys.readouterr().out
+
+
+def test_an_optional_package_a_stage_needs_is_named_with_its_extra() -> None:
+    from distill.core.context import require
+    from distill.errors import DistillError
+
+    require({"json": "core"}, "nothing")  # present: no error
+    with pytest.raises(DistillError, match=r"export.formats onnx needs no_such_module_xyz, which is not installed. "
+                                           r"Fix: pip install 'distill\[onnx\]'"):
+        require({"no_such_module_xyz": "onnx"}, "export.formats onnx")

@@ -146,7 +146,7 @@ def test_eval_measures_every_task_again(finished: dict[str, Path]) -> None:
         assert result.table_markdown.count("\n") >= 3, task
         assert (finished[task] / "eval.json").exists()
     emb = json.loads((finished["embedding"] / "eval.json").read_text())["models"]
-    ran = json.loads((finished["embedding"] / "comparison.json").read_text())["rows"]
+    ran = json.loads((finished["embedding"] / "comparison.json").read_text())["models"]
     # same saved students, same held-out text: the agreement measures are the run's own
     for again, first in zip(emb, ran, strict=True):
         assert again["spearman"] == pytest.approx(first["spearman"], abs=1e-6), first["name"]

@@ -87,7 +87,7 @@ def test_embedding_report_has_the_runs_numbers_plots_and_scatter(embed_run: Path
     (run / "similarities.json").unlink()
     assert write_embedding_report(run) == [run / "report.html"]
     html = (run / "report.html").read_text()
-    rows = json.loads((run / "comparison.json").read_text())["rows"]
+    rows = json.loads((run / "comparison.json").read_text())["models"]
     assert [r["name"] for r in rows] == ["teacher (teacher)", "l1", "static"]
     for r in rows:
         assert f"<td>{r['name']}</td>" in html
@@ -169,7 +169,7 @@ def test_lm_report_and_student_card(lm_run: Path, tmp_path: Path) -> None:
     assert write_lm_report(run) == [run / "report.html", run / "student" / "README.md"]
     html = (run / "report.html").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
-    rows = json.loads((run / "comparison.json").read_text())
+    rows = json.loads((run / "comparison.json").read_text())["models"]
     assert [r["model"] for r in rows] == ["teacher", "student", "baseline"]
     for r in rows:
         for cell in (f"{r['params']:,}", f"{r['perplexity']:.2f}", f"{100 * r['top1']:.2f}%", f"{100 * r['top3']:.2f}%",

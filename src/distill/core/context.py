@@ -49,3 +49,20 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "command": " ".join(["distill", *sys.argv[1:]]) if sys.argv and "distill" in sys.argv[0] else None,
     }
+
+
+def require(modules: dict[str, str], why: str) -> None:
+    """Raise one clear error, before anything runs, when an optional package a stage needs is missing.
+
+    ``modules``: import name -> the pip extra that brings it (``{"onnx": "onnx"}``)."""
+    import importlib.util
+
+    from distill.errors import DistillError
+
+    missing = {m: extra for m, extra in modules.items() if importlib.util.find_spec(m) is None}
+    if missing:
+        extras = sorted(set(missing.values()))
+        raise DistillError(
+            f"{why} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed. Fix: pip install "
+            + " ".join(f"'distill[{e}]'" for e in extras) + ", or remove that part of the recipe."
+        )

@@ -74,7 +74,7 @@ def comparison(models: dict[str, Any], data: Any, recipe: Any) -> tuple[str, lis
 
 def write_outputs(run_dir: Path, metrics: dict[str, Any], table: str, *, console: bool) -> None:
     write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "comparison.json", metrics["comparison"])
+    write_json(run_dir / "comparison.json", {"task": "causal_lm", "models": metrics["models"]})
     head = f"# {metrics['name']}: teacher vs student (mode {metrics['mode']}, loss {metrics['loss']})\n\n"
     write_text(run_dir / "comparison.md", head + table)
     if "samples" in metrics:

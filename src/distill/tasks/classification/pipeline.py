@@ -36,7 +36,7 @@ from distill.tasks.classification.evaluate import RunResult, evaluate_models
 from distill.core.logs import setup_logging
 from distill.tasks.classification.loop import FitResult, fit
 from distill.tasks.classification.signal import student_view, teacher_outputs
-from distill.core.context import environment, run_context
+from distill.core.context import environment, require, run_context
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import RecipeError, TeacherError
 from distill.fsutil import write_json, write_text
@@ -142,6 +142,7 @@ def preflight(recipe: Recipe) -> Setup:
     """Everything that can be checked before training: the data, the teacher (built, loaded, its output
     width), the student, the loss terms against this data and teacher, the feature layers. Raises the
     first problem as a DistillError; nothing is written."""
+    _optional_dependencies(recipe)
     data = build_data(recipe.data)
     if {recipe.train.augment, recipe.teacher_train.augment} != {"none"} and data.kind != "image":
         log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
@@ -185,6 +186,23 @@ def preflight(recipe: Recipe) -> Setup:
     student_data, _ = student_view(data, recipe)
     return Setup(data, student_data, teacher_module, teacher, make_student, objective, teacher_layers, online_inputs,
                  augmenting, views)  # fmt: skip
+
+
+def _optional_dependencies(recipe: Recipe) -> None:
+    """The packages of the optional stages the recipe turns on, checked before anything runs."""
+    if recipe.data.source == "table":
+        require({"pandas": "tables"}, "data.source table")
+        if str(recipe.data.path or "").lower().endswith((".parquet", ".pq")):
+            require({"pyarrow": "tables"}, f"the Parquet table {recipe.data.path}")
+    if recipe.export is not None and "onnx" in recipe.export.formats:
+        require({"onnx": "onnx", "onnxruntime": "onnx"}, "export.formats onnx")
+    if recipe.export is not None and "hf" in recipe.export.formats:
+        require({"transformers": "lm"}, "export.formats hf")
+    teachers = [recipe.teacher, *(recipe.teacher.members or [])]
+    if any(t.kind == "onnx" for t in teachers):
+        require({"onnxruntime": "onnx"}, "an ONNX teacher")
+    if any(t.kind == "sklearn" and str(t.path or "").endswith(".skops") for t in teachers):
+        require({"skops": "sklearn"}, "a .skops scikit-learn teacher")
 
 
 # -------------------------------------------------------------------- run
@@ -268,7 +286,7 @@ def _run(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, *, resum
         **environment(),
     }  # fmt: skip
     write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "comparison.json", table)
+    write_json(run_dir / "comparison.json", {"task": "classification", **table})
     write_text(run_dir / "comparison.md", markdown)
     _optional_stages(recipe, run_dir, metrics, progress)
     log.info("\n%s", markdown)

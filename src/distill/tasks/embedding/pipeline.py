@@ -26,7 +26,7 @@ from distill.tasks.embedding.cache import cached_context, cached_embeddings, tea
 from distill.bench.rates import side_by_side_rates
 from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log, setup_logging
-from distill.core.context import environment, torch_threads
+from distill.core.context import environment, require, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import DataError, ModelError
 from distill.fsutil import write_json, write_text
@@ -185,14 +185,7 @@ def preflight(recipe: EmbeddingRecipe) -> Setup:
 
 
 def require_onnx() -> None:
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ModelError(
-            f"export.onnx is on, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed. "
-            "Fix: pip install 'distill[embeddings]' (it includes them), or --set export.onnx=false."
-        )
+    require({"onnx": "embeddings", "onnxruntime": "embeddings"}, "export.onnx (ONNX files of the transformer students)")
 
 
 def run_embedding(
@@ -336,7 +329,7 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, 
     if recipe.export.onnx:
         _export_onnx(recipe, trained, rows, run_dir, texts.held[:256])
         write_json(run_dir / "metrics.json", metrics)
-        write_json(run_dir / "comparison.json", {"rows": rows})
+        write_json(run_dir / "comparison.json", {"task": "embedding", "models": rows})
     for spec, row in zip(recipe.students, rows[1:], strict=True):
         write_text(run_dir / "students" / spec.name / "README.md",
                    embedding_model_card(recipe, spec, setup.teacher_name, row))  # fmt: skip
@@ -376,7 +369,7 @@ def time_models(rows: list[dict[str, Any]], encoders: dict[str, Callable[[list[s
 def _write_results(run_dir: Path, rows: list[dict[str, Any]], table: str, metrics: dict[str, Any],
                    pairs: dict[str, np.ndarray]) -> None:  # fmt: skip
     write_text(run_dir / "comparison.md", table)
-    write_json(run_dir / "comparison.json", {"rows": rows})
+    write_json(run_dir / "comparison.json", {"task": "embedding", "models": rows})
     teacher_name = rows[0]["name"]
     write_json(run_dir / "similarities.json", {
         "pairs": int(len(pairs[teacher_name])), "teacher": [round(float(v), 5) for v in pairs[teacher_name]],

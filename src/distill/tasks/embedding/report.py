@@ -206,7 +206,7 @@ def build_context(run_dir: Path, metrics: dict[str, Any], recipe: dict[str, Any]
     rows = metrics.get("rows") or metrics.get("models")
     if not rows and (run_dir / "comparison.json").is_file():
         table = read_json(run_dir / "comparison.json")
-        rows = table.get("rows") if isinstance(table, dict) else table
+        rows = (table.get("models") or table.get("rows")) if isinstance(table, dict) else table
     rows = [r for r in (rows or []) if isinstance(r, dict)]
     k = int(((recipe.get("eval") or {}).get("k")) or 10)
     t, rt = metrics.get("teacher") or {}, recipe.get("teacher") or {}
