@@ -12,8 +12,8 @@ import yaml
 
 from distill.errors import RunDirError, UnsupportedError
 from distill.report.card import licence_status
+from distill.report.plots import figure_png, new_figure  # noqa: F401 (the task reports take them from here)
 
-_DPI = 110
 
 
 def read_json(path: Path) -> Any:
@@ -84,26 +84,6 @@ def render_page(template: str, ctx: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("distill.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
     return env.get_template(template).render(version=__version__, **ctx)
-
-
-def new_figure(width: float, height: float) -> Any:
-    """A fresh matplotlib Figure on its own Agg canvas (pyplot is never imported)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_png(fig: Any) -> bytes:
-    """The PNG bytes of ``fig`` (which is cleared)."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, facecolor="white")
-    fig.clear()
-    return buf.getvalue()
 
 
 def style_axes(ax: Any) -> None:

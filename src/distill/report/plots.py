@@ -27,7 +27,8 @@ _DPI = 110
 
 
 # ---------------------------------------------------------------- helpers
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
+    """A fresh matplotlib Figure on its own Agg canvas (pyplot is never imported)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -36,7 +37,8 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _png(fig: Any) -> bytes:
+def figure_png(fig: Any) -> bytes:
+    """The PNG bytes of ``fig`` (which is cleared)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, facecolor="white")
     fig.clear()
@@ -102,7 +104,7 @@ def training_curves(histories: dict[str, list[dict[str, Any]]]) -> bytes:
         raise ValueError("no per-epoch curves to draw")
     ncols = 2 if len(panels) in (2, 4) else min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(4.1 * ncols, 3.0 * nrows)
+    fig = new_figure(4.1 * ncols, 3.0 * nrows)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, key in zip(axes, panels):
         _style(ax)
@@ -126,7 +128,7 @@ def training_curves(histories: dict[str, list[dict[str, Any]]]) -> bytes:
         ax.legend(fontsize=8, frameon=False)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ------------------------------------------------------ quality vs latency
@@ -165,7 +167,7 @@ def quality_vs_latency(models: list[dict[str, Any]]) -> bytes:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     pts = [(float(m["cost"]["latency_ms_p50"]), 100 * float(m["test_acc"])) for m in models]
-    fig = _figure(6.6, 4.0)
+    fig = new_figure(6.6, 4.0)
     ax = fig.subplots()
     _style(ax)
     ax.grid(True, which="minor", color="#f2f2f2", linewidth=0.6)
@@ -215,7 +217,7 @@ def quality_vs_latency(models: list[dict[str, Any]]) -> bytes:
     ax.set_title("quality vs latency (up and to the left is better)", fontsize=10)
     ax.tick_params(which="both", labelsize=8)
     ax.legend(fontsize=8, frameon=False, loc="lower right", markerscale=0.7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ------------------------------------------------------------ per-class
@@ -224,7 +226,7 @@ def per_class_bars(class_names: Sequence[str], accuracies: dict[str, np.ndarray]
     n = len(class_names)
     roles = list(accuracies)
     width = 0.8 / max(1, len(roles))
-    fig = _figure(min(16.0, max(6.4, 0.55 * n * max(1, len(roles)) / 2 + 2)), 3.6)
+    fig = new_figure(min(16.0, max(6.4, 0.55 * n * max(1, len(roles)) / 2 + 2)), 3.6)
     ax = fig.subplots()
     _style(ax)
     ax.grid(False, axis="x")
@@ -243,7 +245,7 @@ def per_class_bars(class_names: Sequence[str], accuracies: dict[str, np.ndarray]
     ax.set_title("per-class test accuracy", fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.legend(fontsize=8, frameon=False, ncols=len(roles), loc="outside lower center")
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ----------------------------------------------------------- heatmaps
@@ -259,7 +261,7 @@ def _heatmap(
 ) -> bytes:
     n = len(class_names)
     side = min(9.0, max(3.8, 0.34 * n + 1.4))
-    fig = _figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.subplots()
     from matplotlib import colormaps
 
@@ -289,7 +291,7 @@ def _heatmap(
     cbar = fig.colorbar(im, ax=ax, shrink=0.8)
     cbar.set_label(cbar_label, fontsize=8)
     cbar.ax.tick_params(labelsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def confusion_heatmap(counts: np.ndarray, class_names: Sequence[str], title: str) -> bytes:
