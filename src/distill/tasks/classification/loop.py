@@ -90,15 +90,13 @@ def fit(
     (tables aligned with ``train``) or, with ``online_teacher``, from its second
     output. ``adapters`` (learned, where shapes differ) train with the student.
     """
-    world, rank = accelerator.num_processes, accelerator.process_index
-    is_main = accelerator.is_main_process
-    n = len(train)
-    local_n = n // world if world > 1 else n
-    if local_n < 2:
-        raise TrainingError(f"{role}: the training split has {n} samples; at least 2 per process are needed.")
-    steps_per_epoch = batches_per_epoch(local_n, cfg.batch_size)
     from distill.tasks.classification.features import FeatureCapture, layer_names
 
+    world = accelerator.num_processes
+    local_n = len(train) // world if world > 1 else len(train)
+    if local_n < 2:
+        raise TrainingError(f"{role}: the training split has {len(train)} samples; at least 2 per process are needed.")
+    steps_per_epoch = batches_per_epoch(local_n, cfg.batch_size)
     student_layers, _ = layer_names(objective)
     adapters = adapters if adapters is not None else nn.ModuleDict()
     if len(adapters) and world > 1:
@@ -110,178 +108,245 @@ def fit(
     optimizer = make_optimizer([*model.parameters(), *adapters.parameters()], cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
-    result = FitResult()
-    start_epoch = 1
-
-    if resume and checkpoints is not None:
-        state = checkpoints.load_latest()
-        if state is not None:
-            _unwrap(model).load_state_dict(state["model"])
-            if len(adapters):
-                adapters.load_state_dict(state["adapters"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            result.history = list(state["history"])
-            start_epoch = int(state["epoch"]) + 1
-            result.resumed_from = int(state["epoch"])
-            if is_main:
-                log.info("%s: resumed after epoch %d of %d", role, state["epoch"], cfg.epochs)
-
-    # function matching: the batch is replaced by views that the (online) teacher sees too
-    views = view_term(objective)
+    result, start_epoch = _resume(model, optimizer, scheduler, adapters, cfg, role, checkpoints if resume else None,
+                                  accelerator.is_main_process)  # fmt: skip
+    views = view_term(objective)  # function matching: the batch is replaced by views the (online) teacher sees too
     if views is not None and online_teacher is None:
         raise TrainingError(
             f"{role}: {views.label} trains on fresh views of every batch, so it needs the teacher online "
             "(its outputs cannot be cached). Fix: use kd for this stage."
         )
-    if online_teacher is not None and is_main and start_epoch <= cfg.epochs:
+    if online_teacher is not None and accelerator.is_main_process and start_epoch <= cfg.epochs:
         log.info("%s: the teacher runs online on every batch (augmented inputs cannot be cached)", role)
-
     # cached teacher outputs: the teacher side of each loss is computed once, not every step,
     # and the loss gradients are computed in closed form (no autograd graph for the loss head)
     prepared_all = prepare_teacher_targets(objective, teacher_logits) if teacher_logits is not None else {}
-    labels = [t.label for t in objective]
     closed_form = (
         online_teacher is None
         and accelerator.mixed_precision == "no"
         and closed_form_available(objective, prepared_all, labels_all_valid=bool((train.y >= 0).all()))
     )
-    if not closed_form:
-        prepared_all = {}
-    raw_teacher_needed = any("teacher_logits" in t.spec.needs for t in objective) and not closed_form
-
     if result.resumed_from is None:
         # dropout draws from torch's global generator: seed it here, so that a fit does not depend on what
         # ran before it in this process (a resumed fit restored the generator's state instead)
         torch.manual_seed(cfg.seed)
+    run = _Fit(model, optimizer, scheduler, accelerator, train, objective, cfg, role, closed_form,
+               prepared_all if closed_form else {}, teacher_logits, online_teacher, teacher_features, views, augment,
+               flip_ok, adapters, checkpoints, steps_per_epoch, local_n, progress, stop_after_steps)  # fmt: skip
     capture = FeatureCapture(_unwrap(model), student_layers, "student") if student_layers else None
     if capture is not None:
         capture.__enter__()
+        run.capture = capture
     try:
-        steps_done = 0
         for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            perm = torch.randperm(n, generator=epoch_generator(cfg.seed, epoch))
-            if world > 1:
-                perm = perm[: local_n * world][rank::world]
-            aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
-            view_gen = epoch_generator(cfg.seed, epoch, stream=2)
-            sums = torch.zeros(len(labels))
-            correct = torch.zeros((), dtype=torch.long)
-            seen = 0
-            bar = None
-            if progress and is_main:
-                from tqdm.auto import tqdm
+            sums, correct, seen, seconds = run.train_epoch(epoch)
+            result.history.append(run.epoch_row(epoch, sums, correct, seen, seconds, eval_splits, eval_batch_size))
+            run.save(epoch, result.history)
+    finally:
+        if capture is not None:
+            capture.__exit__(None, None, None)
+    return result
 
-                bar = tqdm(total=steps_per_epoch, desc=f"{role} {epoch}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
-            t0 = time.perf_counter()
-            for step in range(steps_per_epoch):
+
+def _resume(model: nn.Module, optimizer: Any, scheduler: Any, adapters: nn.ModuleDict, cfg: TrainConfig, role: str,
+            checkpoints: CheckpointStore | None, is_main: bool) -> tuple[FitResult, int]:  # fmt: skip
+    """The fit's state from the newest valid checkpoint (none given or none valid: a fresh start)."""
+    result = FitResult()
+    state = checkpoints.load_latest() if checkpoints is not None else None
+    if state is None:
+        return result, 1
+    _unwrap(model).load_state_dict(state["model"])
+    if len(adapters):
+        adapters.load_state_dict(state["adapters"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    result.history = list(state["history"])
+    result.resumed_from = int(state["epoch"])
+    if is_main:
+        log.info("%s: resumed after epoch %d of %d", role, state["epoch"], cfg.epochs)
+    return result, int(state["epoch"]) + 1
+
+
+@dataclass
+class _Fit:
+    """What the epochs of one fit share; each method is one piece of the loop, in the order it runs."""
+
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    accelerator: Any
+    train: Split
+    objective: list[Term]
+    cfg: TrainConfig
+    role: str
+    closed_form: bool
+    prepared_all: dict[str, dict[str, Tensor]]
+    teacher_logits: Tensor | None
+    online_teacher: Any
+    teacher_features: dict[str, Tensor] | None
+    views: Any
+    augment: str
+    flip_ok: bool
+    adapters: nn.ModuleDict
+    checkpoints: CheckpointStore | None
+    steps_per_epoch: int
+    local_n: int
+    progress: bool
+    stop_after_steps: int | None
+    capture: Any = None
+    steps_done: int = 0
+
+    @property
+    def labels(self) -> list[str]:
+        return [t.label for t in self.objective]
+
+    @property
+    def raw_teacher_needed(self) -> bool:
+        return any("teacher_logits" in t.spec.needs for t in self.objective) and not self.closed_form
+
+    def batch(self, idx: Tensor, aug_gen: torch.Generator, view_gen: torch.Generator) -> tuple[Any, ...]:
+        """Inputs, labels and the teacher's side of the loss for the samples ``idx`` (augmented or viewed)."""
+        x, y = self.train.x.index_select(0, idx), self.train.y.index_select(0, idx)
+        if self.augment != "none":
+            x = augment_images(x, aug_gen, max_shift=2 if "shift" in self.augment else 0,
+                               flip=self.flip_ok and "flip" in self.augment)  # fmt: skip
+        if self.views is not None:
+            x = shift_mixup_views(x, view_gen, **{k: self.views.params[k] for k in self.views.spec.views})
+        t_logits = None
+        t_feats: dict[str, Tensor] | None = None
+        if self.online_teacher is not None:
+            t_logits, t_feats = self.online_teacher(x)
+        elif self.teacher_logits is not None and self.raw_teacher_needed:
+            t_logits = self.teacher_logits.index_select(0, idx)
+        prepared = {k: {name: v.index_select(0, idx) for name, v in d.items()} for k, d in self.prepared_all.items()}
+        if self.teacher_features is not None and self.online_teacher is None:
+            t_feats = {name: v.index_select(0, idx) for name, v in self.teacher_features.items()}
+        device = self.accelerator.device
+        if device.type != "cpu":
+            x, y = x.to(device), y.to(device)
+            t_logits = t_logits.to(device) if t_logits is not None else None
+            prepared = {k: {name: v.to(device) for name, v in d.items()} for k, d in prepared.items()}
+        return x, y, t_logits, t_feats, prepared
+
+    def step(self, x: Tensor, y: Tensor, t_logits: Tensor | None, t_feats: Any, prepared: Any, epoch: int,
+             step: int) -> tuple[Tensor, dict[str, Tensor], Tensor]:  # fmt: skip
+        """One optimizer step; returns (loss, {term: value}, student logits)."""
+        with self.accelerator.autocast():
+            logits = self.model(x)
+            if self.closed_form:
+                loss, values, grad = objective_value_and_grad(self.objective, logits.detach(), y, prepared)
+            else:
+                s_feats = self.capture.outputs if self.capture is not None else None
+                loss, values = compute_objective(self.objective, logits, y, t_logits, s_feats, t_feats, self.adapters)
+        if not torch.isfinite(loss):
+            self._diverged(loss, values, epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.closed_form:
+            logits.backward(grad)
+        else:
+            self.accelerator.backward(loss)
+        if self.cfg.grad_clip is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, values, logits
+
+    def _diverged(self, loss: Tensor, values: dict[str, Tensor], epoch: int, step: int) -> None:
+        detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
+        kept = (
+            f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.checkpoints.folder}"
+            if self.checkpoints is not None and epoch > 1
+            else "no checkpoint was written for this stage yet"
+        )
+        raise TrainingError(
+            f"{self.role}: the loss became {float(loss.detach())} at epoch {epoch}, step {step + 1} ({detail}); "
+            f"training stopped and {kept}. Fix: lower train.optimizer.lr (now {self.cfg.optimizer.lr}), "
+            "set train.grad_clip, or check the data for extreme values."
+        )
+
+    def train_epoch(self, epoch: int) -> tuple[Tensor, Tensor, int, float]:
+        """One pass over this process's share of the epoch's order; the summed term values, correct, seen."""
+        cfg, world, rank = self.cfg, self.accelerator.num_processes, self.accelerator.process_index
+        self.model.train()
+        perm = torch.randperm(len(self.train), generator=epoch_generator(cfg.seed, epoch))
+        if world > 1:
+            perm = perm[: self.local_n * world][rank::world]
+        aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
+        view_gen = epoch_generator(cfg.seed, epoch, stream=2)
+        labels = self.labels
+        sums = torch.zeros(len(labels))
+        correct = torch.zeros((), dtype=torch.long)
+        seen = 0
+        bar = None
+        if self.progress and self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps_per_epoch, desc=f"{self.role} {epoch}/{cfg.epochs}", unit="step", leave=False,
+                       dynamic_ncols=True)  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            for step in range(self.steps_per_epoch):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
-                if augment != "none":
-                    x = augment_images(x, aug_gen, max_shift=2 if "shift" in augment else 0, flip=flip_ok and "flip" in augment)
-                if views is not None:
-                    x = shift_mixup_views(x, view_gen, **{k: views.params[k] for k in views.spec.views})
-                t_logits = None
-                t_feats: dict[str, Tensor] | None = None
-                if online_teacher is not None:
-                    t_logits, t_feats = online_teacher(x)
-                elif teacher_logits is not None and raw_teacher_needed:
-                    t_logits = teacher_logits.index_select(0, idx)
-                prepared = {k: {name: v.index_select(0, idx) for name, v in d.items()} for k, d in prepared_all.items()}
-                if teacher_features is not None and online_teacher is None:
-                    t_feats = {name: v.index_select(0, idx) for name, v in teacher_features.items()}
-                if accelerator.device.type != "cpu":
-                    x, y = x.to(accelerator.device), y.to(accelerator.device)
-                    t_logits = t_logits.to(accelerator.device) if t_logits is not None else None
-                    prepared = {k: {name: v.to(accelerator.device) for name, v in d.items()} for k, d in prepared.items()}
-                with accelerator.autocast():
-                    logits = model(x)
-                    if closed_form:
-                        loss, values, grad = objective_value_and_grad(objective, logits.detach(), y, prepared)
-                    else:
-                        s_feats = capture.outputs if capture is not None else None
-                        loss, values = compute_objective(objective, logits, y, t_logits, s_feats, t_feats, adapters)
-                if not torch.isfinite(loss):
-                    if bar is not None:
-                        bar.close()
-                    detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
-                    kept = (
-                        f"the last good checkpoint (epoch {epoch - 1}) is kept in {checkpoints.folder}"
-                        if checkpoints is not None and epoch > 1
-                        else "no checkpoint was written for this stage yet"
-                    )
-                    raise TrainingError(
-                        f"{role}: the loss became {float(loss.detach())} at epoch {epoch}, step {step + 1} ({detail}); "
-                        f"training stopped and {kept}. Fix: lower train.optimizer.lr (now {cfg.optimizer.lr}), "
-                        "set train.grad_clip, or check the data for extreme values."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                if closed_form:
-                    logits.backward(grad)
-                else:
-                    accelerator.backward(loss)
-                if cfg.grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                x, y, t_logits, t_feats, prepared = self.batch(idx, aug_gen, view_gen)
+                loss, values, logits = self.step(x, y, t_logits, t_feats, prepared, epoch, step)
                 with torch.no_grad():
                     sums.add_(torch.stack([values[k] for k in labels]).float().cpu(), alpha=len(idx))
                     correct += (logits.detach().argmax(-1) == y).sum().cpu()
                     seen += len(idx)
                 if bar is not None:
                     bar.update(1)
-                    if step % 20 == 0 or step == steps_per_epoch - 1:
+                    if step % 20 == 0 or step == self.steps_per_epoch - 1:
                         elapsed = time.perf_counter() - t0
-                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
-                steps_done += 1
-                if stop_after_steps is not None and steps_done >= stop_after_steps:
-                    if bar is not None:
-                        bar.close()
-                    raise KeyboardInterrupt(f"stopped after {steps_done} steps (test hook)")
-            epoch_seconds = time.perf_counter() - t0
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}",
+                                        sps=f"{seen / max(elapsed, 1e-9):.0f}")  # fmt: skip
+                self.steps_done += 1
+                if self.stop_after_steps is not None and self.steps_done >= self.stop_after_steps:
+                    raise KeyboardInterrupt(f"stopped after {self.steps_done} steps (test hook)")
+        finally:
             if bar is not None:
                 bar.close()
+        return sums, correct, seen, time.perf_counter() - t0
 
-            stats = torch.cat([sums, correct.float().reshape(1), torch.tensor([float(seen)])])
-            if world > 1:
-                stats = accelerator.reduce(stats.to(accelerator.device), reduction="sum").cpu()
-            row: dict[str, Any] = {"epoch": epoch, "seconds": round(epoch_seconds, 4)}
-            if seen:
-                total_seen = float(stats[-1])
-                for i, k in enumerate(labels):
-                    row[f"loss/{k}"] = float(stats[i]) / total_seen
-                row["loss"] = sum(t.weight * row[f"loss/{t.label}"] for t in objective)
-                row["train_acc"] = float(stats[-2]) / total_seen
-            row["samples_per_s"] = round(seen * world / max(epoch_seconds, 1e-9), 1)
-            row["lr"] = float(scheduler.get_last_lr()[0])
-            plain = _unwrap(model)
-            for name, split in eval_splits.items():
-                row[f"{name}_acc"] = accuracy_from_logits(predict_logits(plain, split.x, eval_batch_size), split.y)
-            result.history.append(row)
-            if is_main:
-                terms = " ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in row.items() if k.startswith("loss/"))
-                accs = " ".join(f"{k}={row[k]:.4f}" for k in row if k.endswith("_acc"))
-                log.info(
-                    "%s epoch %d/%d: loss=%.4f (%s) %s | %.2fs, %.0f samples/s",
-                    role, epoch, cfg.epochs, row.get("loss", float("nan")), terms, accs, epoch_seconds, row["samples_per_s"],
-                )  # fmt: skip
-            if checkpoints is not None and is_main:
-                checkpoints.save(
-                    epoch,
-                    {
-                        "epoch": epoch,
-                        "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
-                        "adapters": {k: v.detach().cpu() for k, v in adapters.state_dict().items()},
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": result.history,
-                    },
-                )
-            accelerator.wait_for_everyone()
-    finally:
-        if capture is not None:
-            capture.__exit__(None, None, None)
-    return result
+    def epoch_row(self, epoch: int, sums: Tensor, correct: Tensor, seen: int, seconds: float,
+                  eval_splits: dict[str, Split], eval_batch_size: int) -> dict[str, Any]:  # fmt: skip
+        """The epoch's history row (training terms reduced over processes, accuracies on the eval splits), logged."""
+        world = self.accelerator.num_processes
+        stats = torch.cat([sums, correct.float().reshape(1), torch.tensor([float(seen)])])
+        if world > 1:
+            stats = self.accelerator.reduce(stats.to(self.accelerator.device), reduction="sum").cpu()
+        row: dict[str, Any] = {"epoch": epoch, "seconds": round(seconds, 4)}
+        if seen:
+            total_seen = float(stats[-1])
+            for i, k in enumerate(self.labels):
+                row[f"loss/{k}"] = float(stats[i]) / total_seen
+            row["loss"] = sum(t.weight * row[f"loss/{t.label}"] for t in self.objective)
+            row["train_acc"] = float(stats[-2]) / total_seen
+        row["samples_per_s"] = round(seen * world / max(seconds, 1e-9), 1)
+        row["lr"] = float(self.scheduler.get_last_lr()[0])
+        plain = _unwrap(self.model)
+        for name, split in eval_splits.items():
+            row[f"{name}_acc"] = accuracy_from_logits(predict_logits(plain, split.x, eval_batch_size), split.y)
+        if self.accelerator.is_main_process:
+            terms = " ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in row.items() if k.startswith("loss/"))
+            accs = " ".join(f"{k}={row[k]:.4f}" for k in row if k.endswith("_acc"))
+            log.info(
+                "%s epoch %d/%d: loss=%.4f (%s) %s | %.2fs, %.0f samples/s",
+                self.role, epoch, self.cfg.epochs, row.get("loss", float("nan")), terms, accs, seconds, row["samples_per_s"],
+            )  # fmt: skip
+        return row
+
+    def save(self, epoch: int, history: list[dict[str, Any]]) -> None:
+        """The epoch's checkpoint (main process), then every process waits for it."""
+        if self.checkpoints is not None and self.accelerator.is_main_process:
+            plain = _unwrap(self.model)
+            self.checkpoints.save(epoch, {
+                "epoch": epoch,
+                "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
+                "adapters": {k: v.detach().cpu() for k, v in self.adapters.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+            })  # fmt: skip
+        self.accelerator.wait_for_everyone()
