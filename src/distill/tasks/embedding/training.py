@@ -79,6 +79,57 @@ def lr_factor(step: int, total: int, warm: int, spent: float = 0.0) -> float:
     return min((step + 1) / warm, max(0.0, (1.0 - done) / max(1e-9, 1.0 - warm / max(1, total))))
 
 
+def _projections(student: SentenceEncoder, teacher: Any, n: int) -> nn.ModuleList:
+    """One learned map per mapped layer from the student's hidden size to the teacher's (identity when equal)."""
+    hs, ht = student.hidden_size, teacher.hidden_size
+    projs = nn.ModuleList([nn.Linear(hs, ht) for _ in range(n)])
+    if hs == ht:
+        for p in projs:
+            nn.init.eye_(p.weight)
+            nn.init.zeros_(p.bias)
+    return projs
+
+
+def _batch_loss(cfg: EmbedTrainConfig, out: dict[str, Any], tgt: Tensor, teacher: Any, input_ids: Tensor, mask: Tensor,
+                mapping: list[int], projs: nn.ModuleList) -> Tensor:  # fmt: skip
+    """The weighted loss of one batch: the embedding terms against the teacher's cached embeddings, then the
+    hidden-state and attention terms against the teacher run on the batch (mapped layers averaged)."""
+    use_hidden, use_attn = cfg.hidden > 0, cfg.attention > 0
+    emb = out["embedding"]
+    loss = cfg.cosine * cosine_loss(emb, tgt) if cfg.cosine else emb.new_zeros(())
+    if cfg.mse:
+        loss = loss + cfg.mse * mse_loss(emb, tgt)
+    if cfg.relational:
+        loss = loss + cfg.relational * relational_loss(emb, tgt)
+    if use_hidden or use_attn:
+        with torch.no_grad():
+            t_out = teacher.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
+        for si, ti in enumerate(mapping):
+            if use_hidden:
+                loss = loss + cfg.hidden * hidden_loss(out["hidden_states"][si + 1], t_out["hidden_states"][ti + 1], mask,
+                                                       projs[si]) / len(mapping)  # fmt: skip
+            if use_attn:
+                loss = loss + cfg.attention * attention_loss(out["attentions"][si], t_out["attentions"][ti], mask) / len(mapping)
+    return loss
+
+
+def _resume(state: dict[str, Any], store: CheckpointStore, student: Any, projs: nn.ModuleList, opt: Any,
+            sched: Any) -> EmbedFitResult:  # fmt: skip
+    """Load a checkpoint's student, projections, optimizer, schedule and generator; the fit's progress so far."""
+    try:
+        student.load_state_dict(state["student"])
+        projs.load_state_dict(state["projs"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+    except (RuntimeError, KeyError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot resume from {store.folder}: {exc}. Fix: delete it to start this student again.") from None
+    if "rng" in state:  # dropout draws continue where they stopped: resume is bit-exact
+        torch.set_rng_state(state["rng"])
+    log.info("resumed %s after epoch %d", store.folder.name, int(state["epoch"]))
+    return EmbedFitResult(epochs_done=int(state["epoch"]), steps=int(state["steps"]), seconds=float(state["seconds"]),
+                          history=list(state.get("history", [])))  # fmt: skip
+
+
 def fit_encoder(
     student: SentenceEncoder,
     texts: Sequence[str],
@@ -105,14 +156,7 @@ def fit_encoder(
         raise TrainingError("hidden/attention terms need the teacher; pass it to fit_encoder")
     t_layers = teacher.num_layers if teacher is not None else 0
     mapping = layer_map(student.num_layers, t_layers, kept_layers) if teacher is not None else []
-    projs = nn.ModuleList()
-    if use_hidden:
-        hs, ht = student.hidden_size, teacher.hidden_size
-        projs = nn.ModuleList([nn.Linear(hs, ht) for _ in mapping])
-        if hs == ht:
-            for p in projs:
-                nn.init.eye_(p.weight)
-                nn.init.zeros_(p.bias)
+    projs = _projections(student, teacher, len(mapping)) if use_hidden else nn.ModuleList()
     if use_attn:
         for m in (student, teacher):
             m.backbone.config._attn_implementation = "eager"  # attention maps need the eager kernel
@@ -131,19 +175,8 @@ def fit_encoder(
     store = None if checkpoint is None else checkpoint if isinstance(checkpoint, CheckpointStore) else CheckpointStore(checkpoint)
     state = store.load_latest() if store is not None and resume else None
     if state is not None:
-        try:
-            student.load_state_dict(state["student"])
-            projs.load_state_dict(state["projs"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-        except (RuntimeError, KeyError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot resume from {store.folder}: {exc}. Fix: delete it to start this student again.") from None
-        start_epoch = int(state["epoch"])
-        if "rng" in state:  # dropout draws continue where they stopped: resume is bit-exact
-            torch.set_rng_state(state["rng"])
-        result = EmbedFitResult(epochs_done=start_epoch, steps=int(state["steps"]), seconds=float(state["seconds"]),
-                                history=list(state.get("history", [])))  # fmt: skip
-        log.info("resumed %s after epoch %d", store.folder.name, start_epoch)
+        result = _resume(state, store, student, projs, opt, sched)
+        start_epoch = result.epochs_done
     deadline = time.perf_counter() + cfg.max_minutes * 60 - result.seconds if cfg.max_minutes else None
     student.train()
     if teacher is not None:
@@ -165,21 +198,7 @@ def fit_encoder(
                 out = student.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
             if bf16:  # the losses in float32: the embedding, and the hidden states / attention maps when asked for
                 out = {k: v.float() if isinstance(v, Tensor) else tuple(t.float() for t in v) for k, v in out.items()}
-            emb = out["embedding"]
-            tgt = target_t[torch.as_tensor(b)]
-            loss = cfg.cosine * cosine_loss(emb, tgt) if cfg.cosine else emb.new_zeros(())
-            if cfg.mse:
-                loss = loss + cfg.mse * mse_loss(emb, tgt)
-            if cfg.relational:
-                loss = loss + cfg.relational * relational_loss(emb, tgt)
-            if use_hidden or use_attn:
-                with torch.no_grad():
-                    t_out = teacher.features(input_ids, mask, hidden_states=use_hidden, attentions=use_attn)
-                for si, ti in enumerate(mapping):
-                    if use_hidden:
-                        loss = loss + cfg.hidden * hidden_loss(out["hidden_states"][si + 1], t_out["hidden_states"][ti + 1], mask, projs[si]) / len(mapping)
-                    if use_attn:
-                        loss = loss + cfg.attention * attention_loss(out["attentions"][si], t_out["attentions"][ti], mask) / len(mapping)
+            loss = _batch_loss(cfg, out, target_t[torch.as_tensor(b)], teacher, input_ids, mask, mapping, projs)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss.item()} at step {result.steps + 1}. Fix: lower train.lr (now {lr:g})."
