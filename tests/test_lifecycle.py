@@ -111,3 +111,72 @@ def test_an_optional_package_a_stage_needs_is_named_with_its_extra() -> None:
     with pytest.raises(DistillError, match=r"export.formats onnx needs no_such_module_xyz, which is not installed. "
                                            r"Fix: pip install 'distill\[onnx\]'"):
         require({"no_such_module_xyz": "onnx"}, "export.formats onnx")
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "cache_is_a_file", "read_only"])
+def test_places_that_cannot_be_written_are_refused_before_anything(tmp_path: Path, where: str,
+                                                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    import os
+
+    (tmp_path / "a_file").write_text("mine")
+    output = {"report": False}
+    if where == "under_a_file":
+        output["dir"] = str(tmp_path / "a_file" / "run")
+        expected = f"output.dir {tmp_path / 'a_file' / 'run'} lies under {tmp_path / 'a_file'}, which is a file"
+    elif where == "cache_is_a_file":
+        output["cache_dir"] = str(tmp_path / "a_file")
+        expected = f"output.cache_dir {tmp_path / 'a_file'} is a file, not a folder"
+    else:
+        if os.geteuid() == 0:  # root may write to any mode-0500 folder; /proc refuses it too
+            output["dir"] = "/proc/distill-test-run"
+            expected = "cannot write the run directory /proc/distill-test-run"
+        else:
+            ro = tmp_path / "ro"
+            ro.mkdir()
+            ro.chmod(0o500)
+            output["dir"] = str(ro / "run")
+            expected = "is read-only or you may not write there"
+    raw = tiny_recipe(output=output)
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw))]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert (tmp_path / "a_file").read_text() == "mine" and not Path("runs").exists()
+
+
+def test_a_recipe_that_would_be_silently_wrong_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import distill
+
+    table = tiny_recipe(data={"source": "table", "path": "t.csv", "label_column": "y", "feature_columns": ["a", "y"]})
+    with pytest.raises(distill.RecipeError, match="feature_columns lists 'y', the label column"):
+        distill.validate_recipe(table)
+    with pytest.raises(distill.RecipeError, match="every term has weight 0"):
+        distill.validate_recipe(tiny_recipe(distill=[{"loss": "kd", "weight": 0}, {"loss": "ce", "weight": 0}]))
+    # a term with weight 0 is off: kd at 0 needs no teacher outputs and trains on ce alone
+    raw = tiny_recipe(distill=[{"loss": "kd", "weight": 0, "temperature": 2.0}, {"loss": "ce", "weight": 1}])
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw)), "--no-progress", "-q"]) == 0
+    history = json.loads(Path("runs/tiny/metrics.json").read_text())["history"]["student"]
+    assert "loss/ce" in history[-1] and "loss/kd" not in history[-1]
+    # fm on a table: one problem in the message, not one per character
+    from distill.errors import RecipeError
+
+    assert str(RecipeError("one problem")).startswith("1 problem in the recipe:")
+
+
+def test_a_teacher_checkpoint_with_nan_weights_is_named_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from distill.models import build
+
+    teacher = build("mlp", (1, 8, 8), 10, {"hidden": [32]})
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    first = next(iter(state))
+    state[first][0, 0] = float("nan")
+    save_file(state, str(tmp_path / "t.safetensors"))
+    raw = tiny_recipe(teacher={"arch": "mlp", "params": {"hidden": [32]}, "checkpoint": str(tmp_path / "t.safetensors")})
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw))]) == 2
+    err = capsys.readouterr().err
+    assert f"the teacher from teacher.checkpoint {tmp_path / 't.safetensors'} gives NaN or infinite outputs" in err
+    assert f"non-finite weights in {first}" in err and "lower train.optimizer.lr" not in err
+    assert not Path("runs").exists() and not Path(".distill-cache").exists()
+    assert torch.isnan(state[first]).any()

@@ -62,6 +62,12 @@ def test_random_forest_teacher_on_a_csv_table_distills_into_an_mlp(table, forest
     assert by_role(m)["student"]["test_acc"] > 0.5
     assert by_role(m)["teacher"]["cost"]["flops"] is None and by_role(m)["teacher"]["cost"]["latency_ms_p50"] > 0
     table_md = Path("runs/kinds/comparison.md").read_text()
+    # provenance: the card and the report say where the teacher came from, not "trained in this run"
+    assert main(["report", "runs/kinds"]) == 0
+    card = Path("runs/kinds/README.md").read_text()
+    assert f"| weights | loaded from the scikit-learn file {forest} |" in card
+    assert "| weights | trained in this run |" not in card
+    assert f"loaded from the scikit-learn file {forest}" in Path("runs/kinds/report.html").read_text()
     assert "| FLOPs / sample | — |" in table_md
     assert "pickle" in Path("runs/kinds/run.log").read_text().lower()
     assert main(["eval", "runs/kinds", "-q"]) == 0

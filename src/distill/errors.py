@@ -34,8 +34,8 @@ class DistillError(Exception):
 class RecipeError(DistillError):
     """The recipe is invalid. ``problems`` lists every problem found."""
 
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
+    def __init__(self, problems: list[str] | str, source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)  # one problem, never its characters
         self.source = source
         where = f" in {source}" if source else ""
         n = len(self.problems)

@@ -54,10 +54,25 @@ def _is_storage_problem(exc: BaseException) -> bool:
 
 
 def _storage_error(target: Path, exc: BaseException) -> StorageError:
+    """The error for a file that cannot be written, with the fix for its real cause."""
     reason = getattr(exc, "strerror", None) or str(exc)
+    code = getattr(exc, "errno", None)
+    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None and blocker != target:
+        fix = (f"{blocker} is a file, so nothing can be written under it. Fix: point output.dir / output.cache_dir "
+               "elsewhere, or move that file away")
+    elif target.is_dir():
+        fix = f"{target} is a folder where a file is to be written. Fix: move that folder away"
+    elif isinstance(exc, PermissionError) or code in {errno.EACCES, errno.EPERM, errno.EROFS}:
+        fix = ("this place is read-only or you may not write there. Fix: choose a writable place with --set "
+               "output.dir=PATH (and output.cache_dir=PATH for the caches)")
+    elif code in _NO_SPACE or _is_storage_problem(exc):
+        fix = "the disk is full. Fix: free disk space, or point output.dir / output.cache_dir at a disk with room"
+    else:
+        fix = "Fix: check that the folder exists and can be written"
     return StorageError(
-        f"cannot write {target}: {reason}. Nothing was half-written (files are written to a temporary name "
-        "and renamed). Fix: free disk space, or point output.dir / output.cache_dir at a disk with room."
+        f"cannot write {target}: {reason}; {fix}. Nothing was half-written (files are written to a temporary name and "
+        "renamed)."
     )
 
 

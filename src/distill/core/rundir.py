@@ -81,8 +81,7 @@ def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
 def plan_run_dir(recipe: Any, resume: bool, overwrite: bool) -> Plan:
     """What to do with the run directory, changing nothing (every process of a run reaches the same)."""
     run_dir = recipe.run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"output.dir {run_dir} is a file, not a folder. Fix: --set output.dir=ANOTHER_PATH.")
+    check_places(run_dir, getattr(recipe.output, "cache_dir", None))
     if not (run_dir.exists() and any(run_dir.iterdir())):
         return Plan("create")
     status = read_status(run_dir) or {}
@@ -116,6 +115,27 @@ def plan_run_dir(recipe: Any, resume: bool, overwrite: bool) -> Plan:
         f"the run directory {run_dir} already exists. Fix: add --resume to continue it, "
         "--overwrite to replace it, or --set output.dir=OTHER."
     )
+
+
+def check_places(run_dir: Path, cache_dir: str | Path | None) -> None:
+    """The run directory and the cache folder can be made and written: neither is (or lies under) a file, and
+    the nearest existing folder above each is writable. Checked before anything is written."""
+    import os
+
+    for field, place in (("output.dir", Path(run_dir)), ("output.cache_dir", Path(cache_dir) if cache_dir else None)):
+        if place is None:
+            continue
+        if place.exists() and not place.is_dir():
+            raise RunDirError(f"{field} {place} is a file, not a folder. Fix: --set {field}=ANOTHER_PATH.")
+        blocker = next((p for p in place.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise RunDirError(f"{field} {place} lies under {blocker}, which is a file. Fix: --set {field}=ANOTHER_PATH.")
+        existing = next((p for p in (place, *place.parents) if p.exists()), Path("."))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunDirError(
+                f"{field} {place} cannot be written: {existing} is read-only or you may not write there. "
+                f"Fix: --set {field}=A_WRITABLE_PATH."
+            )
 
 
 def prepare_run_dir(recipe: Any, plan: Plan | str, stages: Stages | None = None) -> Path:

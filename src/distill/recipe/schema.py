@@ -76,6 +76,17 @@ class DataConfig(_Section):
     )
     seed: int = Field(0, description="Seed of the train/validation/test split.")
 
+    @model_validator(mode="after")
+    def _no_leak(self) -> "DataConfig":
+        leaked = [c for c in (self.label_column, self.id_column) if c is not None and c in (self.feature_columns or [])]
+        if leaked:
+            raise ValueError(
+                f"feature_columns lists {', '.join(map(repr, leaked))}, the "
+                f"{'label' if leaked[0] == self.label_column else 'id'} column: the student (and the teacher's inputs) "
+                "would see what it should predict. Fix: remove it from data.feature_columns"
+            )
+        return self
+
 
 # ------------------------------------------------------------------- models
 class StudentConfig(_Section):
@@ -443,6 +454,12 @@ class Recipe(_RecipeRoot):
     @model_validator(mode="after")
     def _check_views(self) -> "Recipe":
         from distill.losses import REGISTRY
+
+        if self.distill and all(t.weight == 0 for t in self.distill):
+            raise ValueError(
+                "distill: every term has weight 0, so the student would learn nothing. Fix: give at least one term "
+                "a weight > 0 (a term with weight 0 is simply off)"
+            )
 
         viewing = [t.loss for t in self.distill if REGISTRY[t.loss].views]
         if len(viewing) > 1:

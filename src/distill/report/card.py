@@ -110,6 +110,21 @@ def hub_licence(license: str | None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------- shared pieces
+def teacher_origin(source: str | None, checkpoint: str | None, path: str | None, members: int = 0) -> str:
+    """Where the teacher's weights came from, in words: trained in this run, loaded from a checkpoint or from
+    an ONNX / scikit-learn / precomputed file, or an ensemble of such."""
+    if source == "trained":
+        return "trained in this run"
+    if source == "checkpoint":
+        return f"loaded from the checkpoint {checkpoint}" if checkpoint else "loaded from a checkpoint"
+    if source == "ensemble":
+        return f"an ensemble of {members} teachers, each loaded from its own file" if members else "an ensemble"
+    if source in {"onnx", "sklearn", "precomputed"}:
+        what = {"onnx": "the ONNX file", "sklearn": "the scikit-learn file", "precomputed": "the outputs file"}[source]
+        return f"loaded from {what} {path}" if path else f"loaded from {what}"
+    return f"{source} (not trained in this run)" if source else "not recorded"
+
+
 def teacher_identity(data: RunData) -> dict[str, Any]:
     """Name, origin, fingerprint and licence of the teacher of a run (for the card and the report)."""
     t = dict(data.metrics.get("teacher") or {})
@@ -126,7 +141,7 @@ def teacher_identity(data: RunData) -> dict[str, Any]:
         "named": bool(name),
         "arch": arch,
         "params": rt.get("params") or {},
-        "origin": f"checkpoint {checkpoint}" if source == "checkpoint" and checkpoint else "trained in this run",
+        "origin": teacher_origin(source, checkpoint, t.get("path") or rt.get("path"), len(rt.get("members") or [])),
         "checkpoint": checkpoint,
         "source": source,
         "fingerprint": t.get("fingerprint"),
@@ -278,12 +293,7 @@ def render_model_card(data: RunData) -> str:
         L.append(f"| architecture | {_md(ident['arch'])}{' (' + _md(params) + ')' if params else ''} |")
     if ident["parameters"]:
         L.append(f"| parameters | {ident['parameters']:,} |")
-    where = (
-        f"checkpoint `{_md(ident['checkpoint'])}`"
-        if ident["source"] == "checkpoint" and ident["checkpoint"]
-        else "trained in this run"
-    )
-    L.append(f"| weights | {where} |")
+    L.append(f"| weights | {_md(ident['origin'])} |")
     L.append(f"| weight fingerprint (sha256) | `{_md(ident['fingerprint'] or 'not recorded')}` |")
     L.append(
         f"| licence (declared in the recipe's teacher.license) | {_md(ident['license'] if ident['license'] is not None else 'unknown (not declared)')} |"

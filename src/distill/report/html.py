@@ -232,6 +232,13 @@ def _notes_on_absent(data: RunData) -> dict[str, str]:
             notes["teacher_curve"] = (
                 f"The teacher was loaded from a checkpoint{where}, not trained in this run: it has no training curve."
             )
+        elif teacher.get("source") not in (None, "trained"):
+            from distill.report.card import teacher_origin
+
+            notes["teacher_curve"] = (
+                f"The teacher was {teacher_origin(teacher.get('source'), None, teacher.get('path'))}, not trained in "
+                "this run: it has no training curve."
+            )
         else:
             notes["teacher_curve"] = "No training history was recorded for the teacher."
     if data.model("baseline") is None:

@@ -22,10 +22,13 @@ class Term:
 
 
 def build_objective(terms: list[Any]) -> list[Term]:
-    """Turn recipe loss terms (objects with ``loss``, ``weight``, ``params``) into :class:`Term`s."""
+    """Turn recipe loss terms (objects with ``loss``, ``weight``, ``params``) into :class:`Term`s; a term with
+    weight 0 is off (left out: it needs no teacher outputs, features or views)."""
     out: list[Term] = []
     seen: dict[str, int] = {}
     for t in terms:
+        if float(t.weight) == 0:
+            continue
         spec = REGISTRY[t.loss]
         n = seen.get(t.loss, 0)
         seen[t.loss] = n + 1

@@ -153,6 +153,7 @@ def preflight(recipe: Recipe) -> Setup:
         check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
         if recipe.teacher.checkpoint:
             load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
+            _check_finite(teacher_module, data, f"teacher.checkpoint {recipe.teacher.checkpoint}")
         teacher = TorchTeacher(teacher_module, data.num_classes)
     probe = make_student()
     check_output_classes(probe, data.in_shape, data.num_classes, "student")
@@ -160,10 +161,10 @@ def preflight(recipe: Recipe) -> Setup:
     augmenting = recipe.train.augment != "none" and data.kind == "image"
     views = view_term(objective)
     if views is not None and data.kind != "image" and views.params["shift"]:
-        raise RecipeError(
+        raise RecipeError([
             f"{views.label}: shift={views.params['shift']} moves images, but {data.source} is a table. "
             f"Fix: set shift: 0 in the {views.label} term."
-        )
+        ])
     online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
     student_layers, teacher_layers = layer_names(objective)
     if teacher_layers and teacher_module is None:
@@ -186,6 +187,25 @@ def preflight(recipe: Recipe) -> Setup:
     student_data, _ = student_view(data, recipe)
     return Setup(data, student_data, teacher_module, teacher, make_student, objective, teacher_layers, online_inputs,
                  augmenting, views)  # fmt: skip
+
+
+def _check_finite(module: nn.Module, data: DataBundle, what: str) -> None:
+    """A loaded teacher's outputs on a sample of the training split are finite (NaN weights are caught here,
+    before they are cached or taught)."""
+    sample = data.train.x[:64]
+    with torch.inference_mode():
+        was = module.training
+        module.eval()
+        out = module(sample)
+        module.train(was)
+    out = getattr(out, "logits", out)
+    bad = [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad or not bool(torch.isfinite(out).all()):
+        where = f": non-finite weights in {', '.join(bad[:5])}" if bad else ""
+        raise TeacherError(
+            f"the teacher from {what} gives NaN or infinite outputs on {len(sample)} training samples{where}. "
+            "Fix: check that checkpoint (it may come from a diverged training), or train the teacher again."
+        )
 
 
 def _optional_dependencies(recipe: Recipe) -> None:
@@ -272,8 +292,9 @@ def _run(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, *, resum
         "name": recipe.name,
         "data": {"source": data.source, "train": len(data.train), "val": len(data.val), "test": len(data.test),
                  "num_classes": data.num_classes, "class_names": data.class_names},
-        "teacher": {"source": teacher_source, "fingerprint": setup.teacher.fingerprint(),
-                    "checkpoint": recipe.teacher.checkpoint, "name": recipe.teacher.name,
+        "teacher": {"source": teacher_source, "kind": recipe.teacher.kind, "path": recipe.teacher.path,
+                    "fingerprint": setup.teacher.fingerprint(), "checkpoint": recipe.teacher.checkpoint,
+                    "name": recipe.teacher.name,
                     "license": recipe.teacher.license},
         "teacher_outputs": cache_info,
         "models": table["models"],  # one entry per model, each with its role (core/results.py)
