@@ -449,6 +449,12 @@ def test_distill_run_embedding_end_to_end(teacher_dir: Path, tmp_path: Path, cap
     l1 = rows[1]
     assert l1["onnx"]["max_abs_diff"] < 1e-4 and l1["onnx"]["int8"]["cosine"] >= 0.98
     assert (run / "students/l1/onnx/model.onnx").exists()
+    # sizes as finally written: the model's folder, and with its ONNX files; train time counts the build too
+    assert l1["size_bytes_with_onnx"] > l1["size_bytes"] > 0
+    assert "| with ONNX |" in (run / "comparison.md").read_text()
+    ctx = rows[4]  # static-ctx: no fine-tuning, its time is the table's build
+    assert ctx["fit_seconds"] == 0.0 and ctx["train_seconds"] == ctx["build_seconds"] > 0
+    assert "The teacher's pass over the training text, done once and shared by every student" in out
     card = (run / "students/l1/README.md").read_text()
     assert "teacher **teacher**" in card and "apache-2.0" in card and "may breach its terms" in card
     assert "- kind: layers (layers=[1], ffn_keep=1.0, heads_keep=1.0)" in card
