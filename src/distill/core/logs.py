@@ -44,6 +44,7 @@ def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = lo
     if console:
         ch = logging.StreamHandler(sys.stderr)
         ch.setFormatter(logging.Formatter("%(message)s"))
+        ch.addFilter(lambda record: not getattr(record, "file_only", False))  # said on stderr in another way
         setattr(ch, _HANDLER_TAG, True)
         log.addHandler(ch)
     if run_dir is not None:

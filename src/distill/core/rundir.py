@@ -122,19 +122,19 @@ def check_places(run_dir: Path, cache_dir: str | Path | None) -> None:
     the nearest existing folder above each is writable. Checked before anything is written."""
     import os
 
-    for field, place in (("output.dir", Path(run_dir)), ("output.cache_dir", Path(cache_dir) if cache_dir else None)):
+    for key, place in (("output.dir", Path(run_dir)), ("output.cache_dir", Path(cache_dir) if cache_dir else None)):
         if place is None:
             continue
         if place.exists() and not place.is_dir():
-            raise RunDirError(f"{field} {place} is a file, not a folder. Fix: --set {field}=ANOTHER_PATH.")
+            raise RunDirError(f"{key} {place} is a file, not a folder. Fix: --set {key}=ANOTHER_PATH.")
         blocker = next((p for p in place.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
-            raise RunDirError(f"{field} {place} lies under {blocker}, which is a file. Fix: --set {field}=ANOTHER_PATH.")
+            raise RunDirError(f"{key} {place} lies under {blocker}, which is a file. Fix: --set {key}=ANOTHER_PATH.")
         existing = next((p for p in (place, *place.parents) if p.exists()), Path("."))
         if not os.access(existing, os.W_OK | os.X_OK):
             raise RunDirError(
-                f"{field} {place} cannot be written: {existing} is read-only or you may not write there. "
-                f"Fix: --set {field}=A_WRITABLE_PATH."
+                f"{key} {place} cannot be written: {existing} is read-only or you may not write there. "
+                f"Fix: --set {key}=A_WRITABLE_PATH."
             )
 
 
@@ -195,7 +195,9 @@ def lifecycle(run_dir: Path, *, main_process: bool = True) -> Iterator[None]:
     except DistillError as exc:
         if main_process:
             mark(run_dir, "failed", str(exc))
-            log.error("the run failed: %s\nFix the input, then continue with --resume.", str(exc).splitlines()[0])
+            # run.log keeps the reason; the console shows it once, as the command's error
+            log.error("the run failed: %s\nFix the input, then continue with --resume.", str(exc),
+                      extra={"file_only": True})
         raise
     except BaseException as exc:
         if main_process:

@@ -72,7 +72,10 @@ def build_student_module(cfg: Any, in_shape: Any, num_classes: int) -> nn.Module
         return build(cfg.arch, in_shape, num_classes, cfg.params)
     except ModelError as exc:
         which = f"student.factory {cfg.factory!r}" if cfg.factory else f"student.arch {cfg.arch!r}"
-        raise ModelError(f"cannot build the student ({which}, student.params {cfg.params}): {exc}") from None
+        fix = "" if "Fix:" in str(exc) else (
+            " Fix: check student.factory ('package.module:function', importable from here) and student.params."
+            if cfg.factory else " Fix: correct student.params (`distill models` lists each builder's parameters).")
+        raise ModelError(f"cannot build the student ({which}, student.params {cfg.params}): {exc}.{fix}") from None
 
 
 def list_layers(recipe: Recipe) -> dict[str, list[tuple[str, str, Any]]]:
