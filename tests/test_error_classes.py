@@ -99,11 +99,29 @@ def unsupported_error(_: Path) -> list[str]:
     return ["compress", "factory-run", "--set", "compress.prune.kind=structured"]
 
 
+def cache_error(_: Path) -> list[str]:
+    from tests.test_task_matrix import lm_raw
+
+    raw = lm_raw(Path(".").resolve())
+    raw["distill"]["mode"] = "offline"
+    raw["output"] = {"dir": "lm-a", "cache_dir": "cache", "report": False}
+    assert main(["run", _write(raw, "a.yaml"), "--no-progress", "-q"]) == 0
+    # a cache folder whose index says it was built with other settings (another version wrote it, or a hand
+    # edit): it is never used, and never silently replaced
+    index = next(Path("cache").rglob("index.json"))
+    meta = json.loads(index.read_text())
+    meta["k"] = int(meta["k"]) + 1
+    index.write_text(json.dumps(meta))
+    raw["output"]["dir"] = "lm-b"  # a second run looks for the same cache
+    return ["run", _write(raw), "--no-progress"]
+
+
 CASES: list[tuple[Callable[[Path], list[str]], type[errors.DistillError], str]] = [
     (recipe_error, errors.RecipeError, "error: 1 problem in the recipe in r.yaml:"),
     (data_error, errors.DataError, "error: table file not found: missing.csv. Fix: check data.path."),
     (teacher_error, errors.TeacherError, "error: the teacher from teacher.checkpoint t.safetensors gives NaN"),
     (model_error, errors.ModelError, "error: cannot build the student (student.factory 'tests.factories:nowhere'"),
+    (cache_error, errors.CacheError, "error: the folder cache/lm-"),
     (checkpoint_error, errors.CheckpointError, "error: run/checkpoints/student/latest.json is unreadable"),
     (training_error, errors.TrainingError, "error: baseline: the loss became nan"),
     (run_dir_error, errors.RunDirError, "error: the run directory"),
