@@ -4,6 +4,7 @@ a student of the user's own (``student.factory``) goes through every command."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,19 @@ def test_a_teacher_checkpoint_with_nan_weights_is_named_before_anything(tmp_path
     assert f"non-finite weights in {first}" in err and "lower train.optimizer.lr" not in err
     assert not Path("runs").exists() and not Path(".distill-cache").exists()
     assert torch.isnan(state[first]).any()
+
+
+def test_a_teacher_at_chance_stops_the_run_with_the_numbers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import save_file
+
+    from distill.models import build
+
+    save_file(build("mlp", (1, 8, 8), 10, {"hidden": [32]}).state_dict(), str(tmp_path / "untrained.safetensors"))
+    raw = tiny_recipe(teacher={"arch": "mlp", "params": {"hidden": [32]}, "checkpoint": str(tmp_path / "untrained.safetensors")})
+    assert main(["run", str(_write(tmp_path / "r.yaml", raw)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"error: the teacher scores \d+\.\d% on the validation split \(143 samples\), no better than "
+                     r"chance \(the most frequent class alone: \d+\.\d%; 10 classes\)", err), err  # fmt: skip
+    assert "eval.allow_chance_teacher: true" in err
+    assert json.loads(Path("runs/tiny/status.json").read_text())["state"] == "failed"
+    assert not Path("runs/tiny/student.safetensors").exists()  # stopped before any student trained

@@ -396,6 +396,11 @@ class EvalConfig(_Section):
         True,
         description="Also train the same student on hard labels alone, to show what distillation bought.",
     )
+    allow_chance_teacher: bool = Field(
+        False,
+        description="Go on when the teacher scores no better than chance on the validation split (the run stops "
+        "with the numbers otherwise: such a teacher usually sees its features or classes in another order).",
+    )
     baseline_train: TrainConfig | None = Field(
         None,
         description="Training settings of that baseline (default: the `train` section). Tune them on the "

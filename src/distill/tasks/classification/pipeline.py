@@ -42,7 +42,13 @@ from distill.errors import RecipeError, TeacherError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import licence_status, render_markdown
-from distill.tasks.classification.objective import build_objective, class_bias_correction, needs_teacher, view_term
+from distill.tasks.classification.objective import (
+    build_objective,
+    class_bias_correction,
+    needs_teacher,
+    predict_logits,
+    view_term,
+)
 from distill.tasks.classification.features import FeatureCapture, build_adapters, feature_shapes, layer_names, teacher_feature_table
 from distill.teachers import TorchTeacher, check_output_classes, load_weights
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
@@ -189,6 +195,33 @@ def preflight(recipe: Recipe) -> Setup:
                  augmenting, views)  # fmt: skip
 
 
+def check_teacher_beats_chance(setup: Setup, val_logits: torch.Tensor | None, batch_size: int) -> None:
+    """Stop when the teacher's validation accuracy is no better than always answering the most frequent class
+    (plus two standard errors): its soft labels would teach nothing, and the usual cause is a teacher that
+    sees the features or the classes in another order than the data has them."""
+    from distill.teachers.ensemble import teacher_logits_for
+
+    val = setup.data.val
+    if len(val) < 20:
+        return
+    if val_logits is None:
+        module = setup.teacher_module
+        val_logits = predict_logits(module, val.x, batch_size) if module is not None else \
+            teacher_logits_for(setup.teacher, val.x, val.ids).float()  # fmt: skip
+    acc = float((val_logits.argmax(-1) == val.y).float().mean())
+    majority = float(torch.bincount(val.y[val.y >= 0], minlength=setup.data.num_classes).max()) / len(val)
+    chance = max(majority, 1.0 / setup.data.num_classes)
+    margin = 2 * (chance * (1 - chance) / len(val)) ** 0.5
+    if acc <= chance + margin:
+        raise TeacherError(
+            f"the teacher scores {100 * acc:.1f}% on the validation split ({len(val)} samples), no better than chance "
+            f"(the most frequent class alone: {100 * majority:.1f}%; {setup.data.num_classes} classes): its outputs would "
+            "teach nothing. Fix: check that it sees the data as it was trained on (feature order and preprocessing: "
+            "teacher.inputs; its class order against data.class names), or set eval.allow_chance_teacher: true if this "
+            "is intended."
+        )
+
+
 def _check_finite(module: nn.Module, data: DataBundle, what: str) -> None:
     """A loaded teacher's outputs on a sample of the training split are finite (NaN weights are caught here,
     before they are cached or taught)."""
@@ -274,6 +307,8 @@ def _run(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, *, resum
     teacher_source, teacher_weights, teacher_history = _teacher_stage(recipe, setup, run_dir, accelerator, resume,
                                                                       progress, stops)  # fmt: skip
     teacher_logits, online, teacher_features, cache_info = _teacher_signal(recipe, setup, accelerator)
+    if not recipe.eval.allow_chance_teacher:
+        check_teacher_beats_chance(setup, teacher_logits.get("val"), recipe.eval.batch_size)
     histories, students = _student_stages(recipe, setup, run_dir, accelerator, resume, progress, stops,
                                           teacher_logits, online, teacher_features)  # fmt: skip
     histories["teacher"] = teacher_history
