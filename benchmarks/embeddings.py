@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 from distill import run  # the public API (the same call for every task)
-from distill.tasks.embedding.pipeline import render_table
+from distill.tasks.embedding.table import render_table
 from distill.fsutil import write_json, write_text
 from distill.recipe import validate_recipe
 

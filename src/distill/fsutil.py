@@ -53,11 +53,16 @@ def _is_storage_problem(exc: BaseException) -> bool:
     return any(s in text for s in ("no space left", "file too large", "disk quota", "os error 28", "os error 27"))
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """``path`` itself, or the nearest folder above it, when that is a file (nothing can be written there)."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def _storage_error(target: Path, exc: BaseException) -> StorageError:
     """The error for a file that cannot be written, with the fix for its real cause."""
     reason = getattr(exc, "strerror", None) or str(exc)
     code = getattr(exc, "errno", None)
-    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(target)
     if blocker is not None and blocker != target:
         fix = (f"{blocker} is a file, so nothing can be written under it. Fix: point output.dir / output.cache_dir "
                "elsewhere, or move that file away")

@@ -30,7 +30,7 @@ import yaml
 
 from distill.core.logs import log_to_file
 from distill.errors import DistillError, RunDirError
-from distill.fsutil import write_json, write_text
+from distill.fsutil import file_in_the_way, write_json, write_text
 
 log = logging.getLogger("distill")
 STATUS = "status.json"
@@ -43,6 +43,16 @@ Stages = Mapping[str, tuple[Sequence[str], Sequence[str]]]
 class Plan:
     decision: str  # "create", "replace" or "resume"
     changed: frozenset[str] = field(default_factory=frozenset)  # recipe keys changed since a failed attempt
+
+
+def run_recipe(run_dir: str | Path) -> Any:
+    """The resolved recipe a run directory holds (any task), with ``output.dir`` pointing at that directory."""
+    from distill.core.task import stored_recipe
+    from distill.recipe import validate_recipe
+
+    run_dir = Path(run_dir)
+    recipe = validate_recipe(stored_recipe(run_dir), str(run_dir / "recipe.yaml"))
+    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(run_dir)})})
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
@@ -127,8 +137,8 @@ def check_places(run_dir: Path, cache_dir: str | Path | None) -> None:
             continue
         if place.exists() and not place.is_dir():
             raise RunDirError(f"{key} {place} is a file, not a folder. Fix: --set {key}=ANOTHER_PATH.")
-        blocker = next((p for p in place.parents if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
+        blocker = file_in_the_way(place)
+        if blocker is not None and blocker != place:
             raise RunDirError(f"{key} {place} lies under {blocker}, which is a file. Fix: --set {key}=ANOTHER_PATH.")
         existing = next((p for p in (place, *place.parents) if p.exists()), Path("."))
         if not os.access(existing, os.W_OK | os.X_OK):

@@ -151,15 +151,9 @@ def task_of_recipe(recipe: Any) -> Task:
     return get_task(getattr(recipe, "task", "classification"))
 
 
-def task_of_run(run_dir: str | Path, *, finished: bool = True) -> Task:
-    """The task of the run in ``run_dir``, read from its ``recipe.yaml``; refuses what is not a run.
-
-    With ``finished``, a run that has not written its ``metrics.json`` (still running, failed, or
-    interrupted) is refused with how to finish it.
-    """
+def stored_recipe(run_dir: str | Path) -> dict[str, Any]:
+    """The raw ``recipe.yaml`` of a run directory; a path that is not a run is named as such."""
     import yaml
-
-    from distill.core.rundir import read_status
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -176,7 +170,21 @@ def task_of_run(run_dir: str | Path, *, finished: bool = True) -> Task:
         raw = yaml.safe_load(stored.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
         raise RunDirError(f"{stored} cannot be read ({type(exc).__name__}: {exc}). Fix: rerun the recipe.") from None
-    task = get_task(raw.get("task", "classification") if isinstance(raw, dict) else None, str(stored))
+    if not isinstance(raw, dict):
+        raise RunDirError(f"{stored} is not a recipe (a mapping of sections). Fix: rerun the recipe.")
+    return raw
+
+
+def task_of_run(run_dir: str | Path, *, finished: bool = True) -> Task:
+    """The task of the run in ``run_dir``, read from its ``recipe.yaml``; refuses what is not a run.
+
+    With ``finished``, a run that has not written its ``metrics.json`` (still running, failed, or
+    interrupted) is refused with how to finish it.
+    """
+    from distill.core.rundir import read_status
+
+    run_dir = Path(run_dir)
+    task = get_task(stored_recipe(run_dir).get("task", "classification"), str(run_dir / "recipe.yaml"))
     if finished and not (run_dir / "metrics.json").is_file():
         status = read_status(run_dir) or {}
         state = status.get("state", "no status recorded")

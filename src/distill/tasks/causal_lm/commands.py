@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
 from distill.core.context import run_context
 from distill.core.logs import setup_logging
+from distill.core.rundir import run_recipe
 from distill.errors import RunDirError
 from distill.models.causal_lm import load_causal_lm
 from distill.tasks.causal_lm.data import prepare_data
@@ -20,10 +20,9 @@ def evaluate_lm_run(run_dir: str | Path, *, console: bool = True) -> LMRunResult
     """Load the teacher, student (and baseline) of a finished run and measure them again side by side on its
     held-out blocks; write eval.json and print the table."""
     from distill.fsutil import write_json, write_text
-    from distill.recipe import validate_recipe
 
     run_dir = Path(run_dir)
-    recipe = validate_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")), str(run_dir))
+    recipe = run_recipe(run_dir)
     setup_logging(None, console=console)
     with run_context(recipe.train.num_threads):
         data = prepare_data(recipe, run_dir)

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 from torch import nn
 
+from distill.core.rundir import run_recipe
 from distill.data import DataBundle
 from distill.errors import DistillError, ModelError, RunDirError, TeacherError
 from distill.fsutil import write_with
 from distill.models import build, build_from_factory
-from distill.recipe import Recipe, validate_recipe
+from distill.recipe import Recipe
 from distill.teachers import TorchTeacher, build_teacher_module, load_weights
 from distill.teachers.external import build_external_teacher
 
@@ -107,14 +107,7 @@ def list_layers(recipe: Recipe) -> dict[str, list[tuple[str, str, Any]]]:
 # ------------------------------------------------------------ finished runs
 def load_run_recipe(run_dir: str | Path) -> Recipe:
     """The resolved recipe a run directory holds, with ``output.dir`` pointing at that directory."""
-    run_dir = Path(run_dir)
-    path = run_dir / "recipe.yaml"
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
-    if not path.exists():
-        raise RunDirError(f"{run_dir} has no recipe.yaml, so it is not a distill run directory.")
-    recipe = validate_recipe(yaml.safe_load(path.read_text()), str(path))
-    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(run_dir)})})
+    return run_recipe(run_dir)
 
 
 def _load_into(module: nn.Module, weights: Path, role: str) -> None:

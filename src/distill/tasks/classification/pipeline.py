@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,16 @@ import torch
 from torch import nn
 
 from distill import __version__
-from distill.data import DataBundle, build_data, labeled_only
-from distill.tasks.classification.builders import build_models, make_accelerator, save_weights, seeded_build
+from distill.data import DataBundle, labeled_only
+from distill.tasks.classification.builders import make_accelerator, save_weights, seeded_build
 from distill.core.checkpoint import CheckpointStore
 from distill.tasks.classification.evaluate import RunResult, evaluate_models
 from distill.core.logs import setup_logging
 from distill.tasks.classification.loop import FitResult, fit
+from distill.tasks.classification.preflight import Setup, check_teacher_beats_chance, preflight
 from distill.tasks.classification.signal import student_view, teacher_outputs
-from distill.core.context import environment, require, run_context
+from distill.core.context import environment, run_context
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
-from distill.errors import RecipeError, TeacherError
 from distill.fsutil import write_json, write_text
 from distill.recipe import LossTerm, Recipe, TrainConfig, validate_recipe
 from distill.report import licence_status, render_markdown
@@ -46,12 +45,9 @@ from distill.tasks.classification.objective import (
     build_objective,
     class_bias_correction,
     needs_teacher,
-    predict_logits,
-    view_term,
 )
-from distill.tasks.classification.features import FeatureCapture, build_adapters, feature_shapes, layer_names, teacher_feature_table
-from distill.teachers import TorchTeacher, check_output_classes, load_weights
-from distill.teachers.external import build_external_teacher, can_run_on_inputs
+from distill.tasks.classification.features import FeatureCapture, build_adapters, teacher_feature_table
+from distill.teachers import TorchTeacher, load_weights
 
 __all__ = ["STAGES", "RunResult", "environment", "preflight", "run", "setup_logging"]
 
@@ -125,137 +121,6 @@ def _train_stage(
         save_weights(model.module if hasattr(model, "module") else model, weights)
         write_json(hist_path, result.history)
     return result.history
-
-
-# -------------------------------------------------------------- preflight
-@dataclass
-class Setup:
-    """What the preflight built and checked before anything is written."""
-
-    data: DataBundle
-    student_data: DataBundle
-    teacher_module: nn.Module | None
-    teacher: Any  # a TorchTeacher, or the external teacher (ONNX, scikit-learn, outputs, ensemble)
-    make_student: Any
-    objective: list[Any]
-    teacher_layers: set[str]
-    online_inputs: bool
-    augmenting: bool
-    views: Any = None
-
-
-def preflight(recipe: Recipe) -> Setup:
-    """Everything that can be checked before training: the data, the teacher (built, loaded, its output
-    width), the student, the loss terms against this data and teacher, the feature layers. Raises the
-    first problem as a DistillError; nothing is written."""
-    _optional_dependencies(recipe)
-    data = build_data(recipe.data)
-    if {recipe.train.augment, recipe.teacher_train.augment} != {"none"} and data.kind != "image":
-        log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
-    teacher_module, make_student = build_models(recipe, data)
-    if teacher_module is None:
-        teacher: Any = build_external_teacher(recipe.teacher, data)
-    else:
-        check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
-        if recipe.teacher.checkpoint:
-            load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
-            _check_finite(teacher_module, data, f"teacher.checkpoint {recipe.teacher.checkpoint}")
-        teacher = TorchTeacher(teacher_module, data.num_classes)
-    probe = make_student()
-    check_output_classes(probe, data.in_shape, data.num_classes, "student")
-    objective = build_objective(recipe.distill)
-    augmenting = recipe.train.augment != "none" and data.kind == "image"
-    views = view_term(objective)
-    if views is not None and data.kind != "image" and views.params["shift"]:
-        raise RecipeError([
-            f"{views.label}: shift={views.params['shift']} moves images, but {data.source} is a table. "
-            f"Fix: set shift: 0 in the {views.label} term."
-        ])
-    online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
-    student_layers, teacher_layers = layer_names(objective)
-    if teacher_layers and teacher_module is None:
-        raise TeacherError(
-            f"feature losses ({', '.join(t.label for t in objective if 'teacher_features' in t.spec.needs)}) need a "
-            f"torch teacher whose layers can be hooked; this teacher is kind {recipe.teacher.kind!r}. "
-            "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
-        )
-    if student_layers:
-        feature_shapes(probe, student_layers, data.in_shape, "student")
-    if teacher_layers and teacher_module is not None:
-        feature_shapes(teacher_module, teacher_layers, data.in_shape, "teacher")
-    if online_inputs and needs_teacher(objective) and not can_run_on_inputs(teacher):
-        what = "train.augment" if augmenting else f"the {views.label} term (function matching)"  # type: ignore[union-attr]
-        fix = "set train.augment: none" if augmenting else "use a teacher that runs on inputs, or kd"
-        raise TeacherError(
-            f"{what} needs a teacher that runs on the augmented inputs, but this teacher only has "
-            f"precomputed outputs. Fix: {fix}."
-        )
-    student_data, _ = student_view(data, recipe)
-    return Setup(data, student_data, teacher_module, teacher, make_student, objective, teacher_layers, online_inputs,
-                 augmenting, views)  # fmt: skip
-
-
-def check_teacher_beats_chance(setup: Setup, val_logits: torch.Tensor | None, batch_size: int) -> None:
-    """Stop when the teacher's validation accuracy is no better than always answering the most frequent class
-    (plus two standard errors): its soft labels would teach nothing, and the usual cause is a teacher that
-    sees the features or the classes in another order than the data has them."""
-    from distill.teachers.ensemble import teacher_logits_for
-
-    val = setup.data.val
-    if len(val) < 20:
-        return
-    if val_logits is None:
-        module = setup.teacher_module
-        val_logits = predict_logits(module, val.x, batch_size) if module is not None else \
-            teacher_logits_for(setup.teacher, val.x, val.ids).float()  # fmt: skip
-    acc = float((val_logits.argmax(-1) == val.y).float().mean())
-    majority = float(torch.bincount(val.y[val.y >= 0], minlength=setup.data.num_classes).max()) / len(val)
-    chance = max(majority, 1.0 / setup.data.num_classes)
-    margin = 2 * (chance * (1 - chance) / len(val)) ** 0.5
-    if acc <= chance + margin:
-        raise TeacherError(
-            f"the teacher scores {100 * acc:.1f}% on the validation split ({len(val)} samples), no better than chance "
-            f"(the most frequent class alone: {100 * majority:.1f}%; {setup.data.num_classes} classes): its outputs would "
-            "teach nothing. Fix: check that it sees the data as it was trained on (feature order and preprocessing: "
-            "teacher.inputs; its class order against data.class names), or set eval.allow_chance_teacher: true if this "
-            "is intended."
-        )
-
-
-def _check_finite(module: nn.Module, data: DataBundle, what: str) -> None:
-    """A loaded teacher's outputs on a sample of the training split are finite (NaN weights are caught here,
-    before they are cached or taught)."""
-    sample = data.train.x[:64]
-    with torch.inference_mode():
-        was = module.training
-        module.eval()
-        out = module(sample)
-        module.train(was)
-    out = getattr(out, "logits", out)
-    bad = [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
-    if bad or not bool(torch.isfinite(out).all()):
-        where = f": non-finite weights in {', '.join(bad[:5])}" if bad else ""
-        raise TeacherError(
-            f"the teacher from {what} gives NaN or infinite outputs on {len(sample)} training samples{where}. "
-            "Fix: check that checkpoint (it may come from a diverged training), or train the teacher again."
-        )
-
-
-def _optional_dependencies(recipe: Recipe) -> None:
-    """The packages of the optional stages the recipe turns on, checked before anything runs."""
-    if recipe.data.source == "table":
-        require({"pandas": "tables"}, "data.source table")
-        if str(recipe.data.path or "").lower().endswith((".parquet", ".pq")):
-            require({"pyarrow": "tables"}, f"the Parquet table {recipe.data.path}")
-    if recipe.export is not None and "onnx" in recipe.export.formats:
-        require({"onnx": "onnx", "onnxruntime": "onnx"}, "export.formats onnx")
-    if recipe.export is not None and "hf" in recipe.export.formats:
-        require({"transformers": "lm"}, "export.formats hf")
-    teachers = [recipe.teacher, *(recipe.teacher.members or [])]
-    if any(t.kind == "onnx" for t in teachers):
-        require({"onnxruntime": "onnx"}, "an ONNX teacher")
-    if any(t.kind == "sklearn" and str(t.path or "").endswith(".skops") for t in teachers):
-        require({"skops": "sklearn"}, "a .skops scikit-learn teacher")
 
 
 # -------------------------------------------------------------------- run

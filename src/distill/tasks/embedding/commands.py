@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from distill.core.context import torch_threads
 from distill.core.logs import setup_logging
+from distill.core.rundir import run_recipe
+from distill.tasks.embedding.table import render_table
 from distill.tasks.embedding.pipeline import (
     EmbedResult,
     measurer,
@@ -22,7 +23,6 @@ from distill.tasks.embedding.pipeline import (
     load_student,
     load_texts,
     preflight,
-    render_table,
     student_encoder,
     teacher_signal,
     time_models,
@@ -34,11 +34,7 @@ from distill.recipe.embedding import EmbeddingRecipe
 
 
 def _finished(run_dir: str | Path) -> tuple[EmbeddingRecipe, Path]:
-    from distill.recipe import validate_recipe
-
-    run_dir = Path(run_dir)
-    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    return validate_recipe(raw, str(run_dir / "recipe.yaml")), run_dir
+    return run_recipe(run_dir), Path(run_dir)
 
 
 def evaluate_embedding_run(run_dir: str | Path, *, console: bool = True) -> EmbedResult:
