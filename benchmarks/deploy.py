@@ -6,9 +6,10 @@ seed 0), copies it, and runs the real commands on the copy: `distill compress`
 (ONNX fp32 with parity check, ONNX int8 with ONNX Runtime's quantizer) and
 `distill bench` (one process, 1 thread for every runtime). A second copy is pruned
 by 50% without recovery, only to show what structured pruning does to latency.
-Writes benchmarks/results/deploy.{json,md}.
+Writes benchmarks/results/deploy.{json,md} (or --out).
 
     .venv/bin/python benchmarks/deploy.py [--amount 0.25]
+    .venv/bin/python benchmarks/deploy.py --quick --out /tmp/bench_quick/deploy   # smoke run (1 recovery epoch)
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def call_costs(files: dict[str, Path], rounds: int = 21, calls: int = 200) -> di
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--amount", type=float, default=0.25, help="structured pruning of the main chain")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 recovery epoch, fewer call-cost rounds (its figures are not quoted anywhere)")
+    ap.add_argument("--out", default=str(RESULTS / "deploy"), help="results path without suffix")
     args = ap.parse_args(argv)
+    recovery = 1 if args.quick else 3
     if not (SOURCE / "student.safetensors").exists():
         print("run benchmarks/fashion_mnist.py first", file=sys.stderr)
         return 2
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(None)
     cache = str(ROOT / ".work" / "fashion_mnist" / "cache")
     main_dir = fresh_copy("chain")
-    sets = ["compress.prune.kind=structured", f"compress.prune.amount={args.amount}", "compress.prune.recovery_epochs=3",
+    sets = ["compress.prune.kind=structured", f"compress.prune.amount={args.amount}", f"compress.prune.recovery_epochs={recovery}",
             "compress.quantize.kind=dynamic", f"output.cache_dir={cache}"]  # fmt: skip
     compress = compress_run(main_dir, sets, progress=False)
     # static per-tensor int8: the fastest int8 form at batch 1 in benchmarks/results/int8_variants.md
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"output.cache_dir={cache}"], progress=False)  # fmt: skip
     b50 = bench_run(p50_dir, threads=1, memory=False)
 
-    calls = call_costs({"teacher": main_dir / "bench" / "teacher.onnx", "student": main_dir / "export" / "student.int8.onnx"})
+    calls = call_costs({"teacher": main_dir / "bench" / "teacher.onnx", "student": main_dir / "export" / "student.int8.onnx"},
+                       **({"rounds": 3, "calls": 50} if args.quick else {}))
 
     st = {(s["stage"], s["runtime"]): s for s in bench["stages"]}
     t_onnx, t_torch = st[("teacher", "ONNX Runtime")], st[("teacher", "PyTorch")]
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "call_costs_us": calls,
         "targets": targets,
     }  # fmt: skip
-    write_json(RESULTS / "deploy.json", out)
+    write_json(Path(args.out).with_suffix(".json"), out)
     r = out["ratios"]
     md = [
         "# Deployment: every stage side by side",
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{out['date']} · {out['machine']['platform']} · torch {out['machine']['torch']} · 1 thread for every runtime",
         "",
         f"Command: `{out['command'].strip()}`. Source: the Fashion-MNIST benchmark's seed-0 run; structured pruning "
-        f"{100 * args.amount:.0f}% + 3 recovery epochs, dynamic int8 (PyTorch), ONNX int8 (ONNX Runtime's "
+        f"{100 * args.amount:.0f}% + {recovery} recovery epoch{'s' if recovery != 1 else ''}, dynamic int8 (PyTorch), ONNX int8 (ONNX Runtime's "
         "quantizer, static QDQ, per-tensor weights, calibrated on 512 training images).",
         "",
         render_bench(bench),
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {k} | {'yes' if v else '**no**'} |" for k, v in targets.items()),
         "",
     ]
-    write_text(RESULTS / "deploy.md", "\n".join(md))
+    write_text(Path(args.out).with_suffix(".md"), "\n".join(md))
     print("\n".join(md))
     return 0
 
