@@ -30,3 +30,8 @@ def small_mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> 
 
 def fragile_mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 16, fail_above: int = 0) -> nn.Module:
     return Fragile(math.prod(in_shape), num_classes, hidden, fail_above)
+
+
+def softmax_mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> nn.Module:
+    """A teacher whose forward ends with a softmax: it outputs probabilities, not logits."""
+    return nn.Sequential(small_mlp(in_shape, num_classes, hidden), nn.Softmax(dim=-1))

@@ -126,3 +126,45 @@ def test_feature_losses_refuse_a_non_torch_teacher(table, forest, write_recipe, 
     raw["distill"] = [{"loss": "hint", "student_layer": "2", "teacher_layer": "2"}]
     assert main(["run", str(write_recipe(raw)), "--no-progress"]) == 2
     assert "need a torch teacher" in capsys.readouterr().err
+
+
+def test_teacher_fitted_on_a_frame_in_another_column_order_is_fed_by_name(table, tmp_path, write_recipe, capsys) -> None:
+    """The estimator saw the columns reversed; the run feeds them by name, scores what the estimator scores on the
+    test rows, and prints none of scikit-learn's "feature names" warnings."""
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    df = pd.read_csv(table)
+    reversed_cols = [f"f{i}" for i in reversed(range(8))]
+    est = LogisticRegression(max_iter=1000).fit(df[reversed_cols], df["label"])
+    sio.dump(est, tmp_path / "lr.skops")
+    raw = _recipe(table, {"kind": "sklearn", "path": str(tmp_path / "lr.skops")})
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "feature names" not in captured.out + captured.err
+    m = json.loads(Path("runs/kinds/metrics.json").read_text())
+    from distill.data import build_data
+    from distill.recipe import DataConfig
+
+    test_ids = set(build_data(DataConfig(**raw["data"])).test.ids.tolist())  # the run's own seeded split
+    rows = df[df["uid"].isin(test_ids)]
+    want = float((est.predict(rows[reversed_cols]) == rows["label"]).mean())
+    assert by_role(m)["teacher"]["test_acc"] == pytest.approx(want, abs=1e-6)
+    assert want > 0.7
+
+
+def test_teacher_with_integer_codes_for_string_labels_is_refused_before_anything_is_written(
+    table, tmp_path, write_recipe, capsys
+) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    df = pd.read_csv(table)
+    codes = df["label"].map({"a": 0, "b": 1, "c": 2})
+    sio.dump(LogisticRegression(max_iter=1000).fit(df[[f"f{i}" for i in range(8)]].to_numpy(), codes), tmp_path / "c.skops")
+    raw = _recipe(table, {"kind": "sklearn", "path": str(tmp_path / "c.skops")})
+    assert main(["run", str(write_recipe(raw)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "its classes 0, 1, 2 are not labels of the data" in err and "the data's labels: a, b, c" in err
+    assert "Traceback" not in err
+    assert not Path("runs/kinds").exists()

@@ -204,8 +204,15 @@ class TeacherConfig(_Section):
     trusted_types: list[str] = Field(
         default_factory=list, description="sklearn: extra types a .skops file may load (the error names them)."
     )
-    values: Literal["auto", "logits", "probs"] = Field(
-        "auto", description="precomputed: whether the file holds logits or probabilities (auto: by column name)."
+    values: Literal["auto", "logits", "probs", "log_probs"] = Field(
+        "auto",
+        description="onnx/precomputed: what the teacher's outputs are: 'logits' (scores before the softmax), "
+        "'probs' (probabilities, turned into log-probabilities) or 'log_probs'. auto: probabilities when every row "
+        "of a sample of outputs lies in [0, 1] and sums to 1 (and, for a file, by column name), else logits. A "
+        "choice the outputs contradict is an error.",
+    )
+    output_name: str | None = Field(
+        None, description="onnx: the output that holds the class scores (default: the first (batch, classes) float output)."
     )
     members: list["TeacherConfig"] = Field(
         default_factory=list, description="ensemble: the member teachers, each a teacher section of its own."
@@ -233,6 +240,10 @@ class TeacherConfig(_Section):
             object.__setattr__(self, "arch", None)
             if torch_only:
                 raise ValueError(f"{', '.join(torch_only)} only apply to kind 'torch' (kind is {self.kind!r})")
+            if self.kind not in ("onnx", "precomputed") and self.values != "auto":
+                raise ValueError(f"values applies to kinds onnx and precomputed (kind is {self.kind!r})")
+            if self.kind != "onnx" and self.output_name is not None:
+                raise ValueError(f"output_name applies to kind onnx (kind is {self.kind!r})")
             if self.kind == "ensemble":
                 if not self.members:
                     raise ValueError("kind 'ensemble' needs `members`, a list of teacher sections")
@@ -245,6 +256,8 @@ class TeacherConfig(_Section):
             return self
         if self.path is not None or self.members:
             raise ValueError("`path`/`members` apply to kinds onnx, sklearn, precomputed, ensemble; set `kind`")
+        if self.values != "auto" or self.output_name is not None:
+            raise ValueError("values/output_name apply to kinds onnx and precomputed; a torch teacher gives logits")
         if self.factory is not None and self.arch is not None and "arch" in self.model_fields_set:
             raise ValueError("give either `arch` or `factory`, not both")
         if self.factory is not None:

@@ -3,6 +3,8 @@ an ONNX file, a scikit-learn estimator, a file of precomputed outputs, or an ens
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,9 @@ import numpy as np
 from distill.data import DataBundle
 from distill.errors import TeacherError
 from distill.recipe import TeacherConfig
+from distill.teachers.checks import check_outputs, match_classes, match_features
+
+log = logging.getLogger("distill")
 
 
 def build_external_teacher(cfg: TeacherConfig, data: DataBundle) -> Any:
@@ -41,26 +46,50 @@ class RawInputs:
 def _build(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
     t = _build_kind(cfg, data, where)
     if cfg.kind in {"onnx", "sklearn"} and cfg.inputs == "raw":
-        return RawInputs(t, data)
-    return t
+        t = RawInputs(t, data)
+    if cfg.kind == "ensemble":
+        return t  # its members were checked one by one
+    values = cfg.values if cfg.kind == "onnx" or cfg.values in ("logits", "log_probs") else "auto"
+    return check_outputs(t, data, _who(cfg, where), values)
+
+
+def _who(cfg: TeacherConfig, where: str) -> str:
+    kind = {"onnx": "ONNX", "sklearn": "scikit-learn", "precomputed": "precomputed", "torch": "torch"}[cfg.kind]
+    named = f" {Path(str(cfg.path)).name}" if cfg.path else ""
+    return f"the {kind} teacher{named} ({where})"
+
+
+def _align(teacher: Any, labels: Any, data: DataBundle, who: str) -> None:
+    """Match the teacher's feature names and class labels, where it knows them, to the data's."""
+    if teacher.feature_names is not None:
+        index = match_features(teacher.feature_names, data, who)
+        teacher.take_features(index)
+        if index is not None:
+            log.info("%s: fed the table's columns by name, in its own order: %s", who, ", ".join(teacher.feature_names))
+    if labels is not None:
+        teacher.map_classes(match_classes(list(labels), data, who), data.num_classes)
 
 
 def _build_kind(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
     if cfg.kind == "onnx":
         from distill.teachers.onnx import OnnxTeacher
 
-        t = OnnxTeacher(str(cfg.path))
+        t = OnnxTeacher(str(cfg.path), output_name=cfg.output_name)
+        _align(t, t.class_labels, data, _who(cfg, where))
         t.check_sample_shape(data.in_shape)
         return t
     if cfg.kind == "sklearn":
         from distill.teachers.sklearn import SklearnTeacher
 
-        return SklearnTeacher.from_path(str(cfg.path), trust_pickle=cfg.trust_pickle, trusted_types=tuple(cfg.trusted_types))
+        t = SklearnTeacher.from_path(str(cfg.path), trust_pickle=cfg.trust_pickle, trusted_types=tuple(cfg.trusted_types))
+        _align(t, t.classes, data, _who(cfg, where))
+        return t
     if cfg.kind == "precomputed":
         from distill.teachers.precomputed import PrecomputedTeacher
 
         ids = np.concatenate([s.ids for s in data.splits().values()])
-        return PrecomputedTeacher.from_file(str(cfg.path), ids, values=cfg.values)
+        values = {"log_probs": "logits"}.get(cfg.values, cfg.values)
+        return PrecomputedTeacher.from_file(str(cfg.path), ids, values=values)
     if cfg.kind == "ensemble":
         from distill.teachers.ensemble import EnsembleTeacher
 

@@ -49,6 +49,47 @@ def _external_data_files(path: Path) -> list[Path]:
     return [path.parent / n for n in sorted(names)]
 
 
+def _is_column(inp: Any) -> bool:
+    """A float input that holds one table column: (batch,) or (batch, 1)."""
+    dims = _dims(inp.shape)
+    return inp.type in _NUMPY_TYPES and (len(dims) == 1 or (len(dims) == 2 and dims[1] == 1))
+
+
+def _meta_list(meta: dict[str, str], key: str) -> list[Any] | None:
+    """A list stored in the model's metadata, as JSON or comma-separated."""
+    import json
+
+    raw = meta.get(key)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = [part.strip() for part in raw.split(",")]
+    return list(value) if isinstance(value, list) and value else None
+
+
+def _classifier_labels(path: Path) -> list[Any] | None:
+    """The class labels an ONNX-ML classifier node declares (LinearClassifier, TreeEnsembleClassifier,
+    SVMClassifier, ZipMap ...: ``classlabels_ints``/``_int64s``/``_strings``), when there is exactly one set."""
+    import onnx
+    from onnx import helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    found: list[list[Any]] = []
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name.startswith("classlabels_"):
+                values = helper.get_attribute_value(attr)
+                labels = [v.decode() if isinstance(v, bytes) else v for v in values]
+                if labels and labels not in found:
+                    found.append(labels)
+    return found[0] if len(found) == 1 else None
+
+
 class OnnxTeacher:
     """An ONNX classifier run with onnxruntime's ``CPUExecutionProvider``.
 
@@ -113,6 +154,12 @@ class OnnxTeacher:
         outputs = self._session.get_outputs()
         in_names = [i.name for i in inputs]
         out_names = [o.name for o in outputs]
+        meta = dict(self._session.get_modelmeta().custom_metadata_map or {})
+        self._columns_in: list[Any] | None = None  # one input per table column (e.g. skl2onnx from a DataFrame)
+        if input_name is None and len(inputs) > 1 and all(_is_column(i) for i in inputs):
+            self._columns_in = list(inputs)
+            input_name = inputs[0].name
+            inputs = inputs[:1]
         if input_name is None:
             if len(inputs) != 1:
                 raise TeacherError(
@@ -134,7 +181,16 @@ class OnnxTeacher:
                 )
             self._input = inputs[in_names.index(input_name)]
         if output_name is None:
-            self._output = outputs[0]
+            scores = [o for o in outputs if o.type in _NUMPY_TYPES and len(o.shape) == 2]
+            if not scores:
+                shown = ", ".join(f"{o.name} {o.type} {_show(_dims(o.shape)) if isinstance(o.shape, list) else ''}"
+                                  for o in outputs)
+                raise TeacherError(
+                    f"the ONNX teacher {self.path} has no (batch, classes) float output (its outputs: {shown}). "
+                    "Fix: export the class scores as a 2-D float tensor (with skl2onnx: "
+                    "options={'zipmap': False}), or name the output with teacher.output_name."
+                )
+            self._output = scores[0]
         else:
             if output_name not in out_names:
                 raise TeacherError(
@@ -171,9 +227,38 @@ class OnnxTeacher:
         self.output_name = self._output.name
         self.batch_size = int(batch_size)
         self._fp: str | None = None
+        self.feature_names: list[str] | None = (
+            [i.name for i in self._columns_in] if self._columns_in is not None else _meta_list(meta, "feature_names")
+        )
+        self.class_labels: list[Any] | None = _meta_list(meta, "classes") or _classifier_labels(self.path)
+        self._features: np.ndarray | None = None  # which sample columns it takes, in its order
+        self._order: np.ndarray | None = None  # output column for each of the data's classes
+
+    def take_features(self, index: np.ndarray | None) -> None:
+        """Feed it the sample columns ``index`` (in its own feature order) instead of all columns as given."""
+        self._features = None if index is None else np.asarray(index, dtype=np.int64)
+
+    def map_classes(self, columns: np.ndarray, num_classes: int) -> None:
+        """Output column ``j`` holds class ``columns[j]``; the outputs are reordered to the data's classes."""
+        columns = np.asarray(columns, dtype=np.int64)
+        if len(columns) != num_classes or sorted(columns.tolist()) != list(range(num_classes)):
+            raise TeacherError(
+                f"the ONNX teacher {self.path} knows {len(columns)} classes but the data has {num_classes}. "
+                "Fix: use a teacher trained on all the data's classes."
+            )
+        self._order = None if np.array_equal(columns, np.arange(num_classes)) else np.argsort(columns)
 
     def check_sample_shape(self, sample_shape: Sequence[int]) -> None:
         """Raise :class:`TeacherError` unless samples shaped ``sample_shape`` (no batch axis) fit the input."""
+        if self._columns_in is not None or self._features is not None:
+            need = len(self._columns_in) if self._columns_in is not None else self.input_dims[-1]
+            width = len(self._features) if self._features is not None else int(sample_shape[0]) if sample_shape else 0
+            if len(sample_shape) != 1 or (need is not None and width != need):
+                raise TeacherError(
+                    f"the ONNX teacher {self.path} takes {need} table columns but the samples are shaped "
+                    f"{tuple(sample_shape)}. Fix: give it the table it was exported for."
+                )
+            return
         want = self.input_dims
         got = [None, *map(int, sample_shape)]
         fits = len(want) == len(got) and all(w is None or w == g for w, g in zip(want[1:], got[1:]))
@@ -188,11 +273,13 @@ class OnnxTeacher:
         """``(N, *sample_shape) → (N, C)`` float32 scores, computed in batches of ``batch_size``."""
         self.check_sample_shape(tuple(x.shape[1:]))
         arr = x.detach().cpu().numpy().astype(self._in_dtype, copy=False)
+        if self._features is not None:
+            arr = arr[:, self._features]
         outs = []
         for i in range(0, arr.shape[0], self.batch_size):
             chunk = np.ascontiguousarray(arr[i : i + self.batch_size])
             try:
-                (out,) = self._session.run([self.output_name], {self.input_name: chunk})
+                (out,) = self._session.run([self.output_name], self._feed(chunk))
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise TeacherError(
@@ -208,7 +295,16 @@ class OnnxTeacher:
                 f"the ONNX teacher {self.path} returned {tuple(result.shape)}, expected (N, {self.num_classes}). "
                 "Fix: export the model so that its output is (batch, classes)."
             )
-        return result
+        return result if self._order is None else result[:, torch.from_numpy(self._order)]
+
+    def _feed(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        if self._columns_in is None:
+            return {self.input_name: chunk}
+        feed = {}
+        for j, inp in enumerate(self._columns_in):
+            column = chunk[:, j : j + 1].astype(_NUMPY_TYPES[inp.type], copy=False)
+            feed[inp.name] = np.ascontiguousarray(column if len(inp.shape) == 2 else column[:, 0])
+        return feed
 
     def fingerprint(self) -> str:
         """sha256 over the model file and any external data files (their names and bytes)."""
@@ -220,6 +316,8 @@ class OnnxTeacher:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         h.update(block)
             h.update(f"\0{self.input_name}\0{self.output_name}".encode())
+            for arr in (self._features, self._order):
+                h.update(b"\0" + (b"-" if arr is None else arr.tobytes()))
             self._fp = h.hexdigest()
         return self._fp
 

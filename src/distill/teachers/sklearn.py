@@ -92,6 +92,48 @@ class SklearnTeacher:
         self.batch_size = int(batch_size)
         self.path: Path | None = None
         self._fp: str | None = None
+        self._features: np.ndarray | None = None  # which input columns it takes, in its order (None: all, as given)
+        names = getattr(estimator, "feature_names_in_", None)
+        self.feature_names: list[str] | None = [str(n) for n in names] if names is not None else None
+        self._warned: set[str] = set()
+
+    def map_classes(self, columns: np.ndarray, num_classes: int) -> None:
+        """Put predict_proba's column ``j`` at class ``columns[j]`` of ``num_classes`` (classes it never saw get
+        probability 1e-7)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        self.num_classes = int(num_classes)
+        identity = len(columns) == num_classes and np.array_equal(columns, np.arange(num_classes))
+        self._columns = None if identity else columns
+
+    def take_features(self, index: np.ndarray | None) -> None:
+        """Feed it the input columns ``index`` (in its own feature order) instead of all columns as given."""
+        self._features = None if index is None else np.asarray(index, dtype=np.int64)
+
+    def _frame(self, flat: np.ndarray) -> Any:
+        """Rows as the estimator was fitted: a DataFrame with its column names when it has them."""
+        if self._features is not None:
+            flat = flat[:, self._features]
+        if self.feature_names is None or len(self.feature_names) != flat.shape[1]:
+            return flat
+        try:
+            import pandas as pd
+        except ImportError:
+            return flat
+        return pd.DataFrame(flat, columns=self.feature_names, copy=False)
+
+    def _predict_proba(self, rows: Any) -> np.ndarray:
+        """predict_proba, each distinct warning of scikit-learn's logged once instead of on every batch."""
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            proba = np.asarray(self.estimator.predict_proba(rows), dtype=np.float64)
+        for w in caught:
+            text = f"{w.category.__name__}: {w.message}"
+            if text not in self._warned:
+                self._warned.add(text)
+                log.warning("the scikit-learn teacher warns (shown once): %s", text)
+        return proba
 
     @classmethod
     def from_path(
@@ -153,17 +195,18 @@ class SklearnTeacher:
     def logits(self, x: Tensor) -> Tensor:
         """``(N, ...) → (N, C)`` float32 log-probabilities ``log(max(predict_proba(x), 1e-7))``."""
         flat = x.detach().cpu().reshape(x.shape[0], -1).float().numpy()
+        given = flat.shape[1] if self._features is None else len(self._features)
         expected = getattr(self.estimator, "n_features_in_", None)
-        if expected is not None and flat.shape[1] != expected:
+        if expected is not None and given != expected:
             raise TeacherError(
                 f"the scikit-learn teacher {type(self.estimator).__name__} was fitted on {expected} features but the "
-                f"samples have {flat.shape[1]} (shaped {tuple(x.shape[1:])}, flattened). "
+                f"samples have {given} (shaped {tuple(x.shape[1:])}, flattened). "
                 "Fix: use the same features/preprocessing the estimator was trained with."
             )
         outs = []
         for i in range(0, flat.shape[0], self.batch_size):
             try:
-                proba = np.asarray(self.estimator.predict_proba(flat[i : i + self.batch_size]), dtype=np.float64)
+                proba = self._predict_proba(self._frame(flat[i : i + self.batch_size]))
             except Exception as exc:
                 raise TeacherError(
                     f"the scikit-learn teacher {type(self.estimator).__name__} failed in predict_proba: "
@@ -183,12 +226,16 @@ class SklearnTeacher:
         return torch.from_numpy(np.log(np.maximum(proba, PROB_FLOOR)).astype(np.float32))
 
     def fingerprint(self) -> str:
-        """sha256 of the file it was loaded from; for an in-memory estimator, of its serialised bytes."""
+        """sha256 of the file it was loaded from (for an in-memory estimator, of its serialised bytes), and of
+        how its features and classes are matched to the data."""
         if self._fp is None:
             # dumping (not loading) is safe; the bytes change whenever a fitted attribute changes
             data = pickle.dumps(self.estimator, protocol=4)
             self._fp = hashlib.sha256(b"sklearn-object\0" + data).hexdigest()
-        return self._fp
+        h = hashlib.sha256(self._fp.encode())
+        for arr in (self._features, self._columns):
+            h.update(b"\0" + (b"-" if arr is None else np.asarray(arr, dtype=np.int64).tobytes()))
+        return self._fp if self._features is None and self._columns is None else h.hexdigest()
 
 
 def _load_skops(path: Path, trusted_types: Sequence[str]) -> Any:

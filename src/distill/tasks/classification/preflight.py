@@ -20,6 +20,7 @@ from distill.tasks.classification.features import feature_shapes, layer_names
 from distill.tasks.classification.objective import build_objective, needs_teacher, predict_logits, view_term
 from distill.tasks.classification.signal import student_view
 from distill.teachers import TorchTeacher, check_output_classes, load_weights
+from distill.teachers.checks import output_kind
 from distill.teachers.external import build_external_teacher, can_run_on_inputs
 
 log = logging.getLogger("distill")
@@ -135,6 +136,12 @@ def _check_finite(module: nn.Module, data: DataBundle, what: str) -> None:
         raise TeacherError(
             f"the teacher from {what} gives NaN or infinite outputs on {len(sample)} training samples{where}. "
             "Fix: check that checkpoint (it may come from a diverged training), or train the teacher again."
+        )
+    if output_kind(out) == "probs":
+        raise TeacherError(
+            f"the teacher from {what} outputs probabilities (every row of {len(sample)} training samples lies in [0, 1] "
+            "and sums to 1): distill needs the scores before the softmax, and read as logits these would make a nearly "
+            "uniform target. Fix: remove the final softmax from the teacher module (return logits or log-probabilities)."
         )
 
 
