@@ -35,3 +35,20 @@ def fragile_mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 16, f
 def softmax_mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> nn.Module:
     """A teacher whose forward ends with a softmax: it outputs probabilities, not logits."""
     return nn.Sequential(small_mlp(in_shape, num_classes, hidden), nn.Softmax(dim=-1))
+
+
+class _Noisy(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import warnings
+
+        warnings.warn("noisy_mlp: a library warning on every forward", UserWarning, stacklevel=2)
+        return self.inner(x)
+
+
+def noisy_mlp(in_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> nn.Module:
+    """A student that warns on every forward, as a third-party layer might."""
+    return _Noisy(small_mlp(in_shape, num_classes, hidden))

@@ -17,9 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distill.core.logs import warnings_once
 from distill.core.task import task_of_recipe, task_of_run
 
 
+@warnings_once
 def run(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
         console: bool = True) -> Any:  # fmt: skip
     """Run the whole flow of ``recipe`` (of any task) into its run directory; return its result
@@ -28,26 +30,31 @@ def run(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress:
     return fn(recipe, resume=resume, overwrite=overwrite, progress=progress, console=console)
 
 
+@warnings_once
 def evaluate(run_dir: str | Path, *, console: bool = True) -> Any:
     """Measure the models of a finished run again, side by side; write ``eval.json``."""
     return task_of_run(run_dir).command("eval", run_dir)(run_dir, console=console)
 
 
+@warnings_once
 def compress(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), *, progress: bool = True) -> dict[str, Any]:
     """Prune and/or int8-quantize the student of a finished run as its recipe (with ``overrides``) says."""
     return task_of_run(run_dir).command("compress", run_dir)(run_dir, overrides, progress=progress)
 
 
+@warnings_once
 def export(run_dir: str | Path, formats: list[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Export the student(s) of a finished run, parity-checked; returns ``{"files": {kind: path}, ...}``."""
     return task_of_run(run_dir).command("export", run_dir)(run_dir, formats, overrides)
 
 
+@warnings_once
 def bench(run_dir: str | Path, *, memory: bool = True, threads: int | None = None) -> dict[str, Any]:
     """Measure every stage of a finished run side by side in this process."""
     return task_of_run(run_dir).command("bench", run_dir)(run_dir, memory=memory, threads=threads)
 
 
+@warnings_once
 def report(run_dir: str | Path) -> list[Path]:
     """Write the report (and model card) that fits the run's task; return the files written."""
     return list(task_of_run(run_dir).command("report", run_dir)(run_dir))
@@ -58,6 +65,7 @@ def layers(recipe: Any) -> dict[str, list[tuple[str, str, Any]]]:
     return task_of_recipe(recipe).command("layers")(recipe)
 
 
+@warnings_once
 def distill_module(student: Any, teacher: Any, train: Any, **options: Any) -> Any:
     """Distill your own ``nn.Module`` student from your own teacher on tensors or a DataLoader, without a
     recipe; see :func:`distill.notebook.distill_module` for the options."""

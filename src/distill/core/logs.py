@@ -69,3 +69,32 @@ def log_to_file(run_dir: Path) -> None:
                 fh.handle(record)
             log.removeHandler(h)
     log.addHandler(fh)
+
+
+def warnings_once(fn):
+    """Decorate a command so that each distinct warning raised while it runs (a library that warns on every
+    batch: scikit-learn's feature names, a deprecation inside a loop) is logged once, to the console and
+    run.log, instead of being printed once per call site or per batch. Filters still apply: a warning the
+    caller turned into an error stays one."""
+    import functools
+    import warnings
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        seen: set[tuple[type, str]] = set()
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+            key = (category, str(message))
+            if key in seen:
+                return
+            seen.add(key)
+            log.warning("%s: %s (%s:%s; shown once)", category.__name__, message, Path(filename).name, lineno)
+
+        warnings.showwarning = show
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            warnings.showwarning = previous
+
+    return wrapper
