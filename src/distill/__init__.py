@@ -17,7 +17,7 @@ The losses are pure functions in :mod:`distill.losses`.
 
 __version__ = "0.1.0"
 
-from distill.api import bench, compress, distill_module, evaluate, export, layers, report, run  # noqa: E402
+from distill.api import bench, check, compress, distill_module, evaluate, export, layers, report, run  # noqa: E402
 from distill.core.task import TASKS  # noqa: E402
 from distill.errors import (  # noqa: E402
     DataError,
@@ -34,7 +34,7 @@ from distill.recipe import Recipe, load_recipe, validate_recipe  # noqa: E402
 
 __all__ = [
     "TASKS", "DataError", "DistillError", "ExportError", "ModelError", "Recipe", "RecipeError", "RunDirError",
-    "TeacherError", "TrainingError", "UnsupportedError", "__version__", "bench", "compress", "distill_module",
+    "TeacherError", "TrainingError", "UnsupportedError", "__version__", "bench", "check", "compress", "distill_module",
     "evaluate", "export", "layers", "load_recipe", "losses", "report", "run", "validate_recipe",
 ]  # fmt: skip
 

@@ -31,6 +31,22 @@ def run(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress:
 
 
 @warnings_once
+def check(recipe: Any, *, console: bool = True) -> None:
+    """Every check ``distill run`` makes before it writes anything (the output places, the data read, the teacher
+    loaded and tried against the data, the students built, loss terms, layers, optional packages); raises the
+    problem as a :class:`~distill.errors.DistillError`. Nothing is written and nothing is trained."""
+    from distill.core.context import run_context
+    from distill.core.logs import setup_logging
+    from distill.core.rundir import check_places
+
+    task = task_of_recipe(recipe)
+    setup_logging(None, console=console)
+    check_places(recipe.run_dir, getattr(recipe.output, "cache_dir", None))
+    with run_context(None):
+        task.preflight_function()(recipe)
+
+
+@warnings_once
 def evaluate(run_dir: str | Path, *, console: bool = True) -> Any:
     """Measure the models of a finished run again, side by side; write ``eval.json``."""
     return task_of_run(run_dir).command("eval", run_dir)(run_dir, console=console)
@@ -74,4 +90,4 @@ def distill_module(student: Any, teacher: Any, train: Any, **options: Any) -> An
     return _distill_module(student, teacher, train, **options)
 
 
-__all__ = ["bench", "compress", "distill_module", "evaluate", "export", "layers", "report", "run"]
+__all__ = ["bench", "check", "compress", "distill_module", "evaluate", "export", "layers", "report", "run"]

@@ -47,6 +47,7 @@ class Task:
     schema: str  # "module:Class" of the recipe
     example: str  # "module:function" returning the documented example recipe (a mapping)
     pipeline: str  # "module:function", the whole run
+    preflight: str  # "module:function": every check that can be made before anything is written (raises)
     commands: dict[str, str] = field(default_factory=dict)  # command -> "module:function"
     refusals: dict[str, str] = field(default_factory=dict)  # command -> why this task has none
     nproc: str | None = None  # None: --nproc N works; else why this task runs in one process
@@ -59,6 +60,9 @@ class Task:
 
     def run_function(self) -> Any:
         return resolve(self.pipeline)
+
+    def preflight_function(self) -> Any:
+        return resolve(self.preflight)
 
     def supports(self, command: str) -> bool:
         return command in self.commands
@@ -84,6 +88,7 @@ TASKS: dict[str, Task] = {
         schema="distill.recipe.schema:Recipe",
         example="distill.recipe.docs:example_recipe",
         pipeline="distill.tasks.classification.pipeline:run",
+        preflight="distill.tasks.classification.preflight:preflight",
         commands={
             "eval": "distill.tasks.classification.evaluate:evaluate",
             "compress": "distill.tasks.classification.stages:compress_run",
@@ -99,6 +104,7 @@ TASKS: dict[str, Task] = {
         schema="distill.recipe.embedding:EmbeddingRecipe",
         example="distill.recipe.embedding:example_recipe",
         pipeline="distill.tasks.embedding.pipeline:run_embedding",
+        preflight="distill.tasks.embedding.pipeline:preflight",
         commands={
             "eval": "distill.tasks.embedding.commands:evaluate_embedding_run",
             "export": "distill.tasks.embedding.commands:export_embedding_run",
@@ -122,6 +128,7 @@ TASKS: dict[str, Task] = {
         schema="distill.recipe.lm:LMRecipe",
         example="distill.recipe.lm:example_recipe",
         pipeline="distill.tasks.causal_lm.pipeline:run_lm",
+        preflight="distill.tasks.causal_lm.pipeline:preflight",
         commands={
             "eval": "distill.tasks.causal_lm.commands:evaluate_lm_run",
             "report": "distill.tasks.causal_lm.report:write_lm_report",

@@ -1,0 +1,51 @@
+"""`distill.check(recipe)` / `distill recipe --check`: every check a run makes before it writes anything, for
+every task, with nothing written and nothing trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import distill
+from distill.errors import DistillError
+from tests.test_task_matrix import RAW
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("task", list(RAW))
+def test_check_passes_a_good_recipe_of_every_task_and_writes_nothing(tmp_path: Path, task: str) -> None:
+    raw = RAW[task](tmp_path)
+    before = _files(tmp_path)
+    distill.check(distill.load_recipe(raw=raw), console=False)
+    assert _files(tmp_path) == before
+    assert not Path(raw["output"]["dir"]).exists()
+
+
+def _bad(task: str, root: Path) -> tuple[dict, str]:
+    raw = RAW[task](root)
+    if task == "classification":
+        raw["distill"] = [{"loss": "hint", "weight": 1.0, "student_layer": "net.9", "teacher_layer": "net.1"}]
+        return raw, "net.9"
+    if task == "embedding":
+        raw["data"]["corpus"] = str(root / "no-such-corpus.txt")
+        return raw, "no-such-corpus.txt"
+    raw["teacher"]["dir"] = str(root / "no-such-teacher")
+    return raw, "no-such-teacher"
+
+
+@pytest.mark.parametrize("task", list(RAW))
+def test_check_finds_what_the_run_would_find_first(tmp_path: Path, task: str) -> None:
+    raw, named = _bad(task, tmp_path)
+    before = _files(tmp_path)
+    recipe = distill.load_recipe(raw=raw)
+    with pytest.raises(DistillError) as err:
+        distill.check(recipe, console=False)
+    assert named in str(err.value)
+    with pytest.raises(type(err.value)) as again:  # the run stops on the same problem, before writing
+        distill.run(recipe, progress=False, console=False)
+    assert str(again.value) == str(err.value)
+    assert _files(tmp_path) == before
