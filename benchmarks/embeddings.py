@@ -45,7 +45,7 @@ Every model is timed end to end (tokenisation included) at batch 64 and batch 1,
 process, on one thread. The settings were fixed before the run; nothing is tuned on the held-out text.
 Writes benchmarks/results/embeddings.{json,md} (``--corpus wordnet``: embeddings_wordnet.{json,md}).
 
-    .venv/bin/python benchmarks/embeddings.py [--quick] [--corpus {fortunes,wordnet}]
+    .venv/bin/python benchmarks/embeddings.py [--quick] [--corpus {fortunes,wordnet}] [--out PATH]
 """
 
 from __future__ import annotations
@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", choices=CORPORA, default="fortunes",
                     help="training text: fortunes (the first table, one thread) or wordnet (181k short texts, 2 threads "
                     "for the teacher's embeddings and training, bf16 training); default fortunes")
+    ap.add_argument("--out", default=None, metavar="PATH",
+                    help="results path without suffix (default benchmarks/results/embeddings[-quick][_wordnet]); "
+                    "give one outside benchmarks/results/ for a smoke run")
     args = ap.parse_args(argv)
     torch.set_num_threads(2 if args.corpus == "wordnet" else 1)
     t0 = time.perf_counter()
@@ -187,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": wall,
     }
     stem = "embeddings" + ("-quick" if args.quick else "") + ("" if args.corpus == "fortunes" else f"_{args.corpus}")
-    write_json(RESULTS / f"{stem}.json",
+    out = Path(args.out) if args.out else RESULTS / stem
+    write_json(out.with_suffix(".json"),
                {"meta": meta, "recipe": raw, "rows": rows, "onnx_speed": onnx, "targets": targets})  # fmt: skip
     extra = list(raw["data"]["extra_eval"])
     lines = [
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(q.get('kept_float', []))} | {o.get('bytes', 0) / 1e6:.1f} / {q.get('bytes', 0) / 1e6:.1f} MB |"
         )
     lines += ["", "Targets:", ""] + [f"- {'met' if ok else 'MISSED'}: {name}" for name, ok in targets.items()]
-    write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
