@@ -59,6 +59,15 @@ def teacher_error(_: Path) -> list[str]:
     return ["run", _write(tiny_recipe(teacher={"arch": "mlp", "params": {"hidden": [32]}, "checkpoint": "t.safetensors"}))]
 
 
+def preflight_error(_: Path) -> list[str]:
+    """Two independent problems (a teacher checkpoint with NaN weights, a student factory that is not there):
+    both reported at once."""
+    teacher_error(_)
+    raw = yaml.safe_load(Path("r.yaml").read_text())
+    raw["student"] = {"factory": "tests.factories:nowhere"}
+    return ["run", _write(raw)]
+
+
 def model_error(_: Path) -> list[str]:
     return ["run", _write(tiny_recipe(student={"factory": "tests.factories:nowhere"}))]
 
@@ -120,6 +129,7 @@ CASES: list[tuple[Callable[[Path], list[str]], type[errors.DistillError], str]] 
     (recipe_error, errors.RecipeError, "error: 1 problem in the recipe in r.yaml:"),
     (data_error, errors.DataError, "error: table file not found: missing.csv. Fix: check data.path."),
     (teacher_error, errors.TeacherError, "error: the teacher from teacher.checkpoint t.safetensors gives NaN"),
+    (preflight_error, errors.PreflightError, "error: 2 problems found before anything was written"),
     (model_error, errors.ModelError, "error: cannot build the student (student.factory 'tests.factories:nowhere'"),
     (cache_error, errors.CacheError, "error: the folder cache/lm-"),
     (checkpoint_error, errors.CheckpointError, "error: run/checkpoints/student/latest.json is unreadable"),
@@ -146,7 +156,7 @@ def test_every_error_class_exits_2_with_its_message(finished: Path, make: Callab
     again = argv + (["--overwrite"] if argv[0] == "run" and "--resume" not in argv and cls is not errors.RunDirError else [])
     with pytest.raises(cls):  # the same input, with the traceback: the class the tree names
         main(["--debug", *again])
-    if cls in (errors.RecipeError, errors.DataError, errors.TeacherError, errors.ModelError):
+    if cls in (errors.RecipeError, errors.DataError, errors.TeacherError, errors.ModelError, errors.PreflightError):
         # found by the validation or the preflight: no run directory was made
         assert sorted(str(p) for p in Path(".").rglob("*")) == before
         assert not Path("runs").exists()

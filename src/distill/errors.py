@@ -17,7 +17,8 @@ that escapes is a bug in `distill`.
     ├── RunDirError        a run directory is missing, incomplete or in the way
     ├── StorageError       a file cannot be written (disk full, no permission)
     ├── ExportError        export or its parity check failed
-    └── UnsupportedError   a command or option that does not apply to this run's task
+    ├── UnsupportedError   a command or option that does not apply to this run's task
+    └── PreflightError     several of the above, found together before a run wrote anything
 
 Messages follow one shape: what is wrong, why, and how to fix it.
 """
@@ -81,3 +82,60 @@ class ExportError(DistillError):
 
 class UnsupportedError(DistillError):
     """A command or option does not apply to this task (the message says why, and what does)."""
+
+
+class PreflightError(DistillError):
+    """Several problems found by a preflight before anything was written. ``problems`` holds each error."""
+
+    def __init__(self, problems: list[DistillError]):
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = [f"{n} problems found before anything was written (each with its fix):"]
+        for p in self.problems:
+            text = str(p).splitlines() or [type(p).__name__]
+            lines.append(f"  - {text[0]}")
+            lines.extend(f"    {more}" for more in text[1:])
+        super().__init__("\n".join(lines))
+
+
+class Problems:
+    """Collects the errors of independent checks so that a preflight reports them all at once::
+
+        problems = Problems()
+        with problems.check():
+            check_the_teacher()
+        with problems.check():
+            check_the_student()
+        problems.raise_any()   # the one error as it is, or a PreflightError with all of them
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[DistillError] = []
+
+    def check(self) -> "_Check":
+        return _Check(self)
+
+    def raise_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise PreflightError(self.errors)
+
+
+class _Check:
+    def __init__(self, problems: Problems):
+        self.problems = problems
+        self.failed = False
+
+    def __enter__(self) -> "_Check":
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, PreflightError):
+            self.problems.errors.extend(exc.problems)
+        elif isinstance(exc, DistillError):
+            self.problems.errors.append(exc)
+        else:
+            return False
+        self.failed = True
+        return True

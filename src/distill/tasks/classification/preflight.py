@@ -13,7 +13,7 @@ from torch import nn
 
 from distill.core.context import require
 from distill.data import DataBundle, build_data
-from distill.errors import RecipeError, TeacherError
+from distill.errors import Problems, RecipeError, TeacherError
 from distill.recipe import Recipe
 from distill.tasks.classification.builders import build_models
 from distill.tasks.classification.features import feature_shapes, layer_names
@@ -44,24 +44,56 @@ class Setup:
 
 def preflight(recipe: Recipe) -> Setup:
     """Everything that can be checked before training: the data, the teacher (built, loaded, its output
-    width), the student, the loss terms against this data and teacher, the feature layers. Raises the
-    first problem as a DistillError; nothing is written."""
-    _optional_dependencies(recipe)
-    data = build_data(recipe.data)
+    width, tried against the data), the student, the loss terms against this data and teacher, the feature
+    layers. Independent problems are reported together (a :class:`PreflightError`); nothing is written."""
+    problems = Problems()
+    with problems.check():
+        _optional_dependencies(recipe)
+    objective: list[Any] = []
+    with problems.check():
+        objective = build_objective(recipe.distill)
+    data = None
+    with problems.check():
+        data = build_data(recipe.data)
+    if data is None:  # everything below is checked against the data
+        problems.raise_any()
+    assert data is not None
     if {recipe.train.augment, recipe.teacher_train.augment} != {"none"} and data.kind != "image":
         log.warning("augment applies to images only; %s is a table, so it is ignored", data.source)
-    teacher_module, make_student = build_models(recipe, data)
+    teacher_module, make_student, teacher, probe = None, None, None, None
+    with problems.check():
+        teacher_module, make_student = build_models(recipe, data)
+    if make_student is not None:
+        with problems.check():
+            teacher = _checked_teacher(recipe, data, teacher_module)
+        with problems.check():
+            probe = make_student()
+            check_output_classes(probe, data.in_shape, data.num_classes, "student")
+    with problems.check():
+        views = _check_terms(recipe, data, objective, teacher_module, probe, teacher)
+    problems.raise_any()
+    augmenting = recipe.train.augment != "none" and data.kind == "image"
+    _, teacher_layers = layer_names(objective)
+    student_data, _ = student_view(data, recipe)
+    return Setup(data, student_data, teacher_module, teacher, make_student, objective, teacher_layers,
+                 augmenting or views is not None, augmenting, views)  # fmt: skip
+
+
+def _checked_teacher(recipe: Recipe, data: DataBundle, teacher_module: nn.Module | None) -> Any:
+    """The teacher object, built or loaded and tried against the data."""
     if teacher_module is None:
-        teacher: Any = build_external_teacher(recipe.teacher, data)
-    else:
-        check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
-        if recipe.teacher.checkpoint:
-            load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
-            _check_finite(teacher_module, data, f"teacher.checkpoint {recipe.teacher.checkpoint}")
-        teacher = TorchTeacher(teacher_module, data.num_classes)
-    probe = make_student()
-    check_output_classes(probe, data.in_shape, data.num_classes, "student")
-    objective = build_objective(recipe.distill)
+        return build_external_teacher(recipe.teacher, data)
+    check_output_classes(teacher_module, data.in_shape, data.num_classes, "teacher")
+    if recipe.teacher.checkpoint:
+        load_weights(teacher_module, recipe.teacher.checkpoint, "teacher")
+        _check_finite(teacher_module, data, f"teacher.checkpoint {recipe.teacher.checkpoint}")
+    return TorchTeacher(teacher_module, data.num_classes)
+
+
+def _check_terms(recipe: Recipe, data: DataBundle, objective: list[Any], teacher_module: nn.Module | None,
+                 probe: nn.Module | None, teacher: Any) -> Any:  # fmt: skip
+    """The loss terms against this data and teacher: views, feature layers, inputs the teacher must run on.
+    Returns the term that sets the training views (function matching), or None."""
     augmenting = recipe.train.augment != "none" and data.kind == "image"
     views = view_term(objective)
     if views is not None and data.kind != "image" and views.params["shift"]:
@@ -69,28 +101,26 @@ def preflight(recipe: Recipe) -> Setup:
             f"{views.label}: shift={views.params['shift']} moves images, but {data.source} is a table. "
             f"Fix: set shift: 0 in the {views.label} term."
         ])
-    online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
     student_layers, teacher_layers = layer_names(objective)
-    if teacher_layers and teacher_module is None:
+    if teacher_layers and teacher_module is None and recipe.teacher.kind != "torch":
         raise TeacherError(
             f"feature losses ({', '.join(t.label for t in objective if 'teacher_features' in t.spec.needs)}) need a "
             f"torch teacher whose layers can be hooked; this teacher is kind {recipe.teacher.kind!r}. "
             "Fix: use logit losses (kd, dkd, dist, ls_kd) with this teacher."
         )
-    if student_layers:
+    if student_layers and probe is not None:
         feature_shapes(probe, student_layers, data.in_shape, "student")
     if teacher_layers and teacher_module is not None:
         feature_shapes(teacher_module, teacher_layers, data.in_shape, "teacher")
-    if online_inputs and needs_teacher(objective) and not can_run_on_inputs(teacher):
+    online_inputs = augmenting or views is not None  # the teacher must see each batch as the student does
+    if online_inputs and teacher is not None and needs_teacher(objective) and not can_run_on_inputs(teacher):
         what = "train.augment" if augmenting else f"the {views.label} term (function matching)"  # type: ignore[union-attr]
         fix = "set train.augment: none" if augmenting else "use a teacher that runs on inputs, or kd"
         raise TeacherError(
             f"{what} needs a teacher that runs on the augmented inputs, but this teacher only has "
             f"precomputed outputs. Fix: {fix}."
         )
-    student_data, _ = student_view(data, recipe)
-    return Setup(data, student_data, teacher_module, teacher, make_student, objective, teacher_layers, online_inputs,
-                 augmenting, views)  # fmt: skip
+    return views
 
 
 def check_teacher_beats_chance(setup: Setup, val_logits: torch.Tensor | None, batch_size: int) -> None:
