@@ -51,7 +51,8 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
-def make_tiny_sentence_model(path: Path, *, layers: int = 2, hidden: int = 16, heads: int = 2, seed: int = 0) -> Path:
+def make_tiny_sentence_model(path: Path, *, layers: int = 2, hidden: int = 16, heads: int = 2, seed: int = 0,
+                             dropout: float = 0.1) -> Path:
     """Save a random BERT (``layers`` x ``hidden``) with mean pooling and normalisation as a
     sentence-transformers folder at ``path``; returns ``path``."""
     import json
@@ -79,7 +80,8 @@ def make_tiny_sentence_model(path: Path, *, layers: int = 2, hidden: int = 16, h
     torch.manual_seed(seed)
     cfg = BertConfig(
         vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, max_position_embeddings=64,
+        intermediate_size=4 * hidden, max_position_embeddings=64, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )  # fmt: skip
     BertModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)

@@ -162,18 +162,6 @@ def test_layers_lists_modules_or_says_why_not(finished: dict[str, Path], task: s
         assert code == 2 and "does not apply here" in err and "by index" in err
 
 
-@pytest.mark.parametrize("task", ["embedding"])
-def test_nproc_on_a_one_process_task_is_refused_before_anything_is_written(finished: dict[str, Path], task: str,
-                                                                           tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
-    raw = RAW[task](finished["root"])
-    raw["output"]["dir"] = str(tmp_path / "never")
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
-    assert main(["run", str(tmp_path / "r.yaml"), "--nproc", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "--nproc 2:" in err and "one process" in err
-    assert not (tmp_path / "never").exists()
-
-
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "layers"])
 def test_a_folder_that_is_not_a_run_is_named_so(tmp_path: Path, command: str, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "photos").mkdir()

@@ -56,6 +56,14 @@ def setup_logging(run_dir: Path | None, *, console: bool = True, level: int = lo
         log.addHandler(pending)
 
 
+def setup_rank_logging(run_dir: Path | None, console: bool, main: bool) -> None:
+    """:func:`setup_logging` for one process of a run under torchrun: the main process tells the story (console
+    and run.log); the others log warnings only, and write no file."""
+    setup_logging(run_dir if main else None, console=console and main)
+    if not main:
+        log.setLevel(logging.WARNING)
+
+
 def log_to_file(run_dir: Path) -> None:
     """Also write the log to ``run_dir/run.log`` (appending), first the records logged before it existed;
     the console handler stays as it is."""

@@ -119,8 +119,7 @@ TASKS: dict[str, Task] = {
             "layers": "embedding students pick teacher layers by index (students[].layers: [0, 5]), not by module "
             "path",
         },
-        nproc="sentence-embedding students train in one process (their loops are not sharded by rank yet); run "
-        "without --nproc",
+        nproc=None,  # --nproc N: each process trains its share of every global batch (core/distributed.py)
     ),
     "causal_lm": Task(
         name="causal_lm",

@@ -83,7 +83,7 @@ class EmbedTrainConfig(_Section):
         "the learning rate then decays with the share of this budget spent (or of the epochs, whichever is further), "
         "so a capped run still anneals."
     )
-    batch_size: int = Field(64, gt=0, description="Sentences per step.")
+    batch_size: int = Field(64, gt=0, description="Sentences per step (in all: under --nproc N each process takes its share).")
     lr: float | None = Field(
         None, gt=0, description="Peak learning rate (AdamW, linear warm-up then decay). Default per student kind: "
         "layers 1e-4, narrow 5e-4, static 1e-3.",

@@ -49,7 +49,7 @@ from distill.core.checkpoint import CheckpointStore
 from distill.tasks.causal_lm.loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
 from distill.tasks.causal_lm.evaluate import comparison, write_outputs
 from distill.core.context import environment, run_context
-from distill.core.logs import setup_logging
+from distill.core.logs import setup_rank_logging
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import DataError, ModelError
 from distill.models.causal_lm import (
@@ -271,22 +271,16 @@ def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progre
     with run_context(recipe.train.num_threads):
         accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu: torchrun gives DDP over gloo
         main = accelerator.is_main_process
-        _logging(None, console, main)
+        setup_rank_logging(None, console, main)
         docs, loaded = preflight(recipe)
         plan = plan_run_dir(recipe, resume, overwrite)  # every process reaches the same plan
         accelerator.wait_for_everyone()
         run_dir = prepare_run_dir(recipe, plan, STAGES) if main else recipe.run_dir
         accelerator.wait_for_everyone()  # the directory is ready (and, resuming, what changed is dropped)
-        _logging(run_dir if main else None, console, main)
+        setup_rank_logging(run_dir if main else None, console, main)
         with lifecycle(run_dir, main_process=main):
             return _run(recipe, run_dir, docs, loaded, accelerator, resume=resume, progress=progress,
                         console=console, stop_after_steps=stop_after_steps)  # fmt: skip
-
-
-def _logging(run_dir: Path | None, console: bool, main: bool) -> None:
-    setup_logging(run_dir, console=console and main)
-    if not main:
-        log.setLevel(logging.WARNING)  # one process tells the story
 
 
 def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, accelerator: Any, *, resume: bool,

@@ -25,7 +25,7 @@ from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
 from distill.tasks.embedding.cache import cached_context, cached_embeddings, teacher_fingerprint
 from distill.bench.rates import side_by_side_rates
 from distill.core.checkpoint import CheckpointStore
-from distill.core.logs import log, setup_logging
+from distill.core.logs import log, setup_rank_logging
 from distill.core.context import environment, require, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import DataError, ModelError
@@ -192,14 +192,22 @@ def require_onnx() -> None:
 def run_embedding(
     recipe: EmbeddingRecipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True, console: bool = True
 ) -> EmbedResult:
-    """Run an embedding recipe into its run directory (see the module docstring)."""
-    setup_logging(None, console=console)
+    """Run an embedding recipe into its run directory (see the module docstring). Under torchrun
+    (``--nproc N``) every process trains its share of each batch; the main one measures and writes."""
+    from accelerate import Accelerator
+
     with torch.random.fork_rng(devices=[]):
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu: torchrun gives a gloo process group
+        main = accelerator.is_main_process
+        setup_rank_logging(None, console, main)
         setup = preflight(recipe)  # bad text or a missing teacher fail here, before the run directory exists
-        run_dir = prepare_run_dir(recipe, plan_run_dir(recipe, resume, overwrite), STAGES)
-        setup_logging(run_dir, console=console)
-        with lifecycle(run_dir):
-            return _run(recipe, setup, run_dir, resume=resume, progress=progress, console=console)
+        plan = plan_run_dir(recipe, resume, overwrite)  # every process reaches the same plan
+        accelerator.wait_for_everyone()
+        run_dir = prepare_run_dir(recipe, plan, STAGES) if main else recipe.run_dir
+        accelerator.wait_for_everyone()
+        setup_rank_logging(run_dir if main else None, console, main)
+        with lifecycle(run_dir, main_process=main):
+            return _run(recipe, setup, run_dir, accelerator, resume=resume, progress=progress, console=console)
 
 
 @dataclass
@@ -266,8 +274,9 @@ def measurer(recipe: EmbeddingRecipe, texts: Texts, signal: Signal) -> Callable[
 
 
 def _student_stage(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, setup: Setup, signal: Signal, run_dir: Path, *,
-                   resume: bool, progress: bool) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    """Build, train and save one student (or load it, resuming); return it with its training stats."""
+                   resume: bool, progress: bool, main: bool) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """Build, train and save one student (or load it, resuming); return it with its training stats. Every
+    process trains (its share of each batch); the main one saves."""
     texts = setup.texts
     out_dir = run_dir / "students" / spec.name
     done = (out_dir / ("config.json" if spec.kind == "static" else "modules.json")).exists()
@@ -275,7 +284,7 @@ def _student_stage(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, setup: Set
         log.info("  already trained: %s", out_dir)
         return load_student(spec, out_dir), json.loads((run_dir / "students" / f"{spec.name}.train.json").read_text())
     t0 = time.perf_counter()
-    student = build_student(spec, setup.teacher, texts.train, progress=progress, context=signal.context)
+    student = build_student(spec, setup.teacher, texts.train, progress=progress and main, context=signal.context)
     build_seconds = time.perf_counter() - t0
     x_fit, y_fit = texts.train, signal.train
     if signal.augmented is not None and _uses_augmented(recipe, texts, spec):
@@ -285,16 +294,37 @@ def _student_stage(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, setup: Set
                               CheckpointStore(run_dir / "checkpoints" / spec.name), resume=resume,
                               progress=progress)  # fmt: skip
     stats["build_seconds"] = round(build_seconds, 3)
-    _save_student(spec, student, out_dir)
-    write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
+    if main:
+        _save_student(spec, student, out_dir)
+        write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
     return student, stats
 
 
-def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, progress: bool,
+def _signal(recipe: EmbeddingRecipe, setup: Setup, accelerator: Any, *, progress: bool) -> Signal:
+    """The teacher's embeddings: the main process computes and caches them, the others then read the cache."""
+    main = accelerator.is_main_process
+    signal = teacher_signal(recipe, setup, progress=progress) if main else None
+    accelerator.wait_for_everyone()
+    return signal if signal is not None else teacher_signal(recipe, setup, progress=False)
+
+
+def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, accelerator: Any, *, resume: bool, progress: bool,
          console: bool) -> EmbedResult:  # fmt: skip
     started = time.perf_counter()
     texts, teacher, ev = setup.texts, setup.teacher, recipe.eval
-    signal = teacher_signal(recipe, setup, progress=progress)
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    if world > 1:
+        log.info("%d processes (%s): each trains its share of every batch of %s", world,
+                 accelerator.distributed_type, "train.batch_size")  # fmt: skip
+    signal = _signal(recipe, setup, accelerator, progress=progress)
+    trained: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for spec in recipe.students:
+        log.info("student %s (%s)", spec.name, spec.kind)
+        trained[spec.name] = _student_stage(recipe, spec, setup, signal, run_dir, resume=resume, progress=progress,
+                                            main=main)  # fmt: skip
+    accelerator.wait_for_everyone()
+    if not main:
+        return EmbedResult(run_dir=run_dir)  # the main process measures and writes
     measure = measurer(recipe, texts, signal)
     teacher_row: dict[str, Any] = {"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
                                    "params": count_parameters(teacher), "size_bytes": folder_bytes(setup.teacher_path),
@@ -302,12 +332,9 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, 
     teacher_row.update(measure(lambda xs: teacher.encode(xs, batch_size=64), {"held": signal.held, **signal.extra}))
     rows = [teacher_row]
     encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"teacher": lambda xs: teacher.encode(xs, batch_size=64)}
-    trained: dict[str, Any] = {}
     for spec in recipe.students:
-        log.info("student %s (%s)", spec.name, spec.kind)
-        student, stats = _student_stage(recipe, spec, setup, signal, run_dir, resume=resume, progress=progress)
+        student, stats = trained[spec.name]
         out_dir = run_dir / "students" / spec.name
-        trained[spec.name] = student
         encoders[spec.name] = student_encoder(spec, student, out_dir)
         row = {"name": spec.name, "kind": spec.kind, "role": "student", "params": count_parameters(student),
                "size_bytes": folder_bytes(out_dir),
@@ -325,12 +352,12 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, *, resume: bool, 
         "teacher": {"name": setup.teacher_name, "path": str(setup.teacher_path), "license": recipe.teacher.license,
                     "source": "loaded from " + str(setup.teacher_path)},
         "sentences": {"train": len(texts.train), "held_out": len(texts.held), **{k: len(v) for k, v in texts.extra.items()}},
-        "teacher_pass_seconds": round(signal.seconds, 2),
+        "teacher_pass_seconds": round(signal.seconds, 2), "processes": world,
         "models": rows, "seconds": time.perf_counter() - started, **environment(),
     }  # fmt: skip
     _write_results(run_dir, rows, table, metrics, pairs)  # before the optional export: a failed export loses nothing
     if recipe.export.onnx:
-        _export_onnx(recipe, trained, rows, run_dir, texts.held[:256])
+        _export_onnx(recipe, {k: v[0] for k, v in trained.items()}, rows, run_dir, texts.held[:256])
         table = render_table(rows, k=ev.k, extra=list(texts.extra), teacher_pass_seconds=signal.seconds)
         write_text(run_dir / "comparison.md", table)  # the sizes as finally written, with the ONNX files
         write_json(run_dir / "metrics.json", metrics)

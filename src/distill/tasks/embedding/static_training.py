@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from distill import static_model as light
+from distill.core.distributed import Ranks
 from distill.errors import DataError, TrainingError
 from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder
 
@@ -23,6 +24,28 @@ def _gather(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.n
     np.cumsum(lengths, out=new_off[1:])
     pos = np.repeat(offsets[idx] - new_off[:-1], lengths) + np.arange(new_off[-1], dtype=np.int64)
     return ids[pos], new_off
+
+
+def _step_loss(model: StaticEmbedder, ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray, targets: Tensor,
+               relational: float, ranks: Ranks) -> tuple[Tensor, float]:  # fmt: skip
+    """This rank's loss on its share of the global batch ``idx`` (what it back-propagates), and the loss of the
+    whole batch (the same on every rank): ``1 - cos`` per text, normalised by the global batch, plus the
+    relational term on every rank's embeddings gathered."""
+    mine = ranks.share(idx)
+    if len(mine):
+        b_ids, b_off = _gather(ids, offsets, mine)
+        out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
+        part = (1.0 - nn.functional.cosine_similarity(out, targets[mine], dim=-1)).mean() * (len(mine) / len(idx))
+    else:
+        out = targets.new_zeros((0, targets.shape[1]))
+        part = targets.new_zeros(())
+    shared = targets.new_zeros(())
+    if relational:
+        unit = nn.functional.normalize(ranks.gather_rows(out, ranks.sizes(len(idx))), dim=-1)
+        t = targets[ranks.gathered_order(idx)]
+        shared = relational * ((unit @ unit.T - t @ t.T) ** 2).mean()
+    value = float(ranks.sum(part.detach()) + shared.detach()) if ranks.many else float((part + shared).detach())
+    return part + shared, value
 
 
 def finetune_static(
@@ -96,6 +119,8 @@ def finetune_static(
     pair_opt = torch.optim.SparseAdam([model.pairs.weight], lr=pair_lr) if model.pairs is not None and pair_lr > 0 else None
     dense_opt = torch.optim.Adam([model.weights, model.proj.weight, model.proj.bias], lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
+    ranks = Ranks.current()  # under --nproc N each rank takes its share of every global batch
+    progress = progress and ranks.main
     steps_per_epoch = math.ceil(len(keep) / batch_size)
     optimizers = [o for o in (sparse_opt, pair_opt, dense_opt) if o is not None]
     base_lrs = [o.param_groups[0]["lr"] for o in optimizers]
@@ -115,27 +140,26 @@ def finetune_static(
                 idx = order[s : s + batch_size]
                 if decay:
                     done = stats["steps"] / (epochs * steps_per_epoch)
-                    if time_budget_s is not None:
-                        done = max(done, (time.perf_counter() - start) / time_budget_s)
+                    if time_budget_s is not None:  # rank 0's clock, so that every rank takes the same rate
+                        spent = (time.perf_counter() - start) / time_budget_s if ranks.main else 0.0
+                        done = max(done, float(ranks.sum(torch.tensor(spent))))
                     stats["last_lr_factor"] = max(0.0, 1.0 - done)
                     for o, lr0 in zip(optimizers, base_lrs):
                         o.param_groups[0]["lr"] = lr0 * stats["last_lr_factor"]
-                b_ids, b_off = _gather(ids, offsets, idx)
-                out = model(torch.from_numpy(b_ids), torch.from_numpy(b_off))
-                loss = (1.0 - nn.functional.cosine_similarity(out, targets[idx], dim=-1)).mean()
-                if relational:
-                    unit = nn.functional.normalize(out, dim=-1)
-                    loss = loss + relational * ((unit @ unit.T - targets[idx] @ targets[idx].T) ** 2).mean()
-                if not torch.isfinite(loss):
+                loss, value = _step_loss(model, ids, offsets, idx, targets, relational, ranks)
+                if not math.isfinite(value):
                     raise TrainingError(
-                        f"static fine-tuning diverged at epoch {epoch}, step {stats['steps']} (loss {loss.item()}). "
+                        f"static fine-tuning diverged at epoch {epoch}, step {stats['steps']} (loss {value}). "
                         f"Fix: lower lr (now {lr})."
                     )
                 model.embedding.weight.grad = None
                 if model.pairs is not None:
                     model.pairs.weight.grad = None
                 dense_opt.zero_grad()
-                loss.backward()
+                if loss.requires_grad:
+                    loss.backward()
+                sparse = [model.embedding.weight] + ([model.pairs.weight] if model.pairs is not None else [])
+                ranks.sum_gradients([model.weights, model.proj.weight, model.proj.bias], sparse=sparse)
                 if sparse_opt is not None:
                     sparse_opt.step()
                 if pair_opt is not None and model.pairs.weight.grad is not None:  # no pair in this batch: no gradient
@@ -143,7 +167,6 @@ def finetune_static(
                 dense_opt.step()
                 with torch.no_grad():
                     model.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
-                value = float(loss.detach())
                 if stats["initial_loss"] is None:
                     stats["initial_loss"] = value
                 total += value * len(idx)
@@ -152,7 +175,7 @@ def finetune_static(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{value:.4f}")
-                if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                if time_budget_s is not None and ranks.any(time.perf_counter() - start > time_budget_s):
                     stats["stopped_by_budget"] = True
                     break
             stats["epoch_losses"].append(total / seen)
