@@ -43,3 +43,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, total_steps: int)
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def prepare_for_training(accelerator: Any, model: Any, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
+    """``accelerator.prepare`` for a written-out loop: the model always (device placement, DDP); the optimizer
+    only where Accelerate's wrapper does something on this set-up (fp16 gradient scaling, FSDP, DeepSpeed,
+    XLA ...). On a CPU or under plain DDP the wrapper adds only per-step work (accelerate 1.16 looks up on
+    every step whether the ``lomo_optim`` package is importable), so the loop calls the optimizer itself."""
+    from accelerate.utils import DistributedType
+
+    plain = {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU}
+    if accelerator.mixed_precision == "fp16" or accelerator.distributed_type not in plain:
+        return accelerator.prepare(model, optimizer)
+    return accelerator.prepare(model), optimizer

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from distill.core.checkpoint import CheckpointStore
-from distill.core.optim import epoch_generator, make_optimizer, make_scheduler
+from distill.core.optim import epoch_generator, make_optimizer, make_scheduler, prepare_for_training
 from distill.errors import DataError, TrainingError
 from distill.tasks.causal_lm.signal import ce_sum, lm_logits, on_policy_sequences
 
@@ -234,7 +234,7 @@ def fit_lm(
     """
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     history: list[dict[str, Any]] = []
     start = 0

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from distill.data import Split
 from distill.data.augment import augment_images, shift_mixup_views
 from distill.core.checkpoint import CheckpointStore
-from distill.core.optim import epoch_generator, make_optimizer, make_scheduler
+from distill.core.optim import epoch_generator, make_optimizer, make_scheduler, prepare_for_training
 from distill.errors import TrainingError
 from distill.recipe import TrainConfig
 from distill.tasks.classification.objective import (
@@ -107,7 +107,7 @@ def fit(
     adapters.to(accelerator.device)
     optimizer = make_optimizer([*model.parameters(), *adapters.parameters()], cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_for_training(accelerator, model, optimizer)
     result, start_epoch = _resume(model, optimizer, scheduler, adapters, cfg, role, checkpoints if resume else None,
                                   accelerator.is_main_process)  # fmt: skip
     views = view_term(objective)  # function matching: the batch is replaced by views the (online) teacher sees too
@@ -166,6 +166,22 @@ def _resume(model: nn.Module, optimizer: Any, scheduler: Any, adapters: nn.Modul
     if is_main:
         log.info("%s: resumed after epoch %d of %d", role, state["epoch"], cfg.epochs)
     return result, int(state["epoch"]) + 1
+
+
+#: steps between two reads of the training statistics (and checks for a non-finite loss)
+CHECK_EVERY = 50
+
+
+def _flush(pending: list[tuple[int, list[Tensor], Tensor]], sums: Tensor, correct: Tensor) -> None:
+    """Add the pending steps' (samples, term values, correct) to ``sums`` and ``correct``, in one go."""
+    if not pending:
+        return
+    with torch.no_grad():
+        n = torch.tensor([p[0] for p in pending], dtype=torch.float32, device=sums.device)
+        values = torch.stack([torch.stack(p[1]).float() for p in pending])  # (steps, terms)
+        sums.add_((values * n[:, None]).sum(0))
+        correct.add_(torch.stack([p[2] for p in pending]).sum())
+    pending.clear()
 
 
 @dataclass
@@ -239,8 +255,6 @@ class _Fit:
             else:
                 s_feats = self.capture.outputs if self.capture is not None else None
                 loss, values = compute_objective(self.objective, logits, y, t_logits, s_feats, t_feats, self.adapters)
-        if not torch.isfinite(loss):
-            self._diverged(loss, values, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         if self.closed_form:
             logits.backward(grad)
@@ -252,21 +266,26 @@ class _Fit:
         self.scheduler.step()
         return loss, values, logits
 
-    def _diverged(self, loss: Tensor, values: dict[str, Tensor], epoch: int, step: int) -> None:
-        detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
+    def _diverged(self, sums: Tensor, seen: int, epoch: int, first: int, last: int) -> None:
+        detail = ", ".join(f"{k}={float(v) / max(seen, 1):.4g}" for k, v in zip(self.labels, sums))
         kept = (
             f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.checkpoints.folder}"
             if self.checkpoints is not None and epoch > 1
             else "no checkpoint was written for this stage yet"
         )
+        where = f"step {last}" if first == last else f"steps {first}-{last}"
+        value = next((float(v) for v in sums if not torch.isfinite(v)), float("nan"))
         raise TrainingError(
-            f"{self.role}: the loss became {float(loss.detach())} at epoch {epoch}, step {step + 1} ({detail}); "
+            f"{self.role}: the loss became {value} at epoch {epoch}, {where} (mean so far: {detail}); "
             f"training stopped and {kept}. Fix: lower train.optimizer.lr (now {self.cfg.optimizer.lr}), "
             "set train.grad_clip, or check the data for extreme values."
         )
 
     def train_epoch(self, epoch: int) -> tuple[Tensor, Tensor, int, float]:
-        """One pass over this process's share of the epoch's order; the summed term values, correct, seen."""
+        """One pass over this process's share of the epoch's order; the summed term values, correct, seen.
+
+        The step does what a bare loop does; the statistics stay on the device and are summed, and checked
+        for a non-finite loss, every :data:`CHECK_EVERY` steps and at the end of the epoch."""
         cfg, world, rank = self.cfg, self.accelerator.num_processes, self.accelerator.process_index
         self.model.train()
         perm = torch.randperm(len(self.train), generator=epoch_generator(cfg.seed, epoch))
@@ -275,9 +294,11 @@ class _Fit:
         aug_gen = epoch_generator(cfg.seed, epoch, stream=1)
         view_gen = epoch_generator(cfg.seed, epoch, stream=2)
         labels = self.labels
-        sums = torch.zeros(len(labels))
-        correct = torch.zeros((), dtype=torch.long)
-        seen = 0
+        device = self.accelerator.device
+        sums = torch.zeros(len(labels), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        pending: list[tuple[int, list[Tensor], Tensor]] = []
+        seen, checked = 0, 0
         bar = None
         if self.progress and self.accelerator.is_main_process:
             from tqdm.auto import tqdm
@@ -290,23 +311,26 @@ class _Fit:
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 x, y, t_logits, t_feats, prepared = self.batch(idx, aug_gen, view_gen)
                 loss, values, logits = self.step(x, y, t_logits, t_feats, prepared, epoch, step)
-                with torch.no_grad():
-                    sums.add_(torch.stack([values[k] for k in labels]).float().cpu(), alpha=len(idx))
-                    correct += (logits.detach().argmax(-1) == y).sum().cpu()
-                    seen += len(idx)
+                pending.append((len(idx), [values[k] for k in labels], (logits.detach().argmax(-1) == y).sum()))
+                seen += len(idx)
+                last = step == self.steps_per_epoch - 1
+                if len(pending) == CHECK_EVERY or last:
+                    _flush(pending, sums, correct)
+                    if not bool(torch.isfinite(sums).all()):
+                        self._diverged(sums, seen, epoch, checked + 1, step + 1)
+                    checked = step + 1
                 if bar is not None:
                     bar.update(1)
-                    if step % 20 == 0 or step == self.steps_per_epoch - 1:
+                    if step % 20 == 0 or last:
                         elapsed = time.perf_counter() - t0
-                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}",
-                                        sps=f"{seen / max(elapsed, 1e-9):.0f}")  # fmt: skip
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
                 self.steps_done += 1
                 if self.stop_after_steps is not None and self.steps_done >= self.stop_after_steps:
                     raise KeyboardInterrupt(f"stopped after {self.steps_done} steps (test hook)")
         finally:
             if bar is not None:
                 bar.close()
-        return sums, correct, seen, time.perf_counter() - t0
+        return sums.cpu(), correct.cpu(), seen, time.perf_counter() - t0
 
     def epoch_row(self, epoch: int, sums: Tensor, correct: Tensor, seen: int, seconds: float,
                   eval_splits: dict[str, Split], eval_batch_size: int) -> dict[str, Any]:  # fmt: skip
