@@ -73,3 +73,31 @@ def test_non_finite_loss_is_a_training_error() -> None:
     with pytest.raises(TrainingError, match="lower train.optimizer.lr"):
         fit_lm(model, cfg, role="s", make_batch=block_batches(BLOCKS, 2, 0), objective=Objective(),
                accelerator=accelerator(), progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", ["fkl", "jsd"])
+def test_fused_head_and_teacher_hidden_states_train_as_the_plain_loss(loss: str, monkeypatch) -> None:
+    """The student's head fused into the chunked loss, the teacher given as hidden states + head: the same
+    losses, true KL and weights as the plain path that makes both models' logits in full."""
+    import distill.tasks.causal_lm.loop as loop
+    from distill.tasks.causal_lm.signal import fused_head, teacher_outputs
+
+    teacher = tiny(layers=2, seed=5)
+    assert fused_head(tiny(), BLOCKS) is not None and fused_head(teacher, BLOCKS) is not None
+    outputs = teacher_outputs(teacher)
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(loop, "fused_head", lambda model, ids: None)
+        source = (lambda b: outputs(b.ids)) if fused else (lambda b: lm_logits(teacher, b.ids).detach())
+        cfg = LMTrainConfig(steps=4, batch_size=4, grad_accum=2, log_every=2)
+        obj = Objective(loss=loss, ce_weight=0.5, temperature=2.0, teacher=source)
+        student = tiny()
+        hist = fit_lm(student, cfg, role="s", make_batch=block_batches(BLOCKS, 4, 0), objective=obj,
+                      accelerator=accelerator(), progress=False)  # fmt: skip
+        runs.append((hist, {k: v.detach().clone() for k, v in student.state_dict().items()}))
+    (h1, w1), (h2, w2) = runs
+    for a, b in zip(h1, h2, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["true_kl"] == pytest.approx(b["true_kl"], rel=1e-5) and a["true_kl"] > 0
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5

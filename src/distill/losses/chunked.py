@@ -45,6 +45,10 @@ class HeadLogits:
     def shape(self) -> tuple[int, int, int]:
         return (*self.hidden.shape[:2], self.weight.shape[0])  # type: ignore[return-value]
 
+    def to(self, device: Any) -> "HeadLogits":
+        bias = self.bias.to(device) if self.bias is not None else None
+        return HeadLogits(self.hidden.to(device), self.weight.to(device), bias)
+
 
 @dataclass
 class ChunkStats:

@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from distill.core.checkpoint import CheckpointStore
+from distill.losses.chunked import ChunkStats
 from distill.core.optim import epoch_generator, make_optimizer, make_scheduler, prepare_for_training
 from distill.errors import DataError, TrainingError
-from distill.tasks.causal_lm.signal import ce_sum, lm_logits, on_policy_sequences
+from distill.tasks.causal_lm.signal import fused_head, lm_logits, on_policy_sequences
 
 log = logging.getLogger("distill")
 
@@ -170,42 +171,41 @@ def _resume(model: Any, optimizer: Any, scheduler: Any, checkpoints: CheckpointS
 
 
 def _interval(pending: list[list[float]], accelerator: Any) -> tuple[float, float, float]:
-    """Sums over the steps since the last log row of (loss, true KL, tokens), every rank's share added.
+    """Over the steps since the last log row, every rank's share added: (Σ step losses, mean true KL per
+    position on the steps that measured it, tokens).
 
-    ``pending`` holds per step this rank's [Σ micro-batch losses, Σ KL·positions, positions, tokens]; each
-    rank's loss is ``world ×`` its share of the global one (DDP averages gradients), hence the ``/ world``."""
+    ``pending`` holds per step this rank's [Σ micro-batch losses, Σ KL, KL positions, tokens]; each rank's loss
+    is ``world ×`` its share of the global one (DDP averages gradients), hence the ``/ world``."""
     world = accelerator.num_processes
     if world > 1:
         summed = accelerator.reduce(torch.tensor(pending, dtype=torch.float64, device=accelerator.device), "sum")
         pending = summed.cpu().tolist()
-    loss = sum(p[0] / world for p in pending) if world > 1 else sum(p[0] for p in pending)
-    return loss, sum(p[1] / max(p[2], 1) for p in pending), sum(p[3] for p in pending)
+    loss = sum(p[0] for p in pending) / world
+    positions = sum(p[2] for p in pending)
+    return loss, sum(p[1] for p in pending) / max(positions, 1), sum(p[3] for p in pending)
 
 
 def _micro_loss(model: Any, b: Batch, objective: Objective, accelerator: Any, n_kd: int, n_ce: int,
-                kl: list[float]) -> Tensor:  # fmt: skip
-    """This rank's share of the window loss for micro-batch ``b`` (× world: DDP averages the gradients);
-    adds ``[Σ KL·positions, positions]`` of the teacher's true KL to ``kl``."""
-    from distill.losses.token import token_loss, true_kl
+                stats: Any, fused: tuple[Any, Any] | None) -> Tensor:  # fmt: skip
+    """This rank's share of the window loss for micro-batch ``b`` (× world: DDP averages the gradients), in one
+    pass over the positions in chunks (:mod:`distill.losses.chunked`): the distillation term and cross-entropy
+    together; with ``fused`` the student's full logits are never made. ``stats`` collects the true KL."""
+    from distill.losses.chunked import chunked_token_loss, fused_token_loss, next_token_targets
 
     world, device = accelerator.num_processes, accelerator.device
     ids, mask = b.ids.to(device), b.mask.to(device)
+    teacher = objective.teacher(b).to(device) if objective.teacher is not None else None
+    ce_weight = 1.0 if teacher is None else objective.ce_weight
+    ce_scale = ce_weight * world / n_ce if ce_weight > 0 and b.data and n_ce else 0.0
+    kw = dict(temperature=objective.temperature, kd_scale=world / max(n_kd, 1) if teacher is not None else 0.0,
+              ce_targets=next_token_targets(ids, mask) if ce_scale else None, ce_scale=ce_scale, stats=stats,
+              **(objective.params or {}))  # fmt: skip
     with accelerator.autocast():
-        logits = lm_logits(model, ids)
-        loss = logits.float().sum() * 0.0
-        if objective.teacher is not None:
-            teacher = objective.teacher(b).to(device)
-            kd = token_loss(objective.loss, logits, teacher, mask, temperature=objective.temperature,
-                            **(objective.params or {}))  # fmt: skip
-            loss = loss + kd * world / max(n_kd, 1)
-            if b.mask.any():
-                kl[0] += float(true_kl(logits.detach(), teacher, mask, objective.temperature)) * int(b.mask.sum())
-                kl[1] += int(b.mask.sum())
-        if (objective.teacher is None or objective.ce_weight > 0) and b.data and n_ce:
-            ce, _ = ce_sum(logits, ids, mask)
-            w = 1.0 if objective.teacher is None else objective.ce_weight
-            loss = loss + w * ce * world / n_ce
-    return loss
+        if fused is not None:
+            body, head = fused
+            hidden = body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).last_hidden_state
+            return fused_token_loss(objective.loss, hidden, head.weight, head.bias, teacher, mask, **kw)
+        return chunked_token_loss(objective.loss, lm_logits(model, ids), teacher, mask, **kw)
 
 
 def fit_lm(
@@ -251,15 +251,20 @@ def fit_lm(
         bar = tqdm(total=cfg.steps, initial=start, desc=role, unit="step", leave=False, dynamic_ncols=True)
     t0, pending = time.perf_counter(), []
     model.train()
+    fused = None  # the student's head fused into the loss (one process: DDP must see the model's own forward)
     for step in range(start, cfg.steps):
         window = [make_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
+        if step == start and world == 1:
+            fused = fused_head(model, window[0].ids.to(accelerator.device))
         n_kd, n_ce = _global_counts(window, accelerator)
         optimizer.zero_grad(set_to_none=True)
-        step_loss, kl, tokens = 0.0, [0.0, 0], 0
+        logging_step = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+        kl = ChunkStats(want_kl=logging_step and objective.teacher is not None)  # measured on logging steps only
+        step_loss, tokens = 0.0, 0
         for i, b in enumerate(window):
             last = i == len(window) - 1
             with accelerator.no_sync(model) if world > 1 and not last else contextlib.nullcontext():
-                loss = _micro_loss(model, b, objective, accelerator, n_kd, n_ce, kl)
+                loss = _micro_loss(model, b, objective, accelerator, n_kd, n_ce, kl, fused)
                 if not torch.isfinite(loss):
                     if bar is not None:
                         bar.close()
@@ -271,7 +276,7 @@ def fit_lm(
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
-        pending.append([step_loss, kl[0], kl[1], tokens])
+        pending.append([step_loss, kl.kl_sum, kl.positions if kl.want_kl else 0, tokens])
         done = step + 1
         if bar is not None:
             bar.update(1)
@@ -325,7 +330,7 @@ def _log_row(role: str, done: int, steps: int, sums: tuple[float, float, float],
     row = {"step": done, "loss": loss / n, "lr": float(scheduler.get_last_lr()[0]),
            "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "seconds": round(elapsed, 3)}  # fmt: skip
     if distilling:
-        row["true_kl"] = kl / n
+        row["true_kl"] = kl
     extra = f" true KL(teacher‖student)={row['true_kl']:.4f}" if distilling else ""
     log.info("%s step %d/%d: loss=%.4f%s lr=%.2e | %.0f tokens/s", role, done, steps, row["loss"], extra,
              row["lr"], row["tokens_per_s"])  # fmt: skip

@@ -58,7 +58,9 @@ from distill.models.causal_lm import (
     copy_layers_student,
     load_causal_lm,
 )
-from distill.tasks.causal_lm.signal import api_sequences, expand_topk, lm_logits, teacher_sequences, unigram_logprobs
+from distill.tasks.causal_lm.signal import (
+    api_sequences, expand_topk, lm_logits, teacher_outputs, teacher_sequences, unigram_logprobs,
+)
 
 log = logging.getLogger("distill")
 
@@ -174,9 +176,10 @@ def teacher_signal(recipe: Any, teacher: Any, student: Any, data: LMData, run_di
     base = dict(loss=d.loss, params=dict(d.params), temperature=d.temperature, ce_weight=d.ce_weight)
     shard = _shard(accelerator)
 
-    @torch.no_grad()
-    def online(b: Batch) -> torch.Tensor:
-        return lm_logits(teacher, b.ids)
+    outputs = teacher_outputs(teacher)  # hidden states + head: the chunked loss makes its logits per chunk
+
+    def online(b: Batch) -> Any:
+        return outputs(b.ids)
 
     if d.mode == "online":
         return block_batches(data.train, cfg.batch_size, cfg.seed, **shard), Objective(**base, teacher=online), info

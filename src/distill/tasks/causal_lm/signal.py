@@ -38,6 +38,51 @@ def _cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+def fused_head(model: Any, ids: Tensor) -> tuple[Any, Any] | None:
+    """``(body, head)`` when the model's logits are ``head(body(ids).last_hidden_state)`` (GPT-2, Llama and
+    most causal LMs of transformers), checked once on ``ids`` in eval mode; else None (the loss then takes the
+    model's logits)."""
+    m = getattr(model, "module", model)
+    head = m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+    body = getattr(m, "base_model", None)
+    if not isinstance(head, torch.nn.Linear) or body is None or body is m:
+        return None
+    was = m.training
+    m.eval()
+    try:
+        with torch.no_grad():
+            x = ids[:1, : min(8, ids.shape[1])]
+            want = lm_logits(m, x).float()
+            got = head(body(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).last_hidden_state).float()
+    except Exception:  # noqa: BLE001 - any model that does not fit the pattern takes the plain path
+        return None
+    finally:
+        m.train(was)
+    close = got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4))
+    return (body, head) if close else None
+
+
+def teacher_outputs(teacher: Any) -> Any:
+    """``fn(ids)``: the teacher's view of a batch for the chunked losses: its last hidden states and head
+    (:class:`~distill.losses.chunked.HeadLogits`, the logits made per chunk) when the model has that shape,
+    else its ``(B, L, V)`` logits."""
+    from distill.losses.chunked import HeadLogits
+
+    state: dict[str, Any] = {}
+
+    @torch.no_grad()
+    def outputs(ids: Tensor) -> Any:
+        if "head" not in state:
+            state["head"] = fused_head(teacher, ids)
+        if state["head"] is None:
+            return lm_logits(teacher, ids)
+        body, head = state["head"]
+        hidden = body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).last_hidden_state
+        return HeadLogits(hidden, head.weight.detach(), head.bias.detach() if head.bias is not None else None)
+
+    return outputs
+
+
 def ce_sum(logits: Tensor, ids: Tensor, mask: Tensor | None = None) -> tuple[Tensor, int]:
     """Sum of next-token cross-entropy over the masked positions ``t < L − 1``, and their count."""
     pred = logits[:, :-1].float()
