@@ -49,3 +49,23 @@ def test_check_finds_what_the_run_would_find_first(tmp_path: Path, task: str) ->
         distill.run(recipe, progress=False, console=False)
     assert str(again.value) == str(err.value)
     assert _files(tmp_path) == before
+
+
+def test_recipe_check_on_the_cli_runs_the_preflight(tmp_path: Path, monkeypatch, capsys) -> None:
+    import yaml
+
+    from distill.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    raw, named = _bad("classification", tmp_path)
+    Path("bad.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["recipe", "--check", "bad.yaml", "--schema-only"]) == 0  # the file alone is valid
+    capsys.readouterr()
+    assert main(["recipe", "--check", "bad.yaml"]) == 2  # but the run would stop on it
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    Path("good.yaml").write_text(yaml.safe_dump(RAW["classification"](tmp_path)))
+    before = _files(tmp_path)
+    assert main(["recipe", "--check", "good.yaml", "-q"]) == 0
+    assert "every check a run makes first" in capsys.readouterr().err
+    assert _files(tmp_path) == before

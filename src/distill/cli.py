@@ -138,12 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "recipe", help="print a documented example recipe, or check one",
-        description="--example prints a complete recipe with every field documented; --check validates a "
-        "recipe (with --set overrides) and prints it resolved, or lists every problem at once.",
+        description="--example prints a complete recipe with every field documented; --check checks a "
+        "recipe (with --set overrides) as the first seconds of `distill run` do and prints it resolved, or lists "
+        "every problem at once.",
     )  # fmt: skip
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--example", action="store_true", help="print the documented example recipe")
-    g.add_argument("--check", metavar="FILE", help="validate FILE and print the resolved recipe")
+    g.add_argument("--check", metavar="FILE", help="check FILE as `distill run` would before writing anything (the "
+                   "recipe, then the data read, the teacher loaded and tried against it, the students built, loss "
+                   "terms and layers, optional packages, output places; nothing is trained or written) and print "
+                   "the resolved recipe")
+    p.add_argument("--schema-only", action="store_true", help="with --check: validate the recipe file alone "
+                   "(no data or teacher is read)")
+    p.add_argument("-q", "--quiet", action="store_true", help="with --check: no log lines, only the result")
     g.add_argument("--fields", action="store_true", help="print every field as a Markdown table")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     p.add_argument("--task", default="classification", choices=list(TASKS),
@@ -332,7 +339,12 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         print(example_yaml(args.task), end="")
         return 0
     recipe = load_recipe(args.check, args.overrides)
-    print(f"# {args.check}: valid", file=sys.stderr)
+    if not args.schema_only:
+        from distill import api
+
+        api.check(recipe, console=not args.quiet)  # the run's own preflight: data, teacher, students, places
+    what = "the recipe is valid" if args.schema_only else "valid: the recipe, and every check a run makes first"
+    print(f"# {args.check}: {what}", file=sys.stderr)
     print(recipe.to_yaml(), end="")
     return 0
 
