@@ -4,6 +4,7 @@ Every function returns a new model (or writes a new file); the input is never
 changed. See ``prune.py`` and ``quantize.py``.
 """
 
+
 from __future__ import annotations
 
 from distill.compress.heads import attention_blocks, head_counts, prune_heads
@@ -39,3 +40,7 @@ __all__ = [
     "static_int8",
     "structured_prune",
 ]
+
+from distill.core.callable_module import callable_package  # noqa: E402
+
+callable_package(__name__, "compress")  # distill.compress(...) stays the API function, and this package is callable

@@ -3,6 +3,7 @@ safetensors folder, and Hugging Face ``save_pretrained``. See ``onnx.py`` and
 ``torch_format.py``.
 """
 
+
 from __future__ import annotations
 
 from distill.export.onnx import OrtRunner, ParityReport, check_onnx_parity, export_onnx, onnx_session, run_onnx
@@ -19,3 +20,7 @@ __all__ = [
     "save_hf",
     "save_torch",
 ]
+
+from distill.core.callable_module import callable_package  # noqa: E402
+
+callable_package(__name__, "export")  # distill.export(...) stays the API function, and this package is callable

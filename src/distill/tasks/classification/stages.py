@@ -170,10 +170,9 @@ def _float_model(run_dir: Path, recipe: Recipe, data: Any) -> tuple[nn.Module, d
 def export_run(
     run_dir: str | Path, formats: list[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """Export the student (pruned if it was) as the recipe's ``export`` section (or ``formats``) says."""
-    from distill.compress import onnx_int8
+    """Export the student (pruned if it was) as the recipe's ``export`` section (or ``formats``) says; the ONNX
+    files take raw samples and say what they expect (:mod:`distill.export.raw_inputs`)."""
     from distill.data import build_data
-    from distill.export.onnx import check_onnx_parity, export_onnx
     from distill.export.torch_format import save_hf, save_torch
     from distill.recipe import ExportConfig
 
@@ -192,22 +191,7 @@ def export_run(
             f"{builder.get('arch')!r} model. Fix: use --format torch (safetensors + config.json) or onnx."
         )
     if "onnx" in formats:
-        path = export_onnx(model, data.train.x[:2], out / "student.onnx", opset=cfg.opset)
-        parity = check_onnx_parity(model, path, inputs, atol=cfg.parity.atol,
-                                   min_argmax_agreement=cfg.parity.min_argmax_agreement)  # fmt: skip
-        report["files"]["onnx"] = str(path)
-        report["parity"]["onnx"] = parity.to_dict() if hasattr(parity, "to_dict") else vars(parity)
-        log.info("ONNX %s: max |Δ| %.2e, argmax agreement %.4f", path, parity.max_abs_diff, parity.argmax_agreement)
-        if cfg.onnx_int8:
-            calib = data.train.x[: (recipe.compress.quantize.calibration_size if recipe.compress else 512)]
-            qpath = onnx_int8(path, out / "student.int8.onnx", per_channel=cfg.onnx_int8_per_channel,
-                              calibration=calib if cfg.onnx_int8_static else None)  # fmt: skip
-            # int8 outputs differ from fp32 by design: parity is judged by the predicted class
-            qparity = check_onnx_parity(model, qpath, inputs, atol=float("inf"),
-                                        min_argmax_agreement=cfg.parity.int8_min_argmax_agreement)  # fmt: skip
-            report["files"]["onnx_int8"] = str(qpath)
-            report["parity"]["onnx_int8"] = qparity.to_dict() if hasattr(qparity, "to_dict") else vars(qparity)
-            log.info("ONNX int8 %s: argmax agreement %.4f with the float model", qpath, qparity.argmax_agreement)
+        _export_raw_onnx(recipe, cfg, model, data, out, inputs, report)
     if "torch" in formats:
         report["files"]["torch"] = str(save_torch(model, out / "torch", builder=builder))
         int8 = run_dir / "compressed" / "int8"
@@ -221,6 +205,42 @@ def export_run(
         report["files"]["hf"] = str(save_hf(model, None, out / "hf"))
     write_json(out / "export.json", report)
     return report
+
+
+def _export_raw_onnx(recipe: Any, cfg: Any, model: nn.Module, data: Any, out: Path, inputs: torch.Tensor,
+                     report: dict[str, Any]) -> None:  # fmt: skip
+    """student.onnx (and student.int8.onnx) that take raw samples, the standardisation inside the graph; parity
+    checked on raw test samples; what they expect in their metadata, classifier.json, classifier.py, README."""
+    from distill.compress import onnx_int8
+    from distill.export.onnx import check_onnx_parity, export_onnx
+    from distill.export.raw_inputs import WithPreprocessing, ship_folder, shipping_metadata, write_metadata
+
+    shipped = WithPreprocessing(model, data.preprocessing, data.kind).eval()
+    raw = data.to_raw(inputs)
+    path = export_onnx(shipped, data.to_raw(data.train.x[:2]), out / "student.onnx", opset=cfg.opset)
+    parity = check_onnx_parity(shipped, path, raw, atol=cfg.parity.atol,
+                               min_argmax_agreement=cfg.parity.min_argmax_agreement)  # fmt: skip
+    report["files"]["onnx"] = str(path)
+    report["parity"]["onnx"] = parity.to_dict() if hasattr(parity, "to_dict") else vars(parity)
+    log.info("ONNX %s (raw inputs): max |Δ| %.2e, argmax agreement %.4f", path, parity.max_abs_diff,
+             parity.argmax_agreement)  # fmt: skip
+    meta = shipping_metadata(data, teacher=recipe.teacher.name)
+    files = [path.name]
+    write_metadata(path, meta)
+    if cfg.onnx_int8:
+        calib = data.to_raw(data.train.x[: (recipe.compress.quantize.calibration_size if recipe.compress else 512)])
+        qpath = onnx_int8(path, out / "student.int8.onnx", per_channel=cfg.onnx_int8_per_channel,
+                          calibration=calib if cfg.onnx_int8_static else None)  # fmt: skip
+        # int8 outputs differ from fp32 by design: parity is judged by the predicted class
+        qparity = check_onnx_parity(shipped, qpath, raw, atol=float("inf"),
+                                    min_argmax_agreement=cfg.parity.int8_min_argmax_agreement)  # fmt: skip
+        write_metadata(qpath, meta)
+        files.append(qpath.name)
+        report["files"]["onnx_int8"] = str(qpath)
+        report["parity"]["onnx_int8"] = qparity.to_dict() if hasattr(qparity, "to_dict") else vars(qparity)
+        log.info("ONNX int8 %s: argmax agreement %.4f with the float model", qpath, qparity.argmax_agreement)
+    ship_folder(out, meta, files)
+    report["files"]["classifier"] = str(out / "classifier.py")
 
 
 # ------------------------------------------------------------------- bench
@@ -246,8 +266,15 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
         # bound buffers: the per-call cost an app pays, not Python's session.run
         return OrtRunner(onnx_session(path, threads=threads))
 
+    def raw_accuracy_fn(path: Path, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """An exported file that takes raw samples is scored on raw samples (it is timed on random ones, as all)."""
+        from distill.export.raw_inputs import read_metadata
+
+        return (lambda x: fn(data.to_raw(x))) if read_metadata(path).get("inputs") == "raw" else None
+
     def add(name: str, runtime: str, fn: Callable[[torch.Tensor], torch.Tensor], file: Path, flops: int | None,
-            params: int | None, mem_kind: str | None, mem_path: Path | None) -> None:  # fmt: skip
+            params: int | None, mem_kind: str | None, mem_path: Path | None,
+            scored: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:  # fmt: skip
         cost = measure_callable(fn, data.in_shape, file_path=file if file.is_file() else None, latency_runs=e.latency_runs,
                                 warmup_runs=e.warmup_runs, throughput_batch=e.throughput_batch,
                                 throughput_runs=e.throughput_runs).to_dict()  # fmt: skip
@@ -258,7 +285,7 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
             "throughput": cost["throughput"], "throughput_batch": e.throughput_batch,
             "peak_memory_mib": peak_memory_mib(mem_kind, mem_path, data.in_shape, e.throughput_batch, threads)
             if memory and mem_kind and mem_path else None,
-            "test_acc": _accuracy(fn, data.test), "val_acc": _accuracy(fn, data.val),
+            "test_acc": _accuracy(scored or fn, data.test), "val_acc": _accuracy(scored or fn, data.val),
         })  # fmt: skip
         log.info("bench %-14s %-11s p50 %.4f ms, %.0f samples/s, test %.2f%%", name, runtime,
                  stages[-1]["latency_ms_p50"], stages[-1]["throughput"], 100 * stages[-1]["test_acc"])  # fmt: skip
@@ -292,10 +319,13 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
     onnx_fp32 = run_dir / "export" / "student.onnx"
     if not onnx_fp32.exists():
         onnx_fp32 = export_onnx(last_float, data.train.x[:2], work / "student.onnx")
-    add("ONNX fp32", "ONNX Runtime", ort_fn(onnx_fp32), onnx_fp32, last_flops, nparams(last_float), "onnx", onnx_fp32)
+    fp32 = ort_fn(onnx_fp32)
+    add("ONNX fp32", "ONNX Runtime", fp32, onnx_fp32, last_flops, nparams(last_float), "onnx", onnx_fp32,
+        raw_accuracy_fn(onnx_fp32, fp32))  # fmt: skip
     onnx_q = run_dir / "export" / "student.int8.onnx"
     if onnx_q.exists():
-        add("ONNX int8", "ONNX Runtime", ort_fn(onnx_q), onnx_q, last_flops, None, "onnx", onnx_q)
+        q8 = ort_fn(onnx_q)
+        add("ONNX int8", "ONNX Runtime", q8, onnx_q, last_flops, None, "onnx", onnx_q, raw_accuracy_fn(onnx_q, q8))
 
     t_acc = next((s["test_acc"] for s in stages if s["stage"] == "teacher"), None)
     for s in stages:

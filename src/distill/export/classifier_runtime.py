@@ -1,0 +1,80 @@
+"""Run an exported distill classifier on raw samples with onnxruntime and numpy alone.
+
+Copied beside the exported files as ``classifier.py``; it needs neither torch nor distill::
+
+    from classifier import Classifier
+    model = Classifier("export")          # the folder with classifier.json and student.onnx
+    labels = model.predict(rows)          # rows: a pandas DataFrame, a dict of columns, or a numpy array
+
+A table must hold the feature columns the student was trained on, in that order: a DataFrame or dict whose
+columns differ (missing, extra, or in another order) is refused with both lists, so that a row is never
+read by position into the wrong features. A numpy array must be as wide as the feature list.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Classifier:
+    """An exported student and what it expects (``classifier.json``)."""
+
+    def __init__(self, folder: str | Path, file: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "classifier.json").read_text())
+        self.classes: list[str] = list(self.meta["classes"])
+        self.feature_names: list[str] | None = self.meta.get("feature_names")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        path = self.folder / (file or self.meta["files"][0])
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _array(self, rows: Any) -> np.ndarray:
+        names = self.feature_names
+        columns = list(rows.columns) if hasattr(rows, "columns") else list(rows) if isinstance(rows, dict) else None
+        if names is not None and columns is not None:
+            if [str(c) for c in columns] != names:
+                missing = [n for n in names if n not in map(str, columns)]
+                extra = [str(c) for c in columns if str(c) not in names]
+                why = (f"missing {missing}" if missing else "") + ("; " if missing and extra else "") + \
+                    (f"not features {extra}" if extra else "") or "the same names in another order"  # fmt: skip
+                raise ValueError(
+                    f"the rows' columns do not match the student's features ({why}). Expected, in this order: "
+                    f"{names}; got: {[str(c) for c in columns]}. Fix: select the columns in this order, "
+                    "e.g. rows[model.feature_names]."
+                )
+            data = np.column_stack([np.asarray(rows[c], dtype=np.float32) for c in columns])
+        else:
+            data = np.asarray(rows, dtype=np.float32)
+        shape = tuple(self.meta["input_shape"])
+        if self.meta["kind"] == "image" and data.ndim == len(shape):  # (batch, H, W) for one channel
+            data = data[:, None]
+        if data.ndim == 1:
+            data = data[None]
+        if tuple(data.shape[1:]) != shape:
+            raise ValueError(f"samples shaped {tuple(data.shape[1:])}, the student takes {shape} (raw values).")
+        if not np.isfinite(data).all():
+            raise ValueError("the samples hold NaN or infinite values; fill or drop them first.")
+        return np.ascontiguousarray(data)
+
+    def logits(self, rows: Any) -> np.ndarray:
+        """``(N, classes)`` scores of raw samples."""
+        (out,) = self.session.run(None, {self.input_name: self._array(rows)})[:1]
+        return np.asarray(out)
+
+    def predict_proba(self, rows: Any) -> np.ndarray:
+        z = self.logits(rows)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict(self, rows: Any) -> list[str]:
+        """The class name of each sample."""
+        return [self.classes[i] for i in self.logits(rows).argmax(axis=1)]
