@@ -99,3 +99,10 @@ def test_api_functions_survive_imports_of_their_namesake_packages() -> None:
         assert hasattr(getattr(distill, name), sub)  # and the package's modules stay reachable
     with pytest.raises(distill.RunDirError):
         distill.export("/no/such/run")
+
+
+def test_the_model_card_says_how_to_call_the_exported_files(tmp_path: Path) -> None:
+    run = _run(tmp_path, {"source": "digits", "seed": 0})
+    distill.report(run)
+    card = (run / "README.md").read_text()
+    assert "## Use" in card and "export/student.onnx` takes raw samples" in card and "Classifier(" in card

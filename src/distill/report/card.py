@@ -391,6 +391,7 @@ def render_model_card(data: RunData) -> str:
         L.append("comparison.md is absent from the run directory.")
     L.append("")
 
+    L += _how_to_call(data)
     L += ["## Hardware", ""]
     L += [f"- {_md(x)}" for x in _hardware(data)]
     if data.metrics.get("seconds") is not None:
@@ -410,6 +411,27 @@ def render_model_card(data: RunData) -> str:
         fence = _fence(text)
         L += ["<details><summary>recipe.yaml</summary>", "", fence + "yaml", text, fence, "", "</details>", ""]
     return "\n".join(L)
+
+
+def _how_to_call(data: RunData) -> list[str]:
+    """How to run the exported files on raw inputs (when the run was exported)."""
+    import json
+
+    shipped = data.run_dir / "export" / "classifier.json"
+    if not shipped.exists():
+        return ["## Use", "", "Export it to run on raw inputs: `distill export RUN_DIR` (ONNX files that carry their "
+                "preprocessing, with `classifier.py`).", ""]  # fmt: skip
+    meta = json.loads(shipped.read_text())
+    inputs = (f"the feature columns in this order: {', '.join(meta['feature_names'])}" if meta["kind"] == "table"
+              else f"images {meta.get('pixels', '')}")  # fmt: skip
+    return [
+        "## Use", "",
+        f"`export/{meta['files'][0]}` takes raw samples ({_md(inputs)}); the standardisation is inside the graph. It "
+        f"returns logits over the classes {_md(', '.join(meta['classes']))}. With onnxruntime and numpy alone:", "",
+        "```python", "from classifier import Classifier   # export/classifier.py", 'model = Classifier("export")',
+        "labels = model.predict(rows)          # rows: a DataFrame with those columns, in that order", "```", "",
+        "Rows whose columns are not these names in this order are refused with both lists.", "",
+    ]  # fmt: skip
 
 
 def fm_licence(license: str | None) -> str:
