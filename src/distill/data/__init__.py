@@ -334,7 +334,36 @@ def _table(cfg: DataConfig) -> DataBundle:
     )  # fmt: skip
 
 
-SOURCES = {"fashion_mnist": _fashion, "digits": _digits, "table": _table}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _image_folder(cfg: DataConfig) -> DataBundle:
+    """Class subfolders of images: labels are the subfolder names (sorted), ids the paths relative to the folder,
+    every image resized to ``image_size`` and converted to ``channels``; seeded stratified splits."""
+    from distill.data.images import read_image_folder
+
+    x, y, ids, classes = read_image_folder(cfg.path, tuple(cfg.image_size), cfg.channels, IMAGE_SUFFIXES)
+    rest, test = _split_indices(y, cfg.test_fraction, cfg.seed + 1)
+    keep_rel, val_rel = _split_indices(y[rest], cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = rest[keep_rel], rest[val_rel]
+    if cfg.train_limit is not None:
+        train_idx = train_idx[: cfg.train_limit]
+    scale = 255.0
+    xt = x[train_idx].astype(np.float32) / scale
+    mean, std = float(xt.mean()), float(xt.std()) or 1.0
+
+    def mk(idx: np.ndarray) -> Split:
+        xs = (x[idx].astype(np.float32) / scale - mean) / std
+        return Split(torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(y[idx]), ids[idx])
+
+    return DataBundle(
+        train=mk(train_idx), val=mk(val_idx), test=mk(test), num_classes=len(classes), class_names=classes,
+        in_shape=tuple(int(d) for d in x.shape[1:]), kind="image", source=f"images:{Path(str(cfg.path)).name}",
+        preprocessing={"scale": scale, "mean": mean, "std": std, "layout": "NCHW"},
+    )  # fmt: skip
+
+
+SOURCES = {"fashion_mnist": _fashion, "digits": _digits, "table": _table, "image_folder": _image_folder}
 
 
 def build_data(cfg: DataConfig) -> DataBundle:

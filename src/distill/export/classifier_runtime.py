@@ -55,8 +55,10 @@ class Classifier:
         else:
             data = np.asarray(rows, dtype=np.float32)
         shape = tuple(self.meta["input_shape"])
-        if self.meta["kind"] == "image" and data.ndim == len(shape):  # (batch, H, W) for one channel
+        if self.meta["kind"] == "image" and data.ndim == len(shape) and shape[0] == 1:  # (batch, H, W), one channel
             data = data[:, None]
+        if self.meta["kind"] == "image" and data.ndim == 4 and tuple(data.shape[1:]) == (*shape[1:], shape[0]):
+            data = data.transpose(0, 3, 1, 2)  # (batch, H, W, C) as Pillow and most libraries give images
         if data.ndim == 1:
             data = data[None]
         if tuple(data.shape[1:]) != shape:

@@ -45,15 +45,22 @@ class _RecipeRoot(_Section):
 
 # --------------------------------------------------------------------- data
 class DataConfig(_Section):
-    source: Literal["fashion_mnist", "digits", "table"] = Field(
+    source: Literal["fashion_mnist", "digits", "table", "image_folder"] = Field(
         "digits",
         description="Where samples come from: 'fashion_mnist' (IDX gzip files), 'digits' "
-        "(scikit-learn's bundled 8x8 digits, no set-up) or 'table' (a CSV or Parquet file).",
+        "(scikit-learn's bundled 8x8 digits, no set-up), 'table' (a CSV or Parquet file) or 'image_folder' "
+        "(a folder with one subfolder of PNG/JPEG/BMP/GIF/WebP images per class, named as the class).",
     )
+    image_size: list[int] = Field(
+        default_factory=lambda: [32, 32], min_length=2, max_length=2,
+        description="image_folder: every image is resized to [height, width] (bilinear).",
+    )
+    channels: Literal[1, 3] = Field(1, description="image_folder: 1 (grayscale) or 3 (RGB).")
     path: str | None = Field(
         None,
         description="fashion_mnist: folder of the four IDX .gz files (default "
-        f"{FASHION_MNIST_DIR}, from Debian's dataset-fashion-mnist); table: the .csv/.parquet file.",
+        f"{FASHION_MNIST_DIR}, from Debian's dataset-fashion-mnist); table: the .csv/.parquet file; "
+        "image_folder: the folder of class subfolders.",
     )
     label_column: str = Field("label", description="table: the column that holds the class label.")
     feature_columns: list[str] | None = Field(
@@ -69,12 +76,21 @@ class DataConfig(_Section):
         0.2,
         gt=0,
         lt=1,
-        description="Share held out for test, for sources without their own test split (digits, table).",
+        description="Share held out for test, for sources without their own test split (digits, table, image_folder).",
     )
     train_limit: int | None = Field(
         None, gt=0, description="Use only the first N training samples after the seeded shuffle (quick runs)."
     )
     seed: int = Field(0, description="Seed of the train/validation/test split.")
+
+    @model_validator(mode="after")
+    def _image_fields(self) -> "DataConfig":
+        stray = [k for k in ("image_size", "channels") if k in self.model_fields_set]
+        if stray and self.source != "image_folder":
+            raise ValueError(f"{', '.join(stray)} apply to source image_folder (source is {self.source!r})")
+        if any(d <= 0 for d in self.image_size):
+            raise ValueError(f"image_size must be two positive sizes [height, width] (got {self.image_size})")
+        return self
 
     @model_validator(mode="after")
     def _no_leak(self) -> "DataConfig":
