@@ -2,6 +2,7 @@
 builds (and writes to benchmarks/results/lm.json). Imported by lm.py; also re-renders a saved result:
 
     .venv/bin/python benchmarks/lm_report.py     # benchmarks/results/lm.json -> lm.md
+    .venv/bin/python benchmarks/lm_report.py --out /tmp/lm.md   # the same, written elsewhere (a check)
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def markdown(out: dict[str, Any]) -> str:
             lines.append(f"| {k} | {100 * r['ratio']:.2f}% | {r['perplexity']:.2f} | {100 * r['top1']:.2f} | "
                          f"{100 * r['top3']:.2f} | {r['build_seconds']:.0f} |")  # fmt: skip
     first = RESULTS / "lm_pure_kd.json"
-    if first.exists() and not out["command"].endswith("--quick"):
+    if first.exists() and "--quick" not in out["command"].split():
         r1 = json.loads(first.read_text())
         s1 = r1["summary"]
         lines += [
@@ -244,8 +245,14 @@ def markdown(out: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
     from distill.fsutil import write_text
 
-    result = json.loads((RESULTS / "lm.json").read_text())
-    write_text(RESULTS / "lm.md", markdown(result))
-    print(f"wrote {RESULTS / 'lm.md'}", file=sys.stderr)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default=str(RESULTS / "lm.json"), help="the saved result to render")
+    ap.add_argument("--out", default=str(RESULTS / "lm.md"), help="the Markdown file to write")
+    args = ap.parse_args()
+    result = json.loads(Path(args.json).read_text())
+    write_text(Path(args.out), markdown(result))
+    print(f"wrote {args.out}", file=sys.stderr)
