@@ -61,6 +61,9 @@ def test_bad_image_folders_are_named(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="apply to source image_folder"):
         DataConfig(source="digits", image_size=[8, 8])
+    # a resolved recipe (a run's recipe.yaml, an ensemble member) writes every field, defaults included
+    resolved = DataConfig(source="digits").model_dump()
+    assert DataConfig(**resolved).source == "digits"
 
 
 def test_distill_from_an_image_folder_and_classify_the_files(tmp_path: Path) -> None:
