@@ -140,10 +140,19 @@ def test_cross_entropy_closed_form_matches_autograd() -> None:
     assert torch.allclose(grad, ref_grad, atol=1e-7)
 
 
-def test_objective_closed_form_matches_autograd_through_a_model() -> None:
+@pytest.mark.parametrize("terms", [
+    [{"loss": "kd", "weight": 0.6, "temperature": 3.0}, {"loss": "ce", "weight": 0.4}],
+    [{"loss": "kd", "weight": 0.5, "temperature": 1.0}, {"loss": "ce", "weight": 0.5}],  # one softmax for both
+    [{"loss": "ce"}],
+    [{"loss": "kd", "weight": 1.0, "temperature": 4.0}],
+    [{"loss": "kd", "weight": 0.3, "temperature": 2.0}, {"loss": "kd", "weight": 0.3, "temperature": 6.0},
+     {"loss": "ce", "weight": 0.4}],
+])  # fmt: skip
+def test_objective_closed_form_matches_autograd_through_a_model(terms: list[dict]) -> None:
     from distill.recipe import LossTerm
     from distill.tasks.classification.objective import (
-        build_objective, closed_form_available, compute_objective, objective_value_and_grad, prepare_teacher_targets,
+        StepGradient, build_objective, closed_form_available, compute_objective, objective_values,
+        prepare_teacher_targets,
     )  # fmt: skip
 
     torch.manual_seed(0)
@@ -151,20 +160,33 @@ def test_objective_closed_form_matches_autograd_through_a_model() -> None:
     x = torch.randn(10, 6)
     y = torch.randint(0, 4, (10,))
     teacher = torch.randn(10, 4) * 2
-    objective = build_objective([LossTerm(loss="kd", weight=0.6, temperature=3.0), LossTerm(loss="ce", weight=0.4)])
+    objective = build_objective([LossTerm(**t) for t in terms])
     prepared = prepare_teacher_targets(objective, teacher)
     assert closed_form_available(objective, prepared, labels_all_valid=True)
-    assert not closed_form_available(objective, {}, labels_all_valid=True)
-    assert not closed_form_available(objective, prepared, labels_all_valid=False)
+    if any(t["loss"] == "kd" for t in terms):
+        assert not closed_form_available(objective, {}, labels_all_valid=True)
+    if any(t["loss"] == "ce" for t in terms):
+        assert not closed_form_available(objective, prepared, labels_all_valid=False)
     ref_total, ref_values = compute_objective(objective, model(x), y, teacher)
     ref_grads = torch.autograd.grad(ref_total, list(model.parameters()))
     logits = model(x)
-    total, values, g = objective_value_and_grad(objective, logits.detach(), y, prepared)
+    idx = torch.arange(10)
+    g = StepGradient(objective, prepared)(logits.detach(), y, idx)
     grads = torch.autograd.grad(logits, list(model.parameters()), grad_outputs=g)
-    assert total.item() == pytest.approx(ref_total.item(), rel=1e-5)
-    assert values.keys() == ref_values.keys()
     for a, b in zip(grads, ref_grads):
         assert torch.allclose(a, b, atol=1e-6)
+    # the values, computed later on the rows of several steps at once: the same means
+    values = objective_values(objective, logits.detach(), y, prepared, idx)
+    assert [t.label for t in objective] == list(ref_values)
+    for v, ref in zip(values, ref_values.values()):
+        assert v.item() == pytest.approx(ref.item(), rel=1e-5)
+    # rows in another order (a shuffled epoch): the teacher's rows follow idx
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    shuffled = objective_values(objective, logits.detach()[perm], y[perm], prepared, perm)
+    for v, ref in zip(shuffled, ref_values.values()):
+        assert v.item() == pytest.approx(ref.item(), rel=1e-5)
+    g_perm = StepGradient(objective, prepared)(logits.detach()[perm], y[perm], perm)
+    assert torch.allclose(g_perm, g[perm], atol=1e-7)
 
 
 def test_cross_entropy_of_a_batch_without_labels_is_zero_not_nan() -> None:

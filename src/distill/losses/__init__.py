@@ -78,6 +78,13 @@ class LossSpec:
     # and must match autograd through ``fn`` (tested).
     prepare: Callable[..., dict[str, Any]] | None = None
     value_and_grad: Callable[..., Any] | None = None
+    # The step's share of the fast path, for a term whose value is a mean over the rows and whose gradient is
+    # ``factor/N · (softmax(s/T) − target)``, the target being one-hot labels or the rows of the prepared tensor
+    # named ``softmax_target``: ``softmax_grad(**params)`` returns ``(T, factor)``. The step adds up the terms'
+    # gradients in one pass (one softmax per temperature); the loop computes the values later, many steps
+    # at once, with ``value_and_grad`` on the rows of those steps.
+    softmax_grad: Callable[..., tuple[float, float]] | None = None
+    softmax_target: str | None = None
     adapter: bool = False  # feature losses: learn a projection when student/teacher shapes differ
     # input views (function matching): the parameters that define the views the loop builds for the
     # student and the (then online) teacher alike; empty: the batch as it is
@@ -131,6 +138,7 @@ REGISTRY: dict[str, LossSpec] = {
         summary="cross-entropy on hard labels (the vanilla objective)",
         params={"label_smoothing": Param(0.0, "share of probability spread over all classes", 0.0, True, 1.0)},
         value_and_grad=cross_entropy_value_and_grad,
+        softmax_grad=lambda **_: (1.0, 1.0),  # (q − onehot(y)) / N
     ),
     "kd": LossSpec(
         fn=kd_loss,
@@ -139,6 +147,8 @@ REGISTRY: dict[str, LossSpec] = {
         params={"temperature": Param(4.0, "softening temperature T", 0.0)},
         prepare=kd_targets,
         value_and_grad=kd_value_and_grad,
+        softmax_grad=lambda temperature=4.0: (float(temperature), float(temperature)),  # T/N · (q_T − p_T)
+        softmax_target="probs",
     ),
     "dkd": LossSpec(
         fn=dkd_loss,

@@ -27,7 +27,8 @@ from distill.tasks.classification.objective import (
     accuracy_from_logits,
     closed_form_available,
     compute_objective,
-    objective_value_and_grad,
+    StepGradient,
+    objective_values,
     predict_logits,
     prepare_teacher_targets,
     view_term,
@@ -213,6 +214,11 @@ class _Fit:
     capture: Any = None
     steps_done: int = 0
 
+    def __post_init__(self) -> None:
+        self.step_gradient = (
+            StepGradient(self.objective, self.prepared_all, self.accelerator.device) if self.closed_form else None
+        )
+
     @property
     def labels(self) -> list[str]:
         return [t.label for t in self.objective]
@@ -235,36 +241,51 @@ class _Fit:
             t_logits, t_feats = self.online_teacher(x)
         elif self.teacher_logits is not None and self.raw_teacher_needed:
             t_logits = self.teacher_logits.index_select(0, idx)
-        prepared = {k: {name: v.index_select(0, idx) for name, v in d.items()} for k, d in self.prepared_all.items()}
         if self.teacher_features is not None and self.online_teacher is None:
             t_feats = {name: v.index_select(0, idx) for name, v in self.teacher_features.items()}
         device = self.accelerator.device
         if device.type != "cpu":
             x, y = x.to(device), y.to(device)
             t_logits = t_logits.to(device) if t_logits is not None else None
-            prepared = {k: {name: v.to(device) for name, v in d.items()} for k, d in prepared.items()}
-        return x, y, t_logits, t_feats, prepared
+        return x, y, t_logits, t_feats
 
-    def step(self, x: Tensor, y: Tensor, t_logits: Tensor | None, t_feats: Any, prepared: Any, epoch: int,
-             step: int) -> tuple[Tensor, dict[str, Tensor], Tensor]:  # fmt: skip
-        """One optimizer step; returns (loss, {term: value}, student logits)."""
-        with self.accelerator.autocast():
+    def step(self, x: Tensor, y: Tensor, t_logits: Tensor | None, t_feats: Any, idx: Tensor, epoch: int,
+             step: int) -> tuple[Tensor | None, dict[str, Tensor] | None, Tensor]:  # fmt: skip
+        """One optimizer step; returns (loss, {term: value}, student logits). In closed form the loss and the
+        values are left for :meth:`_flush_rows` (None here): the step does only what a bare loop does."""
+        if self.closed_form:
             logits = self.model(x)
-            if self.closed_form:
-                loss, values, grad = objective_value_and_grad(self.objective, logits.detach(), y, prepared)
-            else:
+            grad = self.step_gradient(logits, y, idx)  # the teacher's rows of the samples idx
+            self.optimizer.zero_grad(set_to_none=True)
+            logits.backward(grad)
+            loss = values = None
+        else:
+            with self.accelerator.autocast():
+                logits = self.model(x)
                 s_feats = self.capture.outputs if self.capture is not None else None
                 loss, values = compute_objective(self.objective, logits, y, t_logits, s_feats, t_feats, self.adapters)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.closed_form:
-            logits.backward(grad)
-        else:
+            self.optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(loss)
         if self.cfg.grad_clip is not None:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         return loss, values, logits
+
+    def _flush_rows(self, pending: list[tuple[Tensor, Tensor, Tensor]], sums: Tensor, correct: Tensor) -> None:
+        """Closed form: the term values of the pending steps' rows (their student logits as the steps saw them),
+        computed at once and added to ``sums`` (× rows: each value is a mean over its rows) and ``correct``."""
+        if not pending:
+            return
+        idx, y, logits = (torch.cat([p[i] for p in pending]) for i in range(3))
+        values = objective_values(self.objective, logits, y, self.prepared_all, idx)
+        with torch.no_grad():
+            sums.add_(torch.stack(values).float() * float(len(idx)))
+            correct.add_((logits.argmax(-1) == y).sum())
+        pending.clear()
+
+    def _mean_loss(self, sums: Tensor, seen: int) -> float:
+        return sum(t.weight * float(v) for t, v in zip(self.objective, sums)) / max(seen, 1)
 
     def _diverged(self, sums: Tensor, seen: int, epoch: int, first: int, last: int) -> None:
         detail = ", ".join(f"{k}={float(v) / max(seen, 1):.4g}" for k, v in zip(self.labels, sums))
@@ -298,7 +319,7 @@ class _Fit:
         sums = torch.zeros(len(labels), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         pending: list[tuple[int, list[Tensor], Tensor]] = []
-        seen, checked = 0, 0
+        seen, checked, flushed = 0, 0, 0
         bar = None
         if self.progress and self.accelerator.is_main_process:
             from tqdm.auto import tqdm
@@ -309,21 +330,25 @@ class _Fit:
         try:
             for step in range(self.steps_per_epoch):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x, y, t_logits, t_feats, prepared = self.batch(idx, aug_gen, view_gen)
-                loss, values, logits = self.step(x, y, t_logits, t_feats, prepared, epoch, step)
-                pending.append((len(idx), [values[k] for k in labels], (logits.detach().argmax(-1) == y).sum()))
+                x, y, t_logits, t_feats = self.batch(idx, aug_gen, view_gen)
+                loss, values, logits = self.step(x, y, t_logits, t_feats, idx, epoch, step)
+                if values is None:  # closed form: the values of these rows are computed at the flush
+                    pending.append((idx, y, logits.detach()))
+                else:
+                    pending.append((len(idx), [values[k] for k in labels], (logits.detach().argmax(-1) == y).sum()))
                 seen += len(idx)
                 last = step == self.steps_per_epoch - 1
                 if len(pending) == CHECK_EVERY or last:
-                    _flush(pending, sums, correct)
+                    (self._flush_rows if self.closed_form else _flush)(pending, sums, correct)
                     if not bool(torch.isfinite(sums).all()):
                         self._diverged(sums, seen, epoch, checked + 1, step + 1)
-                    checked = step + 1
+                    checked, flushed = step + 1, seen
                 if bar is not None:
                     bar.update(1)
                     if step % 20 == 0 or last:
                         elapsed = time.perf_counter() - t0
-                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
+                        shown = float(loss.detach()) if loss is not None else self._mean_loss(sums, flushed)
+                        bar.set_postfix(loss=f"{shown:.4f}", sps=f"{seen / max(elapsed, 1e-9):.0f}")
                 self.steps_done += 1
                 if self.stop_after_steps is not None and self.steps_done >= self.stop_after_steps:
                     raise KeyboardInterrupt(f"stopped after {self.steps_done} steps (test hook)")
