@@ -208,6 +208,37 @@ def _micro_loss(model: Any, b: Batch, objective: Objective, accelerator: Any, n_
         return chunked_token_loss(objective.loss, lm_logits(model, ids), teacher, mask, **kw)
 
 
+def _bar(role: str, start: int, steps: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, initial=start, desc=role, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _advance(bar: Any, done: int, loss: float | None) -> None:
+    bar.update(1)
+    if done % 10 == 0 and loss is not None:
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+
+def _backward_window(model: Any, window: list[Batch], objective: Objective, accelerator: Any, kl: Any,
+                     fused: tuple[Any, Any] | None) -> tuple[float, int]:  # fmt: skip
+    """Forward and backward of every micro-batch of one optimizer step (gradients synchronised on the last one
+    only); returns the window's summed loss and its tokens. A non-finite loss raises ``FloatingPointError(loss)``."""
+    world = accelerator.num_processes
+    n_kd, n_ce = _global_counts(window, accelerator)
+    step_loss, tokens = 0.0, 0
+    for i, b in enumerate(window):
+        last = i == len(window) - 1
+        with accelerator.no_sync(model) if world > 1 and not last else contextlib.nullcontext():
+            loss = _micro_loss(model, b, objective, accelerator, n_kd, n_ce, kl, fused)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(loss)
+            accelerator.backward(loss)
+        step_loss += float(loss.detach())
+        tokens += int(b.ids.numel())
+    return step_loss, tokens
+
+
 def fit_lm(
     model: Any,
     cfg: Any,
@@ -244,11 +275,7 @@ def fit_lm(
         torch.manual_seed(cfg.seed + rank)  # dropout: a fit does not depend on what ran before it in the process
     log.info("%s: %d steps × %d micro-batches of %d%s, objective %s", role, cfg.steps, cfg.grad_accum,
              cfg.batch_size, f" per process × {world}" if world > 1 else "", objective.label)  # fmt: skip
-    bar = None
-    if progress and accelerator.is_main_process and start < cfg.steps:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=role, unit="step", leave=False, dynamic_ncols=True)
+    bar = _bar(role, start, cfg.steps) if progress and accelerator.is_main_process and start < cfg.steps else None
     t0, pending = time.perf_counter(), []
     model.train()
     fused = None  # the student's head fused into the loss (one process: DDP must see the model's own forward)
@@ -256,22 +283,15 @@ def fit_lm(
         window = [make_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
         if step == start and world == 1:
             fused = fused_head(model, window[0].ids.to(accelerator.device))
-        n_kd, n_ce = _global_counts(window, accelerator)
         optimizer.zero_grad(set_to_none=True)
         logging_step = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
         kl = ChunkStats(want_kl=logging_step and objective.teacher is not None)  # measured on logging steps only
-        step_loss, tokens = 0.0, 0
-        for i, b in enumerate(window):
-            last = i == len(window) - 1
-            with accelerator.no_sync(model) if world > 1 and not last else contextlib.nullcontext():
-                loss = _micro_loss(model, b, objective, accelerator, n_kd, n_ce, kl, fused)
-                if not torch.isfinite(loss):
-                    if bar is not None:
-                        bar.close()
-                    raise _diverged(role, loss, step, objective, checkpoints, cfg)
-                accelerator.backward(loss)
-            step_loss += float(loss.detach())
-            tokens += int(b.ids.numel())
+        try:
+            step_loss, tokens = _backward_window(model, window, objective, accelerator, kl, fused)
+        except FloatingPointError as e:
+            if bar is not None:
+                bar.close()
+            raise _diverged(role, e.args[0], step, objective, checkpoints, cfg) from None
         if cfg.grad_clip is not None:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -279,9 +299,7 @@ def fit_lm(
         pending.append([step_loss, kl.kl_sum, kl.positions if kl.want_kl else 0, tokens])
         done = step + 1
         if bar is not None:
-            bar.update(1)
-            if done % 10 == 0 and (world == 1 or history):
-                bar.set_postfix(loss=f"{step_loss if world == 1 else history[-1]['loss']:.4f}")
+            _advance(bar, done, step_loss if world == 1 else (history[-1]["loss"] if history else None))
         if done % cfg.log_every == 0 or done == cfg.steps:
             history.append(_log_row(role, done, cfg.steps, _interval(pending, accelerator), len(pending),
                                     scheduler, time.perf_counter() - t0, objective.teacher is not None))  # fmt: skip
