@@ -48,6 +48,77 @@ def _step_loss(model: StaticEmbedder, ids: np.ndarray, offsets: np.ndarray, idx:
     return part + shared, value
 
 
+def _check_arguments(model: StaticEmbedder, texts: list[str], targets: Tensor, epochs: Any, lr: Any, table_lr: Any,
+                     pair_lr: Any, batch_size: Any, time_budget_s: Any) -> None:  # fmt: skip
+    """Every problem with :func:`finetune_static`'s arguments at once, or nothing."""
+    if targets.ndim != 2 or targets.shape[0] != len(texts) or targets.shape[1] != model.output_dim:
+        raise DataError(
+            f"targets must be (N, D) = ({len(texts)}, {model.output_dim}) (one teacher embedding per text), got "
+            f"{tuple(targets.shape)}. Fix: encode exactly these texts with the teacher this model was built from."
+        )
+    problems = []
+    if not isinstance(epochs, int) or epochs < 0:
+        problems.append(f"epochs must be an integer >= 0 (got {epochs!r})")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        problems.append(f"lr must be a positive number (got {lr!r})")
+    if table_lr is not None and not (isinstance(table_lr, (int, float)) and table_lr >= 0 and math.isfinite(table_lr)):
+        problems.append(f"table_lr must be a number >= 0 or None (got {table_lr!r})")
+    if not (isinstance(pair_lr, (int, float)) and pair_lr >= 0 and math.isfinite(pair_lr)):
+        problems.append(f"pair_lr must be a number >= 0 (got {pair_lr!r})")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+    if time_budget_s is not None and not time_budget_s > 0:
+        problems.append(f"time_budget_s must be > 0 or None (got {time_budget_s!r})")
+    if problems:
+        raise TrainingError("cannot fine-tune the static model: " + "; ".join(problems) + ".")
+    if not torch.isfinite(targets).all():
+        raise DataError("targets contain NaN or infinite values. Fix: recompute the teacher embeddings.")
+
+
+
+def _useful_texts(ids: np.ndarray, offsets: np.ndarray, ignored: Tensor) -> np.ndarray:
+    """The indices of the texts with at least one token of positive weight (the others carry no signal)."""
+    pos_w = (~ignored).numpy()[ids]
+    n = len(offsets) - 1
+    useful = np.add.reduceat(pos_w.astype(np.int64), offsets[:-1]) if ids.size else np.zeros(n, np.int64)
+    useful[np.diff(offsets) == 0] = 0  # reduceat gives a[start] for empty segments
+    return np.flatnonzero(useful > 0)
+
+
+def _decay(optimizers: list[Any], base_lrs: list[float], done: float, start: float, time_budget_s: float | None,
+           ranks: Ranks) -> float:  # fmt: skip
+    """Set every learning rate to its base × (1 − the share of the run done: of the steps, or of the time budget
+    when the clock is further along, by rank 0's clock so that every rank takes the same rate); the factor."""
+    if time_budget_s is not None:
+        spent = (time.perf_counter() - start) / time_budget_s if ranks.main else 0.0
+        done = max(done, float(ranks.sum(torch.tensor(spent))))
+    factor = max(0.0, 1.0 - done)
+    for o, lr0 in zip(optimizers, base_lrs):
+        o.param_groups[0]["lr"] = lr0 * factor
+    return factor
+
+
+def _optimizer_step(model: StaticEmbedder, loss: Tensor, sparse_opt: Any, pair_opt: Any, dense_opt: Any, ranks: Ranks,
+                    ignored: Tensor) -> None:  # fmt: skip
+    """Backward, the gradients summed over the ranks (the table's and pair rows' sparse), the three optimizers'
+    steps, and the token weights kept positive (ignored tokens at 0)."""
+    model.embedding.weight.grad = None
+    if model.pairs is not None:
+        model.pairs.weight.grad = None
+    dense_opt.zero_grad()
+    if loss.requires_grad:
+        loss.backward()
+    sparse = [model.embedding.weight] + ([model.pairs.weight] if model.pairs is not None else [])
+    ranks.sum_gradients([model.weights, model.proj.weight, model.proj.bias], sparse=sparse)
+    if sparse_opt is not None:
+        sparse_opt.step()
+    if pair_opt is not None and model.pairs.weight.grad is not None:  # no pair in this batch: no gradient
+        pair_opt.step()
+    dense_opt.step()
+    with torch.no_grad():
+        model.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
+
+
 def finetune_static(
     model: StaticEmbedder, texts: list[str], targets: Tensor, *, epochs: int = 3, lr: float = 1e-3,
     batch_size: int = 256, seed: int = 0, time_budget_s: float | None = None, progress: bool = True,
@@ -75,36 +146,11 @@ def finetune_static(
     (``final_loss``: mean loss of the last epoch, partial if the budget cut it)."""
     texts = light.check_texts(texts)
     targets = torch.as_tensor(targets)
-    if targets.ndim != 2 or targets.shape[0] != len(texts) or targets.shape[1] != model.output_dim:
-        raise DataError(
-            f"targets must be (N, D) = ({len(texts)}, {model.output_dim}) (one teacher embedding per text), got "
-            f"{tuple(targets.shape)}. Fix: encode exactly these texts with the teacher this model was built from."
-        )
-    problems = []
-    if not isinstance(epochs, int) or epochs < 0:
-        problems.append(f"epochs must be an integer >= 0 (got {epochs!r})")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        problems.append(f"lr must be a positive number (got {lr!r})")
-    if table_lr is not None and not (isinstance(table_lr, (int, float)) and table_lr >= 0 and math.isfinite(table_lr)):
-        problems.append(f"table_lr must be a number >= 0 or None (got {table_lr!r})")
-    if not (isinstance(pair_lr, (int, float)) and pair_lr >= 0 and math.isfinite(pair_lr)):
-        problems.append(f"pair_lr must be a number >= 0 (got {pair_lr!r})")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-    if time_budget_s is not None and not time_budget_s > 0:
-        problems.append(f"time_budget_s must be > 0 or None (got {time_budget_s!r})")
-    if problems:
-        raise TrainingError("cannot fine-tune the static model: " + "; ".join(problems) + ".")
-    if not torch.isfinite(targets).all():
-        raise DataError("targets contain NaN or infinite values. Fix: recompute the teacher embeddings.")
-
+    _check_arguments(model, texts, targets, epochs, lr, table_lr, pair_lr, batch_size, time_budget_s)
     start = time.perf_counter()
     ids, offsets = light.tokenize_flat(model.tokenizer, texts)
     ignored = model.weights.detach() == 0
-    pos_w = (~ignored).numpy()[ids]
-    useful = np.add.reduceat(pos_w.astype(np.int64), offsets[:-1]) if ids.size else np.zeros(len(texts), np.int64)
-    useful[np.diff(offsets) == 0] = 0  # reduceat gives a[start] for empty segments
-    keep = np.flatnonzero(useful > 0)
+    keep = _useful_texts(ids, offsets, ignored)
     targets = nn.functional.normalize(targets.detach().float(), dim=-1)
     stats: dict[str, Any] = {
         "epochs": 0, "steps": 0, "seconds": 0.0, "initial_loss": None, "final_loss": None, "epoch_losses": [],
@@ -128,9 +174,7 @@ def finetune_static(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=epochs * steps_per_epoch, desc="static fine-tune", unit="step", leave=False, dynamic_ncols=True
-        )
+        bar = tqdm(total=epochs * steps_per_epoch, desc="static fine-tune", unit="step", leave=False, dynamic_ncols=True)
     model.train()
     try:
         for epoch in range(epochs):
@@ -140,33 +184,14 @@ def finetune_static(
                 idx = order[s : s + batch_size]
                 if decay:
                     done = stats["steps"] / (epochs * steps_per_epoch)
-                    if time_budget_s is not None:  # rank 0's clock, so that every rank takes the same rate
-                        spent = (time.perf_counter() - start) / time_budget_s if ranks.main else 0.0
-                        done = max(done, float(ranks.sum(torch.tensor(spent))))
-                    stats["last_lr_factor"] = max(0.0, 1.0 - done)
-                    for o, lr0 in zip(optimizers, base_lrs):
-                        o.param_groups[0]["lr"] = lr0 * stats["last_lr_factor"]
+                    stats["last_lr_factor"] = _decay(optimizers, base_lrs, done, start, time_budget_s, ranks)
                 loss, value = _step_loss(model, ids, offsets, idx, targets, relational, ranks)
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"static fine-tuning diverged at epoch {epoch}, step {stats['steps']} (loss {value}). "
                         f"Fix: lower lr (now {lr})."
                     )
-                model.embedding.weight.grad = None
-                if model.pairs is not None:
-                    model.pairs.weight.grad = None
-                dense_opt.zero_grad()
-                if loss.requires_grad:
-                    loss.backward()
-                sparse = [model.embedding.weight] + ([model.pairs.weight] if model.pairs is not None else [])
-                ranks.sum_gradients([model.weights, model.proj.weight, model.proj.bias], sparse=sparse)
-                if sparse_opt is not None:
-                    sparse_opt.step()
-                if pair_opt is not None and model.pairs.weight.grad is not None:  # no pair in this batch: no gradient
-                    pair_opt.step()
-                dense_opt.step()
-                with torch.no_grad():
-                    model.weights.clamp_(min=MIN_WEIGHT).masked_fill_(ignored, 0.0)
+                _optimizer_step(model, loss, sparse_opt, pair_opt, dense_opt, ranks, ignored)
                 if stats["initial_loss"] is None:
                     stats["initial_loss"] = value
                 total += value * len(idx)
