@@ -24,7 +24,7 @@ import torch
 
 from distill.compress import head_counts, prune_heads
 from distill.data.corpus import read_corpus
-from distill.tasks.embedding.pipeline import default_teacher_path
+from distill.tasks.embedding.texts import default_teacher_path
 from distill.models.sentence import load_sentence_encoder
 from results_io import header, table, title_lines, write
 

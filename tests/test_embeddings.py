@@ -140,7 +140,7 @@ def test_wordnet_corpus_reads_definitions_and_examples(tmp_path: Path) -> None:
 
 
 def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path: Path) -> None:
-    from distill.tasks.embedding.pipeline import load_texts
+    from distill.tasks.embedding.texts import load_texts
     from distill.recipe.embedding import EmbeddingRecipe
 
     main_lines = [f"main sentence {i}" for i in range(50)]
@@ -164,7 +164,7 @@ def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path:
 
 def test_augmented_variants_are_seeded_new_and_never_the_held_out_text(tmp_path: Path) -> None:
     from distill.data.augment import augment_texts
-    from distill.tasks.embedding.pipeline import load_texts
+    from distill.tasks.embedding.texts import load_texts
     from distill.recipe.embedding import EmbeddingRecipe
 
     texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(40)]
@@ -398,7 +398,8 @@ def _recipe(teacher_dir: Path, corpus: Path, **over: object) -> dict:
 def test_transformer_students_train_on_augmented_variants_and_static_ones_do_not(teacher_dir: Path, tmp_path: Path) -> None:
     import math
 
-    from distill.tasks.embedding.pipeline import load_texts, run_embedding
+    from distill.tasks.embedding.pipeline import run_embedding
+    from distill.tasks.embedding.texts import load_texts
     from distill.recipe.embedding import EmbeddingRecipe
 
     corpus = tmp_path / "corpus.txt"

