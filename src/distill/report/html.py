@@ -16,139 +16,18 @@ User strings are escaped by Jinja2's autoescape.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from distill.errors import RunDirError
-from distill.report.analysis import confusion_matrix, dark_knowledge, per_class_accuracy, top_pairs
 from distill.fsutil import write_text
+from distill.report.analysis import confusion_matrix, dark_knowledge, per_class_accuracy, top_pairs
+from distill.report.provenance import reproduce_command, teacher_identity, teacher_origin
+from distill.report.run_data import ROLES, RunData, kd_temperature, loss_terms, read_run
 
 log = logging.getLogger("distill")
-
-ROLES = ("teacher", "baseline", "student")
-
-
-# ------------------------------------------------------------ the run dir
-@dataclass
-class RunData:
-    """What a report needs from a run directory (plain values; missing pieces are None/empty)."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    table: dict[str, Any]
-    recipe: dict[str, Any]
-    table_markdown: str = ""
-    labels: np.ndarray | None = None  # (N,) int64 test labels
-    logits: dict[str, np.ndarray] = field(default_factory=dict)  # role -> (N, C) float32 test logits
-
-    @property
-    def name(self) -> str:
-        return str(self.metrics.get("name") or self.recipe.get("name") or self.run_dir.name)
-
-    @property
-    def class_names(self) -> list[str]:
-        names = (self.metrics.get("data") or {}).get("class_names")
-        if names:
-            return [str(c) for c in names]
-        c = self._num_classes()
-        return [str(i) for i in range(c)] if c else []
-
-    def _num_classes(self) -> int | None:
-        c = (self.metrics.get("data") or {}).get("num_classes")
-        if c:
-            return int(c)
-        if self.logits:
-            return int(next(iter(self.logits.values())).shape[1])
-        return None
-
-    @property
-    def is_classification(self) -> bool:
-        return self.labels is not None and "teacher" in self.logits and bool(self.class_names)
-
-    @property
-    def histories(self) -> dict[str, list[dict[str, Any]]]:
-        hist = dict(self.metrics.get("history") or {})
-        for role in ROLES:
-            p = self.run_dir / "history" / f"{role}.json"
-            if not hist.get(role) and p.exists():
-                hist[role] = json.loads(p.read_text())
-        return {r: hist.get(r) or [] for r in ROLES if r in hist or r != "baseline"}
-
-    @property
-    def models(self) -> list[dict[str, Any]]:
-        return list(self.table.get("models") or [])
-
-    def model(self, role: str) -> dict[str, Any] | None:
-        return next((m for m in self.models if m.get("role") == role), None)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc}). Fix: rerun `distill run` for this recipe.") from None
-
-
-def read_run(run_dir: str | Path) -> RunData:
-    """Load what the report and model card need from a finished run directory."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(
-            f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME)."
-        )
-    missing = [n for n in ("metrics.json", "comparison.json") if not (run_dir / n).exists()]
-    if missing:
-        raise RunDirError(
-            f"{run_dir} has no {' or '.join(missing)}: the run did not finish. "
-            "Fix: finish it with `distill run RECIPE --resume`."
-        )
-    metrics = _read_json(run_dir / "metrics.json")
-    table = _read_json(run_dir / "comparison.json")
-    recipe_path = run_dir / "recipe.yaml"
-    recipe = (yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}) if recipe_path.exists() else {}
-    md_path = run_dir / "comparison.md"
-    data = RunData(run_dir, metrics, table, recipe, md_path.read_text(encoding="utf-8") if md_path.exists() else "")
-    pred = run_dir / "predictions.safetensors"
-    if pred.exists():
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(pred))
-        if "test_labels" in tensors:
-            data.labels = tensors["test_labels"].astype(np.int64)
-        for key, value in tensors.items():
-            if key.startswith("test_logits."):
-                data.logits[key.split(".", 1)[1]] = value.astype(np.float32)
-    return data
-
-
-def loss_terms(recipe: dict[str, Any]) -> list[dict[str, Any]]:
-    """The recipe's distill terms with every loss parameter resolved (registry defaults filled in)."""
-    from distill.losses import REGISTRY
-
-    terms = []
-    for raw in recipe.get("distill") or []:
-        term = dict(raw)
-        spec = REGISTRY.get(term.get("loss"))
-        if spec is not None:
-            params = {k: v for k, v in term.items() if k not in {"loss", "weight"}}
-            term = {"loss": term["loss"], "weight": term.get("weight", 1.0), **spec.resolved(params)}
-        terms.append(term)
-    return terms
-
-
-def kd_temperature(recipe: dict[str, Any]) -> float | None:
-    """The temperature of the recipe's first loss term that has one (e.g. kd), or None."""
-    for term in loss_terms(recipe):
-        if term.get("temperature") is not None:
-            return float(term["temperature"])
-    return None
-
 
 # ----------------------------------------------------------------- tables
 def _fmt_ratio(value: float | None, fmt: str) -> str:
@@ -233,8 +112,6 @@ def _notes_on_absent(data: RunData) -> dict[str, str]:
                 f"The teacher was loaded from a checkpoint{where}, not trained in this run: it has no training curve."
             )
         elif teacher.get("source") not in (None, "trained"):
-            from distill.report.card import teacher_origin
-
             notes["teacher_curve"] = (
                 f"The teacher was {teacher_origin(teacher.get('source'), None, teacher.get('path'))}, not trained in "
                 "this run: it has no training curve."
@@ -251,9 +128,6 @@ def _notes_on_absent(data: RunData) -> dict[str, str]:
 
 def build_context(data: RunData) -> dict[str, Any]:
     """Everything the template shows (figures as data URIs), for ``data``."""
-    from distill.report import plots
-    from distill.report.card import reproduce_command, teacher_identity
-
     ctx: dict[str, Any] = {
         "name": data.name,
         "run_dir": str(data.run_dir),
@@ -273,39 +147,8 @@ def build_context(data: RunData) -> dict[str, Any]:
     # comparison table
     header, rows = comparison_rows(data.table)
     ctx["comparison"] = {"header": header, "rows": rows} if header else None
-
-    # training curves
-    hist = {r: h for r, h in data.histories.items() if h}
-    ctx["curves"] = None
-    if hist:
-        ctx["curves"] = {
-            "img": plots.data_uri(plots.training_curves(hist)),
-            "roles": [plots.ROLE_NAMES.get(r, r) for r in hist],
-            "panels": plots.curve_panels(hist),
-            "final": [
-                {
-                    "role": plots.ROLE_NAMES.get(r, r),
-                    "epochs": len(h),
-                    "loss": h[-1].get("loss"),
-                    "terms": {k.split("/", 1)[1]: v for k, v in h[-1].items() if k.startswith("loss/")},
-                    "val_acc": _pct(h[-1].get("val_acc"), 2),
-                    "best_val": _pct(max((x.get("val_acc") or 0.0) for x in h), 2),
-                    "seconds": sum(float(x.get("seconds") or 0.0) for x in h),
-                }
-                for r, h in hist.items()
-            ],
-        }
-
-    # quality vs latency
-    pts = [m for m in data.models if (m.get("cost") or {}).get("latency_ms_p50") and m.get("test_acc") is not None]
-    ctx["pareto"] = None
-    if pts:
-        front = plots.pareto_front([(m["cost"]["latency_ms_p50"], m["test_acc"]) for m in pts])
-        ctx["pareto"] = {
-            "img": plots.data_uri(plots.quality_vs_latency(pts)),
-            "front": [str(pts[i]["label"]) for i in front],
-            "off": [str(m["label"]) for i, m in enumerate(pts) if i not in front],
-        }
+    ctx["curves"] = _curves_context(data)  # training curves
+    ctx["pareto"] = _pareto_context(data)  # quality vs latency
 
     # classification sections
     ctx["classification"] = None
@@ -320,7 +163,49 @@ def build_context(data: RunData) -> dict[str, Any]:
     return ctx
 
 
+def _curves_context(data: RunData) -> dict[str, Any] | None:
+    """The training curves (figure, panels, last epoch of each role), or None without any history."""
+    from distill.report import plots
+
+    hist = {r: h for r, h in data.histories.items() if h}
+    if not hist:
+        return None
+    return {
+        "img": plots.data_uri(plots.training_curves(hist)),
+        "roles": [plots.ROLE_NAMES.get(r, r) for r in hist],
+        "panels": plots.curve_panels(hist),
+        "final": [
+            {
+                "role": plots.ROLE_NAMES.get(r, r),
+                "epochs": len(h),
+                "loss": h[-1].get("loss"),
+                "terms": {k.split("/", 1)[1]: v for k, v in h[-1].items() if k.startswith("loss/")},
+                "val_acc": _pct(h[-1].get("val_acc"), 2),
+                "best_val": _pct(max((x.get("val_acc") or 0.0) for x in h), 2),
+                "seconds": sum(float(x.get("seconds") or 0.0) for x in h),
+            }
+            for r, h in hist.items()
+        ],
+    }
+
+
+def _pareto_context(data: RunData) -> dict[str, Any] | None:
+    """Quality vs latency (figure, models on and off the Pareto front), or None without timed models."""
+    from distill.report import plots
+
+    pts = [m for m in data.models if (m.get("cost") or {}).get("latency_ms_p50") and m.get("test_acc") is not None]
+    if not pts:
+        return None
+    front = plots.pareto_front([(m["cost"]["latency_ms_p50"], m["test_acc"]) for m in pts])
+    return {
+        "img": plots.data_uri(plots.quality_vs_latency(pts)),
+        "front": [str(pts[i]["label"]) for i in front],
+        "off": [str(m["label"]) for i, m in enumerate(pts) if i not in front],
+    }
+
+
 def _classification_context(data: RunData) -> dict[str, Any]:
+    """Per-class accuracy, confusion matrices and the teacher's dark knowledge (needs test labels and logits)."""
     from distill.report import plots
 
     names = data.class_names
@@ -357,10 +242,22 @@ def _classification_context(data: RunData) -> dict[str, Any]:
         ],
         "confusion": [],
     }
+    out["confusion"] = _confusion_context(cms, names)
+    if "student" not in cms:
+        out["confusion_note"] = "predictions.safetensors has no student logits, so its confusion matrix is absent."
+    out["dark"] = _dark_context(data, labels, names)
+    return out
+
+
+def _confusion_context(cms: dict[str, np.ndarray], names: list[str]) -> list[dict[str, Any]]:
+    """The confusion heatmaps of the teacher and the student (those with logits)."""
+    from distill.report import plots
+
+    out = []
     for r in ("teacher", "student"):
         if r in cms:
             acc = float(np.trace(cms[r]) / max(1, cms[r].sum()))
-            out["confusion"].append(
+            out.append(
                 {
                     "role": plots.ROLE_NAMES.get(r, r),
                     "img": plots.data_uri(
@@ -370,15 +267,19 @@ def _classification_context(data: RunData) -> dict[str, Any]:
                     ),
                 }
             )
-    if "student" not in cms:
-        out["confusion_note"] = "predictions.safetensors has no student logits, so its confusion matrix is absent."
-    # dark knowledge
+    return out
+
+
+def _dark_context(data: RunData, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """The teacher's dark knowledge: probability it puts on wrong classes, at T = 1 and at the KD temperature."""
+    from distill.report import plots
+
     t_kd = kd_temperature(data.recipe)
     dk = dark_knowledge(labels, data.logits["teacher"], 1.0)
     dk_kd = dark_knowledge(labels, data.logits["teacher"], t_kd) if t_kd and t_kd != 1.0 else None
     pairs = top_pairs(dk, names, 5)
     total_wrong = np.nansum(dk, axis=1)
-    out["dark"] = {
+    return {
         "img": plots.data_uri(plots.dark_knowledge_heatmap(dk, names, 1.0)),
         "temperature": t_kd,
         "pairs": [
@@ -394,7 +295,6 @@ def _classification_context(data: RunData) -> dict[str, Any]:
         "mean_wrong_mass": _pct(float(np.nanmean(total_wrong))),
         "mean_wrong_mass_kd": _pct(float(np.nanmean(np.nansum(dk_kd, axis=1)))) if dk_kd is not None else None,
     }
-    return out
 
 
 def _code_spans(text: str) -> Any:
