@@ -27,7 +27,7 @@ from distill.core.logs import setup_logging
 from distill.api import bench as bench_run
 from distill.api import compress as compress_run
 from distill.api import export as export_run
-from distill.tasks.classification.stages import render_bench
+from distill.tasks.classification.bench import render_bench
 from distill.fsutil import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent

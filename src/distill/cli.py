@@ -309,7 +309,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from distill import api
     from distill.core.logs import setup_logging
-    from distill.tasks.classification.stages import render_bench
+    from distill.tasks.classification.bench import render_bench
 
     setup_logging(None)
     print(render_bench(api.bench(args.run_dir, memory=not args.no_memory, threads=args.threads)))

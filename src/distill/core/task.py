@@ -93,7 +93,7 @@ TASKS: dict[str, Task] = {
             "eval": "distill.tasks.classification.evaluate:evaluate",
             "compress": "distill.tasks.classification.stages:compress_run",
             "export": "distill.tasks.classification.stages:export_run",
-            "bench": "distill.tasks.classification.stages:bench_run",
+            "bench": "distill.tasks.classification.bench:bench_run",
             "report": "distill.report:write_classification_report",
             "layers": "distill.tasks.classification.builders:list_layers",
         },
