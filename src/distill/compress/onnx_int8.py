@@ -11,6 +11,7 @@ import io
 import logging
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from torch import Tensor
@@ -141,6 +142,93 @@ def _finish_int8(path: Path, *, float_outputs: bool) -> None:
     log.debug("onnx_int8: %d output Q/DQ pair(s) dropped; %d -> %d bytes", dropped, before, path.stat().st_size)
 
 
+def _ort_quantizer() -> SimpleNamespace:
+    """The parts of ``onnxruntime.quantization`` that :func:`onnx_int8` calls, or an ExportError."""
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as exc:
+        raise ExportError(f"onnx_int8 needs onnxruntime ({exc}). Fix: pip install onnxruntime onnx") from None
+    return SimpleNamespace(
+        CalibrationDataReader=CalibrationDataReader,
+        CalibrationMethod=CalibrationMethod,
+        QuantFormat=QuantFormat,
+        QuantType=QuantType,
+        quantize_dynamic=quantize_dynamic,
+        quantize_static=quantize_static,
+        quant_pre_process=quant_pre_process,
+    )
+
+
+def _check_onnx_int8_args(src: Path, calibration: Tensor | None, method: str, batch_size: int) -> None:
+    if not src.is_file():
+        raise ExportError(
+            f"onnx_int8: no ONNX file at {src}. Fix: export the model first (distill.export.export_onnx)."
+        )
+    if method not in ONNX_CALIBRATION_METHODS:
+        known = ", ".join(ONNX_CALIBRATION_METHODS)
+        raise ExportError(f"onnx_int8: unknown calibration method {method!r}; known: {known}")
+    if calibration is not None and (not isinstance(calibration, Tensor) or len(calibration) == 0):
+        raise ExportError(
+            "onnx_int8: calibration must be a non-empty tensor shaped (N, *in_shape), or None for dynamic."
+        )
+    if batch_size <= 0:
+        raise ExportError(f"onnx_int8: batch_size must be > 0 (got {batch_size})")
+
+
+def _preprocess(ort: SimpleNamespace, src: Path, work: str) -> Path:
+    """``quant_pre_process`` into ``work``; ``src`` itself when that fails (it only optimises)."""
+    pre = Path(work) / "preprocessed.onnx"
+    try:
+        ort.quant_pre_process(str(src), str(pre))
+    except Exception as exc:  # an optimisation step only: quantize the file as it is
+        log.warning("onnx_int8: pre-processing %s failed (%s); quantizing it without.", src, exc)
+        pre = src
+    return pre
+
+
+def _calibration_reader(ort: SimpleNamespace, calibration: Tensor, input_name: str, batch_size: int) -> Any:
+    """A ``CalibrationDataReader`` over ``calibration`` in batches of ``batch_size``, fed to ``input_name``."""
+    data = calibration.detach().cpu().float().numpy()
+
+    class _Reader(ort.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{input_name: data[i : i + batch_size]} for i in range(0, len(data), batch_size)])
+
+        def get_next(self) -> dict | None:
+            return next(self._batches, None)
+
+    return _Reader()
+
+
+def _quantize_static(
+    ort: SimpleNamespace, pre: Path, tmp: Path, reader: Any, *, method: str, per_channel: bool
+) -> None:
+    """``quantize_static``: QDQ format, QInt8 activations and weights, ``method``'s calibrator."""
+    calibrate = {
+        "minmax": ort.CalibrationMethod.MinMax,
+        "entropy": ort.CalibrationMethod.Entropy,
+        "percentile": ort.CalibrationMethod.Percentile,
+    }[method]
+    ort.quantize_static(
+        str(pre),
+        str(tmp),
+        reader,
+        quant_format=ort.QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=ort.QuantType.QInt8,
+        weight_type=ort.QuantType.QInt8,
+        calibrate_method=calibrate,
+    )
+
+
 def onnx_int8(
     onnx_path: str | Path,
     out_path: str | Path,
@@ -171,32 +259,9 @@ def onnx_int8(
     on a 21k-parameter MLP 26.6 KB -> 23.5 KB, 3.25x -> 3.68x smaller than
     fp32). Graph input and output names are kept.
     """
-    try:
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_dynamic,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as exc:
-        raise ExportError(f"onnx_int8 needs onnxruntime ({exc}). Fix: pip install onnxruntime onnx") from None
+    ort = _ort_quantizer()
     src = Path(onnx_path)
-    if not src.is_file():
-        raise ExportError(
-            f"onnx_int8: no ONNX file at {src}. Fix: export the model first (distill.export.export_onnx)."
-        )
-    if method not in ONNX_CALIBRATION_METHODS:
-        known = ", ".join(ONNX_CALIBRATION_METHODS)
-        raise ExportError(f"onnx_int8: unknown calibration method {method!r}; known: {known}")
-    if calibration is not None and (not isinstance(calibration, Tensor) or len(calibration) == 0):
-        raise ExportError(
-            "onnx_int8: calibration must be a non-empty tensor shaped (N, *in_shape), or None for dynamic."
-        )
-    if batch_size <= 0:
-        raise ExportError(f"onnx_int8: batch_size must be > 0 (got {batch_size})")
+    _check_onnx_int8_args(src, calibration, method, batch_size)
     out = Path(out_path)
     input_name = _onnx_input_name(src) if calibration is not None else None
     progress = io.StringIO()
@@ -204,41 +269,12 @@ def onnx_int8(
         try:
             # the entropy/percentile calibrators print progress lines: kept for the debug log
             with contextlib.redirect_stdout(progress):
-                pre = Path(work) / "preprocessed.onnx"
-                try:
-                    quant_pre_process(str(src), str(pre))
-                except Exception as exc:  # an optimisation step only: quantize the file as it is
-                    log.warning("onnx_int8: pre-processing %s failed (%s); quantizing it without.", src, exc)
-                    pre = src
+                pre = _preprocess(ort, src, work)
                 if calibration is None:
-                    quantize_dynamic(str(pre), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8)
+                    ort.quantize_dynamic(str(pre), str(tmp), per_channel=per_channel, weight_type=ort.QuantType.QInt8)
                 else:
-                    data = calibration.detach().cpu().float().numpy()
-
-                    class _Reader(CalibrationDataReader):
-                        def __init__(self) -> None:
-                            self._batches = iter(
-                                [{input_name: data[i : i + batch_size]} for i in range(0, len(data), batch_size)]
-                            )
-
-                        def get_next(self) -> dict | None:
-                            return next(self._batches, None)
-
-                    calibrate = {
-                        "minmax": CalibrationMethod.MinMax,
-                        "entropy": CalibrationMethod.Entropy,
-                        "percentile": CalibrationMethod.Percentile,
-                    }[method]
-                    quantize_static(
-                        str(pre),
-                        str(tmp),
-                        _Reader(),
-                        quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel,
-                        activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8,
-                        calibrate_method=calibrate,
-                    )
+                    reader = _calibration_reader(ort, calibration, input_name, batch_size)
+                    _quantize_static(ort, pre, tmp, reader, method=method, per_channel=per_channel)
             _finish_int8(Path(tmp), float_outputs=calibration is not None)
         except (ExportError, OSError):
             raise

@@ -11,7 +11,9 @@ quantized engine that ``torch.backends.quantized.engine`` names):
 * :func:`sensitivity_int8` — how much int8 in each Linear alone moves the
   output, then greedy: keep the most sensitive layers in float until the
   quality bound holds. Works on any module with named ``nn.Linear`` layers
-  (e.g. a Hugging Face encoder), through a ``run_model`` callable.
+  (e.g. a Hugging Face encoder), through a ``run_model`` callable. (In
+  :mod:`distill.compress.sensitivity`, re-exported here with
+  :func:`cosine_similarity` and :class:`SensitivityReport`.)
 
 ONNX side: :func:`onnx_int8` (in :mod:`distill.compress.onnx_int8`, re-exported
 here) quantizes an exported ``.onnx`` file with ONNX Runtime's quantizer
@@ -36,10 +38,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -317,135 +317,10 @@ def quantized_like(model: nn.Module, spec: dict[str, Any], example_input: Tensor
     raise ModelError(f"unknown quantization kind {kind!r}; known: dynamic_int8, static_int8")
 
 
-# --------------------------------------------------------------------------- sensitivity
+# --------------------------------------------------------------------------- sensitivity (re-exported)
 
-
-def cosine_similarity(reference: Tensor, other: Tensor) -> float:
-    """Mean over samples of the cosine similarity of each sample's flattened output (1.0 = same direction)."""
-    a = reference.detach().float().reshape(len(reference), -1)
-    b = other.detach().float().reshape(len(other), -1)
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).mean())
-
-
-@dataclass
-class SensitivityReport:
-    """What :func:`sensitivity_int8` measured and chose (``metric``: higher is closer to float)."""
-
-    layers: list[dict[str, Any]]  # [{"layer": name, "metric_alone": m}], most sensitive first
-    keep_float: list[str]  # Linear layers left in float, in the order they were chosen
-    all_int8_metric: float  # every Linear int8
-    final_metric: float  # the returned model
-    bound: float
-    met: bool  # final_metric >= bound
-    per_channel: bool
-    steps: list[dict[str, Any]] = field(default_factory=list)  # greedy steps: [{"keep_float": [...], "metric": m}]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
-def _quantize_one(linear: nn.Module, per_channel: bool) -> nn.Module:
-    ao = _ao()
-    holder = nn.Sequential(copy.deepcopy(linear)).eval()
-    with _quiet_torch_ao():
-        return ao.quantize_dynamic(holder, {nn.Linear: _dynamic_qconfig(per_channel)}, dtype=torch.qint8)[0]
-
-
-def sensitivity_int8(
-    model: nn.Module,
-    run_model: Callable[[nn.Module], Tensor] | Tensor,
-    *,
-    bound: float,
-    metric: Callable[[Tensor, Tensor], float] = cosine_similarity,
-    per_channel: bool = True,
-    layers: Sequence[str] | None = None,
-) -> tuple[nn.Module, SensitivityReport]:
-    """Dynamic int8 with the most quantization-sensitive Linear layers kept in float.
-
-    ``run_model(m) -> Tensor`` runs a model on fixed evaluation inputs and
-    returns its output (for a Hugging Face model, e.g.
-    ``lambda m: m(**batch).logits``); a Tensor of inputs stands for
-    ``lambda m: m(inputs)``. ``metric(out_float, out_quant)`` must be higher
-    when the quantized output is closer (default: mean cosine similarity).
-
-    1. For each Linear (``layers``, default all named ``nn.Linear`` modules;
-       Linear layers not listed stay float throughout) alone in int8:
-       ``metric_alone``.
-    2. All of them int8; while the metric is below ``bound``, the layer with
-       the lowest ``metric_alone`` among those still int8 goes back to float.
-
-    Returns the model (what ``dynamic_int8(model, keep_float=report.keep_float)``
-    returns) and a :class:`SensitivityReport`. The model is run
-    ``len(layers) + 2 + len(keep_float)`` times, swapping copies of single
-    layers in and out of one working copy (no copy of the whole model per layer).
-    """
-    _check_cpu(model, "sensitivity_int8")
-    if not math.isfinite(bound):
-        raise ModelError(f"sensitivity_int8: bound must be a finite number (got {bound})")
-    if isinstance(run_model, Tensor):
-        inputs = run_model
-
-        def run(m: nn.Module) -> Tensor:
-            return m(inputs)
-    else:
-        run = run_model
-    names = _check_names(model, layers, "sensitivity_int8 layers") if layers is not None else _linear_names(model)
-    if not names:
-        raise ModelError("sensitivity_int8: the model has no nn.Linear layer to quantize.")
-
-    work = copy.deepcopy(model).eval()
-
-    def measure() -> float:
-        with torch.no_grad():
-            return float(metric(reference, run(work)))
-
-    with torch.no_grad():
-        reference = run(work)
-    originals = {n: work.get_submodule(n) for n in names}
-    quantized = {n: _quantize_one(originals[n], per_channel) for n in names}
-
-    alone = []
-    for n in names:
-        _set_submodule(work, n, quantized[n])
-        alone.append({"layer": n, "metric_alone": measure()})
-        _set_submodule(work, n, originals[n])
-    alone.sort(key=lambda r: r["metric_alone"])
-
-    for n in names:
-        _set_submodule(work, n, quantized[n])
-    current = all_int8 = measure()
-    keep: list[str] = []
-    steps = [{"keep_float": [], "metric": current}]
-    for row in alone:
-        if current >= bound:
-            break
-        keep.append(row["layer"])
-        _set_submodule(work, row["layer"], originals[row["layer"]])
-        current = measure()
-        steps.append({"keep_float": list(keep), "metric": current})
-    originals.clear()  # the working copy's float layers: free them before building the final model
-    quantized.clear()
-
-    excluded = [n for n in _linear_names(model) if n not in names]
-    final = dynamic_int8(model, per_channel=per_channel, keep_float=[*excluded, *keep])
-    report = SensitivityReport(
-        layers=alone,
-        keep_float=keep,
-        all_int8_metric=all_int8,
-        final_metric=current,
-        bound=float(bound),
-        met=current >= bound,
-        per_channel=bool(per_channel),
-        steps=steps,
-    )
-    return final, report
-
+# Imported last: distill.compress.sensitivity imports dynamic_int8 and the helpers above from this module.
+from distill.compress.sensitivity import SensitivityReport, cosine_similarity, sensitivity_int8  # noqa: E402
 
 __all__ = [
     "ATTR",
