@@ -8,7 +8,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from distill.recipe.schema import OutputConfig, _RecipeRoot, _Section
+from distill.recipe.base import OutputConfig
+from distill.recipe.base import RecipeRoot as _RecipeRoot
+from distill.recipe.base import Section as _Section
 
 
 AugmentKind = Literal["drop", "crop", "concat"]  # data.augment's kinds of variant (data/augment.augment_texts)

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from distill.recipe.schema import OutputConfig, OptimizerConfig, ScheduleConfig, _RecipeRoot, _Section
+from distill.recipe.base import OptimizerConfig, OutputConfig, ScheduleConfig
+from distill.recipe.base import RecipeRoot as _RecipeRoot
+from distill.recipe.base import Section as _Section
 
 MODES = ("online", "offline", "sequence", "on_policy")
 

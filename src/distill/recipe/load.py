@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distill.errors import RecipeError
-from distill.recipe.schema import Recipe, _default_terms
+from distill.recipe.schema import Recipe, default_terms
 
 def recipe_class(task: str) -> type[BaseModel]:
     """The schema class of a task, from the one task table (:data:`distill.core.task.TASKS`)."""
@@ -168,7 +168,7 @@ def _fill_defaults_for_list(raw: dict[str, Any]) -> dict[str, Any]:
     """Make ``--set distill.0.x=..`` work when the recipe leaves ``distill`` at its default."""
     if "distill" not in raw and raw.get("task", "classification") == "classification":
         raw = dict(raw)
-        raw["distill"] = [t.model_dump() for t in _default_terms()]
+        raw["distill"] = [t.model_dump() for t in default_terms()]
     return raw
 
 

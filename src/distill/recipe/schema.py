@@ -1,4 +1,5 @@
-"""The recipe schema: every section and field, each documented once in its ``Field(description=...)``.
+"""The classification recipe: every section and field, each documented once in its ``Field(description=...)``
+(the sections every task shares are in :mod:`distill.recipe.base`).
 
 ``docs.py`` turns these descriptions into the example recipe and the README's field table;
 ``load.py`` validates raw mappings against these models.
@@ -6,45 +7,25 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from distill.recipe.base import OptimizerConfig, OutputConfig, RecipeRoot, ScheduleConfig, Section
+from distill.recipe.stages import CompressConfig, ExportConfig, ParityConfig, PruneConfig, QuantizeConfig
+from distill.recipe.terms import LossTerm, TransferConfig, default_terms
+
+# importable from here as before
+__all__ = ["FASHION_MNIST_DIR", "CompressConfig", "DataConfig", "EvalConfig", "ExportConfig", "LossTerm", "ParityConfig",
+           "PruneConfig", "QuantizeConfig", "Recipe", "StudentConfig", "TeacherConfig", "TrainConfig", "TransferConfig",
+           "OptimizerConfig", "OutputConfig", "ScheduleConfig", "default_terms"]  # fmt: skip
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class _RecipeRoot(_Section):
-    """What every task's recipe shares: a safe run name, the run directory, YAML out.
-    Subclasses declare ``name`` and an ``output`` section with ``dir``."""
-
-    @field_validator("name", check_fields=False)
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if "/" in v or v in {".", ".."}:
-            raise ValueError(f"name must be a plain folder name without '/' (got {v!r})")
-        return v
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
 # --------------------------------------------------------------------- data
-class DataConfig(_Section):
+class DataConfig(Section):
     source: Literal["fashion_mnist", "digits", "table", "image_folder"] = Field(
         "digits",
         description="Where samples come from: 'fashion_mnist' (IDX gzip files), 'digits' "
@@ -107,7 +88,7 @@ class DataConfig(_Section):
 
 
 # ------------------------------------------------------------------- models
-class StudentConfig(_Section):
+class StudentConfig(Section):
     arch: Literal["mlp", "cnn"] = Field("mlp", description="Builder of the student: 'mlp' or 'cnn' (ignored with `factory`).")
     factory: str | None = Field(
         None,
@@ -139,23 +120,7 @@ class StudentConfig(_Section):
         return self
 
 
-class OptimizerConfig(_Section):
-    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer.")
-    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only: momentum.")
-
-
-class ScheduleConfig(_Section):
-    name: Literal["onecycle", "cosine", "constant"] = Field(
-        "onecycle", description="Learning-rate schedule over all steps: 'onecycle', 'cosine' or 'constant'."
-    )
-    warmup_fraction: float = Field(
-        0.3, ge=0, lt=1, description="Share of the steps spent warming up (onecycle's pct_start; cosine's warm-up)."
-    )
-
-
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(10, gt=0, description="Passes over the training split.")
     batch_size: int = Field(128, gt=0, description="Samples per optimizer step (per process).")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer settings.")
@@ -181,7 +146,7 @@ class TrainConfig(_Section):
     )
 
 
-class TeacherConfig(_Section):
+class TeacherConfig(Section):
     kind: Literal["torch", "onnx", "sklearn", "precomputed", "ensemble"] = Field(
         "torch",
         description="What the teacher is: 'torch' (a module: built-in `arch` or `factory`, trained here or "
@@ -290,139 +255,12 @@ class TeacherConfig(_Section):
 
 
 # ------------------------------------------------------------------- losses
-class LossTerm(BaseModel):
-    """One weighted term of the distillation objective; extra keys are the loss's parameters."""
-
-    model_config = ConfigDict(extra="allow")
-
-    loss: str = Field(description="Name of the loss (see `distill methods`).")
-    weight: float = Field(1.0, ge=0, description="Weight of the term in the weighted sum.")
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    @model_validator(mode="after")
-    def _check_loss(self) -> "LossTerm":
-        from distill.losses import REGISTRY  # lazy: the registry is the source of truth
-
-        if self.loss not in REGISTRY:
-            hint = difflib.get_close_matches(self.loss, list(REGISTRY), n=1)
-            did = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(
-                f"unknown loss {self.loss!r}{did} Known: {', '.join(sorted(REGISTRY))} (`distill methods`)"
-            )
-        spec = REGISTRY[self.loss]
-        unknown = sorted(set(self.params) - set(spec.params))
-        if unknown:
-            allowed = ", ".join(sorted(spec.params)) or "none"
-            raise ValueError(
-                f"loss {self.loss!r} has no parameter {', '.join(map(repr, unknown))}; its parameters: {allowed}"
-            )
-        missing = [k for k in spec.required if k not in self.params]
-        if missing:
-            raise ValueError(
-                f"loss {self.loss!r} needs {', '.join(missing)} (module paths of the layers to match; "
-                "`distill layers RECIPE` lists them)"
-            )
-        for key, value in self.params.items():
-            problem = spec.check(key, value)
-            if problem:
-                raise ValueError(f"{key} {problem}")
-        return self
-
-
-def _default_terms() -> list[LossTerm]:
-    return [LossTerm(loss="kd", weight=0.5, temperature=2.0), LossTerm(loss="ce", weight=0.5)]
-
-
-class TransferConfig(_Section):
-    exclude_classes: list[int] = Field(
-        default_factory=list,
-        description="Classes left out of the students' training split entirely (the teacher still learns "
-        "them): Hinton's omitted-class experiment. The report then gives accuracy on those classes before and "
-        "after a bias correction tuned on the validation split.",
-    )
-    labeled_fraction: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="Share of the students' training samples that keep their hard label (seeded); the others "
-        "are unlabeled: the distilled student learns them from the teacher's soft labels, the hard-label "
-        "baseline trains on the labeled share only.",
-    )
-    seed: int = Field(0, description="Seed of the choice of labeled samples.")
-
-
-class PruneConfig(_Section):
-    kind: Literal["none", "magnitude", "structured"] = Field(
-        "none",
-        description="'structured' removes whole neurons/channels (layers really shrink: faster); 'magnitude' "
-        "zeroes the smallest weights globally (smaller only once compressed; no faster); 'none'.",
-    )
-    amount: float = Field(0.5, ge=0, lt=1, description="Share of units (structured) or weights (magnitude) to remove.")
-    criterion: Literal["auto", "l1", "l2", "bn"] = Field(
-        "auto", description="structured: how units are ranked (auto: BatchNorm scale where there is one, else L1)."
-    )
-    recovery_epochs: int = Field(
-        3, ge=0, description="Epochs of distillation (the recipe's `distill` objective) after pruning, to recover."
-    )
-    recovery_lr: float | None = Field(None, gt=0, description="Peak learning rate of the recovery (default: train's / 3).")
-
-
-class QuantizeConfig(_Section):
-    kind: Literal["none", "dynamic", "static", "sensitivity"] = Field(
-        "none",
-        description="int8 in PyTorch: 'dynamic' (Linear weights), 'static' (weights and activations, calibrated; "
-        "for CNN students), 'sensitivity' (dynamic, keeping the layers that move the output most in float until "
-        "quality_bound holds), or 'none'.",
-    )
-    per_channel: bool = Field(True, description="Per-channel weight scales (more accurate than per-tensor).")
-    calibration_size: int = Field(512, gt=0, description="Training samples used to calibrate (static, ONNX static).")
-    calibration_method: Literal["minmax", "histogram"] = Field(
-        "minmax", description="static: how activation ranges are observed."
-    )
-    quality_bound: float = Field(
-        0.999, gt=0, le=1, description="sensitivity: least cosine similarity of outputs to the float model."
-    )
-
-
-class CompressConfig(_Section):
-    prune: PruneConfig = Field(default_factory=PruneConfig, description="Pruning, then a short recovery distillation.")
-    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="int8 quantization in PyTorch.")
-
-
-class ParityConfig(_Section):
-    atol: float = Field(1e-4, gt=0, description="Largest allowed |ONNX − PyTorch| of any output (fp32 export).")
-    min_argmax_agreement: float = Field(
-        0.999, gt=0, le=1, description="Least share of inputs whose predicted class is the same in both."
-    )
-    int8_min_argmax_agreement: float = Field(
-        0.98, gt=0, le=1, description="The same for the int8 ONNX file against the float PyTorch model."
-    )
-    samples: int = Field(1000, gt=0, description="Test samples the parity checks run on.")
-
-
-class ExportConfig(_Section):
-    formats: list[Literal["onnx", "torch", "hf"]] = Field(
-        default_factory=lambda: ["onnx", "torch"],
-        description="onnx (dynamic batch axis, parity-checked), torch (safetensors + config.json that rebuilds "
-        "the model), hf (save_pretrained; Hugging Face models only).",
-    )
-    onnx_int8: bool = Field(True, description="Also write an int8 ONNX file with ONNX Runtime's quantizer.")
-    onnx_int8_static: bool = Field(
-        False, description="Static (calibrated activations) instead of dynamic int8 for the ONNX file."
-    )
-    onnx_int8_per_channel: bool = Field(
-        True, description="Per-channel weight scales in the int8 ONNX file (per-tensor: one op less per layer at "
-        "batch 1; see benchmarks/results/int8_variants.md)."
-    )
-    opset: int = Field(17, ge=11, description="ONNX opset.")
-    parity: ParityConfig = Field(default_factory=ParityConfig, description="Thresholds of the parity checks.")
 
 
 # --------------------------------------------------------------- eval/output
-class EvalConfig(_Section):
+
+
+class EvalConfig(Section):
     baseline: bool = Field(
         True,
         description="Also train the same student on hard labels alone, to show what distillation bought.",
@@ -444,21 +282,7 @@ class EvalConfig(_Section):
     throughput_runs: int = Field(20, gt=0, description="Timed large-batch calls per model.")
 
 
-class OutputConfig(_Section):
-    dir: str | None = Field(None, description="Run directory (default: runs/<name>).")
-    cache_dir: str = Field(
-        ".distill-cache", description="Folder of the teacher-output cache, shared across runs."
-    )
-    overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
-    report: bool = Field(
-        True,
-        description="At the end of the run write the report that fits its task: report.html (plots, tables; "
-        "self-contained) and the model card (classification also TensorBoard curves, when tensorboard is installed); "
-        "`distill report RUN_DIR` does it later.",
-    )
-
-
-class Recipe(_RecipeRoot):
+class Recipe(RecipeRoot):
     task: Literal["classification"] = Field(
         "classification",
         description="What is distilled: 'classification' (this schema), 'embedding' (sentence embeddings) or "
@@ -473,7 +297,7 @@ class Recipe(_RecipeRoot):
         description="What the students learn from: the teacher always trains on the full training split.",
     )
     distill: list[LossTerm] = Field(
-        default_factory=_default_terms,
+        default_factory=default_terms,
         min_length=1,
         description="The objective: a weighted sum of loss terms, each `{loss: NAME, weight: W, ...params}`.",
     )
