@@ -69,3 +69,23 @@ def test_recipe_check_on_the_cli_runs_the_preflight(tmp_path: Path, monkeypatch,
     assert main(["recipe", "--check", "good.yaml", "-q"]) == 0
     assert "every check a run makes first" in capsys.readouterr().err
     assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("task", ["embedding", "causal_lm"])
+def test_independent_problems_are_reported_at_once(tmp_path: Path, task: str) -> None:
+    """The text and the teacher are checked independently: both problems in one error, nothing written."""
+    from distill.errors import PreflightError
+
+    raw = RAW[task](tmp_path)
+    if task == "embedding":
+        raw["data"]["corpus"] = str(tmp_path / "no-such-corpus.txt")
+        raw["teacher"]["path"] = str(tmp_path / "no-such-teacher")
+    else:
+        raw["data"]["path"] = str(tmp_path / "no-such-text.txt")
+        raw["teacher"]["dir"] = str(tmp_path / "no-such-teacher")
+    before = _files(tmp_path)
+    with pytest.raises(PreflightError) as err:
+        distill.check(distill.load_recipe(raw=raw), console=False)
+    message = str(err.value)
+    assert "2 problems" in message and "no-such-teacher" in message and "no-such-" in message.replace("no-such-teacher", "")
+    assert _files(tmp_path) == before

@@ -255,13 +255,21 @@ STAGES = {
 
 
 def preflight(recipe: Any) -> tuple[Documents, Any]:
-    """Read and split the documents and load a given teacher before anything is written."""
-    docs = read_text(recipe)
+    """Read and split the documents, load a given teacher and read the completions file before anything is
+    written; every problem among these independent checks is reported at once."""
+    from distill.errors import Problems
+
+    problems = Problems()
     teacher = None
+    with problems.check():
+        docs = read_text(recipe)
     if recipe.teacher.dir is not None:
-        teacher = load_causal_lm(recipe.teacher.dir, trust_remote_code=recipe.teacher.trust_remote_code)
+        with problems.check():
+            teacher = load_causal_lm(recipe.teacher.dir, trust_remote_code=recipe.teacher.trust_remote_code)
     if recipe.distill.completions is not None:
-        read_pairs(recipe.distill.completions)  # a bad completions file fails here
+        with problems.check():
+            read_pairs(recipe.distill.completions)  # a bad completions file fails here
+    problems.raise_any()
     return docs, teacher
 
 

@@ -67,13 +67,21 @@ class Setup:
 
 
 def preflight(recipe: EmbeddingRecipe) -> Setup:
-    """Read and split the text, load the teacher, check that the optional stages can run; nothing is written."""
-    if recipe.export.onnx and any(s.kind != "static" for s in recipe.students):
-        require_onnx()
-    texts = load_texts(recipe)
-    tpath = Path(recipe.teacher.path) if recipe.teacher.path else default_teacher_path()
-    teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
-                                    max_seq_length=recipe.teacher.max_seq_length)  # fmt: skip
+    """Read and split the text, load the teacher, check that the optional stages can run; nothing is written.
+    The three checks are independent: every problem among them is reported at once."""
+    from distill.errors import Problems
+
+    problems = Problems()
+    with problems.check():
+        if recipe.export.onnx and any(s.kind != "static" for s in recipe.students):
+            require_onnx()
+    with problems.check():
+        texts = load_texts(recipe)
+    with problems.check():
+        tpath = Path(recipe.teacher.path) if recipe.teacher.path else default_teacher_path()
+        teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
+                                        max_seq_length=recipe.teacher.max_seq_length)  # fmt: skip
+    problems.raise_any()
     name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else tpath.name)
     return Setup(texts, teacher, tpath, name)
 
