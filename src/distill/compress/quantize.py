@@ -24,7 +24,7 @@ but announces its move to the separate ``torchao`` package with a
 DeprecationWarning on every call, and a UserWarning on the first creation of
 a quantized tensor. Neither is something a user of distill can act on, so the
 functions here silence exactly those two messages while they call into
-``torch.ao`` (nothing else is filtered; see :func:`_quiet_torch_ao`). If a
+``torch.ao`` (nothing else is filtered; see :func:`quiet_torch_ao`). If a
 future torch removes ``torch.ao.quantization``, these functions raise a
 ``ModelError`` that says so; ONNX Runtime quantization is unaffected.
 
@@ -60,7 +60,7 @@ _TORCH_AO_MESSAGES = (
 
 
 @contextlib.contextmanager
-def _quiet_torch_ao() -> Iterator[None]:
+def quiet_torch_ao() -> Iterator[None]:
     """Silence only torch.ao's own deprecation notices (not thread-safe, like all of ``warnings``)."""
     with warnings.catch_warnings():
         for msg in _TORCH_AO_MESSAGES:
@@ -70,7 +70,7 @@ def _quiet_torch_ao() -> Iterator[None]:
 
 def _ao() -> Any:
     try:
-        with _quiet_torch_ao():
+        with quiet_torch_ao():
             import torch.ao.quantization as ao
     except ImportError as exc:  # pragma: no cover - depends on a future torch
         raise ModelError(
@@ -140,7 +140,7 @@ def dynamic_int8(model: nn.Module, *, per_channel: bool = True, keep_float: Sequ
     spec = {n: qconfig for n in _linear_names(model) if n not in keep}
     src = copy.deepcopy(model).eval()
     if spec:
-        with _quiet_torch_ao():
+        with quiet_torch_ao():
             quantized = ao.quantize_dynamic(src, spec, dtype=torch.qint8, inplace=False)
     else:
         quantized = src
@@ -245,7 +245,7 @@ def prepare_static(model: nn.Module, *, method: str = "minmax", per_channel: boo
     _check_cpu(model, "static_int8")
     ao = _ao()
     src = copy.deepcopy(model).eval()
-    with _quiet_torch_ao():
+    with quiet_torch_ao():
         groups = _fusion_groups(list(src))
         if groups:
             src = ao.fuse_modules(src, groups, inplace=False)
@@ -257,7 +257,7 @@ def prepare_static(model: nn.Module, *, method: str = "minmax", per_channel: boo
 
 def convert_static(prepared: nn.Module, *, method: str, per_channel: bool) -> nn.Module:
     ao = _ao()
-    with _quiet_torch_ao():
+    with quiet_torch_ao():
         quantized = ao.convert(prepared.eval(), inplace=False)
     setattr(quantized, ATTR, {"kind": "static_int8", "method": method, "per_channel": bool(per_channel)})
     return quantized

@@ -27,7 +27,7 @@ from distill.compress.quantize import (
     _check_names,
     _dynamic_qconfig,
     _linear_names,
-    _quiet_torch_ao,
+    quiet_torch_ao,
     dynamic_int8,
 )
 from distill.errors import ModelError
@@ -66,7 +66,7 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 def _quantize_one(linear: nn.Module, per_channel: bool) -> nn.Module:
     ao = _ao()
     holder = nn.Sequential(copy.deepcopy(linear)).eval()
-    with _quiet_torch_ao():
+    with quiet_torch_ao():
         return ao.quantize_dynamic(holder, {nn.Linear: _dynamic_qconfig(per_channel)}, dtype=torch.qint8)[0]
 
 

@@ -84,11 +84,11 @@ def _decode(key: str, desc: dict[str, Any], tensors: dict[str, Tensor]) -> Any:
     if kind == "tensor":
         return tensors[key]
     if kind == "qtensor":
-        from distill.compress.quantize import _quiet_torch_ao
+        from distill.compress.quantize import quiet_torch_ao
 
         values = tensors[key]
         dtype = getattr(torch, desc["dtype"])
-        with _quiet_torch_ao():
+        with quiet_torch_ao():
             if desc["scheme"] == "per_tensor":
                 return _per_tensor(values, desc["scale"], desc["zero_point"], dtype)
             return _per_channel(values, tensors[key + "#scales"], tensors[key + "#zero_points"], desc["axis"], dtype)
