@@ -265,6 +265,12 @@ class EvalConfig(Section):
         True,
         description="Also train the same student on hard labels alone, to show what distillation bought.",
     )
+    trees_baseline: Literal["auto"] | bool = Field(
+        "auto",
+        description="Also fit gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) on the "
+        "students' labeled training rows and measure them beside the students: the cheap baseline a user would "
+        "pick instead of a network. 'auto': for tables (data.source table).",
+    )
     allow_chance_teacher: bool = Field(
         False,
         description="Go on when the teacher scores no better than chance on the validation split (the run stops "

@@ -55,6 +55,9 @@ def comparison(entries: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if baseline is not None:
             summary["gain_over_baseline"] = student["test_acc"] - baseline["test_acc"]
+        trees = next((e for e in entries if e["role"] == "trees"), None)
+        if trees is not None:
+            summary["gain_over_trees"] = student["test_acc"] - trees["test_acc"]
     return {"models": entries, "summary": summary}
 
 
@@ -100,5 +103,8 @@ def render_markdown(table: dict[str, Any]) -> str:
             out += " (the teacher's FLOPs are unknown for this kind of teacher)."
         if "gain_over_baseline" in s:
             out += f" Distillation changed test accuracy by {100 * s['gain_over_baseline']:+.2f} points over the same student trained on hard labels."
+        if "gain_over_trees" in s:
+            out += (f" Against gradient-boosted trees fitted on the same training rows (the non-neural baseline): "
+                    f"{100 * s['gain_over_trees']:+.2f} points.")
         out += f"\nLatency and throughput: this CPU, {c[0]['threads']} thread(s), eager PyTorch, measured side by side in one process.\n"
     return out

@@ -12,6 +12,7 @@ from torch import nn
 
 from distill.bench import measure_callable, measure_model
 from distill.data import DataBundle, build_data
+from distill.tasks.classification import trees
 from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
 from distill.core.logs import setup_logging
 from distill.fsutil import write_json, write_with
@@ -93,6 +94,9 @@ def evaluate(run_dir: str | Path, *, console: bool = True) -> RunResult:
         student = load_run_student(run_dir, recipe, data, role)
         if student is not None:
             models.append((label, role, student, run_dir / f"{role}.safetensors"))
+    if (run_dir / trees.FILE).is_file():  # the saved gradient-boosted trees of a table run (not refitted)
+        fitted = trees.fit_trees(data.train, data.num_classes, recipe.train.seed, run_dir)
+        models.append((trees.LABEL, trees.ROLE, fitted, run_dir / trees.FILE))
     table, _ = evaluate_models(models, data, recipe)
     markdown = render_markdown(table)
     write_json(run_dir / "eval.json", table)

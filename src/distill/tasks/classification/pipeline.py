@@ -33,6 +33,7 @@ from distill.tasks.classification.builders import make_accelerator, save_weights
 from distill.core.checkpoint import CheckpointStore
 from distill.tasks.classification.evaluate import RunResult, evaluate_models
 from distill.core.logs import setup_logging
+from distill.tasks.classification import trees
 from distill.tasks.classification.loop import FitResult, fit
 from distill.tasks.classification.preflight import Setup, check_teacher_beats_chance, preflight
 from distill.tasks.classification.signal import student_view, teacher_outputs
@@ -177,6 +178,9 @@ def _run(recipe: Recipe, setup: Setup, run_dir: Path, accelerator: Any, *, resum
     histories, students = _student_stages(recipe, setup, run_dir, accelerator, resume, progress, stops,
                                           teacher_logits, online, teacher_features)  # fmt: skip
     histories["teacher"] = teacher_history
+    if accelerator.is_main_process and trees.wanted(recipe.eval.trees_baseline, data.kind):
+        fitted = trees.fit_trees(setup.student_data.train, data.num_classes, recipe.train.seed, run_dir)
+        students.append((trees.LABEL, trees.ROLE, fitted, run_dir / trees.FILE))
     if not accelerator.is_main_process:
         return RunResult(run_dir, {}, {}, "")
     log.info("measuring accuracy, size, FLOPs, latency and throughput (side by side) ...")
