@@ -15,14 +15,8 @@ from distill.compress.prune import (
     sparsity,
     structured_prune,
 )
-from distill.compress.quantize import (
-    SensitivityReport,
-    cosine_similarity,
-    dynamic_int8,
-    onnx_int8,
-    sensitivity_int8,
-    static_int8,
-)
+from distill.compress.quantize import dynamic_int8, onnx_int8, static_int8
+from distill.compress.sensitivity import SensitivityReport, cosine_similarity, sensitivity_int8
 
 __all__ = [
     "attention_blocks",

@@ -12,7 +12,7 @@ quantized engine that ``torch.backends.quantized.engine`` names):
   output, then greedy: keep the most sensitive layers in float until the
   quality bound holds. Works on any module with named ``nn.Linear`` layers
   (e.g. a Hugging Face encoder), through a ``run_model`` callable. (In
-  :mod:`distill.compress.sensitivity`, re-exported here with
+  :mod:`distill.compress.sensitivity`, with
   :func:`cosine_similarity` and :class:`SensitivityReport`.)
 
 ONNX side: :func:`onnx_int8` (in :mod:`distill.compress.onnx_int8`, re-exported
@@ -317,23 +317,15 @@ def quantized_like(model: nn.Module, spec: dict[str, Any], example_input: Tensor
     raise ModelError(f"unknown quantization kind {kind!r}; known: dynamic_int8, static_int8")
 
 
-# --------------------------------------------------------------------------- sensitivity (re-exported)
-
-# Imported last: distill.compress.sensitivity imports dynamic_int8 and the helpers above from this module.
-from distill.compress.sensitivity import SensitivityReport, cosine_similarity, sensitivity_int8  # noqa: E402
-
 __all__ = [
     "ATTR",
     "CALIBRATION_METHODS",
     "ONNX_CALIBRATION_METHODS",
     "QuantWrapper",
-    "SensitivityReport",
     "convert_static",
-    "cosine_similarity",
     "dynamic_int8",
     "onnx_int8",
     "prepare_static",
     "quantized_like",
-    "sensitivity_int8",
     "static_int8",
 ]

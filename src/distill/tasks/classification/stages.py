@@ -155,7 +155,7 @@ def _quantize(recipe: Recipe, data: Any, model: nn.Module, params: dict[str, Any
               out_dir: Path) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     """int8 (dynamic, static with calibration, or sensitivity-bounded), saved; the model and the stage's report."""
     from distill.compress import dynamic_int8, sensitivity_int8, static_int8
-    from distill.compress.quantize import cosine_similarity
+    from distill.compress.sensitivity import cosine_similarity
     from distill.export.torch_format import save_torch
 
     q = recipe.compress.quantize
