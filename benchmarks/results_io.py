@@ -37,8 +37,9 @@ def table(columns: list[str], rows: Iterable[str]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows, ""]
 
 
-def write(out: dict[str, Any], md: list[str]) -> None:
-    """``results/<benchmark>.json`` and ``.md`` (atomically), and the Markdown on stdout."""
-    write_json(RESULTS / f"{out['benchmark']}.json", out)
-    write_text(RESULTS / f"{out['benchmark']}.md", "\n".join(md))
+def write(out: dict[str, Any], md: list[str], stem: str | Path | None = None) -> None:
+    """``<stem>.json`` and ``.md`` (default stem ``results/<benchmark>``; atomically), and the Markdown on stdout."""
+    stem = Path(stem) if stem is not None else RESULTS / out["benchmark"]
+    write_json(stem.with_name(stem.name + ".json"), out)
+    write_text(stem.with_name(stem.name + ".md"), "\n".join(md))
     print("\n".join(md))

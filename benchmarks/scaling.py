@@ -72,7 +72,9 @@ def run_once(recipe: Path, nproc: int, tag: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(RESULTS / "scaling"), help="results path without suffix")
     args = ap.parse_args(argv)
+    out_stem = Path(args.out)
     WORK.mkdir(parents=True, exist_ok=True)
     # a trained teacher once (3 epochs), then every measured run loads it
     teacher_dir = WORK / "teacher"
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_ratio_2_over_1": agg[2]["samples_per_s"] / agg[1]["samples_per_s"],
         "cache_build_speedup_2_over_1": agg[1]["cache_build_s"] / agg[2]["cache_build_s"],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scaling.json").write_text(json.dumps(result, indent=2) + "\n")
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    (out_stem.parent / (out_stem.name + ".json")).write_text(json.dumps(result, indent=2) + "\n")
     md = [
         "# Scaling: 1 vs 2 processes (DDP over gloo, torchrun)",
         "",
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         f"teacher-cache build speed-up: **{result['cache_build_speedup_2_over_1']:.2f}×**.",
         "",
     ]
-    (RESULTS / "scaling.md").write_text("\n".join(md))
+    (out_stem.parent / (out_stem.name + ".md")).write_text("\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--fashion-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--skip-fashion", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "transfer"), help="results path without suffix")
     args = ap.parse_args(argv)
+    out_stem = Path(args.out)
     torch.set_num_threads(1)
     started = time.time()
     results: dict[str, list[dict[str, Any]]] = {"digits_omit": [one(DIGITS_OMIT, s) for s in args.seeds]}
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "wall_seconds": round(time.time() - started, 1),
     }
-    write_json(RESULTS / "transfer.json", out)
+    write_json(out_stem.with_name(out_stem.name + ".json"), out)
     lines = [
         "# Hinton's transfer experiments",
         "",
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{agg(rows, 'teacher_test')} |",
         ]
     lines.append("")
-    write_text(RESULTS / "transfer.md", "\n".join(lines))
+    write_text(out_stem.with_name(out_stem.name + ".md"), "\n".join(lines))
     print("\n".join(lines))
     return 0
 
