@@ -90,6 +90,37 @@ def _classifier_labels(path: Path) -> list[Any] | None:
     return found[0] if len(found) == 1 else None
 
 
+def _import_runtime() -> Any:
+    """The onnxruntime module (onnx too must be installed: the fingerprint reads external-data references with it)."""
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise TeacherError(
+            f"an ONNX teacher needs the onnx and onnxruntime packages ({exc}). "
+            "Fix: pip install onnx onnxruntime (or: pip install 'distill[onnx]')."
+        ) from None
+    del onnx
+    return ort
+
+
+def _open_session(ort: Any, path: Path, num_threads: int | None) -> Any:
+    """An onnxruntime CPU session on ``path``, reporting errors only."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only; we report problems ourselves
+    if num_threads is not None:
+        opts.intra_op_num_threads = int(num_threads)
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, NoSuchFile ... (pybind types)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeacherError(
+            f"cannot load the ONNX teacher {path}: it is not a valid ONNX model ({first}). "
+            "Fix: re-export the model, and check the file is complete (not truncated) and not another format."
+        ) from None
+
+
 class OnnxTeacher:
     """An ONNX classifier run with onnxruntime's ``CPUExecutionProvider``.
 
@@ -119,15 +150,7 @@ class OnnxTeacher:
         batch_size: int = 1024,
         num_threads: int | None = None,
     ):
-        try:
-            import onnx  # noqa: F401 -- the fingerprint reads external-data references with it
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise TeacherError(
-                f"an ONNX teacher needs the onnx and onnxruntime packages ({exc}). "
-                "Fix: pip install onnx onnxruntime (or: pip install 'distill[onnx]')."
-            ) from None
-
+        ort = _import_runtime()
         self.path = Path(path)
         if not self.path.is_file():
             raise TeacherError(
@@ -136,26 +159,35 @@ class OnnxTeacher:
             )
         if batch_size <= 0:
             raise TeacherError(f"ONNX teacher batch_size must be > 0 (got {batch_size})")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only; we report problems ourselves
-        if num_threads is not None:
-            opts.intra_op_num_threads = int(num_threads)
-            opts.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, NoSuchFile ... (pybind types)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TeacherError(
-                f"cannot load the ONNX teacher {self.path}: it is not a valid ONNX model ({first}). "
-                "Fix: re-export the model, and check the file is complete (not truncated) and not another format."
-            ) from None
-
-        inputs = self._session.get_inputs()
-        outputs = self._session.get_outputs()
-        in_names = [i.name for i in inputs]
-        out_names = [o.name for o in outputs]
+        self._session = _open_session(ort, self.path, num_threads)
         meta = dict(self._session.get_modelmeta().custom_metadata_map or {})
         self._columns_in: list[Any] | None = None  # one input per table column (e.g. skl2onnx from a DataFrame)
+        self._input = self._resolve_input(input_name)
+        self._output = self._resolve_output(output_name)
+        if self._input.type not in _NUMPY_TYPES:
+            raise TeacherError(
+                f"the ONNX teacher {self.path} takes {self._input.type} input {self._input.name!r}; distill feeds "
+                "float samples. Fix: export the model with a float32 input."
+            )
+        self._in_dtype = _NUMPY_TYPES[self._input.type]
+        self.input_dims = _dims(self._input.shape)
+        self.num_classes = self._resolve_num_classes(num_classes)
+        self.input_name = self._input.name
+        self.output_name = self._output.name
+        self.batch_size = int(batch_size)
+        self._fp: str | None = None
+        self.feature_names: list[str] | None = (
+            [i.name for i in self._columns_in] if self._columns_in is not None else _meta_list(meta, "feature_names")
+        )
+        self.class_labels: list[Any] | None = _meta_list(meta, "classes") or _classifier_labels(self.path)
+        self._features: np.ndarray | None = None  # which sample columns it takes, in its order
+        self._order: np.ndarray | None = None  # output column for each of the data's classes
+
+    def _resolve_input(self, input_name: str | None) -> Any:
+        """The session input that receives the samples (the first column when the model takes one input per
+        table column, which sets ``_columns_in``)."""
+        inputs = self._session.get_inputs()
+        in_names = [i.name for i in inputs]
         if input_name is None and len(inputs) > 1 and all(_is_column(i) for i in inputs):
             self._columns_in = list(inputs)
             input_name = inputs[0].name
@@ -166,20 +198,24 @@ class OnnxTeacher:
                     f"the ONNX teacher {self.path} has {len(inputs)} inputs ({', '.join(in_names)}); distill feeds "
                     "the samples into exactly one. Fix: export a model with a single input."
                 )
-            self._input = inputs[0]
-        else:
-            if input_name not in in_names:
-                raise TeacherError(
-                    f"the ONNX teacher {self.path} has no input {input_name!r}; its inputs: {', '.join(in_names)}. "
-                    "Fix: set input_name to one of them."
-                )
-            if len(inputs) != 1:
-                others = [n for n in in_names if n != input_name]
-                raise TeacherError(
-                    f"the ONNX teacher {self.path} also needs inputs {', '.join(others)} besides {input_name!r}; "
-                    "distill feeds only the samples. Fix: export a model with a single input."
-                )
-            self._input = inputs[in_names.index(input_name)]
+            return inputs[0]
+        if input_name not in in_names:
+            raise TeacherError(
+                f"the ONNX teacher {self.path} has no input {input_name!r}; its inputs: {', '.join(in_names)}. "
+                "Fix: set input_name to one of them."
+            )
+        if len(inputs) != 1:
+            others = [n for n in in_names if n != input_name]
+            raise TeacherError(
+                f"the ONNX teacher {self.path} also needs inputs {', '.join(others)} besides {input_name!r}; "
+                "distill feeds only the samples. Fix: export a model with a single input."
+            )
+        return inputs[in_names.index(input_name)]
+
+    def _resolve_output(self, output_name: str | None) -> Any:
+        """The session output that holds the class scores: the named one, or the first 2-D float output."""
+        outputs = self._session.get_outputs()
+        out_names = [o.name for o in outputs]
         if output_name is None:
             scores = [o for o in outputs if o.type in _NUMPY_TYPES and len(o.shape) == 2]
             if not scores:
@@ -190,21 +226,16 @@ class OnnxTeacher:
                     "Fix: export the class scores as a 2-D float tensor (with skl2onnx: "
                     "options={'zipmap': False}), or name the output with teacher.output_name."
                 )
-            self._output = scores[0]
-        else:
-            if output_name not in out_names:
-                raise TeacherError(
-                    f"the ONNX teacher {self.path} has no output {output_name!r}; its outputs: "
-                    f"{', '.join(out_names)}. Fix: set output_name to one of them."
-                )
-            self._output = outputs[out_names.index(output_name)]
-        if self._input.type not in _NUMPY_TYPES:
+            return scores[0]
+        if output_name not in out_names:
             raise TeacherError(
-                f"the ONNX teacher {self.path} takes {self._input.type} input {self._input.name!r}; distill feeds "
-                "float samples. Fix: export the model with a float32 input."
+                f"the ONNX teacher {self.path} has no output {output_name!r}; its outputs: "
+                f"{', '.join(out_names)}. Fix: set output_name to one of them."
             )
-        self._in_dtype = _NUMPY_TYPES[self._input.type]
-        self.input_dims = _dims(self._input.shape)
+        return outputs[out_names.index(output_name)]
+
+    def _resolve_num_classes(self, num_classes: int | None) -> int:
+        """The output's width, which must be fixed or given as ``num_classes`` (and agree with it)."""
         out_dims = _dims(self._output.shape)
         if len(self._output.shape) != 2:
             raise TeacherError(
@@ -222,17 +253,7 @@ class OnnxTeacher:
                 f"the ONNX teacher {self.path} outputs {width} classes but {num_classes} were expected. "
                 f"Fix: use a teacher with {num_classes} outputs (or data with {width} classes)."
             )
-        self.num_classes = int(width if width is not None else num_classes)  # type: ignore[arg-type]
-        self.input_name = self._input.name
-        self.output_name = self._output.name
-        self.batch_size = int(batch_size)
-        self._fp: str | None = None
-        self.feature_names: list[str] | None = (
-            [i.name for i in self._columns_in] if self._columns_in is not None else _meta_list(meta, "feature_names")
-        )
-        self.class_labels: list[Any] | None = _meta_list(meta, "classes") or _classifier_labels(self.path)
-        self._features: np.ndarray | None = None  # which sample columns it takes, in its order
-        self._order: np.ndarray | None = None  # output column for each of the data's classes
+        return int(width if width is not None else num_classes)  # type: ignore[arg-type]
 
     def take_features(self, index: np.ndarray | None) -> None:
         """Feed it the sample columns ``index`` (in its own feature order) instead of all columns as given."""

@@ -110,6 +110,82 @@ def build_topk_cache(
         ValueError: bad arguments (shapes, k, T, sizes).
     """
     directory = Path(directory)
+    _check_arguments(blocks, k, temperature, batch_size, shard_blocks, mode, draws, fingerprint)
+    num_blocks, block_len = (int(x) for x in blocks.shape)
+    header: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "k": int(k),
+        "temperature": float(temperature),
+        "block_len": block_len,
+        "num_blocks": num_blocks,
+        "shard_blocks": int(shard_blocks),
+        "mode": mode,
+        "seed": int(seed),
+        "draws": draws if mode == "sample" else None,
+    }
+    plan = _plan(num_blocks, int(shard_blocks))
+    done, vocab_size = _resume(directory, header, plan, overwrite)
+    todo = [i for i in range(len(plan)) if i not in done]
+    vocab_size = _build_shards(
+        teacher, blocks, directory, header, plan, done, todo, vocab_size,
+        k=k, temperature=temperature, batch_size=batch_size, progress=progress, mode=mode, seed=seed, draws=draws,
+    )
+    if not todo:
+        assert vocab_size is not None
+        _write_index(directory, header, vocab_size, done, complete=True)
+    return TopKCache(directory)
+
+
+def _build_shards(
+    teacher: torch.nn.Module,
+    blocks: Tensor,
+    directory: Path,
+    header: dict[str, Any],
+    plan: list[tuple[int, int]],
+    done: dict[int, dict[str, Any]],
+    todo: list[int],
+    vocab_size: int | None,
+    *,
+    k: int,
+    temperature: float,
+    batch_size: int,
+    progress: bool,
+    mode: str,
+    seed: int,
+    draws: str,
+) -> int | None:
+    """Compute and write the shards ``todo`` (adding them to ``done``, rewriting the index after each),
+    with the teacher in eval mode; returns the vocabulary size (None when there was nothing to do)."""
+    device = _teacher_device(teacher)
+    was_training = teacher.training
+    teacher.eval()
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(plan[i][1] - plan[i][0] for i in todo), desc="teacher top-k", unit="block")
+    try:
+        with torch.inference_mode():
+            for i in todo:
+                start, stop = plan[i]
+                gen = torch.Generator(device=device).manual_seed(int(seed) + i) if mode == "sample" else None
+                parts, vocab_size = _run_teacher(
+                    teacher, blocks[start:stop], device, k=k, temperature=float(temperature), mode=mode, draws=draws,
+                    batch_size=int(batch_size), gen=gen, vocab_size=vocab_size, directory=directory, bar=bar,
+                )
+                done[i] = _write_shard(directory, i, start, stop, _shard_tensors(parts, vocab_size), header, vocab_size)
+                _write_index(directory, header, vocab_size, done, complete=len(done) == len(plan))
+    finally:
+        if bar is not None:
+            bar.close()
+        teacher.train(was_training)
+    return vocab_size
+
+
+def _check_arguments(
+    blocks: Any, k: int, temperature: float, batch_size: int, shard_blocks: int, mode: str, draws: str, fingerprint: Any
+) -> None:
+    """Raise ValueError for arguments :func:`build_topk_cache` cannot work with."""
     if not isinstance(blocks, Tensor) or blocks.dim() != 2 or blocks.dtype not in (torch.int64, torch.int32):
         raise ValueError(
             f"blocks must be an (N, L) integer tensor of token ids, got "
@@ -132,98 +208,99 @@ def build_topk_cache(
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ValueError("fingerprint must be a non-empty string identifying the teacher and the data")
 
-    header: dict[str, Any] = {
-        "fingerprint": fingerprint,
-        "k": int(k),
-        "temperature": float(temperature),
-        "block_len": block_len,
-        "num_blocks": num_blocks,
-        "shard_blocks": int(shard_blocks),
-        "mode": mode,
-        "seed": int(seed),
-        "draws": draws if mode == "sample" else None,
-    }
-    plan = _plan(num_blocks, int(shard_blocks))
+
+def _resume(
+    directory: Path, header: dict[str, Any], plan: list[tuple[int, int]], overwrite: bool
+) -> tuple[dict[int, dict[str, Any]], int | None]:
+    """The shards already written with these settings (by plan position) and the vocabulary size they
+    record; a cache built with other settings raises CacheError, or is deleted when ``overwrite``."""
     done: dict[int, dict[str, Any]] = {}
-    vocab_size: int | None = None
-    if (directory / INDEX).exists():
-        try:
-            index = _read_index(directory)
-            problems = _describe_mismatch(index, header)
-        except CacheError as exc:
-            index, problems = None, [str(exc)]
-        if problems:
-            if not overwrite:
-                raise CacheError(
-                    f"the folder {directory} holds a top-k teacher cache built with other settings "
-                    f"({'; '.join(problems)}). Fix: choose another cache directory, delete this one, "
-                    "or pass overwrite=True to rebuild it."
-                )
-            _remove_cache_files(directory)
-        else:
-            assert index is not None
-            vocab_size = int(index["vocab_size"])
-            for entry in index["shards"]:
-                path = directory / entry["file"]
-                if path.exists() and path.stat().st_size == int(entry["bytes"]):
-                    done[plan.index((int(entry["start"]), int(entry["stop"])))] = entry
-
-    todo = [i for i in range(len(plan)) if i not in done]
-    device = _teacher_device(teacher)
-    was_training = teacher.training
-    teacher.eval()
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(plan[i][1] - plan[i][0] for i in todo), desc="teacher top-k", unit="block")
+    if not (directory / INDEX).exists():
+        return done, None
     try:
-        with torch.inference_mode():
-            for i in todo:
-                start, stop = plan[i]
-                parts: list[TeacherTopK] = []
-                gen = torch.Generator(device=device).manual_seed(int(seed) + i) if mode == "sample" else None
-                for b0 in range(start, stop, int(batch_size)):
-                    ids = blocks[b0 : min(b0 + int(batch_size), stop)].to(device=device, dtype=torch.long)
-                    logits = teacher(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-                    v = int(logits.shape[-1])
-                    if vocab_size is None:
-                        vocab_size = v
-                        if int(k) > v:
-                            raise ValueError(f"k = {k} exceeds the teacher's vocabulary size {v}")
-                    elif v != vocab_size:
-                        raise CacheError(
-                            f"the teacher's vocabulary has {v} tokens, the cache at {directory} was built with "
-                            f"{vocab_size}. Fix: delete the folder (or pass overwrite=True) and rebuild."
-                        )
-                    if tuple(logits.shape[:2]) != tuple(ids.shape):
-                        raise ValueError(
-                            f"the teacher returned logits {tuple(logits.shape)} for input ids {tuple(ids.shape)}; "
-                            "expected (B, L, V) from a causal LM"
-                        )
-                    if mode == "sample":
-                        top = dense_sample(logits, int(k), float(temperature), generator=gen, draws=draws)
-                    else:
-                        top = dense_topk(logits, int(k), float(temperature))
-                    parts.append(TeacherTopK(top.indices.cpu(), top.logprobs.cpu(), top.tail.cpu()))
-                    if bar is not None:
-                        bar.update(int(ids.shape[0]))
-                tensors = {
-                    "indices": torch.cat([p.indices for p in parts]).to(torch.int32).to(_index_dtype(vocab_size)),
-                    "logprobs": torch.cat([p.logprobs for p in parts]).to(torch.float16).contiguous(),
-                    "tail": torch.cat([p.tail for p in parts]).to(torch.float16).contiguous(),
-                }
-                tensors["indices"] = tensors["indices"].contiguous()
-                done[i] = _write_shard(directory, i, start, stop, tensors, header, vocab_size)
-                _write_index(directory, header, vocab_size, done, complete=len(done) == len(plan))
-    finally:
+        index = _read_index(directory)
+        problems = _describe_mismatch(index, header)
+    except CacheError as exc:
+        index, problems = None, [str(exc)]
+    if problems:
+        if not overwrite:
+            raise CacheError(
+                f"the folder {directory} holds a top-k teacher cache built with other settings "
+                f"({'; '.join(problems)}). Fix: choose another cache directory, delete this one, "
+                "or pass overwrite=True to rebuild it."
+            )
+        _remove_cache_files(directory)
+        return done, None
+    assert index is not None
+    for entry in index["shards"]:
+        path = directory / entry["file"]
+        if path.exists() and path.stat().st_size == int(entry["bytes"]):
+            done[plan.index((int(entry["start"]), int(entry["stop"])))] = entry
+    return done, int(index["vocab_size"])
+
+
+def _run_teacher(
+    teacher: torch.nn.Module,
+    blocks: Tensor,
+    device: torch.device,
+    *,
+    k: int,
+    temperature: float,
+    mode: str,
+    draws: str,
+    batch_size: int,
+    gen: torch.Generator | None,
+    vocab_size: int | None,
+    directory: Path,
+    bar: Any,
+) -> tuple[list[TeacherTopK], int]:
+    """One shard's blocks through the teacher, ``batch_size`` at a time: the top-k (or draws) of each
+    batch, on the CPU, and the teacher's vocabulary size (checked against ``vocab_size`` when known)."""
+    parts: list[TeacherTopK] = []
+    for b0 in range(0, int(blocks.shape[0]), batch_size):
+        ids = blocks[b0 : b0 + batch_size].to(device=device, dtype=torch.long)
+        logits = teacher(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        vocab_size = _check_logits(logits, ids, k, vocab_size, directory)
+        if mode == "sample":
+            top = dense_sample(logits, int(k), temperature, generator=gen, draws=draws)
+        else:
+            top = dense_topk(logits, int(k), temperature)
+        parts.append(TeacherTopK(top.indices.cpu(), top.logprobs.cpu(), top.tail.cpu()))
         if bar is not None:
-            bar.close()
-        teacher.train(was_training)
-    if not todo:
-        assert vocab_size is not None
-        _write_index(directory, header, vocab_size, done, complete=True)
-    return TopKCache(directory)
+            bar.update(int(ids.shape[0]))
+    assert vocab_size is not None
+    return parts, vocab_size
+
+
+def _check_logits(logits: Tensor, ids: Tensor, k: int, vocab_size: int | None, directory: Path) -> int:
+    """The vocabulary size of ``logits`` (the teacher's output for ``ids``), checked against the known one."""
+    v = int(logits.shape[-1])
+    if vocab_size is None:
+        vocab_size = v
+        if int(k) > v:
+            raise ValueError(f"k = {k} exceeds the teacher's vocabulary size {v}")
+    elif v != vocab_size:
+        raise CacheError(
+            f"the teacher's vocabulary has {v} tokens, the cache at {directory} was built with "
+            f"{vocab_size}. Fix: delete the folder (or pass overwrite=True) and rebuild."
+        )
+    if tuple(logits.shape[:2]) != tuple(ids.shape):
+        raise ValueError(
+            f"the teacher returned logits {tuple(logits.shape)} for input ids {tuple(ids.shape)}; "
+            "expected (B, L, V) from a causal LM"
+        )
+    return vocab_size
+
+
+def _shard_tensors(parts: list[TeacherTopK], vocab_size: int) -> dict[str, Tensor]:
+    """The batches of one shard, joined in the dtypes the shard file stores."""
+    tensors = {
+        "indices": torch.cat([p.indices for p in parts]).to(torch.int32).to(_index_dtype(vocab_size)),
+        "logprobs": torch.cat([p.logprobs for p in parts]).to(torch.float16).contiguous(),
+        "tail": torch.cat([p.tail for p in parts]).to(torch.float16).contiguous(),
+    }
+    tensors["indices"] = tensors["indices"].contiguous()
+    return tensors
 
 
 def _write_shard(
