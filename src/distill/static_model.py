@@ -120,11 +120,8 @@ def boundary_positions(ids: np.ndarray, offsets: np.ndarray, keys: np.ndarray, v
 def check_pair_arrays(keys: np.ndarray, rows_shape: tuple[int, ...], vocab_size: int, dim: int) -> None:
     """ValueError unless ``keys`` are sorted, unique int64 keys in ``0 .. V*V - 1`` and the rows are (P, d)."""
     keys = np.asarray(keys)
-    if (
-        keys.ndim != 1
-        or keys.dtype != np.int64
-        or tuple(rows_shape) != (len(keys), dim)
-        or (len(keys) and (keys[0] < 0 or keys[-1] >= vocab_size * vocab_size or (np.diff(keys) <= 0).any()))
+    if keys.ndim != 1 or keys.dtype != np.int64 or tuple(rows_shape) != (len(keys), dim) or (
+        len(keys) and (keys[0] < 0 or keys[-1] >= vocab_size * vocab_size or (np.diff(keys) <= 0).any())
     ):
         raise ValueError(
             f"pair arrays do not fit: keys {keys.shape} {keys.dtype}, rows {tuple(rows_shape)} (expected sorted unique "
@@ -178,13 +175,8 @@ class StaticModel:
                  bias: np.ndarray, *, normalize: bool = True, config: dict | None = None,
                  anchor: bool = False, pair_keys: np.ndarray | None = None,
                  pair_embeddings: np.ndarray | None = None, pair_bounds: tuple[int, int] | None = None) -> None:  # fmt: skip
-        v, d = embeddings.shape
-        if (
-            weights.shape != (v,)
-            or projection.ndim != 2
-            or projection.shape[0] != d
-            or bias.shape != (projection.shape[1],)
-        ):
+        (v, d), p_shape = embeddings.shape, projection.shape
+        if weights.shape != (v,) or len(p_shape) != 2 or p_shape[0] != d or bias.shape != p_shape[1:]:
             raise ValueError(
                 f"static model arrays do not fit together: embeddings {embeddings.shape}, weights {weights.shape}, "
                 f"projection {projection.shape}, bias {bias.shape} (expected (V, d), (V,), (d, D), (D,)). "
@@ -197,14 +189,11 @@ class StaticModel:
                 + (" (the last one the anchor)" if anchor else "") + ". "
                 "Fix: the tokenizer.json does not belong to this table; save the folder again."
             )
-        if (pair_keys is None) != (pair_embeddings is None):
-            raise ValueError("pair keys and pair rows come together. Fix: the folder is corrupt; save it again.")
-        if pair_keys is not None:
-            try:
-                check_pair_arrays(pair_keys, pair_embeddings.shape, v, d)
-            except ValueError as exc:
-                raise ValueError(f"{exc} Fix: the folder is corrupt; save it again.") from None
         try:
+            if (pair_keys is None) != (pair_embeddings is None):
+                raise ValueError("pair keys and pair rows come together.")
+            if pair_keys is not None:
+                check_pair_arrays(pair_keys, pair_embeddings.shape, v, d)
             self.pair_bounds = check_pair_bounds(pair_bounds, v, pair_keys is not None)
         except ValueError as exc:
             raise ValueError(f"{exc} Fix: the folder is corrupt; save it again.") from None
@@ -304,9 +293,8 @@ class StaticModel:
         faster than ``np.add.reduceat`` over rows, and no Python loop runs per token."""
         n = len(offsets) - 1
         prow = None if self._pairs is None else pair_positions(ids, offsets, self.pair_keys, self.vocab_size)
-        brow = None
-        if self.pair_bounds is not None:
-            brow = boundary_positions(ids, offsets, self.pair_keys, self.vocab_size, self.pair_bounds)
+        bounds = self.pair_bounds
+        brow = None if bounds is None else boundary_positions(ids, offsets, self.pair_keys, self.vocab_size, bounds)
         if n == 1:  # one text (latency path): a plain sum
             sums = self._weighted[ids].sum(axis=0, keepdims=True, dtype=np.float32)
             if prow is not None:

@@ -211,20 +211,11 @@ def _teacher_identity(teacher: Any) -> dict[str, Any]:
     return info
 
 
-def build_static(
-    teacher: Any, *, dim: int = 256, weighting: Literal["sif", "zipf", "none"] = "sif",
-    corpus: list[str] | None = None, extend_vocab: int = 0, sif_a: float = 1e-3, batch_size: int = 256,
-    progress: bool = True, keep_mean: bool = True, context: tuple[np.ndarray, np.ndarray] | None = None,
-    anchor: bool = True, pair_min_count: int = 0,
-) -> StaticEmbedder:  # fmt: skip
-    """A static student of ``teacher`` (a :class:`~distill.models.sentence.SentenceEncoder`): see the
-    module docstring for each step. ``corpus`` (sentences) gives SIF frequencies and the words of
-    ``extend_vocab``; it is tokenized once, never stored. ``keep_mean=False`` initialises the
-    projection's bias to 0 instead of the PCA mean: the output is then the reconstruction minus the
-    vocabulary's mean vector, which separates sentences better before fine-tuning (Spearman agreement
-    0.31 against 0.17 on MiniLM, dim 256); after fine-tuning the two starts end up the same."""
-    tok = _backend(teacher.tokenizer)
-    v, d_teacher = tok.get_vocab_size(with_added_tokens=True), int(teacher.dim)
+def _check_build_args(
+    v: int, d_teacher: int, *, dim: Any, weighting: Any, corpus: list[str] | None, extend_vocab: Any,
+    sif_a: Any, batch_size: Any, pair_min_count: Any,
+) -> None:  # fmt: skip
+    """ModelError naming every argument of :func:`build_static` that is out of range."""
     problems = []
     if weighting not in WEIGHTINGS:
         problems.append(f"weighting must be one of {', '.join(map(repr, WEIGHTINGS))} (got {weighting!r})")
@@ -247,6 +238,52 @@ def build_static(
         problems.append("pair_min_count needs a corpus to count neighbouring token pairs in")
     if problems:
         raise ModelError("cannot build a static model: " + "; ".join(problems) + ". Fix: change those arguments.")
+
+
+def _added_word_rows(
+    teacher: Any, tok: Any, v: int, corpus: list[str], n: int, batch_size: int
+) -> tuple[list[str], list[np.ndarray]]:
+    """Step 4: the ``n`` most frequent split words of ``corpus`` added to ``tok`` (ids ``v ..``), and the
+    teacher's embeddings of them as rows ([] or one (len, D) array)."""
+    from tokenizers import AddedToken
+
+    added = _frequent_split_words(tok, corpus, n)
+    if not added:
+        return added, []
+    tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in added])
+    new_ids = [tok.token_to_id(w) for w in added]
+    if new_ids != list(range(v, v + len(added))):
+        raise ModelError(f"the tokenizer gave unexpected ids to the added words: {new_ids[:5]}...")
+    with torch.inference_mode():
+        return added, [np.asarray(teacher.encode(added, batch_size=batch_size), dtype=np.float32)]
+
+
+def _start_pairs(
+    tok: Any, flat: tuple[np.ndarray, np.ndarray], n_rows: int, min_count: int, dim: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """Step 6: the frequent pairs' keys, their rows (zero) and the boundary ids (or None)."""
+    pre, post = _special_template(tok)
+    bounds = (pre[-1], post[0]) if pre and post else None
+    pair_keys = frequent_pairs(*flat, n_rows, min_count, bounds=bounds)
+    return pair_keys, np.zeros((len(pair_keys), dim), dtype=np.float32), bounds
+
+
+def build_static(
+    teacher: Any, *, dim: int = 256, weighting: Literal["sif", "zipf", "none"] = "sif",
+    corpus: list[str] | None = None, extend_vocab: int = 0, sif_a: float = 1e-3, batch_size: int = 256,
+    progress: bool = True, keep_mean: bool = True, context: tuple[np.ndarray, np.ndarray] | None = None,
+    anchor: bool = True, pair_min_count: int = 0,
+) -> StaticEmbedder:  # fmt: skip
+    """A static student of ``teacher`` (a :class:`~distill.models.sentence.SentenceEncoder`): see the
+    module docstring for each step. ``corpus`` (sentences) gives SIF frequencies and the words of
+    ``extend_vocab``; it is tokenized once, never stored. ``keep_mean=False`` initialises the
+    projection's bias to 0 instead of the PCA mean: the output is then the reconstruction minus the
+    vocabulary's mean vector, which separates sentences better before fine-tuning (Spearman agreement
+    0.31 against 0.17 on MiniLM, dim 256); after fine-tuning the two starts end up the same."""
+    tok = _backend(teacher.tokenizer)
+    v, d_teacher = tok.get_vocab_size(with_added_tokens=True), int(teacher.dim)
+    _check_build_args(v, d_teacher, dim=dim, weighting=weighting, corpus=corpus, extend_vocab=extend_vocab,
+                      sif_a=sif_a, batch_size=batch_size, pair_min_count=pair_min_count)  # fmt: skip
     if corpus is not None:
         corpus = light.check_texts(corpus)
         if not corpus:
@@ -259,16 +296,8 @@ def build_static(
     rows = [x]
     added: list[str] = []
     if extend_vocab:
-        from tokenizers import AddedToken
-
-        added = _frequent_split_words(tok, corpus or [], extend_vocab)
-        if added:
-            tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in added])
-            new_ids = [tok.token_to_id(w) for w in added]
-            if new_ids != list(range(v, v + len(added))):
-                raise ModelError(f"the tokenizer gave unexpected ids to the added words: {new_ids[:5]}...")
-            with torch.inference_mode():
-                rows.append(np.asarray(teacher.encode(added, batch_size=batch_size), dtype=np.float32))
+        added, extra = _added_word_rows(teacher, tok, v, corpus or [], extend_vocab, batch_size)
+        rows += extra
     if anchor:
         rows.append(_anchor_row(teacher, tok, fallback=mean))
     table = (np.concatenate(rows) - mean) @ comps.T
@@ -276,13 +305,9 @@ def build_static(
     weights = _weights(tok, table.shape[0] - bool(anchor), weighting, None if flat is None else flat[0], float(sif_a))
     if anchor:  # weighted like the rarest token
         weights = np.append(weights, weights.max() if weights.max() > 0 else np.float32(1.0))
-    pair_keys = pair_table = None
-    bounds = None
+    pair_keys = pair_table = bounds = None
     if pair_min_count:
-        pre, post = _special_template(tok)
-        bounds = (pre[-1], post[0]) if pre and post else None
-        pair_keys = frequent_pairs(*flat, table.shape[0], pair_min_count, bounds=bounds)
-        pair_table = np.zeros((len(pair_keys), dim), dtype=np.float32)
+        pair_keys, pair_table, bounds = _start_pairs(tok, flat, table.shape[0], pair_min_count, dim)
     meta = {
         "teacher": _teacher_identity(teacher),
         "weighting": weighting if (weighting != "sif" or corpus is not None) else "zipf (sif without a corpus)",
