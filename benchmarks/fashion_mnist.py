@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(Path(args.out).with_suffix(".json"), out)
     write_text(Path(args.out).with_suffix(".md"), render(out))
     print(render(out))
-    return 0 if all(targets.values()) else 1
+    # a --quick run trains for 1-2 epochs: its targets are printed, not judged (it checks that the suite runs)
+    return 0 if args.quick or all(targets.values()) else 1
 
 
 def render(r: dict[str, Any]) -> str:

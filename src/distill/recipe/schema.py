@@ -68,7 +68,9 @@ class DataConfig(Section):
     def _image_fields(self) -> "DataConfig":
         # compared with the defaults, not with the fields given: a resolved recipe (recipe.yaml of a run,
         # an ensemble member's recipe) writes every field out, defaults included
-        stray = [k for k, default in (("image_size", [32, 32]), ("channels", 1)) if getattr(self, k) != default]
+        fields = type(self).model_fields
+        stray = [k for k in ("image_size", "channels")
+                 if getattr(self, k) != fields[k].get_default(call_default_factory=True)]  # fmt: skip
         if stray and self.source != "image_folder":
             raise ValueError(f"{', '.join(stray)} apply to source image_folder (source is {self.source!r})")
         if any(d <= 0 for d in self.image_size):
