@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-TASKS = ("classification", "embedding", "causal_lm")
+TASKS = ("classification", "embedding", "causal_lm", "text_classification")
 
 
 def test_site_builds_in_strict_mode(tmp_path: Path) -> None:

@@ -78,7 +78,27 @@ def lm_raw(root: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-RAW = {"classification": classification_raw, "embedding": embedding_raw, "causal_lm": lm_raw}
+def text_raw(root: Path) -> dict[str, Any]:
+    from tests.text_helpers import labelled_rows, write_csv
+
+    data = root / "texts.csv"
+    if not data.exists():
+        write_csv(data, labelled_rows(240))
+        make_tiny_sentence_model(root / "text-encoder", hidden=32)
+    return {
+        "task": "text_classification", "name": "txt",
+        "data": {"source": str(data), "max_length": 32},
+        "teacher": {"kind": "finetune", "path": str(root / "text-encoder"), "epochs": 30, "lr": 1e-3, "batch_size": 16,
+                    "license": "apache-2.0"},
+        "students": [{"name": "l1", "kind": "layers", "layers": [1]}, {"name": "static", "kind": "static", "dim": 8}],
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3},
+        "eval": {"speed_texts": 32, "latency_texts": 4},
+        "output": {"report": False, "dir": str(root / "txt"), "cache_dir": str(root / "cache")},
+    }  # fmt: skip
+
+
+RAW = {"classification": classification_raw, "embedding": embedding_raw, "causal_lm": lm_raw,
+       "text_classification": text_raw}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +205,7 @@ def test_the_task_table_is_the_one_the_loader_and_cli_read(capsys: pytest.Captur
         assert distill.validate_recipe(yaml.safe_load(resolved.to_yaml())).to_dict() == resolved.to_dict()
         assert main(["recipe", "--example", "--task", name]) == 0
         assert f"task: {name}" in capsys.readouterr().out or name == "classification"
-    with pytest.raises(distill.RecipeError, match="task must be one of classification, embedding, causal_lm"):
+    with pytest.raises(distill.RecipeError, match="task must be one of classification, embedding, text_classification, causal_lm"):
         distill.validate_recipe({"task": "detection"})
 
 

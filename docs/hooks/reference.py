@@ -17,6 +17,7 @@ TASKS = {
     "classification": ("Classification", "classification.md"),
     "embedding": ("Sentence embeddings", "embeddings.md"),
     "causal_lm": ("Language models", "language-models.md"),
+    "text_classification": ("Text classification", "text-classification.md"),
 }
 
 

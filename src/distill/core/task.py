@@ -121,6 +121,28 @@ TASKS: dict[str, Task] = {
         },
         nproc=None,  # --nproc N: each process trains its share of every global batch (core/distributed.py)
     ),
+    "text_classification": Task(
+        name="text_classification",
+        summary="text classification: a Hugging Face classifier (given or fine-tuned in the run) into layer, static "
+        "and custom students",
+        schema="distill.tasks.text_classification.recipe:TextClassificationRecipe",
+        example="distill.tasks.text_classification.recipe:example_recipe",
+        pipeline="distill.tasks.text_classification.pipeline:run",
+        preflight="distill.tasks.text_classification.pipeline:preflight",
+        commands={
+            "eval": "distill.tasks.text_classification.commands:evaluate_text_run",
+            "export": "distill.tasks.text_classification.commands:export_text_run",
+            "report": "distill.tasks.text_classification.commands:write_text_report",
+        },
+        refusals={
+            "compress": "pruning and int8 quantization are implemented for image and table classification students; a "
+            "text student is made small by its recipe (students[].layers, a static token table)",
+            "bench": "its comparison.md already times every model side by side (texts/s at batch 32 and 1, raw text in "
+            "and labels out); `distill eval RUN` measures them again",
+            "layers": "text students pick teacher layers by index (students[].layers: [0, 5]), not by module path",
+        },
+        nproc="a text-classification run trains in one process (its students are small); run it without --nproc",
+    ),
     "causal_lm": Task(
         name="causal_lm",
         summary="causal language models: next-token distillation, online, from a top-k cache, or on sequences",

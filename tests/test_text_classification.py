@@ -1,0 +1,314 @@
+"""Text classification (``task: text_classification``) on a tiny real BERT and a small labelled set: a teacher
+fine-tuned in the run, then given as a Hugging Face folder; layer, static and factory students; exported ONNX
+folders that classify raw text with the in-run accuracy; bad data and teachers refused before anything is
+written; the built-in sets parsed from files laid out as Debian ships them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import distill
+from distill.cli import main
+from tests.embed_helpers import make_tiny_sentence_model
+from tests.text_helpers import labelled_rows, write_csv
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def tiny_bag(num_labels: int, vocab_size: int) -> nn.Module:
+    """A user's own student: mean of learned token vectors, then a linear layer."""
+
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(vocab_size, 12)
+            self.out = nn.Linear(12, num_labels)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            m = attention_mask.unsqueeze(-1).float()
+            return self.out((self.emb(input_ids) * m).sum(1) / m.sum(1))
+
+    return Bag()
+
+
+def wrong_width(num_labels: int, vocab_size: int) -> nn.Module:
+    return tiny_bag(num_labels + 1, vocab_size)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("textcls")
+    write_csv(root / "texts.csv", labelled_rows(240))
+    make_tiny_sentence_model(root / "encoder", hidden=32)
+    return {"root": root, "csv": root / "texts.csv", "encoder": root / "encoder"}
+
+
+def raw(world: dict[str, Path], name: str, **over: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "task": "text_classification", "name": name,
+        "data": {"source": str(world["csv"]), "max_length": 32},
+        "teacher": {"kind": "finetune", "path": str(world["encoder"]), "epochs": 30, "lr": 1e-3, "batch_size": 16,
+                    "license": "apache-2.0", "name": "tiny-bert"},
+        "students": [{"name": "static", "kind": "static", "dim": 16, "train": {"epochs": 10, "batch_size": 16}},
+                     {"name": "bag", "kind": "factory", "factory": "tests.test_text_classification:tiny_bag",
+                      "train": {"epochs": 20, "batch_size": 16, "lr": 3e-2}}],
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3},
+        "eval": {"speed_texts": 32, "latency_texts": 4},
+        "output": {"dir": str(world["root"] / name), "report": True},
+    }  # fmt: skip
+    for key, value in over.items():
+        r[key] = value
+    return r
+
+
+@pytest.fixture(scope="module")
+def finetuned(world: dict[str, Path]) -> Path:
+    result = distill.run(distill.load_recipe(raw=raw(world, "ft")), progress=False, console=False)
+    return result.run_dir
+
+
+def test_a_finetuned_teacher_is_distilled_into_students_that_ship(finetuned: Path) -> None:
+    metrics = json.loads((finetuned / "metrics.json").read_text())
+    assert metrics["task"] == "text_classification"
+    rows = {r["name"]: r for r in metrics["models"]}
+    assert [r["role"] for r in metrics["models"]] == ["teacher", "baseline", "student", "student"]
+    teacher = metrics["models"][0]
+    assert teacher["accuracy"] >= 0.9, teacher  # the topic words decide the class: a fine-tuned BERT learns them
+    assert rows["static"]["accuracy"] >= 0.8 and rows["bag"]["accuracy"] >= 0.7, rows  # chance: 0.33
+    assert rows["static"]["retention"] == pytest.approx(rows["static"]["accuracy"] / teacher["accuracy"])
+    assert metrics["teacher"]["source"].startswith("fine-tuned in this run from")
+    assert metrics["data"]["labels"] == ["animals", "computing", "weather"]
+    # the teacher is a Hugging Face folder with the data's label names
+    cfg = json.loads((finetuned / "teacher" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "animals", "1": "computing", "2": "weather"}
+    card = (finetuned / "students" / "static" / "README.md").read_text()
+    assert "tiny-bert" in card and "apache-2.0" in card and "fine-tuned in this run" in card
+    html = (finetuned / "report.html").read_text()
+    assert "Quality against speed" in html and "confusion" not in html.lower()
+    for name in ("static", "bag"):
+        files = sorted(p.name for p in (finetuned / "students" / name / "onnx").iterdir())
+        assert files == ["config.json", "model.onnx", "tokenizer.json"], files
+
+
+def test_exported_students_classify_raw_text_with_the_in_run_accuracy(finetuned: Path, world: dict[str, Path]) -> None:
+    from distill.export.text_runtime import TextClassifierRuntime
+    from distill.tasks.text_classification.data import load_labelled_texts
+
+    recipe = distill.load_recipe(path=finetuned / "recipe.yaml")
+    test = load_labelled_texts(recipe.data).test
+    rows = {r["name"]: r for r in json.loads((finetuned / "metrics.json").read_text())["models"]}
+    for name in ("static", "bag"):
+        clf = TextClassifierRuntime(finetuned / "students" / name / "onnx")
+        got = clf.predict(test.texts)
+        truth = [clf.labels[i] for i in test.labels]
+        assert np.mean([g == t for g, t in zip(got, truth, strict=True)]) == pytest.approx(rows[name]["accuracy"], abs=1e-9)
+
+
+def test_a_given_hf_teacher_is_matched_to_the_labels_by_name(finetuned: Path, world: dict[str, Path]) -> None:
+    # the run's fine-tuned teacher, saved with its label names in another order: outputs are permuted to match
+    folder = world["root"] / "hf-teacher"
+    shutil.copytree(finetuned / "teacher", folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    order = [2, 0, 1]  # new index i holds old label order[i]
+    for key in ("classifier.weight", "classifier.bias"):
+        weights[key] = weights[key][order].clone()
+    save_file(weights, folder / "model.safetensors")
+    names = ["animals", "computing", "weather"]
+    cfg["id2label"] = {str(i): names[o] for i, o in enumerate(order)}
+    cfg["label2id"] = {v: int(k) for k, v in cfg["id2label"].items()}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = raw(world, "hf", teacher={"kind": "hf", "path": str(folder)},
+            students=[{"name": "static", "kind": "static", "dim": 16, "train": {"epochs": 1}}])  # fmt: skip
+    r["eval"]["baseline"] = False
+    r["export"] = {"onnx": False}
+    result = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    first = json.loads((finetuned / "metrics.json").read_text())["models"][0]
+    again = json.loads((result.run_dir / "metrics.json").read_text())
+    assert again["models"][0]["accuracy"] == pytest.approx(first["accuracy"])
+    assert again["teacher"]["source"] == f"loaded from {folder}"
+    # labels that are not the data's: refused in the preflight with both lists, nothing written
+    cfg["id2label"] = {"0": "animals", "1": "plants", "2": "weather"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r["output"]["dir"] = str(world["root"] / "hf-bad")
+    with pytest.raises(distill.TeacherError, match=r"animals, plants, weather.*animals, computing, weather"):
+        distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    assert not (world["root"] / "hf-bad").exists()
+
+
+def test_every_post_run_command_on_a_text_run(finetuned: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (finetuned / "comparison.md").read_text()
+    assert main(["eval", str(finetuned), "-q"]) == 0
+    ev = json.loads((finetuned / "eval.json").read_text())["models"]
+    ran = json.loads((finetuned / "comparison.json").read_text())["models"]
+    students = [r for r in ran if r["role"] != "baseline"]
+    for again, first in zip(ev, students, strict=True):
+        assert again["accuracy"] == pytest.approx(first["accuracy"]), first["name"]
+    assert main(["export", str(finetuned)]) == 0
+    assert main(["report", str(finetuned)]) == 0
+    for command in ("compress", "bench"):
+        assert main([command, str(finetuned)]) == 2
+        assert "does not apply here" in capsys.readouterr().err
+    assert main(["run", str(finetuned / "recipe.yaml"), "--nproc", "2"]) == 2
+    assert "one process" in capsys.readouterr().err
+    assert (finetuned / "comparison.md").read_text() == before
+
+
+def _refused(r: dict[str, Any], capsys: pytest.CaptureFixture, tmp_path: Path, *needles: str) -> str:
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r))
+    code = main(["run", str(path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+    assert not Path(r["output"]["dir"]).exists(), "nothing is written before the preflight passes"
+    return err
+
+
+def test_bad_data_is_refused_before_anything_is_written(world: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    def with_data(**data: Any) -> dict[str, Any]:
+        r = raw(world, "bad")
+        r["data"].update(data)
+        r["output"]["dir"] = str(tmp_path / "run")
+        return r
+
+    _refused(with_data(label_column="topic"), capsys, tmp_path, "no column 'topic'", "columns: text, label")
+    _refused(with_data(label_column="text"), capsys, tmp_path, "also a text column")
+    few = labelled_rows(60) + [("a lone plant text", "plants")]
+    _refused(with_data(source=str(write_csv(tmp_path / "few.csv", few))), capsys, tmp_path, "plants (1)")
+    blank = labelled_rows(60) + [("   ", "animals")]
+    _refused(with_data(source=str(write_csv(tmp_path / "blank.csv", blank))), capsys, tmp_path, "blank text")
+    one = [(t, "animals") for t, _ in labelled_rows(30)]
+    _refused(with_data(source=str(write_csv(tmp_path / "one.csv", one))), capsys, tmp_path, "one class")
+    _refused(with_data(source=str(tmp_path / "missing.csv")), capsys, tmp_path, "not found")
+
+
+def test_bad_students_and_teachers_are_refused_together(world: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    r = raw(world, "bad")
+    r["output"]["dir"] = str(tmp_path / "run")
+    r["students"] = [
+        {"name": "deep", "kind": "layers", "layers": [0, 7]},
+        {"name": "mine", "kind": "factory", "factory": "tests.test_text_classification:wrong_width"},
+        {"name": "gone", "kind": "factory", "factory": "no_such_package.models:tiny"},
+    ]
+    err = _refused(r, capsys, tmp_path, "[7] are not layers of the teacher, which has 2", "(2, 4)", "(2, 3) logits",
+                   "no_such_package")
+    assert err.count("Fix:") >= 3
+    r["students"] = [{"name": "s", "kind": "static"}]
+    r["teacher"] = {"kind": "hf", "path": str(world["encoder"])}  # an encoder without a classifier's labels
+    _refused(r, capsys, tmp_path, "LABEL_0", "animals, computing, weather")
+    r["teacher"] = {"kind": "hf", "path": str(tmp_path)}
+    _refused(r, capsys, tmp_path, "has no config.json")
+
+
+def test_a_teacher_at_chance_stops_the_run_with_its_numbers(world: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    import yaml
+
+    r = raw(world, "chance")
+    r["teacher"].update(epochs=1, lr=1e-6)  # too little to learn anything
+    r["students"] = [{"name": "s", "kind": "static", "dim": 8, "train": {"epochs": 1}}]
+    r["output"]["dir"] = str(tmp_path / "run")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r))
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no better than chance" in err and "majority class" in err and "teacher.at_chance: allow" in err
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+    # allowed: the run goes on from where it stopped (the fine-tuned teacher is kept)
+    r["teacher"]["at_chance"] = "allow"
+    path.write_text(yaml.safe_dump(r))
+    assert main(["run", str(path), "--no-progress", "--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
+
+
+def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path) -> None:
+    import pandas as pd
+
+    from distill.recipe.load import validate_recipe
+    from distill.tasks.text_classification.data import load_labelled_texts
+
+    rows = labelled_rows(90)
+    df = pd.DataFrame({"q": [t for t, _ in rows], "a": [t[::-1] for t, _ in rows], "y": [lab for _, lab in rows]})
+    df.to_parquet(tmp_path / "p.parquet")
+    df.to_json(tmp_path / "p.jsonl", orient="records", lines=True)
+    for name in ("p.parquet", "p.jsonl"):
+        cfg = validate_recipe({"task": "text_classification", "data": {"source": str(tmp_path / name), "text_column": "q",
+                                                                       "text_pair_column": "a", "label_column": "y"}}).data  # fmt: skip
+        data = load_labelled_texts(cfg)
+        assert data.label_names == ["animals", "computing", "weather"]
+        assert len(data.train) + len(data.val) + len(data.test) == 90
+        assert data.train.pairs is not None and isinstance(data.train.inputs()[0], tuple)
+        assert not set(data.train.ids) & set(data.test.ids)
+    # a pair task trains end to end (the tokenizer joins the two texts, token types included)
+    r = raw(world, "pairs")
+    r["data"] = {"source": str(tmp_path / "p.parquet"), "text_column": "q", "text_pair_column": "a", "label_column": "y",
+                 "max_length": 48}  # fmt: skip
+    r["students"] = [{"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 1}}]
+    r["output"]["dir"] = str(tmp_path / "pairs")
+    r["output"]["report"] = False
+    r["teacher"]["at_chance"] = "allow"
+    result = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    assert (result.run_dir / "students" / "l1" / "onnx" / "model.onnx").is_file()
+    inputs = json.loads((result.run_dir / "students" / "l1" / "onnx" / "config.json").read_text())["inputs"]
+    assert inputs == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_the_split_is_stable_stratified_and_deduplicated(tmp_path: Path) -> None:
+    from distill.recipe.load import validate_recipe
+    from distill.tasks.text_classification.data import load_labelled_texts
+
+    rows = labelled_rows(150)
+    shuffled = rows[::-1] + [rows[0], (rows[1][0], "weather" if rows[1][1] != "weather" else "animals")]
+    a = write_csv(tmp_path / "a.csv", rows)
+    b = write_csv(tmp_path / "b.csv", shuffled)
+    cfg = {"task": "text_classification", "data": {"source": str(a), "seed": 3}}
+    da = load_labelled_texts(validate_recipe(cfg).data)
+    cfg["data"]["source"] = str(b)
+    db = load_labelled_texts(validate_recipe(cfg).data)
+    assert db.dropped_conflicts == 1  # the text given two labels is left out; the exact duplicate is one example
+    # file order does not matter, and leaving out one text moves at most that one
+    assert len(set(db.test.ids) ^ set(da.test.ids)) <= 1 and len(set(db.train.ids) ^ set(da.train.ids)) <= 2
+    counts = np.bincount(da.test.labels)
+    assert counts.max() - counts.min() <= 1  # stratified
+
+
+def test_builtin_sets_read_debians_files(tmp_path: Path) -> None:
+    from distill.tasks.text_classification.data import fortunes_topics, wordnet_lexnames
+
+    wn = tmp_path / "wordnet"
+    wn.mkdir()
+    header = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
+    (wn / "data.noun").write_text(header + "00015388 05 n 01 animal 0 000 | a living organism; \"the cat is an animal\"\n"
+                                  "00021939 06 n 01 artifact 0 000 | a man-made object\n")  # fmt: skip
+    (wn / "data.verb").write_text(header + "01835496 38 v 01 travel 0 000 | change location; move\n")
+    (wn / "data.adj").write_text(header)
+    (wn / "data.adv").write_text(header)
+    texts, labels = wordnet_lexnames(wn)
+    assert list(zip(texts, labels)) == [("a living organism", "noun.animal"), ("a man-made object", "noun.artifact"),
+                                        ("change location; move", "verb.motion")]  # fmt: skip
+    fo = tmp_path / "fortunes"
+    fo.mkdir()
+    (fo / "science").write_text("%\n".join(f"Science fact number {i} is quite true.\n" for i in range(25)))
+    (fo / "science.dat").write_bytes(b"\x00")
+    (fo / "tiny").write_text("Only one entry in this topic here.\n")
+    texts, labels = fortunes_topics(fo)
+    assert set(labels) == {"science"} and len(texts) == 25
+    with pytest.raises(distill.DataError, match="apt-get install wordnet-base"):
+        wordnet_lexnames(tmp_path / "nowhere")
