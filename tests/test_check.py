@@ -33,6 +33,9 @@ def _bad(task: str, root: Path) -> tuple[dict, str]:
     if task == "embedding":
         raw["data"]["corpus"] = str(root / "no-such-corpus.txt")
         return raw, "no-such-corpus.txt"
+    if task == "text_classification":
+        raw["students"][0]["layers"] = [5]
+        return raw, "[5] are not layers of the teacher"
     raw["teacher"]["dir"] = str(root / "no-such-teacher")
     return raw, "no-such-teacher"
 
@@ -67,7 +70,10 @@ def test_recipe_check_on_the_cli_runs_the_preflight(tmp_path: Path, monkeypatch,
     Path("good.yaml").write_text(yaml.safe_dump(RAW["classification"](tmp_path)))
     before = _files(tmp_path)
     assert main(["recipe", "--check", "good.yaml", "-q"]) == 0
-    assert "every check a run makes first" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "every check a run makes first" in err and out == ""  # -q: the verdict only, not the resolved recipe
+    assert main(["recipe", "--check", "good.yaml"]) == 0
+    assert "task: classification" in capsys.readouterr().out  # without -q: the resolved recipe
     assert _files(tmp_path) == before
 
 

@@ -190,7 +190,8 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         api.check(recipe, console=not args.quiet)  # the run's own preflight: data, teacher, students, places
     what = "the recipe is valid" if args.schema_only else "valid: the recipe, and every check a run makes first"
     print(f"# {args.check}: {what}", file=sys.stderr)
-    print(recipe.to_yaml(), end="")
+    if not args.quiet:
+        print(recipe.to_yaml(), end="")  # the resolved recipe, every default written out
     return 0
 
 

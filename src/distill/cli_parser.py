@@ -174,7 +174,8 @@ def _recipe_command(sub: Any, handlers: dict[str, Callable[..., int]]) -> None:
                    "the resolved recipe")
     p.add_argument("--schema-only", action="store_true", help="with --check: validate the recipe file alone "
                    "(no data or teacher is read)")
-    p.add_argument("-q", "--quiet", action="store_true", help="with --check: no log lines, only the result")
+    p.add_argument("-q", "--quiet", action="store_true", help="with --check: only the verdict (exit 0 valid, 2 not), no log lines and no "
+                   "resolved recipe")
     g.add_argument("--fields", action="store_true", help="print every field as a Markdown table")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     p.add_argument("--task", default="classification", choices=list(TASKS),
