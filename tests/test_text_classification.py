@@ -229,10 +229,10 @@ def test_a_teacher_at_chance_stops_the_run_with_its_numbers(world: dict[str, Pat
     path.write_text(yaml.safe_dump(r))
     assert main(["run", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "no better than chance" in err and "majority class" in err and "teacher.at_chance: allow" in err
+    assert "no better than chance" in err and "majority class" in err and "eval.allow_chance_teacher: true" in err
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
     # allowed: the run goes on from where it stopped (the fine-tuned teacher is kept)
-    r["teacher"]["at_chance"] = "allow"
+    r["eval"]["allow_chance_teacher"] = True
     path.write_text(yaml.safe_dump(r))
     assert main(["run", str(path), "--no-progress", "--resume"]) == 0
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
@@ -263,7 +263,7 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     r["students"] = [{"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 1}}]
     r["output"]["dir"] = str(tmp_path / "pairs")
     r["output"]["report"] = False
-    r["teacher"]["at_chance"] = "allow"
+    r["eval"]["allow_chance_teacher"] = True
     result = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
     assert (result.run_dir / "students" / "l1" / "onnx" / "model.onnx").is_file()
     inputs = json.loads((result.run_dir / "students" / "l1" / "onnx" / "config.json").read_text())["inputs"]
@@ -312,3 +312,26 @@ def test_builtin_sets_read_debians_files(tmp_path: Path) -> None:
     assert set(labels) == {"science"} and len(texts) == 25
     with pytest.raises(distill.DataError, match="apt-get install wordnet-base"):
         wordnet_lexnames(tmp_path / "nowhere")
+
+
+def test_an_hf_student_and_the_hidden_state_term(finetuned: Path, world: dict[str, Path], tmp_path: Path) -> None:
+    """A Hugging Face folder as the student (here an encoder without a head: a new one is made for the labels), and
+    a layer student that also learns the hidden states of the teacher layer it was copied from."""
+    r = raw(world, "hf-student", teacher={"kind": "hf", "path": str(finetuned / "teacher")})
+    r["students"] = [
+        {"name": "hf", "kind": "hf", "path": str(world["encoder"]), "train": {"epochs": 1, "lr": 1e-3}},
+        {"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 2, "hidden": 1.0, "lr": 1e-4}},
+    ]
+    r["eval"]["baseline"] = False
+    r["output"].update(dir=str(tmp_path / "run"), report=False)
+    result = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    rows = {row["name"]: row for row in result.rows}
+    assert [h for h in rows["l1"]["history"] if "hidden" in h] and rows["l1"]["history"][0]["hidden"] >= 0
+    assert "hidden" not in rows["hf"]["history"][0]
+    cfg = json.loads((result.run_dir / "students" / "hf" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "animals", "1": "computing", "2": "weather"}
+    from transformers import AutoModelForSequenceClassification
+
+    # the layer student's folder is a 1-layer classifier transformers loads as it is
+    net = AutoModelForSequenceClassification.from_pretrained(str(result.run_dir / "students" / "l1"))
+    assert net.config.num_hidden_layers == 1 and net.config.num_labels == 3

@@ -240,12 +240,12 @@ def check_against_chance(recipe: TextClassificationRecipe, setup: Setup, val_log
     acc = float((val_logits.argmax(1) == labels).mean())
     majority = float(np.bincount(labels).max() / len(labels))
     log.info("teacher: validation accuracy %.1f%% (majority class %.1f%%)", 100 * acc, 100 * majority)
-    if acc <= majority + 0.02 and recipe.teacher.at_chance == "error":
+    if acc <= majority + 0.02 and not recipe.eval.allow_chance_teacher:
         raise TeacherError(
             f"the teacher {setup.teacher_name} is no better than chance on the validation split: accuracy "
             f"{100 * acc:.1f}% against {100 * majority:.1f}% for always answering the most common class. Its soft labels "
             "would teach nothing. Fix: check that it was fine-tuned on these labels (teacher.kind hf), fine-tune it longer "
-            "(teacher.epochs, teacher.lr), or set teacher.at_chance: allow if this is intended."
+            "(teacher.epochs, teacher.lr), or set eval.allow_chance_teacher: true if this is intended."
         )
 
 

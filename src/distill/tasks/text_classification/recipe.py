@@ -60,10 +60,6 @@ class TextTeacherConfig(Section):
     lr: float = Field(1e-4, gt=0, description="kind finetune: peak learning rate (AdamW, warm-up then linear decay).")
     batch_size: int = Field(32, gt=0, description="Batch size of fine-tuning and of the teacher's pass over the texts.")
     max_minutes: float | None = Field(None, gt=0, description="kind finetune: stop fine-tuning after this many minutes.")
-    at_chance: Literal["error", "allow"] = Field(
-        "error", description="A teacher no better than chance on the validation split (accuracy within 2 points of "
-        "the majority class) stops the run with its numbers; 'allow' goes on (e.g. a deliberately weak teacher).",
-    )  # fmt: skip
     name: str | None = Field(None, description="Teacher's name for the model card (default: the folder name).")
     license: str | None = Field(None, description="Teacher's licence, recorded in the model card (all-MiniLM-L6-v2: apache-2.0).")
 
@@ -147,6 +143,10 @@ def _default_students() -> list[TextStudentConfig]:
 
 
 class TextEvalConfig(Section):
+    allow_chance_teacher: bool = Field(
+        False, description="Go on when the teacher is no better than chance on the validation split (accuracy within "
+        "2 points of always answering the most common class); the run stops with the numbers otherwise.",
+    )  # fmt: skip
     baseline: bool = Field(True, description="Also fit a TF-IDF + logistic-regression classifier on the training split "
                                              "(scikit-learn): what a student must beat to be worth its cost.")  # fmt: skip
     speed_texts: int = Field(512, gt=0, description="Test texts classified for the batch-32 throughput.")
