@@ -37,6 +37,7 @@ RUNS: dict[str, list[str]] = {
     "prune_heads": ["--quick", "--out", "OUT/prune_heads"],
     "transfer": ["--seeds", "0", "--skip-fashion", "--out", "OUT/transfer"],
     "scaling": ["--repeats", "1", "--out", "OUT/scaling"],
+    "text_classification": ["--quick", "--out", "OUT/text_classification"],
 }
 #: maintained suites without a short mode (none today)
 NO_SHORT_MODE: list[str] = []

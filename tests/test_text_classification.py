@@ -268,6 +268,13 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     assert (result.run_dir / "students" / "l1" / "onnx" / "model.onnx").is_file()
     inputs = json.loads((result.run_dir / "students" / "l1" / "onnx" / "config.json").read_text())["inputs"]
     assert inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    from distill.export.text_runtime import TextClassifierRuntime
+
+    test = load_labelled_texts(distill.load_recipe(raw=r).data).test
+    clf = TextClassifierRuntime(result.run_dir / "students" / "l1" / "onnx")
+    got = clf.predict(test.inputs())  # (text, pair) tuples, raw
+    acc = np.mean([g == clf.labels[y] for g, y in zip(got, test.labels, strict=True)])
+    assert acc == pytest.approx(next(row for row in result.rows if row["name"] == "l1")["accuracy"], abs=1e-9)
 
 
 def test_the_split_is_stable_stratified_and_deduplicated(tmp_path: Path) -> None:
