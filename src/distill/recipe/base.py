@@ -66,3 +66,8 @@ class OutputConfig(Section):
         "self-contained) and the model card (classification also TensorBoard curves, when tensorboard is installed); "
         "`distill report RUN_DIR` does it later.",
     )
+
+
+def repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once (sorted): for the validators of lists that must be unique."""
+    return sorted({n for n in names if names.count(n) > 1})

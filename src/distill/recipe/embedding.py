@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from distill.recipe.base import OutputConfig
+from distill.recipe.base import OutputConfig, repeated
 from distill.recipe.base import RecipeRoot as _RecipeRoot
 from distill.recipe.base import Section as _Section
 
@@ -249,8 +249,7 @@ class EmbeddingRecipe(_RecipeRoot):
 
     @model_validator(mode="after")
     def _unique_students(self) -> EmbeddingRecipe:
-        names = [s.name for s in self.students]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = repeated([s.name for s in self.students])
         if dup:
             raise ValueError(f"student names must be unique (repeated: {', '.join(dup)})")
         return self

@@ -18,11 +18,9 @@ from typing import Any
 import numpy as np
 
 from distill.core.logs import log
+from distill.data.corpus import FORTUNES_DIR, WORDNET_DIR  # where Debian puts them (shared with the text corpora)
 from distill.errors import DataError
 from distill.tasks.text_classification.recipe import BUILTIN_TEXT_SETS, TextDataConfig
-
-WORDNET_DIR = "/usr/share/wordnet"
-FORTUNES_DIR = "/usr/share/games/fortunes"
 
 # WordNet 3.0's lexicographer files, by number (lexnames(5WN)): the label of every synset.
 LEXNAMES = (

@@ -215,13 +215,14 @@ def check_label_names(model: TextModel, names: list[str], where: str) -> list[in
     )
 
 
-def init_finetune_teacher(path: str | Path, names: list[str], *, trust_remote_code: bool = False) -> TextModel:
-    """A pretrained encoder folder with a new classification head for ``names`` (to be fine-tuned)."""
+def _with_head(path: str | Path, names: list[str], *, trust_remote_code: bool, what: str, kind: str) -> TextModel:
+    """``AutoModelForSequenceClassification`` from a local folder with a head for ``names`` (new when the folder's
+    labels differ, or it has none: a pretrained encoder)."""
     quiet_transformers()
     from transformers import AutoModelForSequenceClassification
 
     p = Path(path)
-    _check_folder(p, "teacher.path")
+    _check_folder(p, what)
     try:
         net = AutoModelForSequenceClassification.from_pretrained(
             str(p), num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
@@ -229,10 +230,18 @@ def init_finetune_teacher(path: str | Path, names: list[str], *, trust_remote_co
         )  # fmt: skip
         tok = _tokenizer(p, trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
-        raise TeacherError(f"teacher.path {p} does not load as a pretrained encoder: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0]}. Fix: point it at a Hugging Face encoder folder (e.g. a "
-                           "sentence-transformers model such as all-MiniLM-L6-v2).") from None  # fmt: skip
-    return TextModel(HFClassifier(net), tok, "teacher")
+        error = TeacherError if kind == "teacher" else RecipeError
+        message = (f"{what} {p} does not load as a Hugging Face model with a classification head: "
+                   f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Fix: point it at a folder saved with "
+                   "save_pretrained (an encoder such as all-MiniLM-L6-v2, or a classifier).")  # fmt: skip
+        raise (error(message) if error is TeacherError else error([message])) from None
+    net.train()
+    return TextModel(HFClassifier(net), tok, kind)
+
+
+def init_finetune_teacher(path: str | Path, names: list[str], *, trust_remote_code: bool = False) -> TextModel:
+    """A pretrained encoder folder with a new classification head for ``names`` (to be fine-tuned)."""
+    return _with_head(path, names, trust_remote_code=trust_remote_code, what="teacher.path", kind="teacher")
 
 
 def reorder_head(model: TextModel, order: list[int], names: list[str]) -> None:
@@ -320,22 +329,7 @@ def factory_student(ref: str, teacher: TextModel, num_labels: int) -> TextModel:
 
 def hf_student(path: str | Path, names: list[str], *, trust_remote_code: bool = False) -> TextModel:
     """A local Hugging Face classifier folder as the student, with a head for ``names`` (new if its labels differ)."""
-    quiet_transformers()
-    from transformers import AutoModelForSequenceClassification
-
-    p = Path(path)
-    _check_folder(p, "students[].path")
-    try:
-        net = AutoModelForSequenceClassification.from_pretrained(
-            str(p), num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-            ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
-        )  # fmt: skip
-        tok = _tokenizer(p, trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RecipeError([f"students[].path {p} does not load as a Hugging Face classifier: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0]}. Fix: point it at a folder saved with save_pretrained."]) from None  # fmt: skip
-    net.train()
-    return TextModel(HFClassifier(net), tok, "hf")
+    return _with_head(path, names, trust_remote_code=trust_remote_code, what="students[].path", kind="hf")
 
 
 def check_output_shape(model: TextModel, num_labels: int, what: str) -> None:

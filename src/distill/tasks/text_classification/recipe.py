@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from distill.recipe.base import OutputConfig, RecipeRoot, Section
+from distill.recipe.base import OutputConfig, RecipeRoot, Section, repeated
 
 BUILTIN_TEXT_SETS = ("wordnet-lexnames", "fortunes-topics")
 
@@ -179,8 +179,7 @@ class TextClassificationRecipe(RecipeRoot):
 
     @model_validator(mode="after")
     def _unique_students(self) -> TextClassificationRecipe:
-        names = [s.name for s in self.students]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = repeated([s.name for s in self.students])
         if dup:
             raise ValueError(f"student names must be unique (repeated: {', '.join(dup)})")
         return self
