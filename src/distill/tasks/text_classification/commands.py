@@ -14,6 +14,7 @@ from distill.core.rundir import run_recipe
 from distill.errors import RunDirError
 from distill.fsutil import write_json, write_text
 from distill.tasks.text_classification import models as M
+from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model
 from distill.tasks.text_classification.pipeline import (
     Setup,
     TextResult,
@@ -32,7 +33,7 @@ def _loaded(run_dir: str | Path) -> tuple[Any, Path, Setup]:
     recipe = run_recipe(run_dir)
     data = load_labelled_texts(recipe.data)
     if recipe.teacher.kind == "finetune":
-        teacher, _ = M.load_text_model(run_dir / "teacher")
+        teacher, _ = load_text_model(run_dir / "teacher")
         tpath = run_dir / "teacher"
     else:
         teacher = M.load_hf_classifier(recipe.teacher.path, trust_remote_code=recipe.teacher.trust_remote_code)
@@ -53,7 +54,7 @@ def evaluate_text_run(run_dir: str | Path, *, console: bool = True) -> TextResul
     recipe, run_dir, setup = _loaded(run_dir)
     logits, _ = teacher_logits(recipe, setup, run_dir, progress=False)
     rows = [{"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
-             "params": M.count_parameters(setup.teacher), "size_bytes": M.folder_bytes(setup.teacher_path),
+             "params": count_parameters(setup.teacher), "size_bytes": folder_bytes(setup.teacher_path),
              **quality(logits["test"], setup.data.test.labels, None), "agreement": 1.0}]  # fmt: skip
     models = {"teacher": setup.teacher}
     for spec in recipe.students:
@@ -72,7 +73,7 @@ def evaluate_text_run(run_dir: str | Path, *, console: bool = True) -> TextResul
 def export_text_run(run_dir: str | Path, formats: Any = None, overrides: Any = None) -> dict[str, Any]:
     """Write every student's ONNX folder again (model.onnx, tokenizer.json, config.json), parity-checked."""
     recipe, run_dir, setup = _loaded(run_dir)
-    models = {spec.name: M.load_text_model(run_dir / "students" / spec.name)[0] for spec in recipe.students}
+    models = {spec.name: load_text_model(run_dir / "students" / spec.name)[0] for spec in recipe.students}
     rows = [{"name": spec.name} for spec in recipe.students]
     export_students(recipe, setup, models, rows, run_dir)
     return {"files": {r["name"]: r["onnx"]["file"] for r in rows}}

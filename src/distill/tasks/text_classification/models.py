@@ -8,7 +8,6 @@ Builders are plain functions (docs/design.md): configuration never enters a mode
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import RecipeError, TeacherError
-from distill.fsutil import write_json
 
 KIND_FILE = "distill_text_classifier.json"  # beside the weights of a static or factory student
 
@@ -162,7 +160,7 @@ def predict_logits(model: TextModel, enc: Encoded, batch_size: int = 64, *, prog
 
 
 # --------------------------------------------------------------- teachers
-def _tokenizer(path: Path, trust: bool) -> Any:
+def load_tokenizer(path: Path, trust: bool) -> Any:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
@@ -181,7 +179,7 @@ def load_hf_classifier(path: str | Path, *, trust_remote_code: bool = False, wha
     try:
         config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
         net = AutoModelForSequenceClassification.from_pretrained(str(p), config=config, trust_remote_code=trust_remote_code)
-        tok = _tokenizer(p, trust_remote_code)
+        tok = load_tokenizer(p, trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         raise TeacherError(f"{what} {p} does not load as a Hugging Face sequence classifier: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0]}. Fix: point it at a folder saved with save_pretrained (config.json, "
@@ -228,7 +226,7 @@ def _with_head(path: str | Path, names: list[str], *, trust_remote_code: bool, w
             str(p), num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
             ignore_mismatched_sizes=True, trust_remote_code=trust_remote_code,
         )  # fmt: skip
-        tok = _tokenizer(p, trust_remote_code)
+        tok = load_tokenizer(p, trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         error = TeacherError if kind == "teacher" else RecipeError
         message = (f"{what} {p} does not load as a Hugging Face model with a classification head: "
@@ -345,69 +343,3 @@ def check_output_shape(model: TextModel, num_labels: int, what: str) -> None:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise RecipeError([f"{what} returns {shape} for a batch of 2 texts; the data has {num_labels} classes, so "
                            f"(2, {num_labels}) logits are needed. Fix: make it return (batch, {num_labels})."])  # fmt: skip
-
-
-# ------------------------------------------------------------ save / load
-def save_text_model(model: TextModel, folder: Path, names: list[str], *, factory: str | None = None) -> None:
-    """A student folder: Hugging Face format for transformer models, else weights + KIND_FILE; the tokenizer beside.
-    Written into a temporary folder that then replaces ``folder``: a kill leaves the old one or the new one."""
-    import shutil
-    import tempfile
-
-    from transformers.utils import logging as hf_logging
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    m = model.module
-    hf_logging.disable_progress_bar()  # "Writing model shards" of one shard is noise
-    try:
-        if isinstance(m, HFClassifier):
-            m.net.config.id2label = dict(enumerate(names))
-            m.net.config.label2id = {n: i for i, n in enumerate(names)}
-            m.net.save_pretrained(str(tmp))
-        else:
-            torch.save(m.state_dict(), tmp / "model.pt")
-            info: dict[str, Any] = {"kind": model.kind, "labels": names, "vocab_size": len(model.tokenizer)}
-            if isinstance(m, StaticClassifier):
-                info.update(dim=m.table.embedding_dim, pad_token_id=m.table.padding_idx)
-            else:
-                info["factory"] = factory
-            write_json(tmp / KIND_FILE, info)
-        model.tokenizer.save_pretrained(str(tmp))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_text_model(folder: str | Path) -> tuple[TextModel, list[str]]:
-    """A folder ``save_text_model`` wrote: the model (eval mode) and its label names."""
-    folder = Path(folder)
-    info_path = folder / KIND_FILE
-    if not info_path.is_file():
-        model = load_hf_classifier(folder, what="student folder")
-        cfg = model.module.net.config
-        return model, [str(cfg.id2label[i]) for i in sorted(cfg.id2label)]
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    tok = _tokenizer(folder, False)
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    if info["kind"] == "static":
-        module: nn.Module = StaticClassifier(torch.zeros(info["vocab_size"], info["dim"]), len(info["labels"]),
-                                             info["pad_token_id"] or 0)  # fmt: skip
-    else:
-        from distill.core.task import resolve
-
-        module = FactoryClassifier(resolve(info["factory"])(num_labels=len(info["labels"]), vocab_size=info["vocab_size"]))
-    module.load_state_dict(state)
-    module.eval()
-    return TextModel(module, tok, info["kind"]), list(info["labels"])
-
-
-def count_parameters(model: TextModel) -> int:
-    return sum(p.numel() for p in model.module.parameters())
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

@@ -27,6 +27,7 @@ from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import Problems, TeacherError
 from distill.fsutil import atomic_path, write_json, write_text
 from distill.tasks.text_classification import models as M
+from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model, save_text_model
 from distill.tasks.text_classification.data import LabelledTexts, load_labelled_texts
 from distill.tasks.text_classification.recipe import TextClassificationRecipe, TextStudentConfig
 from distill.tasks.text_classification.results import fit_tfidf_baseline, join_pairs, quality, render_table, summary
@@ -184,13 +185,13 @@ def teacher_stage(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path,
     t, data = recipe.teacher, setup.data
     folder = run_dir / "teacher"
     row: dict[str, Any] = {"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
-                           "params": M.count_parameters(setup.teacher), "train_seconds": None}  # fmt: skip
+                           "params": count_parameters(setup.teacher), "train_seconds": None}  # fmt: skip
     if t.kind == "hf":
-        row["size_bytes"] = M.folder_bytes(setup.teacher_path)
+        row["size_bytes"] = folder_bytes(setup.teacher_path)
         return row
     done = folder / "train.json"
     if resume and done.is_file():
-        setup.teacher, _ = M.load_text_model(folder)
+        setup.teacher, _ = load_text_model(folder)
         log.info("teacher: already fine-tuned (%s)", folder)
     else:
         log.info("teacher: fine-tuning %s on %d texts, %d classes", setup.teacher_name, len(data.train), data.num_labels)
@@ -200,11 +201,11 @@ def teacher_stage(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path,
         stats = fit(setup.teacher, enc, data.train.labels, None, Objective(ce=1.0), sched,
                     CheckpointStore(run_dir / "checkpoints" / "teacher"), resume=resume, progress=progress,
                     desc="teacher")  # fmt: skip
-        M.save_text_model(setup.teacher, folder, data.label_names)
+        save_text_model(setup.teacher, folder, data.label_names)
         write_json(done, stats.to_dict())
     setup.teacher.kind = "teacher"
     row["train_seconds"] = json.loads(done.read_text())["seconds"]
-    row["size_bytes"] = M.folder_bytes(folder) - done.stat().st_size
+    row["size_bytes"] = folder_bytes(folder) - done.stat().st_size
     return row
 
 
@@ -278,7 +279,7 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
     folder = run_dir / "students" / spec.name
     done = run_dir / "students" / f"{spec.name}.train.json"
     if resume and done.is_file():
-        model, _ = M.load_text_model(folder)
+        model, _ = load_text_model(folder)
         log.info("  already trained: %s", folder)
     else:
         model = setup.students[spec.name]
@@ -292,13 +293,13 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
             stats = fit(model, enc, data.train.labels, logits["train"], obj, sched,
                         CheckpointStore(run_dir / "checkpoints" / spec.name), resume=resume, progress=progress,
                         desc=spec.name, teacher=setup.teacher if mapping else None, mapping=mapping)  # fmt: skip
-        M.save_text_model(model, folder, data.label_names, factory=spec.factory)
+        save_text_model(model, folder, data.label_names, factory=spec.factory)
         write_json(done, stats.to_dict())
     stats_d = json.loads(done.read_text())
     enc_test = M.encode(model.tokenizer, data.test.inputs(), recipe.data.max_length)
     s_test = M.predict_logits(model, enc_test, 64)
-    row = {"name": spec.name, "kind": spec.kind, "role": "student", "params": M.count_parameters(model),
-           "size_bytes": M.folder_bytes(folder), "train_seconds": stats_d["seconds"], "epochs_done": stats_d["epochs_done"],
+    row = {"name": spec.name, "kind": spec.kind, "role": "student", "params": count_parameters(model),
+           "size_bytes": folder_bytes(folder), "train_seconds": stats_d["seconds"], "epochs_done": stats_d["epochs_done"],
            "history": stats_d["history"], **quality(s_test, data.test.labels, logits["test"])}  # fmt: skip
     log.info("  %s: test accuracy %.1f%%, agreement with the teacher %.1f%%", spec.name, 100 * row["accuracy"],
              100 * row["agreement"])  # fmt: skip
