@@ -33,7 +33,9 @@ from distill.tasks.text_classification.recipe import TextClassificationRecipe, T
 from distill.tasks.text_classification.results import fit_tfidf_baseline, join_pairs, quality, render_table, summary
 from distill.tasks.text_classification.train import Objective, Schedule, fit
 
-DEFAULT_LR = {"layers": 1e-4, "hf": 5e-5, "static": 1e-2, "factory": 1e-3}
+# layers: 3e-4 for 4 epochs kept 94% of the teacher's test accuracy on a tuning split of WordNet (data.seed 1),
+# 1e-4 for 3 epochs 77% (benchmarks/text_classification.py's recipe, 2026-12-03)
+DEFAULT_LR = {"layers": 3e-4, "hf": 5e-5, "static": 1e-2, "factory": 1e-3}
 # Resuming a failed run with a corrected recipe: a stage whose keys changed is made again.
 STAGES = {
     "teacher": (("data", "teacher"), ("teacher", "teacher_logits.npz", "checkpoints/teacher")),

@@ -57,7 +57,7 @@ class TextTeacherConfig(Section):
     )  # fmt: skip
     trust_remote_code: bool = Field(False, description="Let transformers run code from the folder (only for folders you trust).")
     epochs: int = Field(3, ge=1, description="kind finetune: passes over the training split.")
-    lr: float = Field(1e-4, gt=0, description="kind finetune: peak learning rate (AdamW, warm-up then linear decay).")
+    lr: float = Field(1.5e-4, gt=0, description="kind finetune: peak learning rate (AdamW, warm-up then linear decay).")
     batch_size: int = Field(32, gt=0, description="Batch size of fine-tuning and of the teacher's pass over the texts.")
     max_minutes: float | None = Field(None, gt=0, description="kind finetune: stop fine-tuning after this many minutes.")
     name: str | None = Field(None, description="Teacher's name for the model card (default: the folder name).")
@@ -65,12 +65,12 @@ class TextTeacherConfig(Section):
 
 
 class TextTrainConfig(Section):
-    epochs: int = Field(3, ge=0, description="Passes over the training split (0: no training).")
+    epochs: int = Field(4, ge=0, description="Passes over the training split (0: no training).")
     max_minutes: float | None = Field(None, gt=0, description="Stop training after this many minutes (at the end of a batch).")
     batch_size: int = Field(32, gt=0, description="Texts per step.")
     lr: float | None = Field(
         None, gt=0, description="Peak learning rate (AdamW, linear warm-up then decay). Default per student kind: "
-        "layers 1e-4, hf 5e-5, static 1e-2, factory 1e-3.",
+        "layers 3e-4, hf 5e-5, static 1e-2, factory 1e-3.",
     )  # fmt: skip
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to a static token table).")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
@@ -195,10 +195,10 @@ def example_recipe() -> dict[str, Any]:
         "task": "text_classification",
         "name": "wordnet-lexnames",
         "data": {"source": "builtin:wordnet-lexnames", "max_examples": 12000, "seed": 0},
-        "teacher": {"kind": "finetune", "path": None, "epochs": 2, "license": "apache-2.0"},
+        "teacher": {"kind": "finetune", "path": None, "epochs": 3, "lr": 1.5e-4, "license": "apache-2.0"},
         "students": [
             {"name": "layers-0-5", "kind": "layers", "layers": [0, 5]},
             {"name": "static", "kind": "static", "dim": 128, "train": {"epochs": 10, "batch_size": 64}},
         ],
-        "train": {"epochs": 3, "batch_size": 32},
+        "train": {"epochs": 4, "batch_size": 32},
     }
