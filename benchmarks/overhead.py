@@ -221,7 +221,7 @@ def lm_models(vocab: int, eos: int) -> tuple[Any, Any]:
 
 
 def lm_cfg(steps: int) -> Any:
-    from distill.recipe.lm import LMTrainConfig
+    from distill.tasks.causal_lm.recipe import LMTrainConfig
 
     return LMTrainConfig(steps=steps, batch_size=BATCH, grad_accum=1, optimizer={"name": "adamw", "lr": LR, "weight_decay": WD},
                          schedule={"name": "constant"}, grad_clip=CLIP, seed=0, log_every=10, checkpoint_every=10_000)  # fmt: skip

@@ -141,7 +141,7 @@ def test_wordnet_corpus_reads_definitions_and_examples(tmp_path: Path) -> None:
 
 def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path: Path) -> None:
     from distill.tasks.embedding.texts import load_texts
-    from distill.recipe.embedding import EmbeddingRecipe
+    from distill.tasks.embedding.recipe import EmbeddingRecipe
 
     main_lines = [f"main sentence {i}" for i in range(50)]
     (tmp_path / "main.txt").write_text("\n".join(main_lines))
@@ -165,7 +165,7 @@ def test_extra_train_corpora_join_training_but_never_the_held_out_text(tmp_path:
 def test_augmented_variants_are_seeded_new_and_never_the_held_out_text(tmp_path: Path) -> None:
     from distill.data.augment import augment_texts
     from distill.tasks.embedding.texts import load_texts
-    from distill.recipe.embedding import EmbeddingRecipe
+    from distill.tasks.embedding.recipe import EmbeddingRecipe
 
     texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(40)]
     drops = augment_texts(texts, 1, 0, kinds=["drop"])
@@ -270,7 +270,7 @@ def test_transformer_student_saves_and_reloads_identically(teacher_dir: Path, tm
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fit_encoder_lowers_the_loss_with_every_term(teacher_dir: Path, tmp_path: Path, precision: str) -> None:
     from distill.tasks.embedding.training import fit_encoder
-    from distill.recipe.embedding import EmbedTrainConfig
+    from distill.tasks.embedding.recipe import EmbedTrainConfig
 
     teacher = load_sentence_encoder(teacher_dir)
     texts = corpus_lines(64)
@@ -348,7 +348,7 @@ def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> N
 
 def test_fit_encoder_resume_is_exact(teacher_dir: Path, tmp_path: Path) -> None:
     from distill.tasks.embedding.training import fit_encoder
-    from distill.recipe.embedding import EmbedTrainConfig
+    from distill.tasks.embedding.recipe import EmbedTrainConfig
 
     teacher = load_sentence_encoder(teacher_dir)
     texts = corpus_lines(48, seed=2)
@@ -400,7 +400,7 @@ def test_transformer_students_train_on_augmented_variants_and_static_ones_do_not
 
     from distill.tasks.embedding.pipeline import run_embedding
     from distill.tasks.embedding.texts import load_texts
-    from distill.recipe.embedding import EmbeddingRecipe
+    from distill.tasks.embedding.recipe import EmbeddingRecipe
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(corpus_lines(120)))
@@ -424,7 +424,7 @@ def test_transformer_students_train_on_augmented_variants_and_static_ones_do_not
 
 
 def test_training_precision_is_checked_where_it_applies() -> None:
-    from distill.recipe.embedding import EmbedStudentConfig, EmbedTrainConfig
+    from distill.tasks.embedding.recipe import EmbedStudentConfig, EmbedTrainConfig
 
     with pytest.raises(ValueError, match="precision"):
         EmbedTrainConfig(precision="fp16")

@@ -9,7 +9,7 @@ from distill.tasks.causal_lm.loop import BlockSampler, Objective, block_batches,
 from distill.errors import TrainingError
 from distill.losses.token import dense_topk
 from distill.models.causal_lm import build_causal_lm
-from distill.recipe.lm import LMTrainConfig
+from distill.tasks.causal_lm.recipe import LMTrainConfig
 from distill.tasks.causal_lm.signal import lm_logits
 
 V = 61

@@ -101,8 +101,8 @@ TASKS: dict[str, Task] = {
     "embedding": Task(
         name="embedding",
         summary="sentence embeddings: a sentence-transformers teacher into transformer and static students",
-        schema="distill.recipe.embedding:EmbeddingRecipe",
-        example="distill.recipe.embedding:example_recipe",
+        schema="distill.tasks.embedding.recipe:EmbeddingRecipe",
+        example="distill.tasks.embedding.recipe:example_recipe",
         pipeline="distill.tasks.embedding.pipeline:run_embedding",
         preflight="distill.tasks.embedding.pipeline:preflight",
         commands={
@@ -146,8 +146,8 @@ TASKS: dict[str, Task] = {
     "causal_lm": Task(
         name="causal_lm",
         summary="causal language models: next-token distillation, online, from a top-k cache, or on sequences",
-        schema="distill.recipe.lm:LMRecipe",
-        example="distill.recipe.lm:example_recipe",
+        schema="distill.tasks.causal_lm.recipe:LMRecipe",
+        example="distill.tasks.causal_lm.recipe:example_recipe",
         pipeline="distill.tasks.causal_lm.pipeline:run_lm",
         preflight="distill.tasks.causal_lm.pipeline:preflight",
         commands={

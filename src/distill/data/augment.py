@@ -4,7 +4,7 @@ seeded variants of training texts for a teacher to label (:func:`augment_texts`)
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import get_args
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -13,7 +13,6 @@ from torch import Tensor
 
 from distill.data.corpus import dedupe
 from distill.errors import DataError
-from distill.recipe.embedding import AugmentKind
 
 
 def augment_images(x: Tensor, generator: torch.Generator, *, max_shift: int = 2, flip: bool = True) -> Tensor:
@@ -75,6 +74,7 @@ def shift_mixup_views(
     return x
 
 
+AugmentKind = Literal["drop", "crop", "concat"]  # the kinds of variant augment_texts makes
 AUGMENT_KINDS: tuple[str, ...] = get_args(AugmentKind)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
+from distill.tasks.embedding.recipe import EmbeddingRecipe, EmbedStudentConfig
 
 CARD_FIELDS = {  # what the card lists of each kind's settings
     "layers": ("layers", "ffn_keep", "heads_keep"),

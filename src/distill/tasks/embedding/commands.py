@@ -21,7 +21,7 @@ from distill.tasks.embedding.texts import load_texts
 from distill.errors import RunDirError, UnsupportedError
 from distill.fsutil import write_json
 from distill.models.sentence import count_parameters
-from distill.recipe.embedding import EmbeddingRecipe
+from distill.tasks.embedding.recipe import EmbeddingRecipe
 
 
 def _finished(run_dir: str | Path) -> tuple[EmbeddingRecipe, Path]:

@@ -29,7 +29,7 @@ from distill.core.context import environment, require, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.fsutil import write_json, write_text
 from distill.models.sentence import SentenceEncoder, count_parameters, load_sentence_encoder
-from distill.recipe.embedding import EmbeddingRecipe, EmbedStudentConfig
+from distill.tasks.embedding.recipe import EmbeddingRecipe, EmbedStudentConfig
 from distill.tasks.embedding.card import embedding_model_card
 from distill.tasks.embedding.students import (
     build_student,

@@ -18,7 +18,7 @@ from distill.models.sentence import (
     narrow_student,
     save_sentence_encoder,
 )
-from distill.recipe.embedding import EmbedStudentConfig, EmbeddingRecipe
+from distill.tasks.embedding.recipe import EmbedStudentConfig, EmbeddingRecipe
 
 
 def folder_bytes(path: Path) -> int:

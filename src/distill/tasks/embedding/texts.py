@@ -12,7 +12,7 @@ from distill.core.logs import log
 from distill.data.augment import augment_texts
 from distill.data.corpus import dedupe, read_corpus, split_corpus
 from distill.errors import DataError, ModelError
-from distill.recipe.embedding import EmbeddingRecipe
+from distill.tasks.embedding.recipe import EmbeddingRecipe
 
 
 def default_teacher_path() -> Path:

@@ -25,7 +25,7 @@ from distill.core.distributed import Ranks
 from distill.core.logs import log
 from distill.errors import CheckpointError, TrainingError
 from distill.models.sentence import SentenceEncoder
-from distill.recipe.embedding import EmbedTrainConfig
+from distill.tasks.embedding.recipe import EmbedTrainConfig
 from distill.losses.embedding import attention_loss, cosine_loss, hidden_loss, mse_loss, relational_loss
 
 DEFAULT_LR = {"layers": 1e-4, "narrow": 5e-4, "static": 1e-3}

@@ -8,12 +8,12 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
+from distill.data.augment import AugmentKind
 from distill.recipe.base import OutputConfig, repeated
 from distill.recipe.base import RecipeRoot as _RecipeRoot
 from distill.recipe.base import Section as _Section
 
 
-AugmentKind = Literal["drop", "crop", "concat"]  # data.augment's kinds of variant (data/augment.augment_texts)
 
 
 class CorpusConfig(_Section):
