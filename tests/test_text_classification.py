@@ -323,17 +323,17 @@ def test_builtin_sets_read_debians_files(tmp_path: Path) -> None:
 
 def test_an_hf_student_and_the_hidden_state_term(finetuned: Path, world: dict[str, Path], tmp_path: Path) -> None:
     """A Hugging Face folder as the student (here an encoder without a head: a new one is made for the labels), and
-    a layer student that also learns the hidden states of the teacher layer it was copied from."""
+    a layer student that also learns the hidden states and attention maps of the teacher layer it was copied from."""
     r = raw(world, "hf-student", teacher={"kind": "hf", "path": str(finetuned / "teacher")})
     r["students"] = [
         {"name": "hf", "kind": "hf", "path": str(world["encoder"]), "train": {"epochs": 1, "lr": 1e-3}},
-        {"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 2, "hidden": 1.0, "lr": 1e-4}},
+        {"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 2, "hidden": 1.0, "attention": 1.0, "lr": 1e-4}},
     ]
     r["eval"]["baseline"] = False
     r["output"].update(dir=str(tmp_path / "run"), report=False)
     result = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
     rows = {row["name"]: row for row in result.rows}
-    assert [h for h in rows["l1"]["history"] if "hidden" in h] and rows["l1"]["history"][0]["hidden"] >= 0
+    assert all(h["hidden"] >= 0 and h["attention"] >= 0 for h in rows["l1"]["history"]), rows["l1"]["history"]
     assert "hidden" not in rows["hf"]["history"][0]
     cfg = json.loads((result.run_dir / "students" / "hf" / "config.json").read_text())
     assert cfg["id2label"] == {"0": "animals", "1": "computing", "2": "weather"}

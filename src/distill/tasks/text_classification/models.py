@@ -32,17 +32,28 @@ def quiet_transformers() -> None:
 # ------------------------------------------------------------------ models
 class HFClassifier(nn.Module):
     """A transformers ``*ForSequenceClassification`` model called as ``(input_ids, attention_mask[, token_type_ids])
-    -> logits``; ``hidden=True`` also returns its hidden states (embeddings, then each layer)."""
+    -> logits``; with ``hidden`` or ``attentions`` it returns ``(logits, hidden_states, attentions)`` (hidden states:
+    the embeddings, then each layer; attention maps (B, heads, T, T) of each layer; None where not asked)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
-                hidden: bool = False) -> Any:  # fmt: skip
-        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        out = self.net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden, **kw)
-        return (out.logits, out.hidden_states) if hidden else out.logits
+                hidden: bool = False, attentions: bool = False) -> Any:  # fmt: skip
+        kw: dict[str, Any] = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        config = self.net.config
+        kernel = config._attn_implementation
+        if attentions:
+            config._attn_implementation = "eager"  # attention maps need the eager kernel: for this call only
+            kw["output_attentions"] = True
+        try:
+            out = self.net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden, **kw)
+        finally:
+            config._attn_implementation = kernel
+        if not (hidden or attentions):
+            return out.logits
+        return out.logits, out.hidden_states if hidden else None, out.attentions if attentions else None
 
 
 class StaticClassifier(nn.Module):

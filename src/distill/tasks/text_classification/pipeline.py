@@ -289,8 +289,8 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
         sched = Schedule(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[spec.kind],
                          weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
                          max_minutes=cfg.max_minutes, seed=cfg.seed)  # fmt: skip
-        obj = Objective(kd=cfg.kd, ce=cfg.ce, hidden=cfg.hidden, temperature=cfg.temperature)
-        mapping = list(spec.layers) if spec.kind == "layers" and cfg.hidden else None
+        obj = Objective(kd=cfg.kd, ce=cfg.ce, hidden=cfg.hidden, attention=cfg.attention, temperature=cfg.temperature)
+        mapping = list(spec.layers) if spec.kind == "layers" and (cfg.hidden or cfg.attention) else None
         with torch_threads(cfg.num_threads), torch_seed(cfg.seed):
             stats = fit(model, enc, data.train.labels, logits["train"], obj, sched,
                         CheckpointStore(run_dir / "checkpoints" / spec.name), resume=resume, progress=progress,

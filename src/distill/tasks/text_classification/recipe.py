@@ -81,13 +81,18 @@ class TextTrainConfig(Section):
         0.0, ge=0, description="Weight of the hidden-state term (MSE between each kept layer's output and the teacher "
         "layer it was copied from; runs the teacher each step). Students of kind 'layers' only.",
     )  # fmt: skip
+    attention: float = Field(
+        0.0, ge=0, description="Weight of the attention-map term (KL between the teacher's and the student's attention "
+        "rows, heads averaged, per kept layer; runs the teacher each step, with the eager attention kernel). Students "
+        "of kind 'layers' only.",
+    )  # fmt: skip
     num_threads: int | None = Field(None, gt=0, description="torch threads while training (default: leave as is).")
     seed: int = Field(0, description="Seed of initialisation and batch order.")
 
     @model_validator(mode="after")
     def _some_term(self) -> TextTrainConfig:
-        if self.epochs and not (self.kd or self.ce or self.hidden):
-            raise ValueError("every loss weight is 0 (kd, ce, hidden): set at least one above 0, or epochs: 0")
+        if self.epochs and not (self.kd or self.ce or self.hidden or self.attention):
+            raise ValueError("every loss weight is 0 (kd, ce, hidden, attention): set at least one above 0, or epochs: 0")
         return self
 
 
@@ -129,9 +134,9 @@ class TextStudentConfig(Section):
             raise ValueError(f"kind {self.kind!r} needs `{field}`, e.g. {example[self.kind]}")
         if self.kind == "layers" and self.layers and len(set(self.layers)) != len(self.layers):
             raise ValueError(f"layers lists a layer twice ({self.layers})")
-        if self.kind != "layers" and self.train is not None and self.train.hidden:
-            raise ValueError("train.hidden applies to students of kind 'layers' (their layers are the teacher's); "
-                             "set it to 0 for this student")  # fmt: skip
+        if self.kind != "layers" and self.train is not None and (self.train.hidden or self.train.attention):
+            raise ValueError("train.hidden and train.attention apply to students of kind 'layers' (their layers are "
+                             "the teacher's); set them to 0 for this student")  # fmt: skip
         return self
 
 

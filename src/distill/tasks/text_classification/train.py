@@ -22,17 +22,20 @@ from torch import Tensor
 from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log
 from distill.errors import CheckpointError, TrainingError
+from distill.losses import attention_map_loss as attention_loss
 from distill.losses import hidden_loss, kd_loss
 from distill.tasks.text_classification.models import Encoded, StaticClassifier, TextModel
 
 
 @dataclass(frozen=True)
 class Objective:
-    """What one step minimises: ``kd · T²·KL(teacher ‖ student) + ce · CE(labels) + hidden · MSE(hidden states)``."""
+    """What one step minimises: ``kd · T²·KL(teacher ‖ student) + ce · CE(labels) + hidden · MSE(hidden states) +
+    attention · KL(teacher's attention rows ‖ student's)`` (the last two over the mapped layers, averaged)."""
 
     kd: float = 0.0
     ce: float = 1.0
     hidden: float = 0.0
+    attention: float = 0.0
     temperature: float = 2.0
 
 
@@ -95,22 +98,27 @@ def _optimizer(model: TextModel, sched: Schedule) -> torch.optim.Optimizer:
 
 def _step_loss(model: TextModel, batch: dict[str, Tensor], labels: Tensor, t_logits: Tensor | None, obj: Objective,
                teacher: TextModel | None, mapping: list[int] | None) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
-    want_hidden = obj.hidden > 0 and teacher is not None and mapping is not None
-    out = model.module(**batch, hidden=True) if want_hidden else model.module(**batch)
-    logits, s_hidden = out if want_hidden else (out, None)
+    features = (obj.hidden > 0 or obj.attention > 0) and teacher is not None and mapping is not None
+    flags = {"hidden": obj.hidden > 0, "attentions": obj.attention > 0}
+    out = model.module(**batch, **flags) if features else model.module(**batch)
+    logits, s_hidden, s_attn = out if features else (out, None, None)
     zero = logits.new_zeros(())
     parts: dict[str, Tensor] = {}
     if obj.kd and t_logits is not None:
         parts["kd"] = obj.kd * kd_loss(logits, t_logits, temperature=obj.temperature)
     if obj.ce:
         parts["ce"] = obj.ce * F.cross_entropy(logits.float(), labels)
-    if want_hidden:
-        assert teacher is not None and mapping is not None and s_hidden is not None
+    if features:
+        assert teacher is not None and mapping is not None
         with torch.no_grad():
-            _, t_hidden = teacher.module(**batch, hidden=True)
+            _, t_hidden, t_attn = teacher.module(**batch, **flags)
         mask = batch["attention_mask"]
-        h = sum(hidden_loss(s_hidden[si + 1], t_hidden[ti + 1], mask) for si, ti in enumerate(mapping))
-        parts["hidden"] = obj.hidden * h / len(mapping)
+        if s_hidden is not None:
+            h = sum(hidden_loss(s_hidden[si + 1], t_hidden[ti + 1], mask) for si, ti in enumerate(mapping))
+            parts["hidden"] = obj.hidden * h / len(mapping)
+        if s_attn is not None:
+            a = sum(attention_loss(s_attn[si], t_attn[ti], mask) for si, ti in enumerate(mapping))
+            parts["attention"] = obj.attention * a / len(mapping)
     loss = sum(parts.values(), zero)
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
