@@ -327,6 +327,7 @@ def test_an_hf_student_and_the_hidden_state_term(finetuned: Path, world: dict[st
     r = raw(world, "hf-student", teacher={"kind": "hf", "path": str(finetuned / "teacher")})
     r["students"] = [
         {"name": "hf", "kind": "hf", "path": str(world["encoder"]), "train": {"epochs": 1, "lr": 1e-3}},
+        {"name": "narrow", "kind": "narrow", "num_layers": 1, "hidden": 16, "heads": 2, "train": {"epochs": 1}},
         {"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 2, "hidden": 1.0, "attention": 1.0, "lr": 1e-4}},
     ]
     r["eval"]["baseline"] = False
@@ -342,3 +343,6 @@ def test_an_hf_student_and_the_hidden_state_term(finetuned: Path, world: dict[st
     # the layer student's folder is a 1-layer classifier transformers loads as it is
     net = AutoModelForSequenceClassification.from_pretrained(str(result.run_dir / "students" / "l1"))
     assert net.config.num_hidden_layers == 1 and net.config.num_labels == 3
+    narrow = AutoModelForSequenceClassification.from_pretrained(str(result.run_dir / "students" / "narrow"))
+    assert (narrow.config.num_hidden_layers, narrow.config.hidden_size) == (1, 16)
+    assert (result.run_dir / "students" / "narrow" / "onnx" / "model.onnx").is_file()

@@ -19,6 +19,7 @@ def text_model_card(recipe: TextClassificationRecipe, spec: TextStudentConfig, m
     labels = metrics["data"]["labels"]
     shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
     settings = {"layers": f"teacher layers {spec.layers}", "static": f"token table of width {spec.dim}",
+                "narrow": f"{spec.num_layers} layers x {spec.hidden}, {spec.heads} heads",
                 "factory": f"factory {spec.factory}", "hf": f"Hugging Face folder {spec.path}"}[spec.kind]  # fmt: skip
     teacher_row = metrics["models"][0]
     lines = [
@@ -49,7 +50,7 @@ def text_model_card(recipe: TextClassificationRecipe, spec: TextStudentConfig, m
         "```",
         "",
     ]
-    if spec.kind in {"layers", "hf"}:
+    if spec.kind in {"layers", "narrow", "hf"}:
         lines += ["Or with transformers, from this folder:", "", "```python",
                   "from transformers import pipeline", "clf = pipeline('text-classification', model=PATH)", "```", ""]  # fmt: skip
     return "\n".join(lines)

@@ -299,6 +299,36 @@ def layers_student(teacher: TextModel, keep: list[int]) -> TextModel:
     return TextModel(HFClassifier(net), teacher.tokenizer, "layers")
 
 
+def narrow_student(teacher: TextModel, num_layers: int, hidden: int, heads: int, num_labels: int) -> TextModel:
+    """A smaller transformer of the teacher's family made from a config (``num_layers`` x ``hidden``, ``heads``;
+    feed-forward 4 x hidden), on the teacher's tokenizer; its token, position and type embeddings are a PCA
+    projection of the teacher's, the rest is newly initialised."""
+    from transformers import AutoModelForSequenceClassification
+
+    t_net = teacher.module.net
+    width = int(t_net.config.hidden_size)
+    if not 1 <= hidden <= width:
+        raise RecipeError([f"a narrow student's hidden ({hidden}) must be in 1..{width}, the teacher's width. Fix: "
+                           "lower students[].hidden."])  # fmt: skip
+    cfg = copy.deepcopy(t_net.config)
+    cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads = int(num_layers), int(hidden), int(heads)
+    cfg.intermediate_size = 4 * int(hidden)
+    cfg.num_labels = num_labels
+    net = AutoModelForSequenceClassification.from_config(cfg)
+    t_emb = t_net.get_input_embeddings().weight.detach().float()
+    mean = t_emb.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(t_emb - mean, full_matrices=False)
+    comps = v[:hidden]
+    with torch.no_grad():
+        net.get_input_embeddings().weight.copy_((t_emb - mean) @ comps.T)
+        t_mods, s_mods = t_net.base_model.embeddings, net.base_model.embeddings
+        for name in ("position_embeddings", "token_type_embeddings"):
+            if hasattr(t_mods, name) and hasattr(s_mods, name):
+                getattr(s_mods, name).weight.copy_(getattr(t_mods, name).weight.detach().float() @ comps.T)
+    net.train()
+    return TextModel(HFClassifier(net), teacher.tokenizer, "narrow")
+
+
 def _parent_of(root: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
     for _, m in root.named_modules():
         for name, c in m.named_children():

@@ -35,7 +35,7 @@ from distill.tasks.text_classification.train import Objective, Schedule, fit
 
 # layers: 3e-4 for 4 epochs kept 94% of the teacher's test accuracy on a tuning split of WordNet (data.seed 1),
 # 1e-4 for 3 epochs 77% (benchmarks/text_classification.py's recipe, 2026-12-03)
-DEFAULT_LR = {"layers": 3e-4, "hf": 5e-5, "static": 1e-2, "factory": 1e-3}
+DEFAULT_LR = {"layers": 3e-4, "narrow": 5e-4, "hf": 5e-5, "static": 1e-2, "factory": 1e-3}
 # Resuming a failed run with a corrected recipe: a stage whose keys changed is made again.
 STAGES = {
     "teacher": (("data", "teacher"), ("teacher", "teacher_logits.npz", "checkpoints/teacher")),
@@ -126,6 +126,9 @@ def build_student(spec: TextStudentConfig, teacher: M.TextModel, names: list[str
                 raise RecipeError([f"students[{spec.name}].layers {bad} are not layers of the teacher, which has {n} "
                                    f"(0..{n - 1}). Fix: pick layers in that range."])  # fmt: skip
             model = M.layers_student(teacher, list(spec.layers or []))
+        elif spec.kind == "narrow":
+            model = M.narrow_student(teacher, int(spec.num_layers or 0), int(spec.hidden or 0), int(spec.heads or 0),
+                                     len(names))  # fmt: skip
         elif spec.kind == "static":
             model = M.static_student(teacher, spec.dim, len(names))
         elif spec.kind == "factory":

@@ -70,7 +70,7 @@ class TextTrainConfig(Section):
     batch_size: int = Field(32, gt=0, description="Texts per step.")
     lr: float | None = Field(
         None, gt=0, description="Peak learning rate (AdamW, linear warm-up then decay). Default per student kind: "
-        "layers 3e-4, hf 5e-5, static 1e-2, factory 1e-3.",
+        "layers 3e-4, narrow 5e-4, hf 5e-5, static 1e-2, factory 1e-3.",
     )  # fmt: skip
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to a static token table).")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming the learning rate up.")
@@ -96,19 +96,24 @@ class TextTrainConfig(Section):
         return self
 
 
-StudentKind = Literal["layers", "static", "factory", "hf"]
+StudentKind = Literal["layers", "narrow", "static", "factory", "hf"]
 
 
 class TextStudentConfig(Section):
     name: str = Field(..., min_length=1, description="Name of the student (its folder under students/).")
     kind: StudentKind = Field(
         ...,
-        description="'layers': the teacher with only `layers` kept, weights copied (DistilBERT-style); 'static': a "
+        description="'layers': the teacher with only `layers` kept, weights copied (DistilBERT-style); 'narrow': a "
+        "smaller transformer of the teacher's family made from a config (`num_layers` x `hidden`, `heads`), its "
+        "embeddings a PCA of the teacher's; 'static': a "
         "token table made from the teacher's token vectors (PCA to `dim`), mean over the text's tokens, a linear "
         "head: no network at inference; 'factory': your own nn.Module from `factory`; 'hf': a Hugging Face "
         "AutoModelForSequenceClassification folder at `path` (its own tokenizer; a new head when its labels differ).",
     )
     layers: list[int] | None = Field(None, description="kind layers: teacher layers to keep, 0-based (e.g. [0, 5]).")
+    num_layers: int | None = Field(None, gt=0, description="kind narrow: number of transformer layers.")
+    hidden: int | None = Field(None, gt=0, description="kind narrow: hidden size (a multiple of `heads`, at most the teacher's).")
+    heads: int | None = Field(None, gt=0, description="kind narrow: attention heads.")
     dim: int = Field(128, gt=0, description="kind static: width of the token table (PCA of the teacher's token vectors).")
     factory: str | None = Field(
         None, description="kind factory: 'package.module:function', called as function(num_labels=C, vocab_size=V); "
@@ -132,6 +137,10 @@ class TextStudentConfig(Section):
         field = needs.get(self.kind)
         if field and not getattr(self, field):
             raise ValueError(f"kind {self.kind!r} needs `{field}`, e.g. {example[self.kind]}")
+        if self.kind == "narrow" and not (self.num_layers and self.hidden and self.heads):
+            raise ValueError("kind 'narrow' needs num_layers, hidden and heads, e.g. num_layers: 2, hidden: 192, heads: 6")
+        if self.kind == "narrow" and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         if self.kind == "layers" and self.layers and len(set(self.layers)) != len(self.layers):
             raise ValueError(f"layers lists a layer twice ({self.layers})")
         if self.kind != "layers" and self.train is not None and (self.train.hidden or self.train.attention):
