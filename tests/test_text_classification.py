@@ -62,7 +62,7 @@ def raw(world: dict[str, Path], name: str, **over: Any) -> dict[str, Any]:
                       "train": {"epochs": 20, "batch_size": 16, "lr": 3e-2}}],
         "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3},
         "eval": {"speed_texts": 32, "latency_texts": 4},
-        "output": {"dir": str(world["root"] / name), "report": True},
+        "output": {"dir": str(world["root"] / name), "report": True, "cache_dir": str(world["root"] / "cache")},
     }  # fmt: skip
     for key, value in over.items():
         r[key] = value
@@ -137,6 +137,13 @@ def test_a_given_hf_teacher_is_matched_to_the_labels_by_name(finetuned: Path, wo
     again = json.loads((result.run_dir / "metrics.json").read_text())
     assert again["models"][0]["accuracy"] == pytest.approx(first["accuracy"])
     assert again["teacher"]["source"] == f"loaded from {folder}"
+    # the same teacher on the same data in another run: its logits come from output.cache_dir
+    r["output"]["dir"] = str(world["root"] / "hf-again")
+    third = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    third_metrics = json.loads((third.run_dir / "metrics.json").read_text())
+    assert third_metrics["teacher_pass_seconds"] == again["teacher_pass_seconds"]
+    assert third_metrics["models"][0]["accuracy"] == again["models"][0]["accuracy"]
+    assert len(list((world["root"] / "cache" / "text-logits").glob("*.npz"))) >= 2  # fine-tuned teacher, given one
     # labels that are not the data's: refused in the preflight with both lists, nothing written
     cfg["id2label"] = {"0": "animals", "1": "plants", "2": "weather"}
     (folder / "config.json").write_text(json.dumps(cfg))

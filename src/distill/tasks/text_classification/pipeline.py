@@ -11,6 +11,7 @@ side by side (raw text in, labels out) → ONNX folders that run on raw text →
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import time
@@ -216,17 +217,23 @@ def teacher_stage(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path,
 
 def teacher_logits(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *,
                    progress: bool) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
-    """The teacher's logits on train / val / test (kept in the run, keyed by the example ids), and the seconds
-    its pass took; non-finite logits are an error that names the teacher."""
+    """The teacher's logits on train / val / test and the seconds its pass took. Kept in the run
+    (``teacher_logits.npz``, with the example ids) and in ``output.cache_dir``, keyed by a hash of the teacher's
+    files, the label order, the token limit and the texts: a second run of the same teacher on the same data
+    reads them. Non-finite logits are an error that names the teacher (and are not cached)."""
     path = run_dir / "teacher_logits.npz"
     splits = {"train": setup.data.train, "val": setup.data.val, "test": setup.data.test}
-    if path.is_file():
-        with np.load(path) as z:
-            stored = {k: z[k] for k in z.files}
-        if all(list(stored.get(f"{k}_ids", [])) == s.ids for k, s in splits.items()):
+    folder = setup.teacher_path if recipe.teacher.kind == "hf" else run_dir / "teacher"
+    cached = Path(recipe.output.cache_dir) / "text-logits" / f"{_logits_key(recipe, setup, folder)}.npz"
+    for source in (path, cached):
+        stored = _read_logits(source, splits)
+        if stored is not None:
+            if source == cached:
+                log.info("teacher logits: from the cache (%s)", cached)
+                _write_logits(path, stored, splits)
             return {k: stored[k] for k in splits}, float(stored["seconds"])
     t0 = time.perf_counter()
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for k, s in splits.items():
         enc = M.encode(setup.teacher.tokenizer, s.inputs(), recipe.data.max_length)
         out[k] = M.predict_logits(setup.teacher, enc, recipe.teacher.batch_size, progress=progress, desc=f"teacher on {k}")
@@ -235,10 +242,44 @@ def teacher_logits(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path
             raise TeacherError(f"the teacher {setup.teacher_name} gives non-finite logits (NaN or inf) on {int(bad.sum())} "
                                f"of {len(s)} {k} texts. Fix: check its weights (a fine-tuning that diverged, a corrupt "
                                "file); nothing was cached.")  # fmt: skip
-    seconds = time.perf_counter() - t0
+    stored = {**out, "seconds": np.float64(time.perf_counter() - t0)}
+    _write_logits(path, stored, splits)
+    _write_logits(cached, stored, splits)
+    return out, float(stored["seconds"])
+
+
+def _logits_key(recipe: TextClassificationRecipe, setup: Setup, folder: Path) -> str:
+    from distill.fsutil import sha256_file
+
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt", ".model"} and p.name != "train.json":
+            h.update(p.relative_to(folder).as_posix().encode() + sha256_file(p).encode())
+    h.update(f"{recipe.data.max_length}|{'|'.join(setup.data.label_names)}".encode())
+    for s in (setup.data.train, setup.data.val, setup.data.test):
+        h.update("\n".join(s.ids).encode())
+    return h.hexdigest()[:24]
+
+
+def _read_logits(path: Path, splits: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            stored = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        log.warning("teacher logits %s are unreadable (%s): computing them again", path, exc)
+        return None
+    if all(list(stored.get(f"{k}_ids", [])) == s.ids for k, s in splits.items()):
+        return stored
+    return None
+
+
+def _write_logits(path: Path, stored: dict[str, np.ndarray], splits: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: stored[k] for k in (*splits, "seconds")}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, seconds=seconds, **out, **{f"{k}_ids": np.array(s.ids) for k, s in splits.items()})
-    return out, seconds
+        np.savez(f, **arrays, **{f"{k}_ids": np.array(s.ids) for k, s in splits.items()})
 
 
 def check_against_chance(recipe: TextClassificationRecipe, setup: Setup, val_logits: np.ndarray) -> None:

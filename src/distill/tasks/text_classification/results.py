@@ -76,8 +76,9 @@ def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | No
              "process, the models taking turns."]  # fmt: skip
     if teacher_pass_seconds is not None:
         notes.append(f"Train time of a student counts its training only; the teacher's pass over the texts "
-                     f"(its logits, shared by every student) took {teacher_pass_seconds:.0f} s more, and its "
-                     "fine-tuning is the teacher's own train time.")  # fmt: skip
+                     f"(its logits, shared by every student) took {teacher_pass_seconds:.0f} s more (measured when "
+                     "they were computed, also when this run read them from the cache), and its fine-tuning is the "
+                     "teacher's own train time.")  # fmt: skip
     return "\n".join(lines + notes) + "\n"
 
 
