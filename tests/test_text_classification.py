@@ -203,6 +203,12 @@ def test_bad_data_is_refused_before_anything_is_written(world: dict[str, Path], 
     one = [(t, "animals") for t, _ in labelled_rows(30)]
     _refused(with_data(source=str(write_csv(tmp_path / "one.csv", one))), capsys, tmp_path, "one class")
     _refused(with_data(source=str(tmp_path / "missing.csv")), capsys, tmp_path, "not found")
+    _refused(with_data(source=str(write_csv(tmp_path / "empty.csv", []))), capsys, tmp_path, "has no rows")
+    (tmp_path / "latin1.csv").write_bytes("text,label\ncaf\xe9 au lait,food\n".encode("latin-1"))
+    _refused(with_data(source=str(tmp_path / "latin1.csv")), capsys, tmp_path, "not UTF-8")
+    # the tiny teacher has 64 positions: a longer token limit would fail inside it, after the fine-tuning
+    _refused(with_data(max_length=100), capsys, tmp_path, "data.max_length 100 is longer than the teacher can read",
+             "64 positions")
 
 
 def test_bad_students_and_teachers_are_refused_together(world: dict[str, Path], tmp_path: Path,
@@ -353,3 +359,30 @@ def test_an_hf_student_and_the_hidden_state_term(finetuned: Path, world: dict[st
     narrow = AutoModelForSequenceClassification.from_pretrained(str(result.run_dir / "students" / "narrow"))
     assert (narrow.config.num_hidden_layers, narrow.config.hidden_size) == (1, 16)
     assert (result.run_dir / "students" / "narrow" / "onnx" / "model.onnx").is_file()
+
+
+def test_a_decoder_teacher_gpt2_style(tmp_path: Path) -> None:
+    """A causal LM folder (GPT-2 architecture, its own byte-level tokenizer without token types) fine-tuned as a
+    classifier, a layer student of it (its blocks renumbered for the key/value cache) and a static one, both exported."""
+    from distill.data.text import train_tokenizer
+    from distill.models.causal_lm import build_causal_lm
+
+    rows = labelled_rows(150)
+    tok = train_tokenizer([t for t, _ in rows], 300)
+    lm = build_causal_lm(vocab_size=len(tok), layers=2, width=16, heads=2, context=64, eos_token_id=tok.eos_token_id, seed=0)
+    lm.save_pretrained(str(tmp_path / "lm"))
+    tok.save_pretrained(str(tmp_path / "lm"))
+    r = {
+        "task": "text_classification", "name": "gpt",
+        "data": {"source": str(write_csv(tmp_path / "t.csv", rows)), "max_length": 32},
+        "teacher": {"kind": "finetune", "path": str(tmp_path / "lm"), "epochs": 2, "lr": 1e-3, "batch_size": 16},
+        "students": [{"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 1}},
+                     {"name": "static", "kind": "static", "dim": 8, "train": {"epochs": 1}}],
+        "eval": {"speed_texts": 16, "latency_texts": 4, "allow_chance_teacher": True, "baseline": False},
+        "output": {"dir": str(tmp_path / "run"), "report": False, "cache_dir": str(tmp_path / "cache")},
+    }  # fmt: skip
+    result = distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    assert [row["name"] for row in result.rows] == ["teacher (lm)", "l1", "static"]
+    for name in ("l1", "static"):
+        cfg = json.loads((result.run_dir / "students" / name / "onnx" / "config.json").read_text())
+        assert cfg["inputs"] == ["input_ids", "attention_mask"] and cfg["labels"] == ["animals", "computing", "weather"]

@@ -187,6 +187,8 @@ def read_labelled(cfg: TextDataConfig) -> tuple[list[str], list[str] | None, lis
         rows = [int(i) + 1 for i in np.flatnonzero(bad.to_numpy())[:5]]
         raise DataError(f"{p}: {int(bad.sum())} rows have an empty {' / '.join(wanted)} (rows {rows}...). Fix: fill "
                         "or remove them.")  # fmt: skip
+    if len(df) == 0:
+        raise DataError(f"{p} has no rows (columns: {', '.join(cols)}). Fix: give a file with labelled texts.")
     texts = [str(t) for t in df[cfg.text_column]]
     pairs = [str(t) for t in df[cfg.text_pair_column]] if cfg.text_pair_column else None
     labels = [_label_str(v) for v in df[cfg.label_column]]

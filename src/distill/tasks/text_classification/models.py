@@ -195,6 +195,8 @@ def load_hf_classifier(path: str | Path, *, trust_remote_code: bool = False, wha
         raise TeacherError(f"{what} {p} does not load as a Hugging Face sequence classifier: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0]}. Fix: point it at a folder saved with save_pretrained (config.json, "
                            "weights, tokenizer), or set trust_remote_code if it needs its own code.") from None  # fmt: skip
+    if getattr(net.config, "pad_token_id", None) is None:
+        net.config.pad_token_id = tok.pad_token_id
     net.eval()
     return TextModel(HFClassifier(net), tok, "teacher")
 
@@ -244,6 +246,8 @@ def _with_head(path: str | Path, names: list[str], *, trust_remote_code: bool, w
                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Fix: point it at a folder saved with "
                    "save_pretrained (an encoder such as all-MiniLM-L6-v2, or a classifier).")  # fmt: skip
         raise (error(message) if error is TeacherError else error([message])) from None
+    if getattr(net.config, "pad_token_id", None) is None:
+        net.config.pad_token_id = tok.pad_token_id  # decoder-style models (GPT-2) classify padded batches by it
     net.train()
     return TextModel(HFClassifier(net), tok, kind)
 
@@ -292,6 +296,10 @@ def layers_student(teacher: TextModel, keep: list[int]) -> TextModel:
     kept = [blocks[i] for i in keep]
     parent, attr = _parent_of(net, blocks)
     setattr(parent, attr, nn.ModuleList(kept))
+    for j, block in enumerate(kept):  # decoder blocks (GPT-2) index their key/value cache by their position
+        for m in block.modules():
+            if isinstance(getattr(m, "layer_idx", None), int):
+                m.layer_idx = j
     for key in ("num_hidden_layers", "n_layers"):
         if hasattr(net.config, key):
             setattr(net.config, key, len(keep))
@@ -369,6 +377,15 @@ def factory_student(ref: str, teacher: TextModel, num_labels: int) -> TextModel:
 def hf_student(path: str | Path, names: list[str], *, trust_remote_code: bool = False) -> TextModel:
     """A local Hugging Face classifier folder as the student, with a head for ``names`` (new if its labels differ)."""
     return _with_head(path, names, trust_remote_code=trust_remote_code, what="students[].path", kind="hf")
+
+
+def check_token_limit(model: TextModel, max_length: int, what: str) -> None:
+    """``data.max_length`` fits the positions the model has (a longer input would fail inside it)."""
+    positions = getattr(getattr(model.module, "net", None), "config", None)
+    limit = getattr(positions, "max_position_embeddings", None) if positions is not None else None
+    if limit is not None and max_length > int(limit):
+        raise RecipeError([f"data.max_length {max_length} is longer than {what} can read: it has {limit} positions. "
+                           f"Fix: --set data.max_length={limit} (or less)."])  # fmt: skip
 
 
 def check_output_shape(model: TextModel, num_labels: int, what: str) -> None:

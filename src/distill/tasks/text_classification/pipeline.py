@@ -88,10 +88,14 @@ def preflight(recipe: TextClassificationRecipe) -> Setup:
     with problems.check():
         teacher, tpath = _load_teacher(recipe, data.label_names if data is not None else None)
     students: dict[str, M.TextModel] = {}
+    if teacher is not None:
+        with problems.check():
+            M.check_token_limit(teacher, recipe.data.max_length, "the teacher")
     if data is not None and teacher is not None:
         for spec in recipe.students:
             with problems.check():
                 students[spec.name] = build_student(spec, teacher, data.label_names)
+                M.check_token_limit(students[spec.name], recipe.data.max_length, f"student {spec.name}")
     problems.raise_any()
     assert data is not None and teacher is not None
     name = recipe.teacher.name or ("all-MiniLM-L6-v2" if recipe.teacher.path is None else tpath.name)
