@@ -18,7 +18,7 @@ def text_model_card(recipe: TextClassificationRecipe, spec: TextStudentConfig, m
     lic = teacher.get("license") or "unknown (set teacher.license)"
     labels = metrics["data"]["labels"]
     shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
-    settings = {"layers": f"teacher layers {spec.layers}", "static": f"token table of width {spec.dim}",
+    settings = {"layers": f"teacher layers {spec.layers}", "static": f"token table of width {spec.dim}, {spec.init} init",
                 "narrow": f"{spec.num_layers} layers x {spec.hidden}, {spec.heads} heads",
                 "factory": f"factory {spec.factory}", "hf": f"Hugging Face folder {spec.path}"}[spec.kind]  # fmt: skip
     teacher_row = metrics["models"][0]

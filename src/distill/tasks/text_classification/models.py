@@ -345,16 +345,50 @@ def _parent_of(root: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
     raise AssertionError("child not under root")
 
 
-def static_student(teacher: TextModel, dim: int, num_labels: int) -> TextModel:
-    """A token table from the teacher's input token vectors, reduced by PCA to ``dim`` columns, and a new head."""
-    emb = teacher.module.net.get_input_embeddings().weight.detach().float()
-    centered = emb - emb.mean(0, keepdim=True)
-    k = min(dim, emb.shape[1])
-    _, _, v = torch.linalg.svd(centered, full_matrices=False)
-    table = centered @ v[:k].T
+def static_student(teacher: TextModel, dim: int, num_labels: int,
+                   context: tuple[Tensor, Tensor] | None = None) -> TextModel:  # fmt: skip
+    """A token table reduced by PCA to ``dim`` columns, and a new head. Rows: the teacher's input token vectors, or
+    with ``context`` (``(sums (V, H), counts (V,))`` of :func:`token_contexts`) the mean of the teacher's last-layer
+    vectors of each token in the training texts (tokens never seen: zero rows)."""
+    if context is not None:
+        sums, counts = context
+        seen = counts > 0
+        emb = torch.zeros_like(sums)
+        emb[seen] = sums[seen] / counts[seen].unsqueeze(1)
+        mean = emb[seen].mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(emb[seen] - mean, full_matrices=False)
+        table = torch.where(seen.unsqueeze(1), (emb - mean), torch.zeros_like(emb)) @ v[: min(dim, emb.shape[1])].T
+    else:
+        emb = teacher.module.net.get_input_embeddings().weight.detach().float()
+        centered = emb - emb.mean(0, keepdim=True)
+        _, _, v = torch.linalg.svd(centered, full_matrices=False)
+        table = centered @ v[: min(dim, emb.shape[1])].T
     table = table / table.std().clamp(min=1e-6) * 0.1  # a scale the head's learning rate suits
     pad = teacher.tokenizer.pad_token_id or 0
     return TextModel(StaticClassifier(table, num_labels, pad), teacher.tokenizer, "static")
+
+
+@torch.no_grad()
+def token_contexts(teacher: TextModel, enc: Encoded, batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Per vocabulary row, the sum of the teacher's last-layer vectors of that token over ``enc``'s texts, and how
+    often it occurred: ``(sums (V, H), counts (V,))``."""
+    net = teacher.module.net
+    vocab, width = net.get_input_embeddings().weight.shape
+    sums = torch.zeros(vocab, width)
+    counts = torch.zeros(vocab)
+    was = teacher.module.training
+    teacher.module.eval()
+    try:
+        for s in range(0, len(enc), batch_size):
+            batch = enc.batch(list(range(s, min(s + batch_size, len(enc)))), teacher.uses_token_types)
+            _, hidden, _ = teacher.module(**batch, hidden=True)
+            m = batch["attention_mask"].bool()
+            ids = batch["input_ids"][m]
+            sums.index_add_(0, ids, hidden[-1][m].float())
+            counts.index_add_(0, ids, torch.ones(len(ids)))
+    finally:
+        teacher.module.train(was)
+    return sums, counts
 
 
 def factory_student(ref: str, teacher: TextModel, num_labels: int) -> TextModel:

@@ -61,6 +61,7 @@ class Setup:
     teacher_path: Path
     teacher_name: str
     students: dict[str, M.TextModel]
+    contexts: tuple[Any, Any] | None = None  # the teacher's token contexts, once a static student needs them
 
 
 def default_teacher_path() -> Path:
@@ -119,8 +120,10 @@ def _load_teacher(recipe: TextClassificationRecipe, names: list[str] | None) -> 
     return M.init_finetune_teacher(path, names, trust_remote_code=t.trust_remote_code), path
 
 
-def build_student(spec: TextStudentConfig, teacher: M.TextModel, names: list[str]) -> M.TextModel:
-    """The untrained student ``spec`` describes, its layers / factory / folder checked against the teacher."""
+def build_student(spec: TextStudentConfig, teacher: M.TextModel, names: list[str],
+                  context: tuple[Any, Any] | None = None) -> M.TextModel:  # fmt: skip
+    """The untrained student ``spec`` describes, its layers / factory / folder checked against the teacher
+    (``context``: the teacher's token contexts, for a static student with ``init: context``)."""
     from distill.errors import RecipeError
 
     with torch_seed(0):
@@ -135,7 +138,7 @@ def build_student(spec: TextStudentConfig, teacher: M.TextModel, names: list[str
             model = M.narrow_student(teacher, int(spec.num_layers or 0), int(spec.hidden or 0), int(spec.heads or 0),
                                      len(names))  # fmt: skip
         elif spec.kind == "static":
-            model = M.static_student(teacher, spec.dim, len(names))
+            model = M.static_student(teacher, spec.dim, len(names), context=context if spec.init == "context" else None)
         elif spec.kind == "factory":
             model = M.factory_student(str(spec.factory), teacher, len(names))
         else:
@@ -332,7 +335,10 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
         model, _ = load_text_model(folder)
         log.info("  already trained: %s", folder)
     else:
-        model = setup.students[spec.name]
+        # built again from the teacher as it is now: fine-tuned in this run, a layer student copies the fine-tuned
+        # layers and head (the preflight built one from the pretrained encoder, as a check)
+        context = _contexts(recipe, setup) if spec.kind == "static" and spec.init == "context" else None
+        model = build_student(spec, setup.teacher, data.label_names, context)
         enc = M.encode(model.tokenizer, data.train.inputs(), recipe.data.max_length)
         sched = Schedule(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[spec.kind],
                          weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
@@ -354,6 +360,15 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
     log.info("  %s: test accuracy %.1f%%, agreement with the teacher %.1f%%", spec.name, 100 * row["accuracy"],
              100 * row["agreement"])  # fmt: skip
     return model, row
+
+
+def _contexts(recipe: TextClassificationRecipe, setup: Setup) -> tuple[Any, Any]:
+    """The teacher's token contexts over the training texts (computed once a run)."""
+    if setup.contexts is None:
+        log.info("static: the teacher's last-layer vectors of every token in %d training texts", len(setup.data.train))
+        enc = M.encode(setup.teacher.tokenizer, setup.data.train.inputs(), recipe.data.max_length)
+        setup.contexts = M.token_contexts(setup.teacher, enc, recipe.teacher.batch_size)
+    return setup.contexts
 
 
 def classify_fn(model: M.TextModel, max_length: int) -> Any:

@@ -115,6 +115,11 @@ class TextStudentConfig(Section):
     hidden: int | None = Field(None, gt=0, description="kind narrow: hidden size (a multiple of `heads`, at most the teacher's).")
     heads: int | None = Field(None, gt=0, description="kind narrow: attention heads.")
     dim: int = Field(128, gt=0, description="kind static: width of the token table (PCA of the teacher's token vectors).")
+    init: Literal["token", "context"] = Field(
+        "token", description="kind static: rows from the teacher's input token vectors ('token'), or the mean of its "
+        "last-layer vectors of each token in the training texts ('context': one more teacher pass; tokens never seen "
+        "start at zero).",
+    )  # fmt: skip
     factory: str | None = Field(
         None, description="kind factory: 'package.module:function', called as function(num_labels=C, vocab_size=V); "
         "returns an nn.Module whose forward(input_ids, attention_mask) gives (batch, C) logits. It reads the "
