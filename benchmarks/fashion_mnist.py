@@ -31,7 +31,8 @@ import yaml
 
 from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
-from distill.recipe import FASHION_MNIST_DIR, validate_recipe
+from distill.data import FASHION_MNIST_DIR
+from distill.recipe import validate_recipe
 from distill.core.results import by_role
 
 ROOT = Path(__file__).resolve().parent
@@ -52,10 +53,10 @@ def time_epochs(base: dict[str, Any], teacher_ckpt: Path, rounds: int) -> dict[s
     ``rounds`` times in this process, same student, same data: the cost of distilling."""
     from accelerate import Accelerator
 
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
     from distill.tasks.classification.loop import fit
     from distill.models import build
-    from distill.recipe import LossTerm, TrainConfig
+    from distill.tasks.classification.recipe import LossTerm, TrainConfig
     from distill.tasks.classification.objective import build_objective
     from distill.teachers import load_weights, module_fingerprint
     from distill.teachers.cache import TeacherCache, cache_key

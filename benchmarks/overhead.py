@@ -106,9 +106,10 @@ def classification(rounds: int, quick: bool) -> dict[str, Any]:
     import yaml
     from accelerate import Accelerator
 
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
     from distill.models import build
-    from distill.recipe import LossTerm, TrainConfig, validate_recipe
+    from distill.recipe import validate_recipe
+    from distill.tasks.classification.recipe import LossTerm, TrainConfig
     from distill.tasks.classification.loop import batches_per_epoch, fit
     from distill.tasks.classification.objective import build_objective
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill.data import build_data, read_idx, write_idx
+from distill.data import read_idx, write_idx
+from distill.tasks.classification.data import build_data
 from distill.errors import DataError
-from distill.recipe import DataConfig
+from distill.tasks.classification.recipe import DataConfig
 
 
 def test_idx_round_trip(tmp_path: Path) -> None:

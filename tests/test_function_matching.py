@@ -147,7 +147,7 @@ def test_teacher_and_student_see_the_same_view_and_two_steps_train() -> None:
 
     from distill.data import Split
     from distill.tasks.classification.loop import fit
-    from distill.recipe import TrainConfig
+    from distill.tasks.classification.recipe import TrainConfig
     from distill.tasks.classification.objective import build_objective
 
     g = _gen(0)
@@ -193,7 +193,7 @@ def test_a_run_with_function_matching(write_recipe) -> None:
 def test_function_matching_with_a_precomputed_teacher_is_refused(write_recipe, tmp_path: Path, capsys) -> None:
     import numpy as np
 
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
 
     data = build_data(validate_recipe(tiny_recipe()).data)
     ids = [*data.train.ids, *data.val.ids, *data.test.ids]

@@ -10,9 +10,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.data import build_data, read_idx
+from distill.data import read_idx
+from distill.tasks.classification.data import build_data
 from distill.errors import DataError, RecipeError
-from distill.recipe import DataConfig, Recipe, load_recipe, validate_recipe
+from distill.recipe import load_recipe, validate_recipe
+from distill.tasks.classification.recipe import DataConfig, Recipe
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

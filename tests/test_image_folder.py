@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import build_data
+from distill.tasks.classification.data import build_data
 from distill.errors import DataError
-from distill.recipe import DataConfig
+from distill.tasks.classification.recipe import DataConfig
 
 Image = pytest.importorskip("PIL.Image")
 

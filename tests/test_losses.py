@@ -149,7 +149,7 @@ def test_cross_entropy_closed_form_matches_autograd() -> None:
      {"loss": "ce", "weight": 0.4}],
 ])  # fmt: skip
 def test_objective_closed_form_matches_autograd_through_a_model(terms: list[dict]) -> None:
-    from distill.recipe import LossTerm
+    from distill.tasks.classification.recipe import LossTerm
     from distill.tasks.classification.objective import (
         StepGradient, build_objective, closed_form_available, compute_objective, objective_values,
         prepare_teacher_targets,

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from distill.errors import RecipeError
-from distill.recipe import Recipe, apply_overrides, example_yaml, load_recipe, validate_recipe
+from distill.recipe import apply_overrides, example_yaml, load_recipe, validate_recipe
+from distill.tasks.classification.recipe import Recipe
 
 from .conftest import tiny_recipe
 

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 
 import distill  # noqa: E402
 from distill.core.results import by_role  # noqa: E402
-from distill.data import build_data  # noqa: E402
+from distill.tasks.classification.data import build_data  # noqa: E402
 from distill.export.raw_inputs import read_metadata  # noqa: E402
 from tests.conftest import tiny_recipe  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_a_table_student_ships_with_its_feature_order_scaling_and_class_names(tm
     assert "how to call it" in (export / "README.md").read_text()
 
     model = _load_runtime(export)
-    from distill.recipe import DataConfig
+    from distill.tasks.classification.recipe import DataConfig
 
     test_rows = [int(i.split("-")[1]) for i in build_data(DataConfig(**data_cfg)).test.ids]
     rows = df.iloc[test_rows]
@@ -77,7 +77,7 @@ def test_a_table_student_ships_with_its_feature_order_scaling_and_class_names(tm
 def test_an_image_student_takes_pixels_as_stored(tmp_path: Path) -> None:
     run = _run(tmp_path, {"source": "digits", "seed": 0})
     student_acc = by_role(json.loads((run / "metrics.json").read_text()))["student"]["test_acc"]
-    from distill.recipe import DataConfig
+    from distill.tasks.classification.recipe import DataConfig
 
     data = build_data(DataConfig(source="digits", seed=0))
     pixels = data.to_raw(data.test.x).numpy()  # 0..16, as scikit-learn stores the digits

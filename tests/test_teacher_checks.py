@@ -25,11 +25,11 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from distill.data import build_data  # noqa: E402
+from distill.tasks.classification.data import build_data  # noqa: E402
 from distill.errors import TeacherError  # noqa: E402
-from distill.recipe import DataConfig, TeacherConfig  # noqa: E402
+from distill.tasks.classification.recipe import DataConfig, TeacherConfig  # noqa: E402
 from distill.teachers.checks import LogOfProbabilities, label_key, output_kind  # noqa: E402
-from distill.teachers.external import build_external_teacher  # noqa: E402
+from distill.tasks.classification.teachers import build_external_teacher  # noqa: E402
 from distill.teachers.sklearn import SklearnTeacher  # noqa: E402
 
 

@@ -143,8 +143,8 @@ def test_teacher_fitted_on_a_frame_in_another_column_order_is_fed_by_name(table,
     captured = capsys.readouterr()
     assert "feature names" not in captured.out + captured.err
     m = json.loads(Path("runs/kinds/metrics.json").read_text())
-    from distill.data import build_data
-    from distill.recipe import DataConfig
+    from distill.tasks.classification.data import build_data
+    from distill.tasks.classification.recipe import DataConfig
 
     test_ids = set(build_data(DataConfig(**raw["data"])).test.ids.tolist())  # the run's own seeded split
     rows = df[df["uid"].isin(test_ids)]

@@ -115,7 +115,7 @@ def flip_averaged() -> None:
     KD T=1 from that file (selection seed 10)."""
     import numpy as np
 
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
     from distill.tasks.classification.builders import load_run_teacher
     from distill.fsutil import atomic_path
     from distill.recipe import validate_recipe

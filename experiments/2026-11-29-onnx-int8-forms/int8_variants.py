@@ -27,7 +27,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from distill.compress import onnx_int8
-from distill.data import build_data
+from distill.tasks.classification.data import build_data
 from distill.tasks.classification.stages import _recipe
 from distill.export import OrtRunner, onnx_session
 from distill.fsutil import write_text

@@ -30,7 +30,7 @@ from distill.errors import (  # noqa: E402
     TrainingError,
     UnsupportedError,
 )
-from distill.recipe import Recipe, load_recipe, validate_recipe  # noqa: E402
+from distill.recipe import load_recipe, validate_recipe  # noqa: E402
 
 __all__ = [
     "TASKS", "DataError", "DistillError", "ExportError", "ModelError", "Recipe", "RecipeError", "RunDirError",
@@ -44,4 +44,6 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
         import importlib
 
         return importlib.import_module("distill.losses")
+    if name == "Recipe":  # classification's schema, from the task table on first use (its data sources load torch)
+        return TASKS["classification"].recipe_class()
     raise AttributeError(f"module 'distill' has no attribute {name!r}")

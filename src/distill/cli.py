@@ -92,7 +92,7 @@ def _close_process_group() -> None:
 
 
 def demo_recipe_path(which: str = "auto") -> tuple[Path, str]:
-    from distill.recipe import FASHION_MNIST_DIR
+    from distill.data import FASHION_MNIST_DIR
 
     if which == "auto":
         which = "fashion_mnist" if Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").exists() else "digits"

@@ -103,7 +103,7 @@ def distill_module(
 
     from distill.data import Split
     from distill.tasks.classification.loop import fit
-    from distill.recipe import LossTerm, TrainConfig
+    from distill.tasks.classification.recipe import LossTerm, TrainConfig
     from distill.tasks.classification.objective import build_objective
 
     if not isinstance(student, nn.Module):

@@ -85,8 +85,8 @@ TASKS: dict[str, Task] = {
     "classification": Task(
         name="classification",
         summary="image and table classification: a teacher's soft labels into a small student",
-        schema="distill.recipe.schema:Recipe",
-        example="distill.recipe.docs:example_recipe",
+        schema="distill.tasks.classification.recipe:Recipe",
+        example="distill.tasks.classification.recipe:example_recipe",
         pipeline="distill.tasks.classification.pipeline:run",
         preflight="distill.tasks.classification.preflight:preflight",
         commands={

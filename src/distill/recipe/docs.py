@@ -1,5 +1,6 @@
-"""The recipe's documentation, generated from the schema: the commented example printed by
-``distill recipe --example`` and the field table of ``distill recipe --fields`` (and the README)."""
+"""The recipe's documentation, generated from each task's schema (reached through ``core.task.TASKS``): the
+commented example printed by ``distill recipe --example`` and the field table of ``distill recipe --fields``
+(and the README)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,6 @@ import yaml
 from pydantic import BaseModel
 
 from distill.recipe.load import validate_recipe
-from distill.recipe.schema import FASHION_MNIST_DIR, LossTerm
-
-def example_recipe() -> dict[str, Any]:
-    """The documented example: a CNN teacher distilled into a tiny MLP on Fashion-MNIST."""
-    return {
-        "name": "fashion-mnist",
-        "data": {"source": "fashion_mnist", "path": FASHION_MNIST_DIR, "val_fraction": 5000 / 60000, "seed": 0},
-        "teacher": {
-            "arch": "cnn",
-            "params": {"channels": [16, 32, 64], "hidden": 384, "dropout": 0.3},
-            "train": {"epochs": 10, "batch_size": 128, "optimizer": {"name": "adam", "lr": 3e-3}},
-            "license": "MIT",
-        },
-        "student": {"arch": "mlp", "params": {"hidden": [32]}},
-        "distill": [{"loss": "kd", "weight": 0.5, "temperature": 2.0}, {"loss": "ce", "weight": 0.5}],
-        "train": {"epochs": 30, "batch_size": 128, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0},
-        "eval": {"baseline": True},
-    }
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -89,8 +72,9 @@ def fields_markdown(task: str = "classification") -> str:
             shown = _yaml_scalar(default).replace("|", "\\|")
             rows.append(f"| `{path}` | `{shown}` | {field.description or ''} |")
             if name == "distill":
-                rows.append("| `distill[].loss` | | " + (LossTerm.model_fields["loss"].description or "") + " |")
-                rows.append("| `distill[].weight` | `1.0` | " + (LossTerm.model_fields["weight"].description or "") + " |")
+                term = field.annotation.__args__[0]  # list[LossTerm]: the task's term model
+                rows.append("| `distill[].loss` | | " + (term.model_fields["loss"].description or "") + " |")
+                rows.append("| `distill[].weight` | `1.0` | " + (term.model_fields["weight"].description or "") + " |")
                 rows.append("| `distill[].<param>` | | Parameters of the loss, e.g. `temperature` for kd (`distill methods`). |")
 
     walk(root, "")

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distill.errors import RecipeError
-from distill.recipe.schema import Recipe, default_terms
+
 
 def recipe_class(task: str) -> type[BaseModel]:
     """The schema class of a task, from the one task table (:data:`distill.core.task.TASKS`)."""
@@ -45,7 +45,7 @@ _FIXES = {
 }
 
 
-def _known_keys(loc: tuple[Any, ...], root: type[BaseModel] = Recipe) -> list[str]:
+def _known_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -62,7 +62,7 @@ def _known_keys(loc: tuple[Any, ...], root: type[BaseModel] = Recipe) -> list[st
     return list(getattr(model, "model_fields", {}))
 
 
-def _format_error(err: dict[str, Any], root: type[BaseModel] = Recipe) -> str:
+def _format_error(err: dict[str, Any], root: type[BaseModel]) -> str:
     loc = tuple(err.get("loc", ()))
     path = _loc_to_path(loc)
     kind = err.get("type", "")
@@ -165,11 +165,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 
 
 def _fill_defaults_for_list(raw: dict[str, Any]) -> dict[str, Any]:
-    """Make ``--set distill.0.x=..`` work when the recipe leaves ``distill`` at its default."""
-    if "distill" not in raw and raw.get("task", "classification") == "classification":
-        raw = dict(raw)
-        raw["distill"] = [t.model_dump() for t in default_terms()]
-    return raw
+    """Make ``--set distill.0.x=..`` work when the recipe leaves such a list at its default: the task's schema
+    names those defaults (``raw_defaults()``, e.g. classification's ``distill`` terms)."""
+    from distill.core.task import get_task
+
+    try:
+        schema = get_task(raw.get("task", "classification")).recipe_class()
+    except RecipeError:
+        return raw  # an unknown task: validation names it
+    defaults = schema.raw_defaults() if hasattr(schema, "raw_defaults") else {}
+    missing = {k: v for k, v in defaults.items() if k not in raw}
+    return {**raw, **missing} if missing else raw
 
 
 def load_recipe(

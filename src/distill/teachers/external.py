@@ -1,31 +1,17 @@
-"""Build the teacher a recipe describes when it is not a torch module trained here:
-an ONNX file, a scikit-learn estimator, a file of precomputed outputs, or an ensemble."""
+"""What the teachers that are not torch modules trained here share: the adapter that feeds a teacher the samples
+as they are in the user's data, the matching of a teacher's feature names and class labels to the data's, and
+whether a teacher can run on inputs at all. The recipe's ``teacher`` section becomes such a teacher in the
+classification task (:func:`distill.tasks.classification.teachers.build_external_teacher`)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distill.data import DataBundle
-from distill.errors import TeacherError
-from distill.recipe import TeacherConfig
-from distill.teachers.checks import check_outputs, match_classes, match_features
+from distill.teachers.checks import match_classes, match_features
 
 log = logging.getLogger("distill")
-
-
-def build_external_teacher(cfg: TeacherConfig, data: DataBundle) -> Any:
-    """A teacher object (``num_classes``, ``logits(x)`` or ``logits_for_ids(ids)``, ``fingerprint()``)."""
-    teacher = _build(cfg, data, "teacher")
-    if teacher.num_classes != data.num_classes:
-        raise TeacherError(
-            f"the teacher ({cfg.kind}) outputs {teacher.num_classes} classes but the data has {data.num_classes}. "
-            "Fix: use a teacher trained on the same classes."
-        )
-    return teacher
 
 
 class RawInputs:
@@ -43,23 +29,7 @@ class RawInputs:
         return "raw-inputs:" + self.teacher.fingerprint()
 
 
-def _build(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
-    t = _build_kind(cfg, data, where)
-    if cfg.kind in {"onnx", "sklearn"} and cfg.inputs == "raw":
-        t = RawInputs(t, data)
-    if cfg.kind == "ensemble":
-        return t  # its members were checked one by one
-    values = cfg.values if cfg.kind == "onnx" or cfg.values in ("logits", "log_probs") else "auto"
-    return check_outputs(t, data, _who(cfg, where), values)
-
-
-def _who(cfg: TeacherConfig, where: str) -> str:
-    kind = {"onnx": "ONNX", "sklearn": "scikit-learn", "precomputed": "precomputed", "torch": "torch"}[cfg.kind]
-    named = f" {Path(str(cfg.path)).name}" if cfg.path else ""
-    return f"the {kind} teacher{named} ({where})"
-
-
-def _align(teacher: Any, labels: Any, data: DataBundle, who: str) -> None:
+def align(teacher: Any, labels: Any, data: DataBundle, who: str) -> None:
     """Match the teacher's feature names and class labels, where it knows them, to the data's."""
     if teacher.feature_names is not None:
         index = match_features(teacher.feature_names, data, who)
@@ -68,45 +38,6 @@ def _align(teacher: Any, labels: Any, data: DataBundle, who: str) -> None:
             log.info("%s: fed the table's columns by name, in its own order: %s", who, ", ".join(teacher.feature_names))
     if labels is not None:
         teacher.map_classes(match_classes(list(labels), data, who), data.num_classes)
-
-
-def _build_kind(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
-    if cfg.kind == "onnx":
-        from distill.teachers.onnx import OnnxTeacher
-
-        t = OnnxTeacher(str(cfg.path), output_name=cfg.output_name)
-        _align(t, t.class_labels, data, _who(cfg, where))
-        t.check_sample_shape(data.in_shape)
-        return t
-    if cfg.kind == "sklearn":
-        from distill.teachers.sklearn import SklearnTeacher
-
-        t = SklearnTeacher.from_path(str(cfg.path), trust_pickle=cfg.trust_pickle, trusted_types=tuple(cfg.trusted_types))
-        _align(t, t.classes, data, _who(cfg, where))
-        return t
-    if cfg.kind == "precomputed":
-        from distill.teachers.precomputed import PrecomputedTeacher
-
-        ids = np.concatenate([s.ids for s in data.splits().values()])
-        values = {"log_probs": "logits"}.get(cfg.values, cfg.values)
-        return PrecomputedTeacher.from_file(str(cfg.path), ids, values=values)
-    if cfg.kind == "ensemble":
-        from distill.teachers.ensemble import EnsembleTeacher
-
-        members = [_build(m, data, f"{where}.members[{i}]") for i, m in enumerate(cfg.members)]
-        return EnsembleTeacher(members, weights=cfg.weights, combine=cfg.combine)
-    # a torch member of an ensemble: built and loaded from its checkpoint (not trained here)
-    from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
-
-    if not cfg.checkpoint:
-        raise TeacherError(
-            f"{where}: a torch member of an ensemble needs a `checkpoint` (members are not trained here). "
-            "Fix: train it with its own `distill run` and point checkpoint at its teacher.safetensors."
-        )
-    module = build_teacher_module(cfg.arch, cfg.factory, cfg.params, data.in_shape, data.num_classes)
-    load_weights(module, cfg.checkpoint, where)
-    check_output_classes(module, data.in_shape, data.num_classes, "teacher")
-    return TorchTeacher(module, data.num_classes)
 
 
 def can_run_on_inputs(teacher: Any) -> bool:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distill.fsutil import write_json, write_text
-from distill.recipe import Recipe
+from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.builders import load_run_teacher
 from distill.tasks.classification.stages import _accuracy, _builder, _load_student, _recipe
 
@@ -22,7 +22,7 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
     """Every stage of ``run_dir`` measured side by side in this process (same threads, same data); torch's
     thread count comes back as it was."""
     from distill.core.context import torch_threads
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
 
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir)

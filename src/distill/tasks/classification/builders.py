@@ -14,9 +14,9 @@ from distill.data import DataBundle
 from distill.errors import DistillError, ModelError, RunDirError, TeacherError
 from distill.fsutil import write_with
 from distill.models import build, build_from_factory
-from distill.recipe import Recipe
+from distill.tasks.classification.recipe import Recipe
 from distill.teachers import TorchTeacher, build_teacher_module, load_weights
-from distill.teachers.external import build_external_teacher
+from distill.tasks.classification.teachers import build_external_teacher
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -81,7 +81,7 @@ def build_student_module(cfg: Any, in_shape: Any, num_classes: int) -> nn.Module
 def list_layers(recipe: Recipe) -> dict[str, list[tuple[str, str, Any]]]:
     """Every named module of the recipe's (untrained) teacher and student with its type and its output
     shape for one sample: the names feature terms take as ``student_layer`` / ``teacher_layer``."""
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
     from distill.tasks.classification.features import FeatureCapture
 
     data = build_data(recipe.data)

@@ -19,7 +19,7 @@ from distill.core.optim import epoch_generator
 from distill.data import Split
 from distill.data.augment import augment_images, shift_mixup_views
 from distill.errors import TrainingError
-from distill.recipe import TrainConfig
+from distill.tasks.classification.recipe import TrainConfig
 from distill.tasks.classification.objective import (
     StepGradient,
     Term,

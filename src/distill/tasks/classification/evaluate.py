@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from distill.bench import measure_callable, measure_model
-from distill.data import DataBundle, build_data
+from distill.data import DataBundle
+from distill.tasks.classification.data import build_data
 from distill.tasks.classification import trees
 from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
 from distill.core.logs import setup_logging
 from distill.fsutil import write_json, write_with
-from distill.recipe import Recipe
+from distill.tasks.classification.recipe import Recipe
 from distill.report import comparison, render_markdown
 from distill.tasks.classification.objective import accuracy_from_logits, predict_logits
 from distill.teachers.ensemble import teacher_logits_for

@@ -19,7 +19,7 @@ from distill.core.checkpoint import CheckpointStore
 from distill.core.optim import make_optimizer, make_scheduler, prepare_for_training
 from distill.data import Split
 from distill.errors import TrainingError
-from distill.recipe import TrainConfig
+from distill.tasks.classification.recipe import TrainConfig
 from distill.tasks.classification.epoch import CHECK_EVERY, FitRun, unwrap
 from distill.tasks.classification.objective import Term, closed_form_available, prepare_teacher_targets, view_term
 

@@ -12,16 +12,18 @@ import torch
 from torch import nn
 
 from distill.core.context import require
-from distill.data import DataBundle, build_data
+from distill.data import DataBundle
+from distill.tasks.classification.data import build_data
 from distill.errors import Problems, RecipeError, TeacherError
-from distill.recipe import Recipe
+from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.builders import build_models
 from distill.tasks.classification.features import feature_shapes, layer_names
 from distill.tasks.classification.objective import build_objective, needs_teacher, predict_logits, view_term
 from distill.tasks.classification.signal import student_view
 from distill.teachers import TorchTeacher, check_output_classes, load_weights
 from distill.teachers.checks import output_kind
-from distill.teachers.external import build_external_teacher, can_run_on_inputs
+from distill.tasks.classification.teachers import build_external_teacher
+from distill.teachers.external import can_run_on_inputs
 
 log = logging.getLogger("distill")
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distill.data import DataBundle, transfer_set
-from distill.recipe import Recipe
+from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.objective import predict_logits
 from distill.teachers import TorchTeacher
 from distill.teachers.cache import TeacherCache, cache_key

@@ -22,7 +22,8 @@ from distill.tasks.classification.builders import load_run_recipe, load_run_stud
 from distill.tasks.classification.signal import student_view, teacher_outputs
 from distill.errors import ExportError, RecipeError, UnsupportedError
 from distill.fsutil import write_json
-from distill.recipe import LossTerm, Recipe, TrainConfig, apply_overrides, validate_recipe
+from distill.recipe import apply_overrides, validate_recipe
+from distill.tasks.classification.recipe import LossTerm, Recipe, TrainConfig
 
 log = logging.getLogger("distill")
 
@@ -56,7 +57,7 @@ def _accuracy(fn: Callable[[torch.Tensor], torch.Tensor], split: Any, batch: int
 # ---------------------------------------------------------------- compress
 def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), *, progress: bool = True) -> dict[str, Any]:
     """Prune and/or quantize the distilled student of ``run_dir`` as its recipe's ``compress`` section says."""
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
 
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir, overrides)
@@ -196,9 +197,9 @@ def export_run(
 ) -> dict[str, Any]:
     """Export the student (pruned if it was) as the recipe's ``export`` section (or ``formats``) says; the ONNX
     files take raw samples and say what they expect (:mod:`distill.export.raw_inputs`)."""
-    from distill.data import build_data
+    from distill.tasks.classification.data import build_data
     from distill.export.torch_format import save_hf, save_torch
-    from distill.recipe import ExportConfig
+    from distill.tasks.classification.recipe import ExportConfig
 
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir, overrides)

@@ -1,8 +1,9 @@
-"""The classification recipe: every section and field, each documented once in its ``Field(description=...)``
-(the sections every task shares are in :mod:`distill.recipe.base`).
+"""The classification recipe (``task: classification``, the default): every section and field, each documented
+once in its ``Field(description=...)`` (the sections every task shares are in :mod:`distill.recipe.base`; the
+objective's in :mod:`.recipe_terms`, compression's and export's in :mod:`.recipe_stages`).
 
-``docs.py`` turns these descriptions into the example recipe and the README's field table;
-``load.py`` validates raw mappings against these models.
+``distill.recipe.docs`` turns these descriptions into the example recipe and the field table;
+``distill.recipe.load`` validates raw mappings against these models (through ``core.task.TASKS``).
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from distill.data import FASHION_MNIST_DIR
 from distill.recipe.base import OptimizerConfig, OutputConfig, RecipeRoot, ScheduleConfig, Section
-from distill.recipe.stages import CompressConfig, ExportConfig, ParityConfig, PruneConfig, QuantizeConfig
-from distill.recipe.terms import LossTerm, TransferConfig, default_terms
+from distill.tasks.classification.recipe_stages import (
+    CompressConfig,
+    ExportConfig,
+    ParityConfig,
+    PruneConfig,
+    QuantizeConfig,
+)
+from distill.tasks.classification.recipe_terms import LossTerm, TransferConfig, default_terms
 
-# importable from here as before
-__all__ = ["FASHION_MNIST_DIR", "CompressConfig", "DataConfig", "EvalConfig", "ExportConfig", "LossTerm", "ParityConfig",
-           "PruneConfig", "QuantizeConfig", "Recipe", "StudentConfig", "TeacherConfig", "TrainConfig", "TransferConfig",
-           "OptimizerConfig", "OutputConfig", "ScheduleConfig", "default_terms"]  # fmt: skip
-
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# the whole classification schema is importable from here, the sections of recipe_terms and recipe_stages too
+__all__ = ["CompressConfig", "DataConfig", "EvalConfig", "ExportConfig", "LossTerm", "ParityConfig", "PruneConfig",
+           "QuantizeConfig", "Recipe", "StudentConfig", "TeacherConfig", "TrainConfig", "TransferConfig",
+           "default_terms", "example_recipe"]  # fmt: skip
 
 
 # --------------------------------------------------------------------- data
@@ -351,6 +357,12 @@ class Recipe(RecipeRoot):
     def teacher_train(self) -> TrainConfig:
         return self.teacher.train if self.teacher.train is not None else self.train
 
+    @classmethod
+    def raw_defaults(cls) -> dict[str, Any]:
+        """The defaults that ``--set`` overrides address by index (``distill.0.weight=0``) when the recipe leaves
+        them out, as raw values."""
+        return {"distill": [t.model_dump() for t in default_terms()]}
+
 
 def _check_builder_params(arch: str, params: dict[str, Any]) -> None:
     from distill.models import BUILDERS  # lazy: builders are the source of truth
@@ -365,3 +377,21 @@ def _check_builder_params(arch: str, params: dict[str, Any]) -> None:
             f"builder {arch!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"its parameters: {', '.join(allowed)}"
         )
+
+
+def example_recipe() -> dict[str, Any]:
+    """The documented example: a CNN teacher distilled into a tiny MLP on Fashion-MNIST."""
+    return {
+        "name": "fashion-mnist",
+        "data": {"source": "fashion_mnist", "path": FASHION_MNIST_DIR, "val_fraction": 5000 / 60000, "seed": 0},
+        "teacher": {
+            "arch": "cnn",
+            "params": {"channels": [16, 32, 64], "hidden": 384, "dropout": 0.3},
+            "train": {"epochs": 10, "batch_size": 128, "optimizer": {"name": "adam", "lr": 3e-3}},
+            "license": "MIT",
+        },
+        "student": {"arch": "mlp", "params": {"hidden": [32]}},
+        "distill": [{"loss": "kd", "weight": 0.5, "temperature": 2.0}, {"loss": "ce", "weight": 0.5}],
+        "train": {"epochs": 30, "batch_size": 128, "optimizer": {"name": "adamw", "lr": 3e-3}, "seed": 0},
+        "eval": {"baseline": True},
+    }
