@@ -336,7 +336,7 @@ def test_side_by_side_rates_interleave_the_models_round_by_round() -> None:
 
 
 def test_lr_schedule_warms_up_then_anneals_by_steps_or_by_the_time_budget() -> None:
-    from distill.tasks.embedding.training import lr_factor
+    from distill.core.optim import warmup_linear_decay as lr_factor
 
     assert lr_factor(0, 100, 10) == pytest.approx(0.1) and lr_factor(9, 100, 10) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10) == pytest.approx(0.5) and lr_factor(100, 100, 10) == 0.0

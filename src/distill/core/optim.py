@@ -1,12 +1,14 @@
 """What every task's loop builds the same way: the optimizer and learning-rate schedule of a train section
 (``optimizer.name/lr/weight_decay/momentum``, ``schedule.name/warmup_fraction``), and the seeded generator
-of an epoch's data order."""
+of an epoch's data order; for text, batches of similar length and the warm-up / linear-decay factor."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -56,3 +58,26 @@ def prepare_for_training(accelerator: Any, model: Any, optimizer: torch.optim.Op
     if accelerator.mixed_precision == "fp16" or accelerator.distributed_type not in plain:
         return accelerator.prepare(model, optimizer)
     return accelerator.prepare(model), optimizer
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+    """Seeded batches of indices of similar length: shuffle, sort within windows of 50 batches, shuffle batches."""
+    n = len(lengths)
+    perm = torch.randperm(n, generator=generator).numpy()
+    lens = np.asarray(lengths)
+    window = batch_size * 50
+    batches: list[np.ndarray] = []
+    for s in range(0, n, window):
+        chunk = perm[s : s + window]
+        chunk = chunk[np.argsort(lens[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def warmup_linear_decay(step: int, total: int, warm: int, spent: float = 0.0) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``: linear warm-up over ``warm`` steps, then linear
+    decay to 0 at the end. ``spent`` (share of a time budget used, 0..1) decays it further when the clock,
+    not the step count, will end the run: the decay follows whichever is further along."""
+    done = max(step / max(1, total), spent)
+    return min((step + 1) / warm, max(0.0, (1.0 - done) / max(1e-9, 1.0 - warm / max(1, total))))

@@ -45,6 +45,7 @@ __all__ = [
     "inference_batches",
     "layer_selected_student",
     "load_sentence_encoder",
+    "pca_basis",
     "narrow_student",
     "pool",
     "save_sentence_encoder",
@@ -99,7 +100,7 @@ def _shrink_ffn(block: nn.Module, keep: float) -> None:
     block.intermediate.dense, block.output.dense = new_in, new_out
 
 
-def _pca(matrix: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def pca_basis(matrix: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """(components (k, H), mean (H,)) of the rows of ``matrix``."""
     x = matrix.detach().double()
     mean = x.mean(dim=0)
@@ -131,7 +132,7 @@ def narrow_student(
     finally:
         torch.random.set_rng_state(gen_state)
     t_emb = teacher.backbone.get_input_embeddings().weight
-    comps, mean = _pca(t_emb, hidden)
+    comps, mean = pca_basis(t_emb, hidden)
     with torch.no_grad():
         backbone.get_input_embeddings().weight.copy_((t_emb - mean) @ comps.T)
         t_mods, s_mods = teacher.backbone.embeddings, backbone.embeddings

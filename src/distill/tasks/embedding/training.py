@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from distill.core.checkpoint import CheckpointStore
+from distill.core.optim import length_batches
+from distill.core.optim import warmup_linear_decay as lr_factor
 from distill.core.distributed import Ranks
 from distill.core.logs import log
 from distill.errors import CheckpointError, TrainingError
@@ -40,21 +42,6 @@ class EmbedFitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
-    """Seeded batches of indices of similar length: shuffle, sort within windows of 50 batches, shuffle batches."""
-    n = len(lengths)
-    perm = torch.randperm(n, generator=generator).numpy()
-    lens = np.asarray(lengths)
-    window = batch_size * 50
-    batches: list[np.ndarray] = []
-    for s in range(0, n, window):
-        chunk = perm[s : s + window]
-        chunk = chunk[np.argsort(lens[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in order]
-
-
 def _pad(ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
@@ -70,14 +57,6 @@ def layer_map(student_layers: int, teacher_layers: int, kept: Sequence[int] | No
     if kept is not None:
         return [int(i) for i in kept]
     return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
-
-
-def lr_factor(step: int, total: int, warm: int, spent: float = 0.0) -> float:
-    """Learning-rate multiplier at ``step`` of ``total``: linear warm-up over ``warm`` steps, then linear
-    decay to 0 at the end. ``spent`` (share of a time budget used, 0..1) decays it further when the clock,
-    not the step count, will end the run: the decay follows whichever is further along."""
-    done = max(step / max(1, total), spent)
-    return min((step + 1) / warm, max(0.0, (1.0 - done) / max(1e-9, 1.0 - warm / max(1, total))))
 
 
 def _projections(student: SentenceEncoder, teacher: Any, n: int) -> nn.ModuleList:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import RecipeError, TeacherError
+from distill.models.sentence import pca_basis
 
 KIND_FILE = "distill_text_classifier.json"  # beside the weights of a static or factory student
 
@@ -324,9 +325,7 @@ def narrow_student(teacher: TextModel, num_layers: int, hidden: int, heads: int,
     cfg.num_labels = num_labels
     net = AutoModelForSequenceClassification.from_config(cfg)
     t_emb = t_net.get_input_embeddings().weight.detach().float()
-    mean = t_emb.mean(0, keepdim=True)
-    _, _, v = torch.linalg.svd(t_emb - mean, full_matrices=False)
-    comps = v[:hidden]
+    comps, mean = pca_basis(t_emb, hidden)
     with torch.no_grad():
         net.get_input_embeddings().weight.copy_((t_emb - mean) @ comps.T)
         t_mods, s_mods = t_net.base_model.embeddings, net.base_model.embeddings
@@ -353,16 +352,14 @@ def static_student(teacher: TextModel, dim: int, num_labels: int,
     if context is not None:
         sums, counts = context
         seen = counts > 0
-        emb = torch.zeros_like(sums)
-        emb[seen] = sums[seen] / counts[seen].unsqueeze(1)
-        mean = emb[seen].mean(0, keepdim=True)
-        _, _, v = torch.linalg.svd(emb[seen] - mean, full_matrices=False)
-        table = torch.where(seen.unsqueeze(1), (emb - mean), torch.zeros_like(emb)) @ v[: min(dim, emb.shape[1])].T
+        rows = torch.zeros_like(sums)
+        rows[seen] = sums[seen] / counts[seen].unsqueeze(1)
+        comps, mean = pca_basis(rows[seen], dim)
+        table = torch.where(seen.unsqueeze(1), (rows - mean) @ comps.T, torch.zeros(()))  # unseen tokens: zero rows
     else:
         emb = teacher.module.net.get_input_embeddings().weight.detach().float()
-        centered = emb - emb.mean(0, keepdim=True)
-        _, _, v = torch.linalg.svd(centered, full_matrices=False)
-        table = centered @ v[: min(dim, emb.shape[1])].T
+        comps, mean = pca_basis(emb, dim)
+        table = (emb - mean) @ comps.T
     table = table / table.std().clamp(min=1e-6) * 0.1  # a scale the head's learning rate suits
     pad = teacher.tokenizer.pad_token_id or 0
     return TextModel(StaticClassifier(table, num_labels, pad), teacher.tokenizer, "static")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.core.checkpoint import CheckpointStore
+from distill.core.optim import length_batches, warmup_linear_decay
 from distill.core.logs import log
 from distill.errors import CheckpointError, TrainingError
 from distill.losses import attention_map_loss as attention_loss
@@ -61,28 +62,6 @@ class FitStats:
     def to_dict(self) -> dict[str, Any]:
         return {"epochs_done": self.epochs_done, "steps": self.steps, "seconds": round(self.seconds, 3),
                 "stopped_by_time": self.stopped_by_time, "history": self.history}  # fmt: skip
-
-
-def length_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Seeded batches of indices of similar length: shuffle, sort within windows of 50 batches, shuffle batches."""
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(lengths), generator=g).numpy()
-    lens = np.asarray(lengths)
-    window = batch_size * 50
-    batches: list[list[int]] = []
-    for s in range(0, len(perm), window):
-        chunk = perm[s : s + window]
-        chunk = chunk[np.argsort(lens[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
-    order = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[i] for i in order]
-
-
-def lr_factor(step: int, total: int, warm: int) -> float:
-    """Linear warm-up over ``warm`` steps, then linear decay to 0 at ``total``."""
-    if step < warm:
-        return (step + 1) / warm
-    return max(0.0, (total - step) / max(1, total - warm))
 
 
 def _optimizer(model: TextModel, sched: Schedule) -> torch.optim.Optimizer:
@@ -155,12 +134,12 @@ def fit(model: TextModel, enc: Encoded, labels: np.ndarray, teacher_logits: np.n
     t0 = time.perf_counter() - stats.seconds
     token_types = model.uses_token_types
     for epoch in range(start_epoch, sched.epochs):
-        batches = length_batches(enc.lengths(), sched.batch_size, sched.seed * 10_007 + epoch)
+        batches = length_batches(enc.lengths(), sched.batch_size, torch.Generator().manual_seed(sched.seed * 10_007 + epoch))
         bar = _bar(len(batches), f"{desc} epoch {epoch + 1}/{sched.epochs}", progress)
         sums: dict[str, float] = {}
         for idx in batches:
             for group in optimizer.param_groups:
-                group["lr"] = sched.lr * lr_factor(stats.steps, total, warm)
+                group["lr"] = sched.lr * warmup_linear_decay(stats.steps, total, warm)
             batch = enc.batch(idx, token_types)
             loss, parts = _step_loss(model, batch, y[idx], tl[idx] if tl is not None else None, obj, teacher, mapping)
             if not torch.isfinite(loss):
