@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Iterator
 import sysconfig
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -81,47 +82,60 @@ def python_docs_sentences() -> list[str]:
     return dedupe(out)
 
 
-def fortunes_sentences(folder: str | Path = FORTUNES_DIR) -> list[str]:
-    """Sentences of the Debian ``fortunes`` files (entries separated by ``%`` lines)."""
+def fortune_entries(folder: str | Path = FORTUNES_DIR,
+                    otherwise: str = "use builtin:python-docs (always available) or your own corpus file") -> Iterator[tuple[Path, str]]:  # fmt: skip
+    """``(file, entry)`` of every entry of the Debian ``fortunes`` files (entries separated by ``%`` lines);
+    a missing package is a :class:`DataError` whose fix ends with ``otherwise``."""
     root = Path(folder)
     files = sorted(p for p in root.glob("*") if p.is_file() and p.suffix not in {".dat", ".u8"}) if root.is_dir() else []
     if not files:
-        raise DataError(
-            f"the fortunes corpus is not installed (no files in {root}). Fix: `sudo apt-get install fortunes`, or "
-            "use builtin:python-docs (always available) or your own corpus file."
-        )
-    out: list[str] = []
+        raise DataError(f"the fortunes corpus is not installed (no files in {root}). Fix: `sudo apt-get install "
+                        f"fortunes`, or {otherwise}.")  # fmt: skip
     for f in files:
-        text = f.read_text(encoding="utf-8", errors="replace")
-        for entry in re.split(r"^%\s*$", text, flags=re.M):
-            for s in _sentences(entry, min_chars=15, max_chars=250):
-                if sum(c.isalpha() or c == " " for c in s) >= 0.85 * len(s):  # no ASCII art
-                    out.append(s)
+        for entry in re.split(r"^%\s*$", f.read_text(encoding="utf-8", errors="replace"), flags=re.M):
+            yield f, entry
+
+
+def is_prose(text: str) -> bool:
+    """Mostly letters and spaces (not ASCII art)."""
+    return sum(c.isalpha() or c == " " for c in text) >= 0.85 * len(text)
+
+
+def fortunes_sentences(folder: str | Path = FORTUNES_DIR) -> list[str]:
+    """Sentences of the Debian ``fortunes`` files."""
+    out = [s for _, entry in fortune_entries(folder) for s in _sentences(entry, min_chars=15, max_chars=250) if is_prose(s)]
     return dedupe(out)
 
 
-def wordnet_sentences(folder: str | Path = WORDNET_DIR) -> list[str]:
-    """The glosses of WordNet's ``data.{noun,verb,adj,adv}`` files, split into definitions and quoted usage
-    examples (a gloss is ``definition; "example"; "example"``), examples first, deduplicated."""
+def wordnet_glosses(folder: str | Path = WORDNET_DIR,
+                    otherwise: str = "use builtin:python-docs (always available) or your own corpus file") -> Iterator[tuple[list[str], str]]:  # fmt: skip
+    """``(synset fields, gloss)`` of every synset line of WordNet's ``data.{noun,verb,adj,adv}`` (the licence
+    header skipped); a missing package is a :class:`DataError` whose fix ends with ``otherwise``."""
     root = Path(folder)
     files = [root / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
     if not all(f.is_file() for f in files):
-        raise DataError(
-            f"the WordNet corpus is not installed (no data.noun/verb/adj/adv in {root}). Fix: `sudo apt-get install "
-            "wordnet-base`, or use builtin:python-docs (always available) or your own corpus file."
-        )
-    examples: list[str] = []
-    definitions: list[str] = []
+        raise DataError(f"the WordNet corpus is not installed (no data.noun/verb/adj/adv in {root}). Fix: `sudo "
+                        f"apt-get install wordnet-base`, or {otherwise}.")  # fmt: skip
     for f in files:
         for line in f.read_text(encoding="latin-1").splitlines():
             if line.startswith(" ") or "|" not in line:  # the licence header, or a line without a gloss
                 continue
-            for part in line.split("|", 1)[1].split(";"):
-                part = part.strip()
-                if part.startswith('"'):
-                    examples.append(part.strip('"').strip())
-                elif len(part) > 1:
-                    definitions.append(part)
+            head, gloss = line.split("|", 1)
+            yield head.split(), gloss
+
+
+def wordnet_sentences(folder: str | Path = WORDNET_DIR) -> list[str]:
+    """The glosses of WordNet's data files, split into definitions and quoted usage examples (a gloss is
+    ``definition; "example"; "example"``), examples first, deduplicated."""
+    examples: list[str] = []
+    definitions: list[str] = []
+    for _, gloss in wordnet_glosses(folder):
+        for part in gloss.split(";"):
+            part = part.strip()
+            if part.startswith('"'):
+                examples.append(part.strip('"').strip())
+            elif len(part) > 1:
+                definitions.append(part)
     return dedupe(examples + definitions)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from distill.core.logs import log
-from distill.data.corpus import FORTUNES_DIR, WORDNET_DIR  # where Debian puts them (shared with the text corpora)
+from distill.data.corpus import FORTUNES_DIR, WORDNET_DIR, fortune_entries, is_prose, wordnet_glosses
 from distill.errors import DataError
 from distill.tasks.text_classification.recipe import BUILTIN_TEXT_SETS, TextDataConfig
 
@@ -64,48 +64,33 @@ class LabelledTexts:
 
 
 # ----------------------------------------------------------------- readers
+OWN = "give your own labelled texts in data.source (CSV, JSONL, Parquet)"
+
+
 def wordnet_lexnames(folder: str | Path = WORDNET_DIR) -> tuple[list[str], list[str]]:
     """(definition, lexicographer file) of every synset of WordNet 3.0's data.{noun,verb,adj,adv}."""
-    root = Path(folder)
-    files = [root / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
-    if not all(f.is_file() for f in files):
-        raise DataError(
-            f"the WordNet set is not installed (no data.noun/verb/adj/adv in {root}). Fix: `sudo apt-get install "
-            "wordnet-base`, or give your own labelled texts in data.source (CSV, JSONL, Parquet)."
-        )
     texts, labels = [], []
-    for f in files:
-        for line in f.read_text(encoding="latin-1").splitlines():
-            if line.startswith(" ") or "|" not in line:  # the licence header
-                continue
-            head, gloss = line.split("|", 1)
-            lex = int(head.split()[1])
-            definition = gloss.split('; "', 1)[0].strip().rstrip(";").strip()
-            if len(definition) > 1 and lex < len(LEXNAMES):
-                texts.append(definition)
-                labels.append(LEXNAMES[lex])
+    for fields, gloss in wordnet_glosses(folder, OWN):
+        lex = int(fields[1])
+        definition = gloss.split('; "', 1)[0].strip().rstrip(";").strip()
+        if len(definition) > 1 and lex < len(LEXNAMES):
+            texts.append(definition)
+            labels.append(LEXNAMES[lex])
     return texts, labels
 
 
 def fortunes_topics(folder: str | Path = FORTUNES_DIR, min_per_topic: int = 20) -> tuple[list[str], list[str]]:
     """(entry, file name) of Debian's fortunes: each file is a topic; entries of 15-400 characters of prose."""
-    root = Path(folder)
-    files = sorted(p for p in root.glob("*") if p.is_file() and p.suffix not in {".dat", ".u8"}) if root.is_dir() else []
-    if not files:
-        raise DataError(
-            f"the fortunes set is not installed (no files in {root}). Fix: `sudo apt-get install fortunes`, or give "
-            "your own labelled texts in data.source (CSV, JSONL, Parquet)."
-        )
+    by_topic: dict[str, list[str]] = {}
+    for f, entry in fortune_entries(folder, OWN):
+        text = " ".join(entry.split())
+        if 15 <= len(text) <= 400 and is_prose(text):
+            by_topic.setdefault(f.name, []).append(text)
     texts, labels = [], []
-    for f in files:
-        entries = []
-        for entry in re.split(r"^%\s*$", f.read_text(encoding="utf-8", errors="replace"), flags=re.M):
-            text = " ".join(entry.split())
-            if 15 <= len(text) <= 400 and sum(c.isalpha() or c == " " for c in text) >= 0.85 * len(text):
-                entries.append(text)
+    for topic, entries in by_topic.items():
         if len(entries) >= min_per_topic:
             texts += entries
-            labels += [f.name] * len(entries)
+            labels += [topic] * len(entries)
     return texts, labels
 
 
