@@ -20,9 +20,9 @@ from distill.tasks.text_classification.pipeline import (
     TextResult,
     export_students,
     student_stage,
-    teacher_logits,
     time_models,
 )
+from distill.tasks.text_classification.signal import teacher_logits
 from distill.tasks.text_classification.data import load_labelled_texts
 from distill.tasks.text_classification.results import quality, render_table
 
@@ -52,7 +52,8 @@ def evaluate_text_run(run_dir: str | Path, *, console: bool = True) -> TextResul
     """Measure the teacher and the saved students of a finished run again on its test split; write eval.json."""
     setup_logging(None, console=console)
     recipe, run_dir, setup = _loaded(run_dir)
-    logits, _ = teacher_logits(recipe, setup, run_dir, progress=False)
+    logits, _ = teacher_logits(recipe, setup.data, setup.teacher, setup.teacher_path, setup.teacher_name, run_dir,
+                               progress=False)  # fmt: skip
     rows = [{"name": f"teacher ({setup.teacher_name})", "kind": "teacher", "role": "teacher",
              "params": count_parameters(setup.teacher), "size_bytes": folder_bytes(setup.teacher_path),
              **quality(logits["test"], setup.data.test.labels, None), "agreement": 1.0}]  # fmt: skip

@@ -11,11 +11,10 @@ side by side (raw text in, labels out) → ONNX folders that run on raw text →
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,9 @@ from distill.tasks.text_classification import models as M
 from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model, save_text_model
 from distill.tasks.text_classification.data import LabelledTexts, load_labelled_texts
 from distill.tasks.text_classification.recipe import TextClassificationRecipe, TextStudentConfig
+from distill.tasks.text_classification import students as S
 from distill.tasks.text_classification.results import fit_tfidf_baseline, join_pairs, quality, render_table, summary
+from distill.tasks.text_classification.signal import check_against_chance, teacher_logits
 from distill.tasks.text_classification.train import Objective, Schedule, fit
 
 # Chosen on a tuning split of WordNet (data.seed 1; benchmarks/text_classification.py's recipe, 2026-12-03): layers
@@ -63,6 +64,14 @@ class Setup:
     teacher_name: str
     students: dict[str, M.TextModel]
     contexts: tuple[Any, Any] | None = None  # the teacher's token contexts, once a static student needs them
+    _tokens: dict[tuple[int, str], M.Encoded] = field(default_factory=dict)
+
+    def tokens(self, tokenizer: Any, split: str, max_length: int) -> M.Encoded:
+        """The token ids of one split under one tokenizer, made once (the teacher's and its students' are shared)."""
+        key = (id(tokenizer), split)
+        if key not in self._tokens:
+            self._tokens[key] = M.encode(tokenizer, getattr(self.data, split).inputs(), max_length)
+        return self._tokens[key]
 
 
 def default_teacher_path() -> Path:
@@ -92,12 +101,12 @@ def preflight(recipe: TextClassificationRecipe) -> Setup:
     students: dict[str, M.TextModel] = {}
     if teacher is not None:
         with problems.check():
-            M.check_token_limit(teacher, recipe.data.max_length, "the teacher")
+            S.check_token_limit(teacher, recipe.data.max_length, "the teacher")
     if data is not None and teacher is not None:
         for spec in recipe.students:
             with problems.check():
                 students[spec.name] = build_student(spec, teacher, data.label_names)
-                M.check_token_limit(students[spec.name], recipe.data.max_length, f"student {spec.name}")
+                S.check_token_limit(students[spec.name], recipe.data.max_length, f"student {spec.name}")
     problems.raise_any()
     assert data is not None and teacher is not None
     name = recipe.teacher.name or ("all-MiniLM-L6-v2" if recipe.teacher.path is None else tpath.name)
@@ -129,22 +138,22 @@ def build_student(spec: TextStudentConfig, teacher: M.TextModel, names: list[str
 
     with torch_seed(0):
         if spec.kind == "layers":
-            n = len(M.layer_list(teacher.module.net))
+            n = len(S.layer_list(teacher.module.net))
             bad = [i for i in spec.layers or [] if not 0 <= i < n]
             if bad:
                 raise RecipeError([f"students[{spec.name}].layers {bad} are not layers of the teacher, which has {n} "
                                    f"(0..{n - 1}). Fix: pick layers in that range."])  # fmt: skip
-            model = M.layers_student(teacher, list(spec.layers or []))
+            model = S.layers_student(teacher, list(spec.layers or []))
         elif spec.kind == "narrow":
-            model = M.narrow_student(teacher, int(spec.num_layers or 0), int(spec.hidden or 0), int(spec.heads or 0),
+            model = S.narrow_student(teacher, int(spec.num_layers or 0), int(spec.hidden or 0), int(spec.heads or 0),
                                      len(names))  # fmt: skip
         elif spec.kind == "static":
-            model = M.static_student(teacher, spec.dim, len(names), context=context if spec.init == "context" else None)
+            model = S.static_student(teacher, spec.dim, len(names), context=context if spec.init == "context" else None)
         elif spec.kind == "factory":
-            model = M.factory_student(str(spec.factory), teacher, len(names))
+            model = S.factory_student(str(spec.factory), teacher, len(names))
         else:
-            model = M.hf_student(str(spec.path), names)
-    M.check_output_shape(model, len(names), f"student {spec.name}")
+            model = S.hf_student(str(spec.path), names)
+    S.check_output_shape(model, len(names), f"student {spec.name}")
     return model
 
 
@@ -166,8 +175,10 @@ def _run(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *, resum
     started = time.perf_counter()
     data = setup.data
     teacher_row = teacher_stage(recipe, setup, run_dir, resume=resume, progress=progress)
-    logits, teacher_pass = teacher_logits(recipe, setup, run_dir, progress=progress)
-    check_against_chance(recipe, setup, logits["val"])
+    folder = setup.teacher_path if recipe.teacher.kind == "hf" else run_dir / "teacher"
+    logits, teacher_pass = teacher_logits(recipe, data, setup.teacher, folder, setup.teacher_name, run_dir,
+                                          progress=progress)  # fmt: skip
+    check_against_chance(recipe, data, setup.teacher_name, logits["val"])
     rows = [teacher_row | quality(logits["test"], data.test.labels, None) | {"agreement": 1.0}]
     models: dict[str, M.TextModel] = {"teacher": setup.teacher}
     baseline = baseline_stage(recipe, data, run_dir, rows, logits["test"]) if recipe.eval.baseline else None
@@ -209,7 +220,7 @@ def teacher_stage(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path,
         log.info("teacher: already fine-tuned (%s)", folder)
     else:
         log.info("teacher: fine-tuning %s on %d texts, %d classes", setup.teacher_name, len(data.train), data.num_labels)
-        enc = M.encode(setup.teacher.tokenizer, data.train.inputs(), recipe.data.max_length)
+        enc = setup.tokens(setup.teacher.tokenizer, "train", recipe.data.max_length)
         sched = Schedule(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, max_minutes=t.max_minutes,
                          seed=recipe.data.seed)  # fmt: skip
         stats = fit(setup.teacher, enc, data.train.labels, None, Objective(ce=1.0), sched,
@@ -221,87 +232,6 @@ def teacher_stage(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path,
     row["train_seconds"] = json.loads(done.read_text())["seconds"]
     row["size_bytes"] = folder_bytes(folder) - done.stat().st_size
     return row
-
-
-def teacher_logits(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *,
-                   progress: bool) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
-    """The teacher's logits on train / val / test and the seconds its pass took. Kept in the run
-    (``teacher_logits.npz``, with the example ids) and in ``output.cache_dir``, keyed by a hash of the teacher's
-    files, the label order, the token limit and the texts: a second run of the same teacher on the same data
-    reads them. Non-finite logits are an error that names the teacher (and are not cached)."""
-    path = run_dir / "teacher_logits.npz"
-    splits = {"train": setup.data.train, "val": setup.data.val, "test": setup.data.test}
-    folder = setup.teacher_path if recipe.teacher.kind == "hf" else run_dir / "teacher"
-    cached = Path(recipe.output.cache_dir) / "text-logits" / f"{_logits_key(recipe, setup, folder)}.npz"
-    for source in (path, cached):
-        stored = _read_logits(source, splits)
-        if stored is not None:
-            if source == cached:
-                log.info("teacher logits: from the cache (%s)", cached)
-                _write_logits(path, stored, splits)
-            return {k: stored[k] for k in splits}, float(stored["seconds"])
-    t0 = time.perf_counter()
-    out: dict[str, np.ndarray] = {}
-    for k, s in splits.items():
-        enc = M.encode(setup.teacher.tokenizer, s.inputs(), recipe.data.max_length)
-        out[k] = M.predict_logits(setup.teacher, enc, recipe.teacher.batch_size, progress=progress, desc=f"teacher on {k}")
-        bad = ~np.isfinite(out[k]).all(1)
-        if bad.any():
-            raise TeacherError(f"the teacher {setup.teacher_name} gives non-finite logits (NaN or inf) on {int(bad.sum())} "
-                               f"of {len(s)} {k} texts. Fix: check its weights (a fine-tuning that diverged, a corrupt "
-                               "file); nothing was cached.")  # fmt: skip
-    stored = {**out, "seconds": np.float64(time.perf_counter() - t0)}
-    _write_logits(path, stored, splits)
-    _write_logits(cached, stored, splits)
-    return out, float(stored["seconds"])
-
-
-def _logits_key(recipe: TextClassificationRecipe, setup: Setup, folder: Path) -> str:
-    from distill.fsutil import sha256_file
-
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob("*")):
-        if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt", ".model"} and p.name != "train.json":
-            h.update(p.relative_to(folder).as_posix().encode() + sha256_file(p).encode())
-    h.update(f"{recipe.data.max_length}|{'|'.join(setup.data.label_names)}".encode())
-    for s in (setup.data.train, setup.data.val, setup.data.test):
-        h.update("\n".join(s.ids).encode())
-    return h.hexdigest()[:24]
-
-
-def _read_logits(path: Path, splits: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as z:
-            stored = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        log.warning("teacher logits %s are unreadable (%s): computing them again", path, exc)
-        return None
-    if all(list(stored.get(f"{k}_ids", [])) == s.ids for k, s in splits.items()):
-        return stored
-    return None
-
-
-def _write_logits(path: Path, stored: dict[str, np.ndarray], splits: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: stored[k] for k in (*splits, "seconds")}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays, **{f"{k}_ids": np.array(s.ids) for k, s in splits.items()})
-
-
-def check_against_chance(recipe: TextClassificationRecipe, setup: Setup, val_logits: np.ndarray) -> None:
-    labels = setup.data.val.labels
-    acc = float((val_logits.argmax(1) == labels).mean())
-    majority = float(np.bincount(labels).max() / len(labels))
-    log.info("teacher: validation accuracy %.1f%% (majority class %.1f%%)", 100 * acc, 100 * majority)
-    if acc <= majority + 0.02 and not recipe.eval.allow_chance_teacher:
-        raise TeacherError(
-            f"the teacher {setup.teacher_name} is no better than chance on the validation split: accuracy "
-            f"{100 * acc:.1f}% against {100 * majority:.1f}% for always answering the most common class. Its soft labels "
-            "would teach nothing. Fix: check that it was fine-tuned on these labels (teacher.kind hf), fine-tune it longer "
-            "(teacher.epochs, teacher.lr), or set eval.allow_chance_teacher: true if this is intended."
-        )
 
 
 def baseline_stage(recipe: TextClassificationRecipe, data: LabelledTexts, run_dir: Path, rows: list[dict[str, Any]],
@@ -336,11 +266,12 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
         model, _ = load_text_model(folder)
         log.info("  already trained: %s", folder)
     else:
-        # built again from the teacher as it is now: fine-tuned in this run, a layer student copies the fine-tuned
-        # layers and head (the preflight built one from the pretrained encoder, as a check)
+        # a teacher fine-tuned in this run: built again from it, so a layer student copies the fine-tuned layers
+        # and head (the preflight built one from the pretrained encoder, as a check)
         context = _contexts(recipe, setup) if spec.kind == "static" and spec.init == "context" else None
-        model = build_student(spec, setup.teacher, data.label_names, context)
-        enc = M.encode(model.tokenizer, data.train.inputs(), recipe.data.max_length)
+        reuse = recipe.teacher.kind == "hf" and context is None  # the teacher has not changed since the preflight
+        model = setup.students[spec.name] if reuse else build_student(spec, setup.teacher, data.label_names, context)
+        enc = setup.tokens(model.tokenizer, "train", recipe.data.max_length)
         sched = Schedule(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[spec.kind],
                          weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
                          max_minutes=cfg.max_minutes, seed=cfg.seed)  # fmt: skip
@@ -353,7 +284,7 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
         save_text_model(model, folder, data.label_names, factory=spec.factory)
         write_json(done, stats.to_dict())
     stats_d = json.loads(done.read_text())
-    enc_test = M.encode(model.tokenizer, data.test.inputs(), recipe.data.max_length)
+    enc_test = setup.tokens(model.tokenizer, "test", recipe.data.max_length)
     s_test = M.predict_logits(model, enc_test, 64)
     row = {"name": spec.name, "kind": spec.kind, "role": "student", "params": count_parameters(model),
            "size_bytes": folder_bytes(folder), "train_seconds": stats_d["seconds"], "epochs_done": stats_d["epochs_done"],
@@ -367,8 +298,8 @@ def _contexts(recipe: TextClassificationRecipe, setup: Setup) -> tuple[Any, Any]
     """The teacher's token contexts over the training texts (computed once a run)."""
     if setup.contexts is None:
         log.info("static: the teacher's last-layer vectors of every token in %d training texts", len(setup.data.train))
-        enc = M.encode(setup.teacher.tokenizer, setup.data.train.inputs(), recipe.data.max_length)
-        setup.contexts = M.token_contexts(setup.teacher, enc, recipe.teacher.batch_size)
+        enc = setup.tokens(setup.teacher.tokenizer, "train", recipe.data.max_length)
+        setup.contexts = S.token_contexts(setup.teacher, enc, recipe.teacher.batch_size)
     return setup.contexts
 
 

@@ -179,10 +179,6 @@ class TextExportConfig(Section):
     max_abs_diff: float = Field(1e-4, gt=0, description="Parity bound of the ONNX file against PyTorch (max |logit difference|).")
 
 
-class TextOutputConfig(OutputConfig):
-    pass
-
-
 class TextClassificationRecipe(RecipeRoot):
     task: Literal["text_classification"] = Field("text_classification", description="Text classification distillation.")
     name: str = Field("text-classification", min_length=1, description="Name of the run (default folder runs/<name>).")
@@ -194,7 +190,7 @@ class TextClassificationRecipe(RecipeRoot):
     train: TextTrainConfig = Field(default_factory=TextTrainConfig, description="How students are trained (default for all).")
     eval: TextEvalConfig = Field(default_factory=TextEvalConfig, description="Measurements on the test split.")
     export: TextExportConfig = Field(default_factory=TextExportConfig, description="ONNX files of the students.")
-    output: TextOutputConfig = Field(default_factory=TextOutputConfig, description="Where results go.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
     @model_validator(mode="after")
     def _unique_students(self) -> TextClassificationRecipe:
