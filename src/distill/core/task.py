@@ -132,7 +132,7 @@ TASKS: dict[str, Task] = {
         commands={
             "eval": "distill.tasks.text_classification.commands:evaluate_text_run",
             "export": "distill.tasks.text_classification.commands:export_text_run",
-            "report": "distill.tasks.text_classification.commands:write_text_report",
+            "report": "distill.tasks.text_classification.report:write_text_report",
         },
         refusals={
             "compress": "pruning and int8 quantization are implemented for image and table classification students; a "

@@ -97,7 +97,7 @@ def preflight(recipe: TextClassificationRecipe) -> Setup:
     with problems.check():
         data = load_labelled_texts(recipe.data)
     with problems.check():
-        teacher, tpath = _load_teacher(recipe, data.label_names if data is not None else None)
+        teacher, tpath = load_teacher(recipe, data.label_names if data is not None else None)
     students: dict[str, M.TextModel] = {}
     if teacher is not None:
         with problems.check():
@@ -113,7 +113,7 @@ def preflight(recipe: TextClassificationRecipe) -> Setup:
     return Setup(data, teacher, tpath, name, students)
 
 
-def _load_teacher(recipe: TextClassificationRecipe, names: list[str] | None) -> tuple[M.TextModel | None, Path]:
+def load_teacher(recipe: TextClassificationRecipe, names: list[str] | None) -> tuple[M.TextModel | None, Path]:
     t = recipe.teacher
     if t.kind == "hf":
         if t.path is None:
@@ -195,7 +195,7 @@ def _run(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, *, resum
     table = render_table(rows, teacher_pass_seconds=teacher_pass)
     write_results(recipe, setup, run_dir, rows, table, teacher_pass, time.perf_counter() - started)
     if recipe.output.report:
-        from distill.tasks.text_classification.commands import write_text_report
+        from distill.tasks.text_classification.report import write_text_report
 
         log.info("report: %s", "; ".join(str(p) for p in write_text_report(run_dir)))
     if console:
