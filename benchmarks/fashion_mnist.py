@@ -32,7 +32,7 @@ import yaml
 from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
 from distill.data import FASHION_MNIST_DIR
-from distill.recipe import validate_recipe
+from distill.core.recipes import validate_recipe
 from distill.core.results import by_role
 
 ROOT = Path(__file__).resolve().parent

@@ -38,7 +38,7 @@ from distill.tasks.causal_lm.pipeline import offline_cache
 from distill.fsutil import write_json, write_text
 from distill.losses.token import TOKEN_LOSSES
 from distill.models.causal_lm import build_causal_lm, count_parameters, macs_per_token
-from distill.recipe import load_recipe
+from distill.core.recipes import load_recipe
 from distill.tasks.causal_lm.signal import (
     evaluate_lm,
     expand_topk,

@@ -108,7 +108,7 @@ def classification(rounds: int, quick: bool) -> dict[str, Any]:
 
     from distill.tasks.classification.data import build_data
     from distill.models import build
-    from distill.recipe import validate_recipe
+    from distill.core.recipes import validate_recipe
     from distill.tasks.classification.recipe import LossTerm, TrainConfig
     from distill.tasks.classification.loop import batches_per_epoch, fit
     from distill.tasks.classification.objective import build_objective

@@ -32,7 +32,7 @@ import torch
 
 from distill import run  # the public API (the same call for every task)
 from distill.fsutil import write_json, write_text
-from distill.recipe import validate_recipe
+from distill.core.recipes import validate_recipe
 from distill.core.results import by_role
 
 ROOT = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ import yaml
 
 from distill.cli import main
 from distill.tasks.classification.pipeline import run
-from distill.recipe import validate_recipe
+from distill.core.recipes import validate_recipe
 from distill.core.results import by_role
 
 from .conftest import tiny_recipe

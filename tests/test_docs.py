@@ -50,10 +50,10 @@ def _hook():
 @pytest.mark.parametrize("task", TASKS)
 def test_reference_page_is_the_schema_table(task: str) -> None:
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
-    from distill.recipe import fields_markdown
+    from distill.core.task import get_task
 
     hook = _hook()
-    table = fields_markdown(task)
+    table = get_task(task).fields_markdown()
     assert hook.html_safe(table) in hook.page(ROOT, task)
     # only text outside code spans is escaped: the rendered page reads as `distill recipe --fields` prints it
     assert hook.html_safe("runs/<name> and `runs/<name>`") == "runs/&lt;name&gt; and `runs/<name>`"

@@ -24,7 +24,7 @@ from distill.models.sentence import (
     narrow_student,
     save_sentence_encoder,
 )
-from distill.recipe import load_recipe, validate_recipe
+from distill.core.recipes import load_recipe, validate_recipe
 from distill.losses.embedding import attention_loss, cosine_loss, hidden_loss, relational_loss
 from distill.tasks.embedding.metrics import (
     mean_cosine,

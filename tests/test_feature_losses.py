@@ -12,7 +12,7 @@ from distill.cli import main
 from distill.errors import RecipeError
 from distill.losses import attention_transfer_loss, contrastive_loss, hint_loss, rkd_loss
 from distill.losses.feature import attention_map
-from distill.recipe import validate_recipe
+from distill.core.recipes import validate_recipe
 
 from .conftest import tiny_recipe
 

@@ -14,7 +14,7 @@ from distill.cli import main
 from distill.data.augment import shift_mixup_views
 from distill.errors import RecipeError, TrainingError
 from distill.losses import REGISTRY, function_matching_loss, kd_loss
-from distill.recipe import validate_recipe
+from distill.core.recipes import validate_recipe
 from tests.conftest import tiny_recipe
 
 

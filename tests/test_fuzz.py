@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from distill.data import read_idx
 from distill.tasks.classification.data import build_data
 from distill.errors import DataError, RecipeError
-from distill.recipe import load_recipe, validate_recipe
+from distill.core.recipes import load_recipe, validate_recipe
 from distill.tasks.classification.recipe import DataConfig, Recipe
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from distill.errors import RecipeError
-from distill.recipe import apply_overrides, example_yaml, load_recipe, validate_recipe
+from distill.core.recipes import load_recipe, validate_recipe
+from distill.core.task import TASKS
+from distill.recipe import apply_overrides
 from distill.tasks.classification.recipe import Recipe
 
 from .conftest import tiny_recipe
@@ -20,7 +22,7 @@ def test_defaults_are_valid() -> None:
 
 
 def test_example_is_valid_yaml_with_comments() -> None:
-    text = example_yaml()
+    text = TASKS["classification"].example_yaml()
     assert text.count("#") > 30
     raw = yaml.safe_load(text)
     r = validate_recipe(raw)
@@ -135,12 +137,9 @@ def test_resolved_recipe_round_trips() -> None:
 
 @pytest.mark.parametrize("task", ["classification", "embedding", "causal_lm"])
 def test_field_reference_of_every_task_is_generated_from_its_schema(task: str) -> None:
-    """The docs site's recipe reference is `fields_markdown(task)` at build time: every field of the schema,
-    nested ones by their dotted path, each with its description."""
-    from distill.core.task import TASKS
-    from distill.recipe import fields_markdown
-
-    table = fields_markdown(task)
+    """The docs site's recipe reference is `TASKS[task].fields_markdown()` at build time: every field of the
+    schema, nested ones by their dotted path, each with its description."""
+    table = TASKS[task].fields_markdown()
     schema = TASKS[task].recipe_class()
     for name, field in schema.model_fields.items():
         assert f"| `{name}` |" in table, name

@@ -195,10 +195,10 @@ def test_a_folder_that_is_not_a_run_is_named_so(tmp_path: Path, command: str, ca
 
 
 def test_the_task_table_is_the_one_the_loader_and_cli_read(capsys: pytest.CaptureFixture) -> None:
-    from distill.recipe.load import recipe_class
+    from distill.core.task import get_task
 
     for name, task in TASKS.items():
-        assert recipe_class(name) is task.recipe_class()
+        assert get_task(name) is task
         resolved = distill.validate_recipe(task.example_recipe())
         assert resolved.task == name
         # a run directory stores the resolved recipe (every field written out): it must load back the same

@@ -65,7 +65,7 @@ def _similarities_by_hand(run_dir: Path) -> dict[str, Any]:
     from distill.tasks.embedding.students import load_student, student_encoder
     from distill.tasks.embedding.texts import load_texts
     from distill.models.sentence import load_sentence_encoder
-    from distill.recipe import validate_recipe
+    from distill.core.recipes import validate_recipe
     from distill.tasks.embedding.metrics import pair_similarities
 
     recipe = validate_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text()), "recipe.yaml")

@@ -255,7 +255,7 @@ def test_a_teacher_at_chance_stops_the_run_with_its_numbers(world: dict[str, Pat
 def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path) -> None:
     import pandas as pd
 
-    from distill.recipe.load import validate_recipe
+    from distill.core.recipes import validate_recipe
     from distill.tasks.text_classification.data import load_labelled_texts
 
     rows = labelled_rows(90)
@@ -292,7 +292,7 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
 
 
 def test_the_split_is_stable_stratified_and_deduplicated(tmp_path: Path) -> None:
-    from distill.recipe.load import validate_recipe
+    from distill.core.recipes import validate_recipe
     from distill.tasks.text_classification.data import load_labelled_texts
 
     rows = labelled_rows(150)

@@ -1,6 +1,6 @@
 """MkDocs hook: the recipe reference, one page per task, generated at build time from the schema.
 
-Each page is ``distill.recipe.fields_markdown(task)`` (what ``distill recipe --fields --task TASK``
+Each page is ``distill.core.task.get_task(task).fields_markdown()`` (what ``distill recipe --fields --task TASK``
 prints) under a short header, served as ``reference/<task>.md``; nothing is written into docs/. The
 schema is imported from this checkout's ``src/`` first, so the pages always describe the code beside
 them. Registered under ``hooks:`` in mkdocs.yml.
@@ -25,9 +25,9 @@ def _fields_markdown(root: Path, task: str) -> str:
     src = str(root / "src")
     if src not in sys.path:
         sys.path.insert(0, src)
-    from distill.recipe import fields_markdown
+    from distill.core.task import get_task
 
-    return fields_markdown(task)
+    return get_task(task).fields_markdown()
 
 
 def html_safe(markdown: str) -> str:

@@ -44,7 +44,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import embeddings as bench  # noqa: E402 - the benchmark's own recipe
 
 from distill.tasks.embedding.pipeline import run_embedding  # noqa: E402
-from distill.recipe import validate_recipe  # noqa: E402
+from distill.core.recipes import validate_recipe  # noqa: E402
 
 
 def seen_quality(recipe, res) -> None:  # noqa: ANN001

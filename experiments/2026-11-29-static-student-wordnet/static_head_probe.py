@@ -51,7 +51,7 @@ from distill.tasks.embedding.static_training import _gather  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
 from distill.models.static_build import _special_template, build_static, frequent_pairs  # noqa: E402
 from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
-from distill.recipe import validate_recipe  # noqa: E402
+from distill.core.recipes import validate_recipe  # noqa: E402
 from distill.tasks.embedding.metrics import quality  # noqa: E402
 
 

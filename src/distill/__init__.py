@@ -30,7 +30,7 @@ from distill.errors import (  # noqa: E402
     TrainingError,
     UnsupportedError,
 )
-from distill.recipe import load_recipe, validate_recipe  # noqa: E402
+from distill.core.recipes import load_recipe, validate_recipe  # noqa: E402
 
 __all__ = [
     "TASKS", "DataError", "DistillError", "ExportError", "ModelError", "Recipe", "RecipeError", "RunDirError",

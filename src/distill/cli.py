@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distill import api
     from distill.core.task import task_of_recipe
     from distill.errors import UnsupportedError
-    from distill.recipe import load_recipe
+    from distill.core.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)  # validate before starting processes
     task = task_of_recipe(recipe)
@@ -102,7 +102,7 @@ def demo_recipe_path(which: str = "auto") -> tuple[Path, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from distill.api import run
-    from distill.recipe import load_recipe
+    from distill.core.recipes import load_recipe
 
     path, which = demo_recipe_path(args.data)
     if args.print_recipe:
@@ -175,13 +175,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
-    from distill.recipe import example_yaml, fields_markdown, load_recipe
+    from distill.core.recipes import load_recipe
+    from distill.core.task import get_task
 
     if args.fields:
-        print(fields_markdown(args.task), end="")
+        print(get_task(args.task).fields_markdown(), end="")
         return 0
     if args.example:
-        print(example_yaml(args.task), end="")
+        print(get_task(args.task).example_yaml(), end="")
         return 0
     recipe = load_recipe(args.check, args.overrides)
     if not args.schema_only:
@@ -209,7 +210,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_layers(args: argparse.Namespace) -> int:
     from distill import api
-    from distill.recipe import load_recipe
+    from distill.core.recipes import load_recipe
 
     for what, rows in api.layers(load_recipe(args.recipe, args.overrides)).items():
         print(f"{what}:")

@@ -45,14 +45,28 @@ class Plan:
     changed: frozenset[str] = field(default_factory=frozenset)  # recipe keys changed since a failed attempt
 
 
-def run_recipe(run_dir: str | Path) -> Any:
-    """The resolved recipe a run directory holds (any task), with ``output.dir`` pointing at that directory."""
-    from distill.core.task import stored_recipe
-    from distill.recipe import validate_recipe
+def stored_recipe(run_dir: str | Path) -> dict[str, Any]:
+    """The raw ``recipe.yaml`` of a run directory; a path that is not a run is named as such."""
+    import yaml
 
     run_dir = Path(run_dir)
-    recipe = validate_recipe(stored_recipe(run_dir), str(run_dir / "recipe.yaml"))
-    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(run_dir)})})
+    if not run_dir.exists():
+        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
+    stored = run_dir / "recipe.yaml"
+    if not stored.is_file():
+        raise RunDirError(
+            f"{run_dir} is not a distill run directory: it has no recipe.yaml. "
+            "Fix: pass the folder `distill run` wrote (e.g. runs/NAME)."
+        )
+    try:
+        raw = yaml.safe_load(stored.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise RunDirError(f"{stored} cannot be read ({type(exc).__name__}: {exc}). Fix: rerun the recipe.") from None
+    if not isinstance(raw, dict):
+        raise RunDirError(f"{stored} is not a recipe (a mapping of sections). Fix: rerun the recipe.")
+    return raw
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.core.rundir import read_status, stored_recipe
 from distill.errors import RecipeError, RunDirError, UnsupportedError
 
 COMMANDS = ("eval", "compress", "export", "bench", "report", "layers")
@@ -63,6 +64,18 @@ class Task:
 
     def preflight_function(self) -> Any:
         return resolve(self.preflight)
+
+    def fields_markdown(self) -> str:
+        """Every field of this task's recipe as a Markdown table (``distill recipe --fields``, the docs' reference)."""
+        from distill.recipe.docs import fields_markdown
+
+        return fields_markdown(self.recipe_class())
+
+    def example_yaml(self) -> str:
+        """This task's example recipe as commented YAML (``distill recipe --example``)."""
+        from distill.recipe.docs import example_yaml
+
+        return example_yaml(self.recipe_class(), self.example_recipe())
 
     def supports(self, command: str) -> bool:
         return command in self.commands
@@ -179,38 +192,12 @@ def task_of_recipe(recipe: Any) -> Task:
     return get_task(getattr(recipe, "task", "classification"))
 
 
-def stored_recipe(run_dir: str | Path) -> dict[str, Any]:
-    """The raw ``recipe.yaml`` of a run directory; a path that is not a run is named as such."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise RunDirError(f"run directory not found: {run_dir}. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is a file, not a run directory. Fix: pass the folder `distill run` wrote (e.g. runs/NAME).")
-    stored = run_dir / "recipe.yaml"
-    if not stored.is_file():
-        raise RunDirError(
-            f"{run_dir} is not a distill run directory: it has no recipe.yaml. "
-            "Fix: pass the folder `distill run` wrote (e.g. runs/NAME)."
-        )
-    try:
-        raw = yaml.safe_load(stored.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise RunDirError(f"{stored} cannot be read ({type(exc).__name__}: {exc}). Fix: rerun the recipe.") from None
-    if not isinstance(raw, dict):
-        raise RunDirError(f"{stored} is not a recipe (a mapping of sections). Fix: rerun the recipe.")
-    return raw
-
-
 def task_of_run(run_dir: str | Path, *, finished: bool = True) -> Task:
     """The task of the run in ``run_dir``, read from its ``recipe.yaml``; refuses what is not a run.
 
     With ``finished``, a run that has not written its ``metrics.json`` (still running, failed, or
     interrupted) is refused with how to finish it.
     """
-    from distill.core.rundir import read_status
-
     run_dir = Path(run_dir)
     task = get_task(stored_recipe(run_dir).get("task", "classification"), str(run_dir / "recipe.yaml"))
     if finished and not (run_dir / "metrics.json").is_file():

@@ -1,7 +1,8 @@
 """The recipe: one YAML file that describes a run, typed and validated.
 
 Each task's schema lives in its package (``tasks/<task>/recipe.py``, named by ``core.task.TASKS``) and
-builds on the sections every task shares, :mod:`distill.recipe.base`. Every field is documented once, in its
+builds on the sections every task shares, :mod:`distill.recipe.base`; :mod:`distill.core.recipes` picks the
+schema of a recipe by its ``task`` key and validates it with :mod:`distill.recipe.load`. Every field is documented once, in its
 ``Field(description=...)``; the example printed by ``distill recipe --example`` and the README's field table
 are generated from these descriptions.
 
@@ -12,10 +13,9 @@ what was wrong, and how to fix it.
 
 
 from distill.recipe.base import OptimizerConfig, OutputConfig, RecipeRoot, ScheduleConfig, Section
-from distill.recipe.docs import example_yaml, fields_markdown
-from distill.recipe.load import apply_overrides, load_recipe, validate_recipe
+from distill.recipe.load import apply_overrides
 
-__all__ = [
-    "OptimizerConfig", "OutputConfig", "RecipeRoot", "ScheduleConfig", "Section", "apply_overrides", "example_yaml",
-    "fields_markdown", "load_recipe", "validate_recipe",
-]  # fmt: skip
+__all__ = ["OptimizerConfig", "OutputConfig", "RecipeRoot", "ScheduleConfig", "Section", "apply_overrides"]
+
+# A recipe of any task is loaded by distill.core.recipes (load_recipe, validate_recipe: the schema picked by the
+# recipe's `task` key); this package knows no task, so it imports nothing above it.

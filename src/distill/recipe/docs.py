@@ -1,6 +1,7 @@
-"""The recipe's documentation, generated from each task's schema (reached through ``core.task.TASKS``): the
-commented example printed by ``distill recipe --example`` and the field table of ``distill recipe --fields``
-(and the README)."""
+"""A recipe schema's documentation, generated from its fields: the commented example printed by
+``distill recipe --example`` and the field table of ``distill recipe --fields`` (and the docs site's
+reference). A task reaches these through :meth:`distill.core.task.Task.fields_markdown` and
+:meth:`~distill.core.task.Task.example_yaml`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from distill.recipe.load import validate_recipe
+from distill.recipe.load import validate
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -51,11 +52,8 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def fields_markdown(task: str = "classification") -> str:
-    """Every recipe field of a task as a Markdown table (path, type, default, meaning), for the README."""
-    from distill.recipe.load import recipe_class
-
-    root = recipe_class(task)
+def fields_markdown(root: type[BaseModel]) -> str:
+    """Every field of the recipe schema ``root`` as a Markdown table (path, default, meaning)."""
     rows = ["| field | default | meaning |", "|---|---|---|"]
 
     def walk(model_cls: type[BaseModel], prefix: str) -> None:
@@ -81,16 +79,12 @@ def fields_markdown(task: str = "classification") -> str:
     return "\n".join(rows) + "\n"
 
 
-def example_yaml(task: str = "classification") -> str:
-    """The example recipe of a task as YAML with every field's documentation as a comment."""
-    from distill.core.task import get_task
-
-    root = get_task(task).recipe_class()
+def example_yaml(root: type[BaseModel], example: dict[str, Any]) -> str:
+    """The recipe ``example`` of schema ``root`` as YAML with every field's documentation as a comment."""
     lines = [
         "# distill recipe: one file describes a run (validate it with `distill recipe --check FILE`).",
         "# Any field can be overridden on the command line: --set train.epochs=3",
     ]
-    example = get_task(task).example_recipe()
-    validate_recipe(example)  # the example must always be valid
+    validate(root, example)  # the example must always be valid
     _emit(root, example, 0, lines)
     return "\n".join(lines) + "\n"

@@ -1,6 +1,9 @@
-"""Loading a recipe: YAML, ``--set`` overrides, and validation that reports every problem at once,
-each naming the field as written (``train.batch_size``, ``distill[0].temperature``), what was
-wrong, and how to fix it."""
+"""Reading a recipe against a given schema: YAML, ``--set`` overrides, and validation that reports every
+problem at once, each naming the field as written (``train.batch_size``, ``distill[0].temperature``), what
+was wrong, and how to fix it.
+
+Which schema a recipe has (its ``task`` key, through the one task table) is :mod:`distill.core.recipes`'
+business, not this module's: the recipe layer knows no task."""
 
 from __future__ import annotations
 
@@ -13,13 +16,6 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distill.errors import RecipeError
-
-
-def recipe_class(task: str) -> type[BaseModel]:
-    """The schema class of a task, from the one task table (:data:`distill.core.task.TASKS`)."""
-    from distill.core.task import get_task
-
-    return get_task(task).recipe_class()
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
@@ -90,18 +86,14 @@ def _format_error(err: dict[str, Any], root: type[BaseModel]) -> str:
     return f"{path}: {msg}{shown}. Fix: {_FIXES.get(kind, 'correct the value')}."
 
 
-def validate_recipe(raw: Any, source: str | None = None) -> Any:
-    """Validate a raw mapping into the schema of its ``task`` (default ``classification``:
-    a :class:`Recipe`), reporting every problem at once."""
+def validate(schema: type[BaseModel], raw: Any, source: str | None = None) -> Any:
+    """Validate a raw mapping into ``schema``, reporting every problem at once (one :class:`RecipeError`)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise RecipeError(
             [f"the recipe must be a mapping of sections (data, teacher, ...), got {type(raw).__name__}"], source
         )
-    from distill.core.task import get_task
-
-    schema = get_task(raw.get("task", "classification"), source).recipe_class()
     try:
         return schema.model_validate(copy.deepcopy(raw))
     except ValidationError as exc:
@@ -164,42 +156,28 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return out
 
 
-def _fill_defaults_for_list(raw: dict[str, Any]) -> dict[str, Any]:
-    """Make ``--set distill.0.x=..`` work when the recipe leaves such a list at its default: the task's schema
-    names those defaults (``raw_defaults()``, e.g. classification's ``distill`` terms)."""
-    from distill.core.task import get_task
-
-    try:
-        schema = get_task(raw.get("task", "classification")).recipe_class()
-    except RecipeError:
-        return raw  # an unknown task: validation names it
+def with_list_defaults(schema: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the lists it leaves at their default written out, so that ``--set distill.0.x=..`` can
+    address them: the schema names those defaults (``raw_defaults()``, e.g. classification's ``distill``
+    terms)."""
     defaults = schema.raw_defaults() if hasattr(schema, "raw_defaults") else {}
     missing = {k: v for k, v in defaults.items() if k not in raw}
     return {**raw, **missing} if missing else raw
 
 
-def load_recipe(
-    path: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    *,
-    raw: dict[str, Any] | None = None,
-) -> Any:
-    """Load a recipe from YAML (or a raw mapping), apply ``--set`` overrides, validate."""
-    source = None
-    if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise RecipeError([f"file not found: {p}. Fix: check the path, or run `distill recipe --example > recipe.yaml`."], source)
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise RecipeError(["the file is not UTF-8 text. Fix: save it as UTF-8."], source) from None
-        except yaml.YAMLError as exc:
-            raise RecipeError([f"not valid YAML: {exc}. Fix: correct the YAML syntax at that line."], source) from None
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a recipe file holds; a missing file, bad encoding or bad YAML is a :class:`RecipeError`."""
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError([f"file not found: {p}. Fix: check the path, or run `distill recipe --example > recipe.yaml`."], source)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(["the file is not UTF-8 text. Fix: save it as UTF-8."], source) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([f"not valid YAML: {exc}. Fix: correct the YAML syntax at that line."], source) from None
     raw = raw if raw is not None else {}
     if not isinstance(raw, dict):
         raise RecipeError([f"the recipe must be a mapping of sections, got {type(raw).__name__}"], source)
-    if overrides:
-        raw = apply_overrides(_fill_defaults_for_list(raw), overrides)
-    return validate_recipe(raw, source)
+    return raw

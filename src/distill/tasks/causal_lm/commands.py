@@ -8,7 +8,7 @@ from pathlib import Path
 
 from distill.core.context import run_context
 from distill.core.logs import setup_logging
-from distill.core.rundir import run_recipe
+from distill.core.recipes import run_recipe
 from distill.errors import RunDirError
 from distill.models.causal_lm import load_causal_lm
 from distill.tasks.causal_lm.data import prepare_data

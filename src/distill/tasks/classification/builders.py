@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from distill.core.rundir import run_recipe
+from distill.core.recipes import run_recipe
 from distill.data import DataBundle
 from distill.errors import DistillError, ModelError, RunDirError, TeacherError
 from distill.fsutil import write_with

@@ -22,7 +22,8 @@ from distill.tasks.classification.builders import load_run_recipe, load_run_stud
 from distill.tasks.classification.signal import student_view, teacher_outputs
 from distill.errors import ExportError, RecipeError, UnsupportedError
 from distill.fsutil import write_json
-from distill.recipe import apply_overrides, validate_recipe
+from distill.core.recipes import validate_recipe
+from distill.recipe import apply_overrides
 from distill.tasks.classification.recipe import LossTerm, Recipe, TrainConfig
 
 log = logging.getLogger("distill")

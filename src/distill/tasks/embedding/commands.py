@@ -13,7 +13,7 @@ import torch
 
 from distill.core.context import torch_threads
 from distill.core.logs import setup_logging
-from distill.core.rundir import run_recipe
+from distill.core.recipes import run_recipe
 from distill.tasks.embedding.table import render_table
 from distill.tasks.embedding.pipeline import EmbedResult, measurer, preflight, require_onnx, teacher_signal, time_models
 from distill.tasks.embedding.students import folder_bytes, load_student, student_encoder
@@ -67,7 +67,8 @@ def export_embedding_run(run_dir: str | Path, formats: list[str] | None = None,
     """ONNX files (fp32, and int8 with export.int8) of every transformer student of a finished run, each
     checked against the PyTorch student on held-out text; a static student needs no export (its folder is the
     light format). ``formats``: only 'onnx' applies."""
-    from distill.recipe import apply_overrides, validate_recipe
+    from distill.core.recipes import validate_recipe
+    from distill.recipe import apply_overrides
 
     recipe, run_dir = _finished(run_dir)
     if overrides:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.logs import setup_logging
-from distill.core.rundir import run_recipe
+from distill.core.recipes import run_recipe
 from distill.errors import RunDirError
 from distill.fsutil import write_json
 from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model
