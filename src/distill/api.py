@@ -84,8 +84,8 @@ def layers(recipe: Any) -> dict[str, list[tuple[str, str, Any]]]:
 @warnings_once
 def distill_module(student: Any, teacher: Any, train: Any, **options: Any) -> Any:
     """Distill your own ``nn.Module`` student from your own teacher on tensors or a DataLoader, without a
-    recipe; see :func:`distill.notebook.distill_module` for the options."""
-    from distill.notebook import distill_module as _distill_module
+    recipe; see :func:`distill.tasks.classification.notebook.distill_module` for the options."""
+    from distill.tasks.classification.notebook import distill_module as _distill_module
 
     return _distill_module(student, teacher, train, **options)
 

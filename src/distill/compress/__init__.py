@@ -34,7 +34,3 @@ __all__ = [
     "static_int8",
     "structured_prune",
 ]
-
-from distill.core.callable_module import callable_package  # noqa: E402
-
-callable_package(__name__, "compress")  # distill.compress(...) stays the API function, and this package is callable

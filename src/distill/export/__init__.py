@@ -20,7 +20,3 @@ __all__ = [
     "save_hf",
     "save_torch",
 ]
-
-from distill.core.callable_module import callable_package  # noqa: E402
-
-callable_package(__name__, "export")  # distill.export(...) stays the API function, and this package is callable

@@ -20,7 +20,3 @@ def write_classification_report(run_dir: str | Path) -> list[Path]:
 
 __all__ = ["comparison", "licence_status", "render_markdown", "write_classification_report", "write_model_card",
            "write_report", "write_tensorboard"]  # fmt: skip
-
-from distill.core.callable_module import callable_package  # noqa: E402
-
-callable_package(__name__, "report")  # distill.report(...) stays the API function, and this package is callable
