@@ -37,7 +37,7 @@ from distill.tasks.causal_lm.data import prepare_data, save_model
 from distill.tasks.causal_lm.pipeline import offline_cache
 from distill.fsutil import write_json, write_text
 from distill.losses.token import TOKEN_LOSSES
-from distill.models.causal_lm import build_causal_lm, count_parameters, macs_per_token
+from distill.tasks.causal_lm.models import build_causal_lm, count_parameters, macs_per_token
 from distill.core.recipes import load_recipe
 from distill.tasks.causal_lm.signal import (
     evaluate_lm,
@@ -142,7 +142,7 @@ def main() -> int:
 
     # ---- teacher, trained here with cross-entropy
     if reuse:
-        from distill.models.causal_lm import load_causal_lm
+        from distill.tasks.causal_lm.models import load_causal_lm
 
         teacher = load_causal_lm(work / "teacher")
         saved = json.loads((work / "teacher" / "train_seconds.json").read_text())

@@ -42,7 +42,7 @@ def setup(work: str, eval_blocks: int | None) -> None:
     import lm as L  # the benchmark's own settings
 
     from distill.tasks.causal_lm.data import prepare_data
-    from distill.models.causal_lm import load_causal_lm
+    from distill.tasks.causal_lm.models import load_causal_lm
 
     torch.set_num_threads(1)
     L.large_heap()

@@ -192,7 +192,7 @@ def classification(rounds: int, quick: bool) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------- causal LM
 def lm_data() -> tuple[Any, torch.Tensor]:
     """(tokenizer, blocks (N_BLOCKS, 64)) from Debian's fortunes, cached under WORK."""
-    from distill.data.text import deduplicate, load_tokenizer, pack_blocks, read_documents, save_tokenizer, train_tokenizer
+    from distill.tasks.causal_lm.text import deduplicate, load_tokenizer, pack_blocks, read_documents, save_tokenizer, train_tokenizer
 
     tok_dir, blocks_file = WORK / "tokenizer", WORK / "blocks.pt"
     if (tok_dir / "tokenizer.json").exists() and blocks_file.exists():
@@ -211,7 +211,7 @@ def lm_data() -> tuple[Any, torch.Tensor]:
 
 def lm_models(vocab: int, eos: int) -> tuple[Any, Any]:
     """(teacher frozen in eval mode, student) with random seeded weights."""
-    from distill.models.causal_lm import build_causal_lm
+    from distill.tasks.causal_lm.models import build_causal_lm
 
     teacher = build_causal_lm(vocab_size=vocab, layers=4, width=192, heads=4, context=BLOCK, arch="gpt2",
                               eos_token_id=eos, seed=0).eval()  # fmt: skip
@@ -385,7 +385,7 @@ def memory_child(method: str, vocab: int) -> None:
     if method.startswith("bare"):
         bare_lm("ce" if method == "bare CE" else "fkl", student, teacher, blocks, MEMORY_STEPS, stamps)
     elif method == "TRL GKDTrainer":
-        from distill.data.text import train_tokenizer
+        from distill.tasks.causal_lm.text import train_tokenizer
 
         tok = train_tokenizer(["a b c d e f"] * 10, 300)
         trl_lm(student, teacher, blocks, MEMORY_STEPS, stamps, tok)

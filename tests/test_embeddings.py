@@ -529,7 +529,7 @@ def test_missing_teacher_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.
 
 
 def test_contextual_token_vectors_are_the_teacher_pass(teacher_dir: Path) -> None:
-    from distill.models.static_build import build_static, contextual_token_vectors
+    from distill.tasks.embedding.static_build import build_static, contextual_token_vectors
 
     teacher = load_sentence_encoder(teacher_dir)
     texts = corpus_lines(40, seed=3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.data.text import (
+from distill.tasks.causal_lm.text import (
     deduplicate,
     load_tokenizer,
     pack_blocks,

@@ -35,8 +35,8 @@ WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A generated corpus, and a tiny random GPT-2 teacher folder with its tokenizer (vocab 300)."""
-    from distill.data.text import train_tokenizer
-    from distill.models.causal_lm import build_causal_lm
+    from distill.tasks.causal_lm.text import train_tokenizer
+    from distill.tasks.causal_lm.models import build_causal_lm
 
     root = tmp_path_factory.mktemp("lm_ddp")
     r = random.Random(0)

@@ -8,7 +8,7 @@ import torch
 from distill.tasks.causal_lm.loop import BlockSampler, Objective, block_batches, fit_lm, on_policy_batches
 from distill.errors import TrainingError
 from distill.losses.token import dense_topk
-from distill.models.causal_lm import build_causal_lm
+from distill.tasks.causal_lm.models import build_causal_lm
 from distill.tasks.causal_lm.recipe import LMTrainConfig
 from distill.tasks.causal_lm.signal import lm_logits
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.errors import ModelError
-from distill.models.causal_lm import (
+from distill.tasks.causal_lm.models import (
     build_causal_lm,
     check_same_vocab,
     copy_layers_student,

@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from distill.cli import main
-from distill.data.text import train_tokenizer
+from distill.tasks.causal_lm.text import train_tokenizer
 from distill.errors import RecipeError
-from distill.models.causal_lm import build_causal_lm
+from distill.tasks.causal_lm.models import build_causal_lm
 from distill.core.recipes import load_recipe
 
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "to", "big", "small", "red", "blue", "house", "tree", "under", "over", "quickly", "slowly"]

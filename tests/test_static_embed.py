@@ -18,10 +18,10 @@ import torch
 from distill.errors import DataError, ModelError, TrainingError
 from distill.models.sentence import SentenceEncoder, load_sentence_encoder
 from distill.tasks.embedding.static_training import finetune_static
-from distill.models.static_build import build_static
-from distill.models.static_embed import StaticEmbedder, load_static, save_static
-from distill.static_model import FILES as LIGHT_FILES
-from distill.static_model import StaticModel
+from distill.tasks.embedding.static_build import build_static
+from distill.tasks.embedding.static_embed import StaticEmbedder, load_static, save_static
+from distill.tasks.embedding.static_model import FILES as LIGHT_FILES
+from distill.tasks.embedding.static_model import StaticModel
 from tests.embed_helpers import SENTENCES, WORDS, make_tiny_sentence_model
 
 ODD = ["", "日本語", "   ", "the cat 日本"]  # empty, only [UNK], only spaces, mixed

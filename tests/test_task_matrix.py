@@ -56,8 +56,8 @@ def embedding_raw(root: Path) -> dict[str, Any]:
 def lm_raw(root: Path) -> dict[str, Any]:
     corpus = root / "lm.txt"
     if not corpus.exists():
-        from distill.data.text import train_tokenizer
-        from distill.models.causal_lm import build_causal_lm
+        from distill.tasks.causal_lm.text import train_tokenizer
+        from distill.tasks.causal_lm.models import build_causal_lm
 
         docs = [d.capitalize() + "." for d in _text(160, 1)]
         corpus.write_text("\n%\n".join(docs) + "\n")

@@ -138,8 +138,8 @@ def test_embedding_report_tolerates_an_older_run_directory(embed_run: Path, tmp_
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished offline (top-k cache) LM run with a baseline: a tiny GPT-2 teacher, a 1-layer student."""
-    from distill.data.text import train_tokenizer
-    from distill.models.causal_lm import build_causal_lm
+    from distill.tasks.causal_lm.text import train_tokenizer
+    from distill.tasks.causal_lm.models import build_causal_lm
 
     root = tmp_path_factory.mktemp("lm-report")
     r = random.Random(0)

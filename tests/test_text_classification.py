@@ -365,8 +365,8 @@ def test_an_hf_student_and_the_hidden_state_term(finetuned: Path, world: dict[st
 def test_a_decoder_teacher_gpt2_style(tmp_path: Path) -> None:
     """A causal LM folder (GPT-2 architecture, its own byte-level tokenizer without token types) fine-tuned as a
     classifier, a layer student of it (its blocks renumbered for the key/value cache) and a static one, both exported."""
-    from distill.data.text import train_tokenizer
-    from distill.models.causal_lm import build_causal_lm
+    from distill.tasks.causal_lm.text import train_tokenizer
+    from distill.tasks.causal_lm.models import build_causal_lm
 
     rows = labelled_rows(150)
     tok = train_tokenizer([t for t, _ in rows], 300)

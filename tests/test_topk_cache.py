@@ -1,4 +1,4 @@
-"""The offline top-k teacher cache (distill.teachers.topk_cache) on a tiny random GPT-2."""
+"""The offline top-k teacher cache (distill.tasks.causal_lm.topk_cache) on a tiny random GPT-2."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 from distill.errors import CacheError
 from distill.losses.token import dense_sample, dense_topk, token_loss
-from distill.teachers.topk_build import build_topk_cache
-from distill.teachers.topk_cache import TopKCache
+from distill.tasks.causal_lm.topk_build import build_topk_cache
+from distill.tasks.causal_lm.topk_cache import TopKCache
 
 N, L, V = 10, 16, 97
 

@@ -30,7 +30,7 @@ from static_probe import VAL, setup, spearman  # noqa: E402 - the same split, te
 from distill.data.corpus import read_corpus  # noqa: E402
 from distill.tasks.embedding.cache import cached_embeddings  # noqa: E402
 from distill.tasks.embedding.static_training import finetune_static  # noqa: E402
-from distill.models.static_build import build_static  # noqa: E402
+from distill.tasks.embedding.static_build import build_static  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402
 
 EPOCHS = (2, 4, 6)

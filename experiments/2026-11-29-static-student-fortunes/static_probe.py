@@ -36,7 +36,7 @@ from distill.tasks.embedding.cache import cached_embeddings, teacher_fingerprint
 from distill.tasks.embedding.pipeline import default_teacher_path, load_texts  # noqa: E402
 from distill.tasks.embedding.static_training import finetune_static  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
-from distill.models.static_build import build_static  # noqa: E402
+from distill.tasks.embedding.static_build import build_static  # noqa: E402
 from distill.core.recipes import validate_recipe  # noqa: E402
 from distill.tasks.embedding.metrics import quality  # noqa: E402
 from results_io import header, table, title_lines, write  # noqa: E402

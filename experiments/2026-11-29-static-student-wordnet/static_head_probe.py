@@ -49,8 +49,8 @@ from distill.tasks.embedding.cache import cached_embeddings, teacher_fingerprint
 from distill.tasks.embedding.pipeline import default_teacher_path, load_texts  # noqa: E402
 from distill.tasks.embedding.static_training import _gather  # noqa: E402
 from distill.models.sentence import load_sentence_encoder  # noqa: E402
-from distill.models.static_build import _special_template, build_static, frequent_pairs  # noqa: E402
-from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
+from distill.tasks.embedding.static_build import _special_template, build_static, frequent_pairs  # noqa: E402
+from distill.tasks.embedding.static_embed import MIN_WEIGHT, StaticEmbedder  # noqa: E402
 from distill.core.recipes import validate_recipe  # noqa: E402
 from distill.tasks.embedding.metrics import quality  # noqa: E402
 
@@ -190,7 +190,7 @@ class HeadStatic(nn.Module):
 
 def teacher_pair_rows(teacher, base: StaticEmbedder, pair_vocab: np.ndarray) -> Tensor:
     """For each pair (a, b): PCA(teacher([CLS] a b [SEP])) - the student's pooled vector of the text "a b"."""
-    from distill.models.static_build import _special_template
+    from distill.tasks.embedding.static_build import _special_template
 
     v = base.vocab_size
     a, b = pair_vocab // v, pair_vocab % v

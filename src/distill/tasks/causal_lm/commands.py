@@ -10,7 +10,7 @@ from distill.core.context import run_context
 from distill.core.logs import setup_logging
 from distill.core.recipes import run_recipe
 from distill.errors import RunDirError
-from distill.models.causal_lm import load_causal_lm
+from distill.tasks.causal_lm.models import load_causal_lm
 from distill.tasks.causal_lm.data import prepare_data
 from distill.tasks.causal_lm.evaluate import comparison
 from distill.tasks.causal_lm.data import LMRunResult

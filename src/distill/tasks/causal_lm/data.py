@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from distill.data.text import (
+from distill.tasks.causal_lm.text import (
     deduplicate,
     load_tokenizer,
     pack_blocks,

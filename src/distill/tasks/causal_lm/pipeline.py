@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import yaml
 
-from distill.data.text import read_pairs
+from distill.tasks.causal_lm.text import read_pairs
 from distill.tasks.causal_lm.data import (
     Documents,
     LMData,
@@ -52,7 +52,7 @@ from distill.core.context import environment, run_context
 from distill.core.logs import setup_rank_logging
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import DataError, ModelError
-from distill.models.causal_lm import (
+from distill.tasks.causal_lm.models import (
     build_causal_lm,
     check_same_vocab,
     copy_layers_student,
@@ -143,8 +143,8 @@ def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, 
     with what it cost and its size against dense fp16 logits. With several processes the main one builds
     it and the others open it once it is complete."""
     from distill.teachers import module_fingerprint
-    from distill.teachers.topk_build import build_topk_cache
-    from distill.teachers.topk_cache import TopKCache
+    from distill.tasks.causal_lm.topk_build import build_topk_cache
+    from distill.tasks.causal_lm.topk_cache import TopKCache
 
     # the draws depend on the seed and on how they are drawn (multinomial keys stay as they were)
     drawn = f"|sample|seed={seed}{'' if draws == 'multinomial' else '|' + draws}" if kind == "sample" else ""

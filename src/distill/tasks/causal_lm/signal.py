@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.data.text import encode_pairs, pad_examples
+from distill.tasks.causal_lm.text import encode_pairs, pad_examples
 
 
 def lm_logits(model: Any, ids: Tensor) -> Tensor:

@@ -162,7 +162,7 @@ def _table(cfg: DataConfig) -> DataBundle:
 def _image_folder(cfg: DataConfig) -> DataBundle:
     """Class subfolders of images: labels are the subfolder names (sorted), ids the paths relative to the folder,
     every image resized to ``image_size`` and converted to ``channels``; seeded stratified splits."""
-    from distill.data.images import read_image_folder
+    from distill.tasks.classification.images import read_image_folder
 
     x, y, ids, classes = read_image_folder(cfg.path, tuple(cfg.image_size), cfg.channels, IMAGE_SUFFIXES)
     rest, test = split_indices(y, cfg.test_fraction, cfg.seed + 1)

@@ -69,7 +69,7 @@ def cached_context(teacher: SentenceEncoder, texts: list[str], cache_dir: Path, 
                    batch_size: int, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The teacher's sentence embeddings of ``texts`` and its per-token contextual sums and counts
     (for static students with ``init: context``), cached like :func:`cached_embeddings`."""
-    from distill.models.static_build import contextual_token_vectors
+    from distill.tasks.embedding.static_build import contextual_token_vectors
 
     def load(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         z = np.load(p, allow_pickle=False)

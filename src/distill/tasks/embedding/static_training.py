@@ -1,4 +1,4 @@
-"""Fine-tuning a static sentence-embedding student (:mod:`distill.models.static_embed`) against the
+"""Fine-tuning a static sentence-embedding student (:mod:`distill.tasks.embedding.static_embed`) against the
 teacher's sentence embeddings: the training loop, written out."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill import static_model as light
+from distill.tasks.embedding import static_model as light
 from distill.core.distributed import Ranks
 from distill.errors import DataError, TrainingError
-from distill.models.static_embed import MIN_WEIGHT, StaticEmbedder
+from distill.tasks.embedding.static_embed import MIN_WEIGHT, StaticEmbedder
 
 
 def _gather(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

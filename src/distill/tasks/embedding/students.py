@@ -37,7 +37,7 @@ def build_student(spec: EmbedStudentConfig, teacher: SentenceEncoder, train_text
     if spec.kind == "narrow":
         return narrow_student(teacher, layers=spec.num_layers, hidden=spec.hidden, heads=spec.heads,
                               seed=(spec.train.seed if spec.train else 0))  # fmt: skip
-    from distill.models.static_build import build_static
+    from distill.tasks.embedding.static_build import build_static
 
     return build_static(teacher, dim=spec.dim, weighting=spec.weighting, corpus=train_texts,
                         extend_vocab=spec.extend_vocab, progress=progress, anchor=spec.anchor,
@@ -73,7 +73,7 @@ def student_encoder(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> Ca
     """How a saved student encodes at inference: a static one through the light format (numpy), the others
     through their sentence-transformers module."""
     if spec.kind == "static":
-        from distill.static_model import StaticModel
+        from distill.tasks.embedding.static_model import StaticModel
 
         light = StaticModel.from_dir(out_dir)
         return lambda xs: light.encode(xs)
@@ -82,7 +82,7 @@ def student_encoder(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> Ca
 
 def save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None:
     if spec.kind == "static":
-        from distill.models.static_embed import save_static
+        from distill.tasks.embedding.static_embed import save_static
 
         save_static(student, None, out_dir, dtype=spec.save_dtype)
     else:
@@ -92,7 +92,7 @@ def save_student(spec: EmbedStudentConfig, student: Any, out_dir: Path) -> None:
 def load_student(spec: EmbedStudentConfig, out_dir: Path) -> Any:
     """A saved student of kind ``spec.kind`` from its folder (static: the light format; else sentence-transformers)."""
     if spec.kind == "static":
-        from distill.models.static_embed import load_static
+        from distill.tasks.embedding.static_embed import load_static
 
         return load_static(out_dir)
     return load_sentence_encoder(out_dir)

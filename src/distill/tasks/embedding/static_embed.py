@@ -1,7 +1,7 @@
 """Static sentence-embedding students: a token table, per-token weights and a projection into the
 teacher's space. No network at inference: tokenize, a weighted mean of table rows, one small matmul.
 
-Built by :func:`distill.models.static_build.build_static` from a teacher (model2vec-style: each token
+Built by :func:`distill.tasks.embedding.static_build.build_static` from a teacher (model2vec-style: each token
 through the teacher, PCA, SIF weights; see that module). Optional parts: an anchor row and pair rows.
 
 Inference: ``m = Σ w[t] E[t] / Σ w[t]`` over the text's tokens (no special tokens; with the anchor ``a``,
@@ -14,7 +14,7 @@ Fine-tuning (:func:`distill.tasks.embedding.static_training.finetune_static`): l
 teacher sentence embeddings; the table (sparse gradients, ``SparseAdam``), the weights (kept >= 1e-6,
 special tokens stay 0) and the projection (``Adam``) all train.
 
-The saved folder is the "light format" documented in :mod:`distill.static_model` (config.json,
+The saved folder is the "light format" documented in :mod:`distill.tasks.embedding.static_model` (config.json,
 embeddings.npy fp32 or fp16, weights.npy, projection.npy, bias.npy, tokenizer.json and a copy of that
 loader as static_model.py), so it runs with only numpy and `tokenizers`. :func:`load_static` reads it
 back into a trainable :class:`StaticEmbedder`; both give the same embeddings.
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill import static_model as light
+from distill.tasks.embedding import static_model as light
 from distill.errors import ModelError
 from distill.fsutil import write_bytes, write_json, write_text
 
@@ -200,7 +200,7 @@ def save_static(
     model: StaticEmbedder, tokenizer: Any | None, directory: str | os.PathLike, *,
     dtype: Literal["float32", "float16"] = "float32",
 ) -> Path:  # fmt: skip
-    """Write ``model`` in the light format (see :mod:`distill.static_model`) into ``directory``.
+    """Write ``model`` in the light format (see :mod:`distill.tasks.embedding.static_model`) into ``directory``.
 
     ``tokenizer``: a ``tokenizers.Tokenizer`` or HF fast tokenizer, or None for ``model.tokenizer``.
     ``dtype``: storage of the token table and the pair rows (float16 halves the folder; everything else stays fp32).

@@ -1,4 +1,4 @@
-"""Building a static student (:class:`~distill.models.static_embed.StaticEmbedder`) from a teacher.
+"""Building a static student (:class:`~distill.tasks.embedding.static_embed.StaticEmbedder`) from a teacher.
 
 Build (:func:`build_static`), model2vec-style:
 
@@ -49,10 +49,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from distill import static_model as light
+from distill.tasks.embedding import static_model as light
 from distill.errors import DataError, ModelError
 from distill.models.sentence import inference_batches
-from distill.models.static_embed import StaticEmbedder, _backend
+from distill.tasks.embedding.static_embed import StaticEmbedder, _backend
 
 WEIGHTINGS = ("sif", "zipf", "none")
 

@@ -32,7 +32,7 @@ row range). ``index.json`` holds ``format``, ``version``, ``fingerprint``, ``k``
 "sha256", "bytes"}``. Shards are written atomically (temporary name, fsync,
 rename) and the index after each one, so an interrupted build resumes where it
 stopped; a shard's sha256 is checked when it is first loaded. Building lives in
-:mod:`distill.teachers.topk_build`; this module reads.
+:mod:`distill.tasks.causal_lm.topk_build`; this module reads.
 
 Size: ``k · (2 + 2) + 2`` bytes per position with uint16 ids (130 B at k = 32)
 against ``2 · V`` for dense fp16 logits: 1.59 % at V = 4 096, 0.79 % at V = 8 192,
@@ -82,7 +82,7 @@ def _read_index(directory: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CacheError(
             f"no top-k teacher cache at {directory}: {INDEX} is missing. "
-            "Fix: build it with distill.teachers.topk_build.build_topk_cache (or point to the folder that holds index.json)."
+            "Fix: build it with distill.tasks.causal_lm.topk_build.build_topk_cache (or point to the folder that holds index.json)."
         ) from None
     except (OSError, ValueError) as exc:
         raise CacheError(

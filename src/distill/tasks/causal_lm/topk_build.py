@@ -1,4 +1,4 @@
-"""Building the offline teacher cache of :mod:`distill.teachers.topk_cache` (format, reading and
+"""Building the offline teacher cache of :mod:`distill.tasks.causal_lm.topk_cache` (format, reading and
 layout are described there): run a causal-LM teacher once over the blocks and write its top-k, or
 k draws, per position, shard by shard, atomically and resumably.
 """
@@ -17,7 +17,7 @@ from distill.errors import CacheError
 from distill.fsutil import sha256_file, write_json, write_with
 from distill.losses.token import TeacherTopK, dense_sample, dense_topk
 from distill.losses.token_views import DRAWS
-from distill.teachers.topk_cache import (
+from distill.tasks.causal_lm.topk_cache import (
     _HEADER_KEYS,
     _OPTIONAL_KEYS,
     FORMAT,
