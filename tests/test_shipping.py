@@ -106,3 +106,13 @@ def test_the_model_card_says_how_to_call_the_exported_files(tmp_path: Path) -> N
     distill.report(run)
     card = (run / "README.md").read_text()
     assert "## Use" in card and "export/student.onnx` takes raw samples" in card and "Classifier(" in card
+
+
+def test_the_version_is_said_once_and_pyproject_agrees() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from distill.version import __version__
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert distill.__version__ == __version__ == pyproject["project"]["version"]

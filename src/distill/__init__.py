@@ -15,7 +15,7 @@ Your own student from your own teacher, on tensors, without a recipe::
 The losses are pure functions in :mod:`distill.losses`.
 """
 
-__version__ = "0.1.0"
+from distill.version import __version__  # noqa: E402,F401
 
 import sys  # noqa: E402
 import types  # noqa: E402

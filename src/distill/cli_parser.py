@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from distill import __version__
+from distill.version import __version__
 from distill.core.task import TASKS
 
 EPILOG = """\

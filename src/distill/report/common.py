@@ -79,7 +79,7 @@ def render_page(template: str, ctx: dict[str, Any]) -> str:
     """Render one of this package's templates with autoescape (user strings are escaped)."""
     import jinja2
 
-    from distill import __version__
+    from distill.version import __version__
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("distill.report", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip

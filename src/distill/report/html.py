@@ -320,7 +320,7 @@ def render_report(data: RunData) -> str:
     env.filters["num"] = lambda v, fmt="{:.4g}": "—" if v is None else fmt.format(v)
     env.filters["code"] = _code_spans
     ctx = build_context(data)
-    from distill import __version__
+    from distill.version import __version__
 
     ctx["version"] = __version__
     return env.get_template("report.html.j2").render(**ctx)

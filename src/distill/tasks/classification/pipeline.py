@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill import __version__
+from distill.version import __version__
 from distill.data import DataBundle, labeled_only
 from distill.tasks.classification.builders import make_accelerator, save_weights, seeded_build
 from distill.core.checkpoint import CheckpointStore
