@@ -39,7 +39,7 @@ STATE: dict[str, Any] = {}
 def setup(work: str, eval_blocks: int | None) -> None:
     """Worker initialiser (or a process's own set-up): one torch thread, the teacher, the data and the
     dev/test halves, in :data:`STATE`."""
-    import lm as L  # the benchmark's own settings
+    import lm_settings as L  # the benchmark's own settings
 
     from distill.tasks.causal_lm.data import prepare_data
     from distill.tasks.causal_lm.models import load_causal_lm

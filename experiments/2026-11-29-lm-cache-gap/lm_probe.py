@@ -31,7 +31,7 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
 sys.path.insert(0, str(BENCHMARKS))
 
-import lm as L  # noqa: E402 - the LM benchmark's own settings
+import lm_settings as L  # noqa: E402 - the LM benchmark's own settings
 import lm_long  # noqa: E402 - set-up, training and measuring of one student
 
 from distill.tasks.causal_lm.loop import Objective  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # the maintained suites this probe reuses
 sys.path.insert(0, str(BENCHMARKS))
 
-import lm as L  # noqa: E402
+import lm_settings as L  # noqa: E402
 import lm_long  # noqa: E402
 from results_io import RESULTS, header, table, title_lines, write  # noqa: E402
 
