@@ -188,6 +188,8 @@ def _optional_dependencies(recipe: Recipe) -> None:
     if recipe.export is not None and "hf" in recipe.export.formats:
         require({"transformers": "lm"}, "export.formats hf")
     teachers = [recipe.teacher, *(recipe.teacher.members or [])]
+    if any(t.kind == "hf" for t in teachers):
+        require({"transformers": "lm"}, "a Hugging Face image classifier teacher (teacher.kind hf)")
     if any(t.kind == "onnx" for t in teachers):
         require({"onnxruntime": "onnx"}, "an ONNX teacher")
     if any(t.kind == "sklearn" and str(t.path or "").endswith(".skops") for t in teachers):

@@ -1,6 +1,6 @@
 """The teacher a classification recipe describes when it is not a torch module trained here: an ONNX file, a
-scikit-learn estimator, a file of precomputed outputs, or an ensemble (the teachers themselves are
-:mod:`distill.teachers`')."""
+scikit-learn estimator, a file of precomputed outputs, a Hugging Face image classifier folder, or an ensemble
+(the teachers themselves are :mod:`distill.teachers`')."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def _build(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
 
 
 def _who(cfg: TeacherConfig, where: str) -> str:
-    kind = {"onnx": "ONNX", "sklearn": "scikit-learn", "precomputed": "precomputed", "torch": "torch"}[cfg.kind]
+    kind = {"onnx": "ONNX", "sklearn": "scikit-learn", "precomputed": "precomputed", "torch": "torch",
+            "hf": "Hugging Face"}[cfg.kind]  # fmt: skip
     named = f" {Path(str(cfg.path)).name}" if cfg.path else ""
     return f"the {kind} teacher{named} ({where})"
 
@@ -63,6 +64,10 @@ def _build_kind(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
         ids = np.concatenate([s.ids for s in data.splits().values()])
         values = {"log_probs": "logits"}.get(cfg.values, cfg.values)
         return PrecomputedTeacher.from_file(str(cfg.path), ids, values=values)
+    if cfg.kind == "hf":
+        from distill.teachers.hf_image import load_hf_image_teacher
+
+        return load_hf_image_teacher(str(cfg.path), data, trust_remote_code=cfg.trust_remote_code, who=f"{where}.path")
     if cfg.kind == "ensemble":
         from distill.teachers.ensemble import EnsembleTeacher
 
