@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 import distill
@@ -33,7 +34,9 @@ def _text(n: int, seed: int) -> list[str]:
 
 
 def classification_raw(root: Path) -> dict[str, Any]:
-    return tiny_recipe(output={"report": False, "dir": str(root / "cls"), "cache_dir": str(root / "cache")})
+    # two threads where the tests run torch on one (conftest): the commands must give the caller's count back
+    return tiny_recipe(output={"report": False, "dir": str(root / "cls"), "cache_dir": str(root / "cache")},
+                       train={"num_threads": 2})
 
 
 def embedding_raw(root: Path) -> dict[str, Any]:
@@ -139,9 +142,13 @@ def test_every_command_on_every_task_works_or_exits_2(finished: dict[str, Path],
                                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     run_dir = finished[task]
     before = _snapshot(run_dir)
+    threads, generator = torch.get_num_threads(), torch.random.get_rng_state()
     code = main([command, str(run_dir), *ARGS[command]])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
+    # nothing global changed: the process's thread count and torch's generator are the caller's again
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.random.get_rng_state(), generator)
     after = _snapshot(run_dir)
     changed = sorted(k for k in before if k in after and before[k] != after[k])
     if TASKS[task].supports(command):

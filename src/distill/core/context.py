@@ -4,9 +4,10 @@ and its random generator. Nothing in distill changes either for good."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -38,6 +39,18 @@ def run_context(threads: int | None) -> Iterator[None]:
     (training loops seed it for dropout)."""
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
         yield
+
+
+def keeps_process_state(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run inside :func:`run_context`: whatever it does to torch's thread count and generator (a command
+    that runs a recipe's ``num_threads``, builds or samples models), the caller gets its own back."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with run_context(None):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def environment() -> dict[str, Any]:

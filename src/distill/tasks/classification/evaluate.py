@@ -15,6 +15,7 @@ from distill.data import DataBundle
 from distill.tasks.classification.data import build_data
 from distill.tasks.classification import trees
 from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
+from distill.core.context import torch_threads
 from distill.core.logs import setup_logging
 from distill.fsutil import write_json, write_with
 from distill.tasks.classification.recipe import Recipe
@@ -86,19 +87,18 @@ def evaluate(run_dir: str | Path, *, console: bool = True) -> RunResult:
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
     setup_logging(None, console=console)
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    data = build_data(recipe.data)
-    teacher, module, path = load_run_teacher(run_dir, recipe, data)
-    models: list[tuple[str, str, Any, Path]] = [("teacher", "teacher", module if module is not None else teacher, path)]
-    for label, role in (("student, hard labels", "baseline"), ("student, distilled", "student")):
-        student = load_run_student(run_dir, recipe, data, role)
-        if student is not None:
-            models.append((label, role, student, run_dir / f"{role}.safetensors"))
-    if (run_dir / trees.FILE).is_file():  # the saved gradient-boosted trees of a table run (not refitted)
-        fitted = trees.fit_trees(data.train, data.num_classes, recipe.train.seed, run_dir)
-        models.append((trees.LABEL, trees.ROLE, fitted, run_dir / trees.FILE))
-    table, _ = evaluate_models(models, data, recipe)
+    with torch_threads(recipe.train.num_threads):  # the caller's thread count comes back after
+        data = build_data(recipe.data)
+        teacher, module, path = load_run_teacher(run_dir, recipe, data)
+        models: list[tuple[str, str, Any, Path]] = [("teacher", "teacher", module if module is not None else teacher, path)]
+        for label, role in (("student, hard labels", "baseline"), ("student, distilled", "student")):
+            student = load_run_student(run_dir, recipe, data, role)
+            if student is not None:
+                models.append((label, role, student, run_dir / f"{role}.safetensors"))
+        if (run_dir / trees.FILE).is_file():  # the saved gradient-boosted trees of a table run (not refitted)
+            fitted = trees.fit_trees(data.train, data.num_classes, recipe.train.seed, run_dir)
+            models.append((trees.LABEL, trees.ROLE, fitted, run_dir / trees.FILE))
+        table, _ = evaluate_models(models, data, recipe)
     markdown = render_markdown(table)
     write_json(run_dir / "eval.json", table)
     log.info("\n%s", markdown)
