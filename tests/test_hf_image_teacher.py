@@ -95,6 +95,7 @@ def _recipe(write_recipe: Any, folders: dict[str, Path], tmp_path: Path, teacher
                       output={"report": False, "dir": str(run_dir), "cache_dir": str(tmp_path / "cache")})  # fmt: skip
     raw["data"] = {"source": "image_folder", "path": str(folders["imgs"]), "image_size": [14, 14]}
     raw["teacher"] = {"kind": "hf", **teacher}
+    raw["train"]["epochs"] = 6
     return write_recipe(raw, name), run_dir
 
 
@@ -121,10 +122,31 @@ def test_an_hf_image_classifier_teaches_through_the_cli(folders: dict[str, Path]
     assert main(["report", str(run_dir)]) == 0
     card = (run_dir / "README.md").read_text()
     assert "| name | vit |" in card and str(folders["vit"]) in card  # named, and its folder in the recipe
+    _exported_student_classifies_the_files(folders, run_dir)
     # a second run with the same teacher reuses its cached outputs
     again, run2 = _recipe(write_recipe, folders, tmp_path, {"path": str(folders["vit"])}, "again.yaml")
     assert main(["run", str(again)]) == 0
     assert json.loads((run2 / "metrics.json").read_text())["teacher_outputs"]["cache"] == "hit"
+
+
+def _exported_student_classifies_the_files(folders: dict[str, Path], run_dir: Path) -> None:
+    """`distill export` of such a run: the ONNX student takes the image files as read and gives the run's answers."""
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    assert main(["export", str(run_dir), "--format", "onnx"]) == 0
+    spec = importlib.util.spec_from_file_location("shipped_hf", run_dir / "export" / "classifier.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    shipped = module.Classifier(run_dir / "export")
+    data = _data(folders["root"])
+    pixels = np.stack([np.asarray(Image.open(folders["imgs"] / i).convert("L")) for i in data.test.ids])
+    in_run = load_file(str(run_dir / "predictions.safetensors"))["test_logits.student"].argmax(-1).tolist()
+    assert shipped.predict(pixels) == [NAMES[i] for i in in_run]
+    assert json.loads((run_dir / "export" / "classifier.json").read_text())["teacher"] == "vit"
 
 
 def test_labels_in_another_order_or_generic_are_matched(folders: dict[str, Path], write_recipe: Any,
@@ -176,7 +198,19 @@ def test_folders_that_are_not_image_classifiers_are_refused(folders: dict[str, P
     pickled = tmp_path / "pickled"
     shutil.copytree(folders["vit"], pickled)
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    remote = tmp_path / "remote"
+    shutil.copytree(folders["vit"], remote)
+    config = json.loads((remote / "config.json").read_text())
+    config.update(model_type="tiny-remote", auto_map={"AutoConfig": "configuration_tiny.TinyConfig",
+                                                      "AutoModelForImageClassification": "modeling_tiny.TinyNet"})  # fmt: skip
+    (remote / "config.json").write_text(json.dumps(config))
+    from transformers import ViTModel
+
+    ViTModel(_vit(NAMES).config, add_pooling_layer=False).save_pretrained(tmp_path / "base")  # no classifier head
     cases = {
+        str(tmp_path / "base"): "its weights lack classifier.",
+        str(remote): "ships its own model code (config.json's auto_map), and code from a folder runs only when the "
+        "recipe allows it. Fix: set teacher.trust_remote_code: true",
         str(tmp_path / "nowhere"): "is not a folder",
         str(tmp_path / "empty"): "has no config.json",
         str(pickled): "has no .safetensors weights (it has pytorch_model.bin)",

@@ -253,16 +253,20 @@ def _load_net(p: Path, trust_remote_code: bool, who: str) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TeacherError(f"{who} {p}: its config.json does not load: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}. Fix: point it at a folder that "
-                           f"save_pretrained wrote.{fix}") from None  # fmt: skip
+        first = (str(exc).splitlines() or [""])[0].rstrip(". ")
+        if not trust_remote_code and ("custom code" in first or "trust_remote_code" in first):
+            raise TeacherError(f"{who} {p} ships its own model code (config.json's auto_map), and code from a folder "
+                               "runs only when the recipe allows it. Fix: set teacher.trust_remote_code: true if you "
+                               "trust this folder.") from None  # fmt: skip
+        raise TeacherError(f"{who} {p}: its config.json does not load: {type(exc).__name__}: {first}. Fix: point it "
+                           f"at a folder that save_pretrained wrote.{fix}") from None  # fmt: skip
     try:
         net, info = AutoModelForImageClassification.from_pretrained(
             str(p), config=config, trust_remote_code=trust_remote_code, local_files_only=True, use_safetensors=True,
             dtype=torch.float32, output_loading_info=True,
         )  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = (str(exc).splitlines() or [""])[0].rstrip(". ")
         if "Unrecognized configuration class" in first or "for this kind of AutoModel" in first:
             archs = ", ".join(getattr(config, "architectures", None) or []) or "none named"
             raise TeacherError(
