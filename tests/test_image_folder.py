@@ -92,3 +92,17 @@ def test_distill_from_an_image_folder_and_classify_the_files(tmp_path: Path) -> 
     got = model.predict(pixels)
     want = [i.split("/")[0] for i in data.test.ids]
     assert np.mean(np.array(got) == np.array(want)) == pytest.approx(m["student"]["test_acc"], abs=1e-6)
+    # the image files themselves, of another size than the student's input: converted and resized as the run did
+    big = tmp_path / "big"
+    for i in data.test.ids:
+        (big / i).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(root / i).convert("RGB").resize((28, 28), Image.Resampling.NEAREST).save(big / (i + ".png"))
+    shipped = json.loads((Path(result.run_dir) / "export" / "classifier.json").read_text())
+    assert shipped["image_file"] == {"mode": "L", "size": [14, 14], "resample": "bilinear"}
+    from_files = model.predict([big / (i + ".png") for i in data.test.ids])
+    as_read = model.predict([Image.open(big / (i + ".png")).convert("L").resize((14, 14), Image.Resampling.BILINEAR)
+                             for i in data.test.ids])  # fmt: skip
+    assert from_files == as_read
+    assert model.predict(str(big / (data.test.ids[0] + ".png"))) == from_files[:1]
+    assert np.mean(np.array(model.predict([root / i for i in data.test.ids])) == np.array(want)) == pytest.approx(
+        m["student"]["test_acc"], abs=1e-6)

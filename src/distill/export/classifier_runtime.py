@@ -5,10 +5,15 @@ Copied beside the exported files as ``classifier.py``; it needs neither torch no
     from classifier import Classifier
     model = Classifier("export")          # the folder with classifier.json and student.onnx
     labels = model.predict(rows)          # rows: a pandas DataFrame, a dict of columns, or a numpy array
+    labels = model.predict(["cat.jpg"])   # a student of an image folder: image files (or Pillow images)
 
 A table must hold the feature columns the student was trained on, in that order: a DataFrame or dict whose
 columns differ (missing, extra, or in another order) is refused with both lists, so that a row is never
 read by position into the wrong features. A numpy array must be as wide as the feature list.
+
+A student trained on an image folder also takes image files (paths, or Pillow images): each is converted and
+resized as the run read its images (``classifier.json``'s ``image_file``: Pillow mode, size, bilinear), so a
+photo of any size gives the answer the run measured. That needs Pillow; pixel arrays do not.
 """
 
 from __future__ import annotations
@@ -37,7 +42,29 @@ class Classifier:
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    def _images(self, items: list[Any]) -> np.ndarray:
+        """Image files or Pillow images as the run read them: (N, C, H, W) uint8 pixels."""
+        spec = self.meta["image_file"]
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError("reading image files needs Pillow: pip install pillow (or pass pixel arrays)") from None
+        height, width = spec["size"]
+        out = []
+        for item in items:
+            im = item if hasattr(item, "convert") else Image.open(item)
+            arr = np.asarray(im.convert(spec["mode"]).resize((width, height), Image.Resampling.BILINEAR), np.uint8)
+            out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        return np.stack(out)
+
     def _array(self, rows: Any) -> np.ndarray:
+        if isinstance(rows, (str, Path)) or hasattr(rows, "convert"):
+            rows = [rows]
+        if isinstance(rows, (list, tuple)) and rows and (isinstance(rows[0], (str, Path)) or hasattr(rows[0], "convert")):
+            if "image_file" not in self.meta:
+                raise ValueError("this student was not trained on image files; pass its samples as numbers "
+                                 f"({self.meta.get('pixels') or 'rows of its features'}).")
+            rows = self._images(list(rows))
         names = self.feature_names
         columns = list(rows.columns) if hasattr(rows, "columns") else list(rows) if isinstance(rows, dict) else None
         if names is not None and columns is not None:

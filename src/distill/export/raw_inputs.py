@@ -57,6 +57,8 @@ def shipping_metadata(data: Any, *, teacher: str | None = None) -> dict[str, Any
         meta["standardisation"] = {"scale": float(p["scale"]), "mean": float(p["mean"]), "std": float(p["std"]),
                                    "layout": p.get("layout", "NCHW")}  # fmt: skip
         meta["pixels"] = f"as stored (0..{p['scale']:g}), shaped (batch, {', '.join(map(str, data.in_shape))})"
+        if p.get("image_file"):  # an image folder's files: Pillow's mode and resize, as the run read them
+            meta["image_file"] = dict(p["image_file"])
     if teacher:
         meta["teacher"] = teacher
     return meta
@@ -101,6 +103,10 @@ def ship_folder(folder: Path, meta: dict[str, Any], files: list[str]) -> None:
     example = "rows = pandas.read_csv('new.csv')  # the columns " + ", ".join(meta["feature_names"][:4]) + \
         (", ..." if len(meta["feature_names"]) > 4 else "") + " in this order" if meta["kind"] == "table" else \
         "rows = pixels  # numpy, shaped (batch, " + ", ".join(map(str, meta["input_shape"])) + "), values as stored"  # fmt: skip
+    if meta.get("image_file"):  # an image folder's student: the files themselves, any size
+        spec = meta["image_file"]
+        example = "rows = ['photo.jpg', 'scan.png']  # image files (or Pillow images), any size: converted to " + \
+            f"{spec['mode']} and resized to {spec['size'][0]}x{spec['size'][1]} ({spec['resample']}) as in the run; needs Pillow"  # fmt: skip
     write_text(folder / "README.md", f"""# Exported student: how to call it
 
 `{files[0]}` takes **raw samples**, as they are in your data: the run's standardisation is inside the graph.

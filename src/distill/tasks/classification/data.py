@@ -181,7 +181,10 @@ def _image_folder(cfg: DataConfig) -> DataBundle:
     return DataBundle(
         train=mk(train_idx), val=mk(val_idx), test=mk(test), num_classes=len(classes), class_names=classes,
         in_shape=tuple(int(d) for d in x.shape[1:]), kind="image", source=f"images:{Path(str(cfg.path)).name}",
-        preprocessing={"scale": scale, "mean": mean, "std": std, "layout": "NCHW"},
+        preprocessing={"scale": scale, "mean": mean, "std": std, "layout": "NCHW",
+                       # how a file becomes pixels: the exported classifier reads image files the same way
+                       "image_file": {"mode": "L" if cfg.channels == 1 else "RGB", "size": list(cfg.image_size),
+                                      "resample": "bilinear"}},
     )  # fmt: skip
 
 
