@@ -107,7 +107,9 @@ def _teacher_row(run_dir: Path) -> dict[str, Any]:
 def test_an_hf_image_classifier_teaches_through_the_cli(folders: dict[str, Path], write_recipe: Any, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     recipe, run_dir = _recipe(write_recipe, folders, tmp_path, {"path": str(folders["vit"])})
+    capsys.readouterr()
     assert main(["run", str(recipe)]) == 0
+    assert "Loading weights" not in capsys.readouterr().err  # transformers' progress bars are off while loading
     teacher = _teacher_row(run_dir)
     assert teacher["test_acc"] > 0.8 and teacher["cost"]["parameters"] > 0 and teacher["cost"]["flops"] > 0
     metrics = json.loads((run_dir / "metrics.json").read_text())

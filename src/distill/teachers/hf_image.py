@@ -205,15 +205,18 @@ class HFImageTeacher(nn.Module):
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """transformers' own logging at error level inside the block (its level comes back after)."""
+    """transformers' own logging at error level and its progress bars off inside the block (both come back after)."""
     from transformers.utils import logging as hf_logging
 
-    before = hf_logging.get_verbosity()
+    before, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def read_processor(folder: Path, who: str) -> dict[str, Any] | None:
