@@ -119,8 +119,8 @@ def test_an_hf_image_classifier_teaches_through_the_cli(folders: dict[str, Path]
     assert "same order" in log and "gray repeated to 3 channels, resized 14x14 -> 16x16" in log
     # the post-run commands on such a run
     assert main(["eval", str(run_dir)]) == 0
-    assert _teacher_row(run_dir)["test_acc"] == pytest.approx(
-        next(r for r in json.loads((run_dir / "eval.json").read_text())["models"] if r["role"] == "teacher")["test_acc"])
+    evaluated = json.loads((run_dir / "eval.json").read_text())["models"]
+    assert _teacher_row(run_dir)["test_acc"] == pytest.approx(next(r for r in evaluated if r["role"] == "teacher")["test_acc"])
     assert main(["report", str(run_dir)]) == 0
     card = (run_dir / "README.md").read_text()
     assert "| name | vit |" in card and str(folders["vit"]) in card  # named, and its folder in the recipe
@@ -216,7 +216,8 @@ def test_folders_that_are_not_image_classifiers_are_refused(folders: dict[str, P
         str(tmp_path / "nowhere"): "is not a folder",
         str(tmp_path / "empty"): "has no config.json",
         str(pickled): "has no .safetensors weights (it has pytorch_model.bin)",
-        str(_bert_folder(tmp_path / "bert")): "is a 'bert' model (BertForSequenceClassification), not an image classifier",
+        str(_bert_folder(tmp_path / "bert")): "is a 'bert' model (BertForSequenceClassification), not an image "
+        "classifier",
     }
     capsys.readouterr()
     for i, (path, message) in enumerate(cases.items()):

@@ -93,12 +93,14 @@ class PixelMap:
         if cin == 1 and cout > 1:
             p = p.expand(-1, cout, -1, -1)
         elif cin == 3 and cout == 1:
-            p = (p * torch.tensor(LUMA, dtype=p.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            p = (p * torch.tensor(LUMA, dtype=p.dtype, device=p.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if self.size[0] != self.size[1]:
             p = nn.functional.interpolate(p, size=self.size[1], mode="bilinear", align_corners=False, antialias=True)
         v = p * (255.0 * self.rescale)
         if self.mean is not None and self.std is not None:
-            v = (v - torch.tensor(self.mean).view(1, -1, 1, 1)) / torch.tensor(self.std).view(1, -1, 1, 1)
+            mean, std = (torch.tensor(t, dtype=v.dtype, device=v.device).view(1, -1, 1, 1)
+                         for t in (self.mean, self.std))  # fmt: skip
+            v = (v - mean) / std
         return v.contiguous()
 
     def describe(self) -> str:
@@ -111,7 +113,8 @@ class PixelMap:
         steps.append(f"pixels 0..255 x {self.rescale:.6g}")
         if self.mean is not None:
             steps.append(f"normalised with mean {list(self.mean)}, std {list(self.std or ())}")
-        return f"images ({cin}, {sin[0]}, {sin[1]}) -> ({cout}, {sout[0]}, {sout[1]}): {', '.join(steps)} ({self.source})"
+        shapes = f"images ({cin}, {sin[0]}, {sin[1]}) -> ({cout}, {sout[0]}, {sout[1]})"
+        return f"{shapes}: {', '.join(steps)} ({self.source})"
 
 
 def _hw(value: Any) -> tuple[int, int] | None:
@@ -182,9 +185,11 @@ class HFImageTeacher(nn.Module):
         self._fp: str | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        outs = [self.net(pixel_values=self.pixels(x[i : i + BATCH])).logits for i in range(0, x.shape[0], BATCH)]
-        logits = torch.cat(outs) if outs else torch.zeros(0, self.num_classes)
-        return logits.index_select(-1, self.order).float()
+        device = self.order.device  # where the model is; the logits go back to where x is
+        chunks = (x[i : i + BATCH].to(device) for i in range(0, x.shape[0], BATCH))
+        outs = [self.net(pixel_values=self.pixels(c)).logits for c in chunks]
+        logits = torch.cat(outs) if outs else torch.zeros(0, len(self.order), device=device)
+        return logits.index_select(-1, self.order).float().to(x.device)
 
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:
