@@ -124,6 +124,7 @@ def test_an_hf_image_classifier_teaches_through_the_cli(folders: dict[str, Path]
     assert main(["report", str(run_dir)]) == 0
     card = (run_dir / "README.md").read_text()
     assert "| name | vit |" in card and str(folders["vit"]) in card  # named, and its folder in the recipe
+    assert "loaded from the Hugging Face folder" in card and "not trained in this run" not in card
     _exported_student_classifies_the_files(folders, run_dir)
     # a second run with the same teacher reuses its cached outputs
     again, run2 = _recipe(write_recipe, folders, tmp_path, {"path": str(folders["vit"])}, "again.yaml")

@@ -13,15 +13,16 @@ if TYPE_CHECKING:
 
 def teacher_origin(source: str | None, checkpoint: str | None, path: str | None, members: int = 0) -> str:
     """Where the teacher's weights came from, in words: trained in this run, loaded from a checkpoint or from
-    an ONNX / scikit-learn / precomputed file, or an ensemble of such."""
+    an ONNX / scikit-learn / precomputed file or a Hugging Face folder, or an ensemble of such."""
     if source == "trained":
         return "trained in this run"
     if source == "checkpoint":
         return f"loaded from the checkpoint {checkpoint}" if checkpoint else "loaded from a checkpoint"
     if source == "ensemble":
         return f"an ensemble of {members} teachers, each loaded from its own file" if members else "an ensemble"
-    if source in {"onnx", "sklearn", "precomputed"}:
-        what = {"onnx": "the ONNX file", "sklearn": "the scikit-learn file", "precomputed": "the outputs file"}[source]
+    if source in {"onnx", "sklearn", "precomputed", "hf"}:
+        what = {"onnx": "the ONNX file", "sklearn": "the scikit-learn file", "precomputed": "the outputs file",
+                "hf": "the Hugging Face folder"}[source]
         return f"loaded from {what} {path}" if path else f"loaded from {what}"
     return f"{source} (not trained in this run)" if source else "not recorded"
 
