@@ -58,8 +58,8 @@ def time_epochs(base: dict[str, Any], teacher_ckpt: Path, rounds: int) -> dict[s
     from distill.models import build
     from distill.tasks.classification.recipe import LossTerm, TrainConfig
     from distill.tasks.classification.objective import build_objective
-    from distill.teachers import load_weights, module_fingerprint
-    from distill.teachers.cache import TeacherCache, cache_key
+    from distill.tasks.classification.teachers import load_weights, module_fingerprint
+    from distill.tasks.classification.teachers.cache import TeacherCache, cache_key
 
     recipe = validate_recipe({**base, "teacher": {**base["teacher"], "checkpoint": str(teacher_ckpt)}})
     data = build_data(recipe.data)

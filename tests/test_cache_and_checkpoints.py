@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from distill.core.checkpoint import CheckpointStore
-from distill.teachers import module_fingerprint
-from distill.teachers.cache import TeacherCache, cache_key
+from distill.tasks.classification.teachers import module_fingerprint
+from distill.tasks.classification.teachers.cache import TeacherCache, cache_key
 
 
 def test_cache_hit_miss_and_stale(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def _cnn() -> nn.Module:
 
 
 def test_online_teacher_is_frozen_and_matches_the_module() -> None:
-    from distill.teachers import TorchTeacher
+    from distill.tasks.classification.teachers import TorchTeacher
 
     teacher = TorchTeacher(_cnn(), 10)
     online = teacher.online()
@@ -124,7 +124,7 @@ def test_online_teacher_is_frozen_and_matches_the_module() -> None:
 
 
 def test_online_teacher_falls_back_to_eager(caplog: pytest.LogCaptureFixture) -> None:
-    from distill.teachers import TorchTeacher
+    from distill.tasks.classification.teachers import TorchTeacher
 
     class Pair(nn.Module):  # returns (logits, extra): TorchTeacher takes the first, a traced copy would not
         def __init__(self) -> None:

@@ -42,7 +42,7 @@ def _data(root: Path) -> Any:
 
 def _train(net: Any, root: Path, folder: Path) -> None:
     """Fit the tiny ViT on the training split as the teacher will see it (through the same pixel map)."""
-    from distill.teachers.hf_image import HFImageTeacher, pixel_map
+    from distill.tasks.classification.teachers.hf_image import HFImageTeacher, pixel_map
 
     data = _data(root)
     net.save_pretrained(folder)
@@ -246,7 +246,7 @@ def test_recipe_fields_of_an_hf_teacher() -> None:
 
 
 def test_the_images_are_mapped_as_the_preprocessor_config_says(folders: dict[str, Path], tmp_path: Path) -> None:
-    from distill.teachers.hf_image import load_hf_image_teacher
+    from distill.tasks.classification.teachers.hf_image import load_hf_image_teacher
 
     folder = tmp_path / "vit20"
     net = _vit(NAMES, image_size=20)

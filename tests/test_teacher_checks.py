@@ -28,9 +28,9 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from distill.tasks.classification.data import build_data  # noqa: E402
 from distill.errors import TeacherError  # noqa: E402
 from distill.tasks.classification.recipe import DataConfig, TeacherConfig  # noqa: E402
-from distill.teachers.checks import LogOfProbabilities, label_key, output_kind  # noqa: E402
-from distill.tasks.classification.teachers import build_external_teacher  # noqa: E402
-from distill.teachers.sklearn import SklearnTeacher  # noqa: E402
+from distill.tasks.classification.teachers.checks import LogOfProbabilities, label_key, output_kind  # noqa: E402
+from distill.tasks.classification.teachers.from_recipe import build_external_teacher  # noqa: E402
+from distill.tasks.classification.teachers.sklearn import SklearnTeacher  # noqa: E402
 
 
 def _wine_frame() -> "pd.DataFrame":
@@ -57,7 +57,7 @@ def _bundle(df: "pd.DataFrame", tmp: Path, columns: list[str] | None = None):
 
 
 def _accuracy(teacher, split) -> float:
-    from distill.teachers.ensemble import teacher_logits_for
+    from distill.tasks.classification.teachers.ensemble import teacher_logits_for
 
     out = teacher_logits_for(teacher, split.x, split.ids)
     return float((out.argmax(-1) == split.y).float().mean())

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from distill.errors import TeacherError
-from distill.teachers import TorchTeacher
-from distill.teachers.ensemble import EnsembleTeacher, teacher_logits_for
-from distill.teachers.onnx import OnnxTeacher
-from distill.teachers.precomputed import PrecomputedTeacher
-from distill.teachers.sklearn import SklearnTeacher
+from distill.tasks.classification.teachers import TorchTeacher
+from distill.tasks.classification.teachers.ensemble import EnsembleTeacher, teacher_logits_for
+from distill.tasks.classification.teachers.onnx import OnnxTeacher
+from distill.tasks.classification.teachers.precomputed import PrecomputedTeacher
+from distill.tasks.classification.teachers.sklearn import SklearnTeacher
 
 SAMPLE = (1, 8, 8)  # digits samples as distill's data layer shapes them
 

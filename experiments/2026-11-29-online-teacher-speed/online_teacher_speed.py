@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from distill.models import build
-from distill.teachers import TorchTeacher, load_weights
+from distill.tasks.classification.teachers import TorchTeacher, load_weights
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"  # where fashion_mnist.py leaves its runs
 TEACHER = BENCHMARKS / ".work" / "fashion_mnist" / "seed0" / "teacher.safetensors"

@@ -142,7 +142,7 @@ def offline_cache(teacher: Any, blocks: torch.Tensor, cache_dir: str | Path, *, 
     in a folder keyed by the teacher's weights, the data, k, T (and the seed of the draws), then reused;
     with what it cost and its size against dense fp16 logits. With several processes the main one builds
     it and the others open it once it is complete."""
-    from distill.teachers import module_fingerprint
+    from distill.core.fingerprint import module_fingerprint
     from distill.tasks.causal_lm.topk_build import build_topk_cache
     from distill.tasks.causal_lm.topk_cache import TopKCache
 

@@ -15,8 +15,8 @@ from distill.errors import DistillError, ModelError, RunDirError, TeacherError
 from distill.fsutil import write_with
 from distill.models import build, build_from_factory
 from distill.tasks.classification.recipe import Recipe
-from distill.teachers import TorchTeacher, build_teacher_module, load_weights
-from distill.tasks.classification.teachers import build_external_teacher
+from distill.tasks.classification.teachers import TorchTeacher, build_teacher_module, load_weights
+from distill.tasks.classification.teachers.from_recipe import build_external_teacher
 
 
 def save_weights(model: nn.Module, path: Path) -> None:

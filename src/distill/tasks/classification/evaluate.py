@@ -21,8 +21,8 @@ from distill.fsutil import write_json, write_with
 from distill.tasks.classification.recipe import Recipe
 from distill.report import comparison, render_markdown
 from distill.tasks.classification.objective import accuracy_from_logits, predict_logits
-from distill.teachers.ensemble import teacher_logits_for
-from distill.teachers.external import can_run_on_inputs
+from distill.tasks.classification.teachers.ensemble import teacher_logits_for
+from distill.tasks.classification.teachers.external import can_run_on_inputs
 
 log = logging.getLogger("distill")
 

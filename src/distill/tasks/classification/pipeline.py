@@ -49,7 +49,7 @@ from distill.tasks.classification.objective import (
     needs_teacher,
 )
 from distill.tasks.classification.features import FeatureCapture, build_adapters, teacher_feature_table
-from distill.teachers import TorchTeacher, load_weights
+from distill.tasks.classification.teachers import TorchTeacher, load_weights
 
 __all__ = ["STAGES", "RunResult", "environment", "preflight", "run", "setup_logging"]
 

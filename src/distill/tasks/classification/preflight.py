@@ -20,10 +20,10 @@ from distill.tasks.classification.builders import build_models
 from distill.tasks.classification.features import feature_shapes, layer_names
 from distill.tasks.classification.objective import build_objective, needs_teacher, predict_logits, view_term
 from distill.tasks.classification.signal import student_view
-from distill.teachers import TorchTeacher, check_output_classes, load_weights
-from distill.teachers.checks import output_kind
-from distill.tasks.classification.teachers import build_external_teacher
-from distill.teachers.external import can_run_on_inputs
+from distill.tasks.classification.teachers import TorchTeacher, check_output_classes, load_weights
+from distill.tasks.classification.teachers.checks import output_kind
+from distill.tasks.classification.teachers.from_recipe import build_external_teacher
+from distill.tasks.classification.teachers.external import can_run_on_inputs
 
 log = logging.getLogger("distill")
 
@@ -129,7 +129,7 @@ def check_teacher_beats_chance(setup: Setup, val_logits: torch.Tensor | None, ba
     """Stop when the teacher's validation accuracy is no better than always answering the most frequent class
     (plus two standard errors): its soft labels would teach nothing, and the usual cause is a teacher that
     sees the features or the classes in another order than the data has them."""
-    from distill.teachers.ensemble import teacher_logits_for
+    from distill.tasks.classification.teachers.ensemble import teacher_logits_for
 
     val = setup.data.val
     if len(val) < 20:

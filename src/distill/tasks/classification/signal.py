@@ -13,9 +13,9 @@ from torch import nn
 from distill.data import DataBundle, transfer_set
 from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.objective import predict_logits
-from distill.teachers import TorchTeacher
-from distill.teachers.cache import TeacherCache, cache_key
-from distill.teachers.ensemble import teacher_logits_for
+from distill.tasks.classification.teachers import TorchTeacher
+from distill.tasks.classification.teachers.cache import TeacherCache, cache_key
+from distill.tasks.classification.teachers.ensemble import teacher_logits_for
 
 log = logging.getLogger("distill")
 

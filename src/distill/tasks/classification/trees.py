@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from distill.fsutil import write_with
-from distill.teachers.sklearn import SklearnTeacher
+from distill.tasks.classification.teachers.sklearn import SklearnTeacher
 
 log = logging.getLogger("distill")
 

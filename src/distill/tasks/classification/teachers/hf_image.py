@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import TeacherError
-from distill.teachers import module_fingerprint
+from distill.core.fingerprint import module_fingerprint
 
 log = logging.getLogger("distill")
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from distill.errors import TeacherError
-from distill.teachers.precomputed_readers import SHOW, Rows, fail, fmt_ids, read_rows
+from distill.tasks.classification.teachers.precomputed_readers import SHOW, Rows, fail, fmt_ids, read_rows
 
 PROB_FLOOR = 1e-7
 PROB_SUM_TOLERANCE = 1e-2  # rounded API outputs (e.g. 4 decimals) still pass

@@ -151,7 +151,7 @@ class LogOfProbabilities:
 
 def sample_outputs(teacher: Any, data: Any, n: int = SAMPLE) -> Tensor:
     """The teacher's outputs on the first ``n`` training samples (by input, or by id)."""
-    from distill.teachers.ensemble import teacher_logits_for
+    from distill.tasks.classification.teachers.ensemble import teacher_logits_for
 
     train = data.train
     take = min(n, len(train))

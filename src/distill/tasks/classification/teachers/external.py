@@ -1,7 +1,7 @@
 """What the teachers that are not torch modules trained here share: the adapter that feeds a teacher the samples
 as they are in the user's data, the matching of a teacher's feature names and class labels to the data's, and
 whether a teacher can run on inputs at all. The recipe's ``teacher`` section becomes such a teacher in the
-classification task (:func:`distill.tasks.classification.teachers.build_external_teacher`)."""
+classification task (:func:`distill.tasks.classification.teachers.from_recipe.build_external_teacher`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from distill.data import DataBundle
-from distill.teachers.checks import match_classes, match_features
+from distill.tasks.classification.teachers.checks import match_classes, match_features
 
 log = logging.getLogger("distill")
 
@@ -42,7 +42,7 @@ def align(teacher: Any, labels: Any, data: DataBundle, who: str) -> None:
 
 def can_run_on_inputs(teacher: Any) -> bool:
     """False for teachers that only look outputs up by sample id (precomputed, or an ensemble with one)."""
-    from distill.teachers.ensemble import EnsembleTeacher
+    from distill.tasks.classification.teachers.ensemble import EnsembleTeacher
 
     if isinstance(teacher, EnsembleTeacher):
         return all(can_run_on_inputs(m) for m in teacher.teachers)

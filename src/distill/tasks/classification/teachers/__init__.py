@@ -7,7 +7,6 @@ optionally with safetensors weights). ``cache.py`` stores teacher outputs.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import DistillError, ModelError, TeacherError
+from distill.core.fingerprint import module_fingerprint
 from distill.models import build, build_from_factory
 
 log = logging.getLogger("distill")
@@ -28,18 +28,6 @@ class Teacher(Protocol):
     def logits(self, x: Tensor) -> Tensor: ...
 
     def fingerprint(self) -> str: ...
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """sha256 over the class name and every tensor of the state dict (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256(type(module).__name__.encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        if t.dtype == torch.bfloat16:
-            t = t.view(torch.int16)
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def _frozen_or_eager(teacher: "TorchTeacher", example: Tensor) -> Callable[[Tensor], Tensor]:

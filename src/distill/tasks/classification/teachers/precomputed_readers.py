@@ -1,4 +1,4 @@
-"""Readers of the teacher outputs files of :mod:`distill.teachers.precomputed` (Parquet, NumPy,
+"""Readers of the teacher outputs files of :mod:`distill.tasks.classification.teachers.precomputed` (Parquet, NumPy,
 JSON Lines; the formats are described there). Each returns the :class:`Rows` it found, or raises one
 :class:`TeacherError` that lists every problem with its line or row.
 """

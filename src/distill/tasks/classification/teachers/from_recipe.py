@@ -1,6 +1,6 @@
 """The teacher a classification recipe describes when it is not a torch module trained here: an ONNX file, a
 scikit-learn estimator, a file of precomputed outputs, a Hugging Face image classifier folder, or an ensemble
-(the teachers themselves are :mod:`distill.teachers`')."""
+(the teachers themselves are :mod:`distill.tasks.classification.teachers`')."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 from distill.data import DataBundle
 from distill.errors import TeacherError
 from distill.tasks.classification.recipe import TeacherConfig
-from distill.teachers.checks import check_outputs
-from distill.teachers.external import RawInputs, align
+from distill.tasks.classification.teachers.checks import check_outputs
+from distill.tasks.classification.teachers.external import RawInputs, align
 
 
 def build_external_teacher(cfg: TeacherConfig, data: DataBundle) -> Any:
@@ -46,35 +46,35 @@ def _who(cfg: TeacherConfig, where: str) -> str:
 
 def _build_kind(cfg: TeacherConfig, data: DataBundle, where: str) -> Any:
     if cfg.kind == "onnx":
-        from distill.teachers.onnx import OnnxTeacher
+        from distill.tasks.classification.teachers.onnx import OnnxTeacher
 
         t = OnnxTeacher(str(cfg.path), output_name=cfg.output_name)
         align(t, t.class_labels, data, _who(cfg, where))
         t.check_sample_shape(data.in_shape)
         return t
     if cfg.kind == "sklearn":
-        from distill.teachers.sklearn import SklearnTeacher
+        from distill.tasks.classification.teachers.sklearn import SklearnTeacher
 
         t = SklearnTeacher.from_path(str(cfg.path), trust_pickle=cfg.trust_pickle, trusted_types=tuple(cfg.trusted_types))
         align(t, t.classes, data, _who(cfg, where))
         return t
     if cfg.kind == "precomputed":
-        from distill.teachers.precomputed import PrecomputedTeacher
+        from distill.tasks.classification.teachers.precomputed import PrecomputedTeacher
 
         ids = np.concatenate([s.ids for s in data.splits().values()])
         values = {"log_probs": "logits"}.get(cfg.values, cfg.values)
         return PrecomputedTeacher.from_file(str(cfg.path), ids, values=values)
     if cfg.kind == "hf":
-        from distill.teachers.hf_image import load_hf_image_teacher
+        from distill.tasks.classification.teachers.hf_image import load_hf_image_teacher
 
         return load_hf_image_teacher(str(cfg.path), data, trust_remote_code=cfg.trust_remote_code, who=f"{where}.path")
     if cfg.kind == "ensemble":
-        from distill.teachers.ensemble import EnsembleTeacher
+        from distill.tasks.classification.teachers.ensemble import EnsembleTeacher
 
         members = [_build(m, data, f"{where}.members[{i}]") for i, m in enumerate(cfg.members)]
         return EnsembleTeacher(members, weights=cfg.weights, combine=cfg.combine)
     # a torch member of an ensemble: built and loaded from its checkpoint (not trained here)
-    from distill.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
+    from distill.tasks.classification.teachers import TorchTeacher, build_teacher_module, check_output_classes, load_weights
 
     if not cfg.checkpoint:
         raise TeacherError(
