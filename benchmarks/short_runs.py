@@ -38,6 +38,7 @@ RUNS: dict[str, list[str]] = {
     "transfer": ["--seeds", "0", "--skip-fashion", "--out", "OUT/transfer"],
     "scaling": ["--repeats", "1", "--out", "OUT/scaling"],
     "text_classification": ["--quick", "--out", "OUT/text_classification"],
+    "image_folder": ["--limit", "700", "--out", "OUT/image_folder"],
 }
 #: maintained suites without a short mode (none today)
 NO_SHORT_MODE: list[str] = []
