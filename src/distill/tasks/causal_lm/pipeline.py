@@ -59,7 +59,7 @@ from distill.tasks.causal_lm.models import (
     load_causal_lm,
 )
 from distill.tasks.causal_lm.signal import (
-    api_sequences, expand_topk, lm_logits, teacher_outputs, teacher_sequences, unigram_logprobs,
+    api_sequences, expand_topk, teacher_outputs, teacher_sequences, unigram_logprobs,
 )
 
 log = logging.getLogger("distill")
@@ -277,10 +277,10 @@ def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progre
            console: bool = True, stop_after_steps: int | None = None) -> LMRunResult:  # fmt: skip
     """Run a ``task: causal_lm`` recipe end to end (see the module docstring for what is written). Under
     torchrun every process calls this; the others return an empty result once training is done."""
-    from accelerate import Accelerator
+    from distill.core.accelerate import make_accelerator
 
     with run_context(recipe.train.num_threads):
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu: torchrun gives DDP over gloo
+        accelerator = make_accelerator()  # under torchrun: DDP (over gloo without a GPU)
         main = accelerator.is_main_process
         setup_rank_logging(None, console, main)
         docs, loaded = preflight(recipe)

@@ -11,7 +11,7 @@ from torch import nn
 
 from distill.core.recipes import run_recipe
 from distill.data import DataBundle
-from distill.errors import DistillError, ModelError, RunDirError, TeacherError
+from distill.errors import ModelError, RunDirError, TeacherError
 from distill.fsutil import write_with
 from distill.models import build, build_from_factory
 from distill.tasks.classification.recipe import Recipe
@@ -32,16 +32,6 @@ def seeded_build(fn: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return fn()
-
-
-def make_accelerator(recipe: Recipe) -> Any:
-    from accelerate import Accelerator
-
-    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[recipe.train.precision]
-    if mp == "fp16" and not torch.cuda.is_available():
-        raise DistillError("train.precision fp16 needs a GPU; none is available. Fix: use fp32 or bf16 on CPU.")
-    # cpu=True where there is no GPU, so that torchrun/accelerate launch give DDP over gloo
-    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
 def build_models(recipe: Recipe, data: DataBundle) -> tuple[nn.Module | None, Callable[..., nn.Module]]:

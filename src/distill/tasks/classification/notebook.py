@@ -99,7 +99,7 @@ def distill_module(
     ``alpha · kd(T=temperature) + (1 − alpha) · ce``. ``val`` (same forms as ``train``) is evaluated after
     every epoch (``val_acc`` in the history).
     """
-    from accelerate import Accelerator
+    from distill.core.accelerate import make_accelerator
 
     from distill.data import Split
     from distill.tasks.classification.loop import fit
@@ -143,6 +143,6 @@ def distill_module(
             teacher_val_acc = float((_logits(teacher, xv, 1024).argmax(-1) == yv).float().mean())
     with torch.random.fork_rng(devices=[]):
         result = fit(student, Split(x, y, np.arange(len(y))), objective, cfg,
-                     accelerator=Accelerator(cpu=not torch.cuda.is_available()), role="student", eval_splits=evals,
+                     accelerator=make_accelerator(), role="student", eval_splits=evals,
                      teacher_logits=t_train, progress=progress, eval_batch_size=1024)  # fmt: skip
     return DistillResult(student.eval(), result.history, teacher_val_acc)

@@ -29,7 +29,8 @@ from torch import nn
 
 from distill.version import __version__
 from distill.data import DataBundle, labeled_only
-from distill.tasks.classification.builders import make_accelerator, save_weights, seeded_build
+from distill.core.accelerate import make_accelerator
+from distill.tasks.classification.builders import save_weights, seeded_build
 from distill.core.checkpoint import CheckpointStore
 from distill.tasks.classification.evaluate import RunResult, evaluate_models
 from distill.core.logs import setup_logging
@@ -141,7 +142,7 @@ def run(
     failed (``status.json``) and ``--resume`` continues it once the input is fixed."""
     recipe = validate_recipe(recipe.to_dict())  # never mutate the caller's recipe
     with run_context(recipe.train.num_threads):
-        accelerator = make_accelerator(recipe)
+        accelerator = make_accelerator(recipe.train.precision)
         main_process = accelerator.is_main_process
         setup_logging(None, console=console and main_process)
         if not main_process:

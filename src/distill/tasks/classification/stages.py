@@ -132,14 +132,14 @@ def _prune(run_dir: Path, recipe: Recipe, data: Any, model: nn.Module, params: d
 def _recover(run_dir: Path, recipe: Recipe, data: Any, model: nn.Module, progress: bool) -> None:
     """A few epochs of distillation from the run's teacher on the pruned model (in place): the logit terms of
     the recipe's objective (feature terms and function matching's views would need the teacher online)."""
-    from accelerate import Accelerator
+    from distill.core.accelerate import make_accelerator
 
     from distill.tasks.classification.loop import fit
     from distill.tasks.classification.objective import build_objective
 
     p = recipe.compress.prune
     teacher, _, _ = load_run_teacher(run_dir, recipe, data)
-    accel = Accelerator(cpu=not torch.cuda.is_available())
+    accel = make_accelerator()
     logits, _info = teacher_outputs(teacher, data, recipe, recipe.eval.batch_size, accel)
     student_data, t_train = student_view(data, recipe, logits["train"])
     cfg_train = TrainConfig(**{**recipe.train.model_dump(), "epochs": p.recovery_epochs, "augment": "none"})

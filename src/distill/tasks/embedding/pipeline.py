@@ -95,10 +95,10 @@ def run_embedding(
 ) -> EmbedResult:
     """Run an embedding recipe into its run directory (see the module docstring). Under torchrun
     (``--nproc N``) every process trains its share of each batch; the main one measures and writes."""
-    from accelerate import Accelerator
+    from distill.core.accelerate import make_accelerator
 
     with torch.random.fork_rng(devices=[]):
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())  # cpu: torchrun gives a gloo process group
+        accelerator = make_accelerator()  # under torchrun: the process group (gloo without a GPU)
         main = accelerator.is_main_process
         setup_rank_logging(None, console, main)
         setup = preflight(recipe)  # bad text or a missing teacher fail here, before the run directory exists
