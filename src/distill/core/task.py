@@ -154,7 +154,7 @@ TASKS: dict[str, Task] = {
             "and labels out); `distill eval RUN` measures them again",
             "layers": "text students pick teacher layers by index (students[].layers: [0, 5]), not by module path",
         },
-        nproc="a text-classification run trains in one process (its students are small); run it without --nproc",
+        nproc=None,  # --nproc N: each process trains its share of every global batch (text_classification/train.py)
     ),
     "causal_lm": Task(
         name="causal_lm",

@@ -38,7 +38,7 @@ def text_model_card(recipe: TextClassificationRecipe, spec: TextStudentConfig, m
         f"{_pct(row.get('retention'))}), macro-F1 {_pct(row.get('macro_f1'))}, agreement with the teacher "
         f"{_pct(row.get('agreement'))}",
         f"- parameters: {row.get('params') or 0:,}; folder {row.get('size_bytes') or 0:,} bytes; texts/s on the "
-        f"training machine: {row.get('speed_b32') or 0:,.0f} (batch 32), {row.get('speed_b1') or 0:,.0f} (batch 1)",
+        f"training machine: {row.get('speed_batch') or 0:,.0f} (batch {row.get('batch_size', 64)}), {row.get('speed_b1') or 0:,.0f} (batch 1)",
         "",
         "Run it on raw text with ONNX Runtime and tokenizers only (the `onnx/` folder: model.onnx, tokenizer.json,",
         "config.json with the label names and the token limit):",

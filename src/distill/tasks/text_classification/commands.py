@@ -12,14 +12,8 @@ from distill.core.recipes import run_recipe
 from distill.errors import RunDirError
 from distill.fsutil import write_json
 from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model
-from distill.tasks.text_classification.pipeline import (
-    Setup,
-    TextResult,
-    export_students,
-    load_teacher,
-    student_stage,
-    time_models,
-)
+from distill.tasks.text_classification.measure import export_students, time_models
+from distill.tasks.text_classification.pipeline import Setup, TextResult, load_teacher, student_stage
 from distill.tasks.text_classification.signal import teacher_logits
 from distill.tasks.text_classification.data import load_labelled_texts
 from distill.tasks.text_classification.results import quality, render_table

@@ -57,6 +57,7 @@ class LabelledTexts:
     source: str
     dropped_conflicts: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    transfer: Split | None = None  # unlabelled texts (labels -1) the students learn the teacher's soft labels on
 
     @property
     def num_labels(self) -> int:
@@ -101,7 +102,7 @@ def _columns_error(p: Path, missing: str, key: str, columns: list[str]) -> DataE
     )
 
 
-def _read_frame(p: Path) -> Any:
+def read_frame(p: Path) -> Any:
     import pandas as pd
 
     suffix = p.suffix.lower()
@@ -157,7 +158,7 @@ def read_labelled(cfg: TextDataConfig) -> tuple[list[str], list[str] | None, lis
     p = Path(src)
     if not p.exists():
         raise DataError(f"data.source not found: {p}. Fix: check the path (or use builtin:wordnet-lexnames).")
-    df = _read_dataset_folder(p) if p.is_dir() else _read_frame(p)
+    df = _read_dataset_folder(p) if p.is_dir() else read_frame(p)
     cols = [str(c) for c in df.columns]
     for key in ("text_column", "label_column", "text_pair_column"):
         col = getattr(cfg, key)
@@ -256,10 +257,17 @@ def load_labelled_texts(cfg: TextDataConfig) -> LabelledTexts:
 
     out = LabelledTexts(names, split(parts["train"]), split(parts["val"]), split(parts["test"]), cfg.source,
                         dropped_conflicts=len(conflicted))  # fmt: skip
+    if cfg.transfer is not None:
+        from distill.tasks.text_classification.transfer import transfer_split
+
+        taken = set(chosen.tolist())
+        left_out = split([i for i in range(len(keys)) if i not in taken])
+        out.transfer = transfer_split(cfg, out, left_out)
     out.stats = {"classes": len(names), "train": len(out.train), "val": len(out.val), "test": len(out.test),
+                 "transfer": len(out.transfer) if out.transfer is not None else 0,
                  "dropped_conflicting_labels": len(conflicted), "pairs": pairs is not None}  # fmt: skip
-    log.info("data: %s, %d classes, %d train / %d validation / %d test texts", cfg.source, len(names), len(out.train),
-             len(out.val), len(out.test))  # fmt: skip
+    log.info("data: %s, %d classes, %d train / %d validation / %d test texts, %d transfer texts", cfg.source,
+             len(names), len(out.train), len(out.val), len(out.test), out.stats["transfer"])  # fmt: skip
     return out
 
 

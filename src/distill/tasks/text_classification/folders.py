@@ -44,7 +44,7 @@ def save_text_model(model: TextModel, folder: Path, names: list[str], *, factory
             torch.save(m.state_dict(), tmp / "model.pt")
             info: dict[str, Any] = {"kind": model.kind, "labels": names, "vocab_size": len(model.tokenizer)}
             if isinstance(m, StaticClassifier):
-                info.update(dim=m.table.embedding_dim, pad_token_id=m.table.padding_idx)
+                info.update(dim=m.table.embedding_dim, pad_token_id=m.table.padding_idx, ngram_buckets=m.ngram_buckets)
             else:
                 info["factory"] = factory
             write_json(tmp / KIND_FILE, info)
@@ -70,7 +70,7 @@ def load_text_model(folder: str | Path) -> tuple[TextModel, list[str]]:
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     if info["kind"] == "static":
         module: nn.Module = StaticClassifier(torch.zeros(info["vocab_size"], info["dim"]), len(info["labels"]),
-                                             info["pad_token_id"] or 0)  # fmt: skip
+                                             info["pad_token_id"] or 0, info.get("ngram_buckets", 0))  # fmt: skip
     else:
         from distill.core.task import resolve
 

@@ -57,19 +57,33 @@ class HFClassifier(nn.Module):
 
 
 class StaticClassifier(nn.Module):
-    """A token table, the mean of a text's token rows, a linear head: ``(B, T) ids -> (B, C)`` logits."""
+    """A token table (and, with ``ngram_buckets``, a table of hashed token bigrams), the mean of a text's rows, a
+    linear head: ``(B, T) ids -> (B, C)`` logits. The tables have sparse gradients (a step touches only the rows
+    of its batch); the bigram hash is computed from the ids inside the model, so an exported file reads the
+    tokenizer's ids alone."""
 
-    def __init__(self, table: Tensor, num_labels: int, pad_token_id: int) -> None:
+    HASH = 1_000_003  # bigram (a, b) -> (a * HASH + b) mod buckets
+
+    def __init__(self, table: Tensor, num_labels: int, pad_token_id: int, ngram_buckets: int = 0) -> None:
         super().__init__()
-        self.table = nn.Embedding.from_pretrained(table.clone(), freeze=False, padding_idx=pad_token_id)
+        self.table = nn.Embedding.from_pretrained(table.clone(), freeze=False, padding_idx=pad_token_id, sparse=True)
+        self.ngram_buckets = int(ngram_buckets)
+        self.bigrams = nn.Embedding(ngram_buckets, table.shape[1], sparse=True) if ngram_buckets else None
+        if self.bigrams is not None:
+            nn.init.zeros_(self.bigrams.weight)
         self.head = nn.Linear(table.shape[1], num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         m = attention_mask.unsqueeze(-1).to(self.table.weight.dtype)
-        mean = (self.table(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.head(mean)
+        total, count = (self.table(input_ids) * m).sum(1), m.sum(1)
+        if self.bigrams is not None:
+            pair = m[:, :-1] * m[:, 1:]
+            ids = torch.remainder(input_ids[:, :-1] * self.HASH + input_ids[:, 1:], self.ngram_buckets)
+            total = total + (self.bigrams(ids) * pair).sum(1)
+            count = count + pair.sum(1)
+        return self.head(total / count.clamp(min=1.0))
 
 
 class FactoryClassifier(nn.Module):

@@ -56,19 +56,21 @@ def _rate(x: float | None) -> str:
 
 def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | None = None) -> str:
     """The side-by-side table: quality (test accuracy, macro-F1, agreement with the teacher, retention of the
-    teacher's accuracy), size on disk, parameters, texts/s at batch 32 and 1 (tokenisation included), speed-up
+    teacher's accuracy), size on disk, parameters, texts/s at batch ``eval.batch_size`` and 1 (tokenisation included), speed-up
     over the teacher, and what making each model cost."""
+    size = rows[0].get("batch_size", 64) if rows else 64
     head = ("| model | kind | test acc | macro-F1 | agrees w/ teacher | retention | size | ONNX | params | "
-            "texts/s b32 | texts/s b1 | speed-up b1 | train time |")  # fmt: skip
-    lines = [head, "|" + "---|" * 13]
+            f"texts/s b{size} | speed-up b{size} | texts/s b1 | speed-up b1 | train time |")  # fmt: skip
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         train = "-" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f} s"
         speedup = "-" if r.get("speedup_b1") is None else f"{r['speedup_b1']:.1f}x"
+        speedup_batch = "-" if r.get("speedup_batch") is None else f"{r['speedup_batch']:.1f}x"
         params = "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f} M"
         lines.append(
             f"| {r['name']} | {r['kind']} | {_pct(r.get('accuracy'))} | {_pct(r.get('macro_f1'))} | "
             f"{_pct(r.get('agreement'))} | {_pct(r.get('retention'))} | {_mb(r.get('size_bytes'))} | "
-            f"{_mb(r.get('onnx_bytes'))} | {params} | {_rate(r.get('speed_b32'))} | {_rate(r.get('speed_b1'))} | "
+            f"{_mb(r.get('onnx_bytes'))} | {params} | {_rate(r.get('speed_batch'))} | {speedup_batch} | {_rate(r.get('speed_b1'))} | "
             f"{speedup} | {train} |"
         )
     notes = ["", "Test split, never trained on. Retention: the model's test accuracy over the teacher's. Size: the "

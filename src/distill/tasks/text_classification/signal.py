@@ -20,12 +20,15 @@ from distill.tasks.text_classification.recipe import TextClassificationRecipe
 
 def teacher_logits(recipe: TextClassificationRecipe, data: LabelledTexts, teacher: M.TextModel, folder: Path,
                    teacher_name: str, run_dir: Path, *, progress: bool) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
-    """The teacher's logits on train / val / test and the seconds its pass took. Kept in the run
+    """The teacher's logits on train / val / test (and the transfer set, when there is one) and the seconds its
+    pass took. Kept in the run
     (``teacher_logits.npz``, with the example ids) and in ``output.cache_dir``, keyed by a hash of the teacher's
     files, the label order, the token limit and the texts: a second run of the same teacher on the same data
     reads them. Non-finite logits are an error that names the teacher (and are not cached)."""
     path = run_dir / "teacher_logits.npz"
     splits = {"train": data.train, "val": data.val, "test": data.test}
+    if data.transfer is not None and len(data.transfer):
+        splits["transfer"] = data.transfer
     cached = Path(recipe.output.cache_dir) / "text-logits" / f"{_logits_key(recipe, data, folder)}.npz"
     for source in (path, cached):
         stored = _read_logits(source, splits)
@@ -60,6 +63,8 @@ def _logits_key(recipe: TextClassificationRecipe, data: LabelledTexts, folder: P
     h.update(f"{recipe.data.max_length}|{'|'.join(data.label_names)}".encode())
     for s in (data.train, data.val, data.test):
         h.update("\n".join(s.ids).encode())
+    if data.transfer is not None and len(data.transfer):
+        h.update(("transfer\n" + "\n".join(data.transfer.ids)).encode())
     return h.hexdigest()[:24]
 
 

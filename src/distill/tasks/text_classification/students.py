@@ -85,11 +85,15 @@ def _parent_of(root: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
     raise AssertionError("child not under root")
 
 
-def static_student(teacher: TextModel, dim: int, num_labels: int,
-                   context: tuple[Tensor, Tensor] | None = None) -> TextModel:  # fmt: skip
-    """A token table reduced by PCA to ``dim`` columns, and a new head. Rows: the teacher's input token vectors, or
+def static_student(teacher: TextModel, dim: int, num_labels: int, context: tuple[Tensor, Tensor] | None = None,
+                   ngram_buckets: int = 0) -> TextModel:  # fmt: skip
+    """A token table reduced by PCA to ``dim`` columns (``ngram_buckets`` bigram rows beside, at zero), and a new head. Rows: the teacher's input token vectors, or
     with ``context`` (``(sums (V, H), counts (V,))`` of :func:`token_contexts`) the mean of the teacher's last-layer
     vectors of each token in the training texts (tokens never seen: zero rows)."""
+    width = int(teacher.module.net.get_input_embeddings().weight.shape[1])
+    if dim > width:
+        raise RecipeError([f"a static student's dim ({dim}) is wider than the teacher's token vectors ({width}). Fix: "
+                           f"set students[].dim to {width} or less."])  # fmt: skip
     if context is not None:
         sums, counts = context
         seen = counts > 0
@@ -103,7 +107,7 @@ def static_student(teacher: TextModel, dim: int, num_labels: int,
         table = (emb - mean) @ comps.T
     table = table / table.std().clamp(min=1e-6) * 0.1  # a scale the head's learning rate suits
     pad = teacher.tokenizer.pad_token_id or 0
-    return TextModel(StaticClassifier(table, num_labels, pad), teacher.tokenizer, "static")
+    return TextModel(StaticClassifier(table, num_labels, pad, ngram_buckets), teacher.tokenizer, "static")
 
 
 @torch.no_grad()

@@ -1,0 +1,78 @@
+"""Measuring a text run's models side by side: raw texts in, labels out (tokenisation included), at batch
+``eval.batch_size`` and 1 in this process; and the ONNX folders of the students, parity-checked on test texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.core.logs import log
+from distill.tasks.text_classification import models as M
+from distill.tasks.text_classification.recipe import TextClassificationRecipe
+from distill.tasks.text_classification.results import join_pairs
+
+
+def classify_fn(model: M.TextModel, max_length: int) -> Any:
+    """Raw texts in, label indices out (tokenisation included): what the throughput columns time. The tokenizer
+    pads the batch itself (one call into its Rust code), as a deployment would."""
+    import torch
+
+    tok, types = model.tokenizer, model.uses_token_types
+
+    def classify(inputs: list[Any]) -> np.ndarray:
+        pairs = isinstance(inputs[0], tuple) if inputs else False
+        texts = [x[0] for x in inputs] if pairs else list(inputs)
+        enc = tok(texts, [x[1] for x in inputs] if pairs else None, truncation=True, max_length=max_length,
+                  padding=True, return_tensors="pt", return_token_type_ids=types)  # fmt: skip
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if types:
+            batch["token_type_ids"] = enc["token_type_ids"]
+        with torch.no_grad():
+            return model.module(**batch).argmax(1).numpy()
+
+    return classify
+
+
+def time_models(recipe: TextClassificationRecipe, rows: list[dict[str, Any]], models: dict[str, M.TextModel],
+                baseline: Any, texts: list[Any]) -> None:  # fmt: skip
+    """Texts/s at batch ``eval.batch_size`` and 1 of every model, side by side in this process; speed-ups over the teacher."""
+    from distill.bench.rates import side_by_side_rates
+
+    fns = {name: classify_fn(m, recipe.data.max_length) for name, m in models.items()}
+    if baseline is not None:
+        fns["baseline"] = lambda xs: baseline.predict(join_pairs(list(xs)))
+    for m in models.values():
+        m.module.eval()
+    size = recipe.eval.batch_size
+    batched = side_by_side_rates(fns, texts[: recipe.eval.speed_texts], size)
+    b1 = side_by_side_rates(fns, texts[: recipe.eval.latency_texts], 1)
+    by_role = {"teacher": "teacher", "baseline": "baseline"}
+    for row in rows:
+        key = by_role.get(row["role"], row["name"])
+        row["speed_batch"], row["speed_b1"], row["batch_size"] = batched[key], b1[key], size
+    for row in rows:
+        row["speedup_batch"] = row["speed_batch"] / rows[0]["speed_batch"]
+        row["speedup_b1"] = row["speed_b1"] / rows[0]["speed_b1"]
+        log.info("speed %s: %.0f texts/s at batch %d, %.0f at batch 1", row["name"], row["speed_batch"], size,
+                 row["speed_b1"])  # fmt: skip
+
+
+def export_students(recipe: TextClassificationRecipe, setup: Any, models: dict[str, M.TextModel],
+                    rows: list[dict[str, Any]], run_dir: Path) -> None:  # fmt: skip
+    """An ONNX folder per student (model.onnx, tokenizer.json, config.json), parity-checked on test texts."""
+    from distill.export.onnx_text import export_text_onnx
+
+    texts = setup.data.test.inputs()[:256]
+    for spec in recipe.students:
+        model = models[spec.name]
+        enc = M.encode(model.tokenizer, texts, recipe.data.max_length)
+        batches = [enc.batch(list(range(s, min(s + 32, len(enc)))), model.uses_token_types) for s in range(0, len(enc), 32)]
+        row = next(r for r in rows if r["name"] == spec.name)
+        report = export_text_onnx(model.module, model.tokenizer, setup.data.label_names,
+                                  run_dir / "students" / spec.name / "onnx", batches,
+                                  max_length=recipe.data.max_length, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
+        row["onnx"], row["onnx_bytes"] = report, report["bytes"]
+        log.info("  %s: ONNX %s (%.1f MB, max |diff| %.2g)", spec.name, report["file"], report["bytes"] / 1e6,
+                 report["max_abs_diff"])  # fmt: skip
