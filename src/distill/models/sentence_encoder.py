@@ -285,12 +285,30 @@ def load_sentence_encoder(
         raise ModelError(f"cannot load the Hugging Face encoder in {hf_dir}: {exc}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{hf_dir}: the tokenizer has no fast (Rust) version. Fix: save the model with tokenizer.json.")
-    seq = min(seq, int(getattr(backbone.config, "max_position_embeddings", seq) or seq))
+    limit = position_limit(backbone.config)
+    seq = min(seq, limit) if limit else seq
+    if max_seq_length and limit and max_seq_length > limit:
+        raise ModelError(
+            f"max_seq_length {max_seq_length} is longer than the encoder in {hf_dir} can read: its position "
+            f"embeddings hold {limit} positions, so a longer input cannot be embedded. Fix: set "
+            f"teacher.max_seq_length to {limit} or less (or leave it unset: the folder says {seq})."
+        )
     backbone.eval()
     return SentenceEncoder(
         backbone, tokenizer, pooling=pooling or pool_mode, dense=dense,
         normalize=norm if normalize is None else normalize, max_seq_length=max_seq_length or seq,
     )  # fmt: skip
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input (in tokens) an encoder's position embeddings hold, or None when it has no such limit.
+    RoBERTa-like models spend ``pad_token_id + 1`` positions on padding."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        n -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return n
 
 
 # ------------------------------------------------------------------ saving

@@ -1,0 +1,64 @@
+"""Bad input to the embedding and language-model tasks: each is refused by the preflight with what, why
+and a Fix, exit code 2 and nothing written (no runs/NAME), or is said in the log; never a wrong result."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from distill.cli import main
+from tests.embed_helpers import WORDS, make_tiny_sentence_model
+
+
+def _text(n: int, seed: int) -> list[str]:
+    r = random.Random(seed)
+    return [" ".join(r.choice(WORDS) for _ in range(r.randint(4, 14))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def emb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("emb")
+    (root / "corpus.txt").write_text("\n".join(_text(120, 0)) + "\n")
+    make_tiny_sentence_model(root / "st-teacher")  # 64 positions
+    return root
+
+
+def emb_raw(root: Path, **teacher: Any) -> dict[str, Any]:
+    return {
+        "task": "embedding", "name": "emb",
+        "data": {"corpus": str(root / "corpus.txt"), "held_out": 30},
+        "teacher": {"path": str(root / "st-teacher"), "license": "apache-2.0", **teacher},
+        "students": [{"name": "l1", "kind": "layers", "layers": [1]}],
+        "train": {"epochs": 1, "batch_size": 16},
+        "eval": {"pairs": 100, "queries": 10, "speed_sentences": 16, "latency_sentences": 2},
+        "output": {"report": False},
+    }  # fmt: skip
+
+
+def _write(raw: dict[str, Any], name: str = "r.yaml") -> str:
+    Path(name).write_text(yaml.safe_dump(raw))
+    return name
+
+
+def refused(raw: dict[str, Any], capsys: pytest.CaptureFixture, *args: str) -> str:
+    """``recipe --check`` and ``run`` both exit 2 with one error line (no traceback); no run directory left."""
+    path = _write(raw)
+    assert main(["recipe", "--check", path, *args]) == 2
+    err = capsys.readouterr().err
+    assert main(["run", path, "--no-progress", *args]) == 2
+    err2 = capsys.readouterr().err
+    assert "Traceback" not in err + err2 and "Fix:" in err2
+    assert not Path("runs").exists()  # nothing written before the preflight passed
+    return err2
+
+
+# ------------------------------------------------------------------ embedding
+def test_embedding_max_seq_length_longer_than_the_positions_is_refused(emb_root: Path, capsys) -> None:
+    err = refused(emb_raw(emb_root, max_seq_length=100), capsys)
+    assert "max_seq_length 100" in err and "64 positions" in err and "teacher.max_seq_length to 64 or less" in err
