@@ -9,13 +9,12 @@ objective's in :mod:`.recipe_terms`, compression's and export's in :mod:`.recipe
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from distill.data import FASHION_MNIST_DIR
-from distill.recipe.base import OptimizerConfig, OutputConfig, RecipeRoot, ScheduleConfig, Section
+from distill.recipe.base import OutputConfig, RecipeRoot, Section
 from distill.tasks.classification.recipe_stages import (
     CompressConfig,
     ExportConfig,
@@ -24,6 +23,7 @@ from distill.tasks.classification.recipe_stages import (
     QuantizeConfig,
 )
 from distill.tasks.classification.recipe_teacher import TeacherConfig
+from distill.tasks.classification.recipe_train import TrainConfig, check_builder_params
 from distill.tasks.classification.recipe_terms import LossTerm, TransferConfig, default_terms
 
 # the whole classification schema is importable from here, the sections of recipe_terms/_stages/_teacher too
@@ -126,38 +126,10 @@ class StudentConfig(Section):
             if ":" not in self.factory or not all(self.factory.partition(":")[::2]):
                 raise ValueError(f"factory must be 'package.module:function' (got {self.factory!r})")
             return self
-        _check_builder_params(self.arch, self.params)
+        check_builder_params(self.arch, self.params)
         return self
 
 
-class TrainConfig(Section):
-    epochs: int = Field(10, gt=0, description="Passes over the training split.")
-    batch_size: int = Field(128, gt=0, description="Samples per optimizer step (per process).")
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer settings.")
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
-    seed: int = Field(0, description="Seed of initialisation, data order and dropout.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Mixed precision through Accelerate: 'fp32' (none), 'bf16', or 'fp16' (GPU only)."
-    )
-    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (off when null).")
-    augment: Literal["none", "flip", "shift", "flip+shift"] = Field(
-        "none",
-        description="Random augmentation of image training batches: 'flip' (horizontal, where the data allows), "
-        "'shift' (up to 2 pixels), 'flip+shift' (true), or 'none' (false). For the student this means the teacher "
-        "runs online on every batch (its outputs cannot be cached): much slower.",
-    )
-
-    @field_validator("augment", mode="before")
-    @classmethod
-    def _augment_bool(cls, v: Any) -> Any:
-        return {True: "flip+shift", False: "none"}.get(v, v) if isinstance(v, bool) else v
-    num_threads: int | None = Field(
-        None, gt=0, description="torch CPU threads (default: torch's own choice)."
-    )
-
-
-# the teacher section is in recipe_teacher.py; its `train` field is the TrainConfig above
-TeacherConfig.model_rebuild(_types_namespace={"TrainConfig": TrainConfig})
 
 # ------------------------------------------------------------------- losses
 
@@ -259,21 +231,6 @@ class Recipe(RecipeRoot):
         """The defaults that ``--set`` overrides address by index (``distill.0.weight=0``) when the recipe leaves
         them out, as raw values."""
         return {"distill": [t.model_dump() for t in default_terms()]}
-
-
-def _check_builder_params(arch: str, params: dict[str, Any]) -> None:
-    from distill.models import BUILDERS  # lazy: builders are the source of truth
-
-    fn = BUILDERS[arch]
-    sig = inspect.signature(fn)
-    reserved = {"in_shape", "num_classes"}
-    allowed = [p for p in sig.parameters if p not in reserved]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"builder {arch!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"its parameters: {', '.join(allowed)}"
-        )
 
 
 def example_recipe() -> dict[str, Any]:

@@ -1,19 +1,16 @@
 """The classification recipe's teacher section (``teacher``): what the large model is and how it is loaded or
-trained. Its ``train`` field is :class:`~distill.tasks.classification.recipe.TrainConfig`, which completes this
-model (``model_rebuild``) once it is defined; the whole schema is importable from :mod:`.recipe`."""
+trained (its ``train`` field is :class:`~distill.tasks.classification.recipe_train.TrainConfig`); the whole
+schema is importable from :mod:`.recipe`."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from distill.recipe.base import Section
-
-if TYPE_CHECKING:
-    from distill.tasks.classification.recipe import TrainConfig
+from distill.tasks.classification.recipe_train import TrainConfig, check_builder_params
 
 __all__ = ["TeacherConfig"]
 
@@ -140,15 +137,5 @@ class TeacherConfig(Section):
         elif self.arch is None:
             raise ValueError("give the teacher an `arch` ('mlp' or 'cnn') or a `factory`")
         else:
-            _check_builder_params(self.arch, self.params)
+            check_builder_params(self.arch, self.params)
         return self
-
-
-def _check_builder_params(arch: str, params: dict[str, Any]) -> None:
-    from distill.tasks.classification.recipe import _check_builder_params as check  # the students' check too
-
-    check(arch, params)
-
-
-# TeacherConfig.train is recipe.py's TrainConfig: importing recipe.py completes the model (model_rebuild there)
-importlib.import_module("distill.tasks.classification.recipe")
