@@ -62,3 +62,11 @@ def refused(raw: dict[str, Any], capsys: pytest.CaptureFixture, *args: str) -> s
 def test_embedding_max_seq_length_longer_than_the_positions_is_refused(emb_root: Path, capsys) -> None:
     err = refused(emb_raw(emb_root, max_seq_length=100), capsys)
     assert "max_seq_length 100" in err and "64 positions" in err and "teacher.max_seq_length to 64 or less" in err
+
+
+@pytest.mark.parametrize("data", [{"held_out": 119}, {"held_out": 0.99}, {"max_train": 3}], ids=str)
+def test_embedding_too_few_training_sentences_is_refused(emb_root: Path, capsys, data: dict[str, Any]) -> None:
+    raw = emb_raw(emb_root)
+    raw["data"].update(data)
+    err = refused(raw, capsys)
+    assert "training sentence(s) are left" in err and "at least 8" in err and "Fix: lower data.held_out" in err

