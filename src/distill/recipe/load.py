@@ -169,15 +169,34 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """The mapping a recipe file holds; a missing file, bad encoding or bad YAML is a :class:`RecipeError`."""
     source = str(path)
     p = Path(path)
+    if p.is_dir():
+        raise RecipeError([_folder_not_recipe(p)], source)
     if not p.is_file():
         raise RecipeError([f"file not found: {p}. Fix: check the path, or run `distill recipe --example > recipe.yaml`."], source)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except UnicodeDecodeError:
         raise RecipeError(["the file is not UTF-8 text. Fix: save it as UTF-8."], source) from None
     except yaml.YAMLError as exc:
         raise RecipeError([f"not valid YAML: {exc}. Fix: correct the YAML syntax at that line."], source) from None
-    raw = raw if raw is not None else {}
+    if raw is None:  # 0 bytes, blank or only comments: running every default would hide a wrong file
+        raise RecipeError([
+            "the recipe file is empty (it holds no settings, only blank lines or comments), so a run would train "
+            "every default (digits) instead of what you meant. Fix: write the recipe into it (`distill recipe "
+            "--example > recipe.yaml` gives one), or check that this is the file you meant."
+        ], source)
     if not isinstance(raw, dict):
         raise RecipeError([f"the recipe must be a mapping of sections, got {type(raw).__name__}"], source)
     return raw
+
+
+def _folder_not_recipe(p: Path) -> str:
+    """What to say when a recipe path is a folder: a run directory points at its recipe.yaml."""
+    if (p / "recipe.yaml").is_file():
+        return (f"{p} is a folder (a run directory), not a recipe file. Fix: give its recipe, {p / 'recipe.yaml'}, "
+                "or a command that takes a run directory (eval, compress, export, bench, report).")  # fmt: skip
+    yamls = sorted(q.name for q in p.glob("*.y*ml"))[:5]
+    inside = f" It holds {', '.join(yamls)}." if yamls else ""
+    return f"{p} is a folder, not a recipe file.{inside} Fix: give the path of a recipe .yaml file."
+
