@@ -14,6 +14,22 @@ from distill.cli import main
 from .conftest import tiny_recipe
 
 
+def _table(path: Path, labels: list[str], *, header: str = "a,b,c,label", first: str | None = None) -> Path:
+    """A small learnable CSV: the label decides the sign of column a."""
+    rng = np.random.default_rng(0)
+    lines = [header]
+    for i, lab in enumerate(labels):
+        a = (1.0 if lab.strip().lower() == "pos" else -1.0) + 0.3 * rng.standard_normal()
+        row = f"{a:.4f},{rng.standard_normal():.4f},{rng.standard_normal():.4f},{lab}"
+        lines.append(f"{i if first is None else first}," + row if header.startswith(("id,", ",", "idx,")) else row)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _table_recipe(path: Path, **data: object) -> dict:
+    return tiny_recipe(data={"source": "table", "path": str(path), "label_column": "label", **data})
+
+
 def _refused(capsys, args: list[str], *needles: str) -> str:
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -36,3 +52,8 @@ def test_an_empty_recipe_file_or_a_folder_is_not_a_recipe(tmp_path: Path, capsys
     run.mkdir(parents=True)
     (run / "recipe.yaml").write_text("name: r\n")
     _refused(capsys, ["layers", str(run)], "is a folder (a run directory)", f"{run / 'recipe.yaml'}")
+
+
+def test_a_duplicated_header_is_refused(write_recipe, tmp_path: Path, capsys) -> None:
+    p = write_recipe(_table_recipe(_table(tmp_path / "dup.csv", ["pos", "neg"] * 20, header="a,a,c,label")))
+    _refused(capsys, ["run", str(p), "--no-progress"], "more than one column named 'a'")

@@ -189,14 +189,41 @@ def read_table(path: str | None) -> Any:
     suffix = p.suffix.lower()
     try:
         if suffix in {".csv", ".txt", ".tsv"}:
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+            sep = "\t" if suffix == ".tsv" else ","
+            _check_header(p, sep)
+            return pd.read_csv(p, sep=sep)
         if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(p)
+            df = pd.read_parquet(p)
+            _refuse_duplicates(p, [str(c) for c in df.columns])
+            return df
+    except DataError:
+        raise
     except UnicodeDecodeError:
         raise DataError(f"{p} is not UTF-8 text. Fix: re-save the CSV as UTF-8.") from None
     except Exception as exc:  # pandas/pyarrow raise many kinds for corrupt files
         raise DataError(f"cannot read table {p}: {type(exc).__name__}: {exc}. Fix: check the file is a valid {suffix[1:]} file.") from None
     raise DataError(f"unsupported table format {suffix!r} for {p}. Fix: use .csv, .tsv or .parquet.")
+
+
+def _check_header(p: Path, sep: str) -> None:
+    """A CSV's header names every column once (pandas would rename a second ``a`` to ``a.1`` unasked)."""
+    import csv
+
+    with open(p, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f, delimiter=sep), [])
+    _refuse_duplicates(p, header)
+
+
+def _refuse_duplicates(p: Path, names: list[str]) -> None:
+    from collections import Counter
+
+    dup = [name for name, n in Counter(names).items() if n > 1]
+    if dup:
+        raise DataError(
+            f"the table {p} has more than one column named {', '.join(map(repr, dup))}: a column would be taken for "
+            "another (or renamed, e.g. to 'a.1'), so features or labels would be silently wrong. "
+            "Fix: give every column its own name in the header."
+        )
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
