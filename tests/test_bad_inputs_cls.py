@@ -40,6 +40,32 @@ def _refused(capsys, args: list[str], *needles: str) -> str:
     return err
 
 
+def test_labels_that_differ_by_spaces_or_case_are_refused(write_recipe, tmp_path: Path, capsys) -> None:
+    from distill.data.labels import label_variants
+
+    assert label_variants(["pos", "pos ", "neg", "NEG", "other"]) == [["NEG", "neg"], ["pos", "pos "]]
+    assert label_variants(["a", "b"]) == []
+    labels = ["pos", "neg"] * 20 + ["pos "] * 5 + ["POS"] * 5
+    p = write_recipe(_table_recipe(_table(tmp_path / "ws.csv", labels)))
+    for cmd in (["run", str(p), "--no-progress"], ["recipe", "--check", str(p), "-q"]):
+        _refused(capsys, cmd, "'POS' (5 rows) / 'pos' (20 rows) / 'pos ' (5 rows)", "strip the spaces")
+
+
+def test_a_column_named_id_is_the_id_and_a_row_number_column_is_no_feature(write_recipe, tmp_path: Path, capsys) -> None:
+    from distill.tasks.classification.data import build_data
+    from distill.core.recipes import validate_recipe
+
+    labels = ["pos", "neg"] * 20
+    with_id = _table(tmp_path / "id.csv", labels, header="id,a,b,c,label")
+    data = build_data(validate_recipe(_table_recipe(with_id)).data)
+    assert data.preprocessing["features"] == ["a", "b", "c"] and str(data.train.ids[0]).isdigit()
+    index = _table(tmp_path / "index.csv", labels, header=",a,b,c,label")  # pandas' to_csv(index=True)
+    p = write_recipe(_table_recipe(index))
+    _refused(capsys, ["run", str(p), "--no-progress"], "'Unnamed: 0', holds the row number", "data.id_column")
+    kept = build_data(validate_recipe(_table_recipe(index, id_column="Unnamed: 0")).data)
+    assert kept.preprocessing["features"] == ["a", "b", "c"]
+
+
 def test_an_empty_recipe_file_or_a_folder_is_not_a_recipe(tmp_path: Path, capsys) -> None:
     from distill.core.recipes import load_recipe
 
@@ -57,3 +83,8 @@ def test_an_empty_recipe_file_or_a_folder_is_not_a_recipe(tmp_path: Path, capsys
 def test_a_duplicated_header_is_refused(write_recipe, tmp_path: Path, capsys) -> None:
     p = write_recipe(_table_recipe(_table(tmp_path / "dup.csv", ["pos", "neg"] * 20, header="a,a,c,label")))
     _refused(capsys, ["run", str(p), "--no-progress"], "more than one column named 'a'")
+
+
+def test_classes_too_small_to_split_are_refused(write_recipe, tmp_path: Path, capsys) -> None:
+    p = write_recipe(_table_recipe(_table(tmp_path / "rare.csv", ["pos", "neg"] * 20 + ["rare", "odd", "odd"])))
+    _refused(capsys, ["run", str(p), "--no-progress"], "fewer than 3 samples: 'odd' (2), 'rare' (1)")

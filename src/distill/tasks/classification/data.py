@@ -95,26 +95,7 @@ def _table(cfg: DataConfig) -> DataBundle:
     df = read_table(cfg.path)
     if len(df) == 0:
         raise DataError(f"the table {cfg.path} has no rows. Fix: point data.path at a non-empty table.")
-    cols = [str(c) for c in df.columns]
-    if cfg.label_column not in cols:
-        raise DataError(
-            f"label column {cfg.label_column!r} is not in {cfg.path}; its columns are: {', '.join(cols)}. "
-            "Fix: set data.label_column to one of them."
-        )
-    if cfg.id_column is not None and cfg.id_column not in cols:
-        raise DataError(f"id column {cfg.id_column!r} is not in {cfg.path}; its columns are: {', '.join(cols)}.")
-    features = cfg.feature_columns or [c for c in cols if c not in {cfg.label_column, cfg.id_column}]
-    absent = [c for c in features if c not in cols]
-    if absent:
-        raise DataError(f"feature columns not in {cfg.path}: {', '.join(absent)}. Its columns are: {', '.join(cols)}.")
-    if not features:
-        raise DataError(f"{cfg.path} has no feature columns besides the label. Fix: add features or set data.feature_columns.")
-    non_numeric = [c for c in features if not _is_numeric(df[c])]
-    if non_numeric:
-        raise DataError(
-            f"feature columns must be numeric; not numeric: {', '.join(non_numeric)}. "
-            "Fix: encode them as numbers or leave them out of data.feature_columns."
-        )
+    features, id_column = _table_columns(cfg, df)
     x = df[features].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -124,18 +105,13 @@ def _table(cfg: DataConfig) -> DataBundle:
             f"{int(bad.sum())} missing/NaN/inf feature values in {len(set(rows))} rows (columns: {', '.join(named)}; "
             f"first row {int(rows[0])}). Fix: fill or drop them before distilling."
         )
-    labels = df[cfg.label_column]
-    if labels.isna().any():
-        raise DataError(f"{int(labels.isna().sum())} rows have no label in column {cfg.label_column!r}. Fix: drop them.")
-    classes = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
-    if len(classes) < 2:
-        raise DataError(f"label column {cfg.label_column!r} has {len(classes)} class; a classifier needs at least 2.")
-    index = {c: i for i, c in enumerate(classes)}
-    y = labels.map(index).to_numpy(dtype=np.int64)
-    if cfg.id_column is not None:
-        ids = df[cfg.id_column].astype(str).to_numpy()
+    y, classes = _table_labels(cfg, df)
+    if id_column is not None:
+        ids = df[id_column].astype(str).to_numpy()
         if len(set(ids)) != len(ids):
-            raise DataError(f"id column {cfg.id_column!r} has duplicate ids. Fix: ids must be unique.")
+            how = "" if cfg.id_column else " (taken as the id column because of its name)"
+            raise DataError(f"id column {id_column!r}{how} has duplicate ids. Fix: ids must be unique; or set "
+                            "data.id_column to a column of unique ids.")  # fmt: skip
     else:
         ids = np.array([f"row-{i}" for i in range(len(df))])
     rest, test = split_indices(y, cfg.test_fraction, cfg.seed + 1)
@@ -157,6 +133,76 @@ def _table(cfg: DataConfig) -> DataBundle:
         in_shape=(len(features),), kind="table", source=f"table:{Path(str(cfg.path)).name}",
         preprocessing={"features": features, "mean": mean.tolist(), "std": std.tolist(), "classes": [str(c) for c in classes]},
     )  # fmt: skip
+
+
+def _table_columns(cfg: DataConfig, df: Any) -> tuple[list[str], str | None]:
+    """The feature columns and the id column of a table. Without ``data.id_column``, a column named ``id``
+    is the id column; an unlisted first column that holds the row number is refused as a feature."""
+    cols = [str(c) for c in df.columns]
+    if cfg.label_column not in cols:
+        raise DataError(
+            f"label column {cfg.label_column!r} is not in {cfg.path}; its columns are: {', '.join(cols)}. "
+            "Fix: set data.label_column to one of them."
+        )
+    if cfg.id_column is not None and cfg.id_column not in cols:
+        raise DataError(f"id column {cfg.id_column!r} is not in {cfg.path}; its columns are: {', '.join(cols)}. "
+                        "Fix: set data.id_column to one of them, or remove it (the row number is the id).")  # fmt: skip
+    id_column = cfg.id_column
+    if id_column is None and "id" in cols and cfg.label_column != "id" and "id" not in (cfg.feature_columns or []):
+        id_column = "id"
+    features = cfg.feature_columns or [c for c in cols if c not in {cfg.label_column, id_column}]
+    absent = [c for c in features if c not in cols]
+    if absent:
+        raise DataError(f"feature columns not in {cfg.path}: {', '.join(absent)}. Its columns are: {', '.join(cols)}.")
+    if not features:
+        raise DataError(f"{cfg.path} has no feature columns besides the label. Fix: add features or set data.feature_columns.")
+    non_numeric = [c for c in features if not _is_numeric(df[c])]
+    if non_numeric:
+        raise DataError(
+            f"feature columns must be numeric; not numeric: {', '.join(non_numeric)}. "
+            "Fix: encode them as numbers or leave them out of data.feature_columns."
+        )
+    first = cols[0]
+    if cfg.feature_columns is None and first in features and _is_row_number(df[first]):
+        raise DataError(
+            f"the first column of {cfg.path}, {first!r}, holds the row number (0, 1, 2, ... or 1, 2, 3, ...; an index "
+            "written with the table?): as a feature it would tell the model where a row sits, not what it is. "
+            f"Fix: set data.id_column: {first!r} (or drop the column, e.g. to_csv(index=False)); list "
+            "data.feature_columns to keep it as a feature."
+        )
+    return features, id_column
+
+
+def _is_row_number(column: Any) -> bool:
+    """True for a column of whole numbers 0..n-1 or 1..n in order (a written index)."""
+    values = column.to_numpy()
+    if len(values) < 3 or not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+        return False
+    start = values[0]
+    return bool(start in (0, 1) and np.array_equal(values, np.arange(start, start + len(values))))
+
+
+def _table_labels(cfg: DataConfig, df: Any) -> tuple[np.ndarray, list[Any]]:
+    """The class index of every row and the classes (sorted); spellings of one label that differ by spaces
+    or case, and classes too small to split, are refused."""
+    from distill.data.labels import label_variants, small_classes, small_classes_message, variants_message
+
+    labels = df[cfg.label_column]
+    if labels.isna().any():
+        raise DataError(f"{int(labels.isna().sum())} rows have no label in column {cfg.label_column!r}. Fix: drop them.")
+    classes = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
+    groups = label_variants(classes)
+    if groups:
+        counts = {str(k): int(v) for k, v in labels.astype(str).value_counts().items()}
+        raise DataError(variants_message(groups, f"the label column {cfg.label_column!r} of {cfg.path}", counts))
+    if len(classes) < 2:
+        raise DataError(f"label column {cfg.label_column!r} has {len(classes)} class; a classifier needs at least 2. "
+                        "Fix: point data.label_column at the column of the classes, or add rows of other classes.")  # fmt: skip
+    small = small_classes(labels.astype(str))
+    if small:
+        raise DataError(small_classes_message(small, f"the label column {cfg.label_column!r} of {cfg.path}"))
+    index = {c: i for i, c in enumerate(classes)}
+    return labels.map(index).to_numpy(dtype=np.int64), classes
 
 
 def _image_folder(cfg: DataConfig) -> DataBundle:

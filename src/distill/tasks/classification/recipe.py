@@ -53,10 +53,12 @@ class DataConfig(Section):
     )
     label_column: str = Field("label", description="table: the column that holds the class label.")
     feature_columns: list[str] | None = Field(
-        None, description="table: feature columns (numeric); default: every column but label and id."
+        None, description="table: feature columns (numeric); default: every column but the label and the id "
+        "column (a first column holding the row number, 0, 1, 2, ..., is refused then: set it as data.id_column)."
     )
     id_column: str | None = Field(
-        None, description="table: column with a stable sample id; default: the row number."
+        None, description="table: column with a stable, unique sample id (not a feature); default: the column "
+        "named `id` if there is one, else the row number."
     )
     val_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of the training samples held out for validation (seeded)."
