@@ -88,3 +88,30 @@ def test_a_duplicated_header_is_refused(write_recipe, tmp_path: Path, capsys) ->
 def test_classes_too_small_to_split_are_refused(write_recipe, tmp_path: Path, capsys) -> None:
     p = write_recipe(_table_recipe(_table(tmp_path / "rare.csv", ["pos", "neg"] * 20 + ["rare", "odd", "odd"])))
     _refused(capsys, ["run", str(p), "--no-progress"], "fewer than 3 samples: 'odd' (2), 'rare' (1)")
+
+
+def _image_folder(root: Path, counts: dict[str, int]) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder_names_the_files_it_skips_and_refuses_tiny_classes(tmp_path: Path, caplog) -> None:
+    from distill.tasks.classification.images import read_image_folder
+    from distill.errors import DataError
+
+    root = _image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
+    (root / "cat" / "notes.txt").write_text("x")
+    (root / "cat" / "0.png").rename(root / "loose.png")
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        x, _, _, _ = read_image_folder(root, (8, 8), 1, (".png",))
+    assert len(x) == 7
+    assert "2 files skipped" in caplog.text and "cat/notes.txt, loose.png" in caplog.text
+    _image_folder(tmp_path / "imgs", {"bird": 1})
+    with pytest.raises(DataError, match=r"fewer than 3 samples: 'bird' \(1\)"):
+        read_image_folder(root, (8, 8), 1, (".png",))

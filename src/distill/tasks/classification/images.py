@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from distill.data.labels import small_classes, small_classes_message
 from distill.errors import DataError
+
+log = logging.getLogger("distill")
 
 
 def read_image_folder(path: str | Path | None, size: tuple[int, int], channels: int,
@@ -25,6 +29,7 @@ def read_image_folder(path: str | Path | None, size: tuple[int, int], channels: 
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files = {c: sorted(f for f in (root / c).rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
              for c in classes}  # fmt: skip
+    _log_skipped(root, classes, suffixes)
     empty = [c for c in classes if not files[c]]
     if len(classes) < 2 or empty:
         why = f"the class folders {', '.join(empty)} hold no images ({', '.join(suffixes)})" if empty else \
@@ -48,4 +53,21 @@ def read_image_folder(path: str | Path | None, size: tuple[int, int], channels: 
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise DataError(f"{len(bad)} files in {root} are not readable images: {shown}. Fix: remove or re-save them.")
+    small = small_classes(classes[label] for label in ys)
+    if small:
+        raise DataError(small_classes_message(small, f"the image folder {root}"))
     return np.stack(xs), np.asarray(ys, dtype=np.int64), np.asarray(ids), classes
+
+
+def _log_skipped(root: Path, classes: list[str], suffixes: Sequence[str]) -> None:
+    """One log line for the files that are not read: not an image by their suffix (in a class folder), or
+    outside every class folder (loose at the top level, or in a hidden folder)."""
+    inside = {c: root / c for c in classes}
+    skipped = [f for f in root.rglob("*") if f.is_file() and (
+        f.suffix.lower() not in suffixes or f.relative_to(root).parts[0] not in inside)]  # fmt: skip
+    if not skipped:
+        return
+    names = sorted(str(f.relative_to(root)) for f in skipped)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    log.warning("image folder %s: %d files skipped, not images in a class folder (a class is a subfolder of "
+                "%s files): %s", root, len(names), "/".join(suffixes), shown)  # fmt: skip
