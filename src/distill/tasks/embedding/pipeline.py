@@ -30,7 +30,7 @@ from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.fsutil import write_json, write_text
 from distill.models.sentence import SentenceEncoder, count_parameters, load_sentence_encoder
 from distill.tasks.embedding.recipe import EmbeddingRecipe, EmbedStudentConfig
-from distill.tasks.embedding.card import embedding_model_card
+from distill.tasks.embedding.card import embedding_model_card, teacher_display_name
 from distill.tasks.embedding.students import (
     build_student,
     folder_bytes,
@@ -82,7 +82,7 @@ def preflight(recipe: EmbeddingRecipe) -> Setup:
         teacher = load_sentence_encoder(tpath, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
                                         max_seq_length=recipe.teacher.max_seq_length)  # fmt: skip
     problems.raise_any()
-    name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else tpath.name)
+    name = recipe.teacher.name or ("all-MiniLM-L6-v2" if not recipe.teacher.path else teacher_display_name(tpath))
     return Setup(texts, teacher, tpath, name)
 
 
@@ -265,7 +265,7 @@ def _run(recipe: EmbeddingRecipe, setup: Setup, run_dir: Path, accelerator: Any,
         write_json(run_dir / "comparison.json", {"task": "embedding", "models": rows})
     for spec, row in zip(recipe.students, rows[1:], strict=True):
         write_text(run_dir / "students" / spec.name / "README.md",
-                   embedding_model_card(recipe, spec, setup.teacher_name, row))  # fmt: skip
+                   embedding_model_card(recipe, spec, setup.teacher_name, row, setup.teacher_path))  # fmt: skip
     if recipe.output.report:
         from distill.tasks.embedding.report import write_embedding_report
 

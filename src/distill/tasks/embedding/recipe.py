@@ -72,7 +72,8 @@ class EmbedTeacherConfig(_Section):
     )
     normalize: bool | None = Field(None, description="Override L2 normalisation (default: as its modules.json says).")
     max_seq_length: int | None = Field(None, gt=0, description="Override the token limit (default: the folder's).")
-    name: str | None = Field(None, description="Teacher's name for the model card (default: the folder name).")
+    name: str | None = Field(None, description="Teacher's name for the model card and tables (default: the model's own "
+                                "name: its README's title, its config's hub name, else the folder's name).")
     license: str | None = Field(
         None, description="Teacher's licence, recorded in the model card (all-MiniLM-L6-v2: apache-2.0)."
     )
