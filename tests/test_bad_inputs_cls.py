@@ -115,3 +115,14 @@ def test_image_folder_names_the_files_it_skips_and_refuses_tiny_classes(tmp_path
     _image_folder(tmp_path / "imgs", {"bird": 1})
     with pytest.raises(DataError, match=r"fewer than 3 samples: 'bird' \(1\)"):
         read_image_folder(root, (8, 8), 1, (".png",))
+
+
+def test_a_transfer_set_too_small_or_empty_is_refused_by_the_preflight(write_recipe, tmp_path: Path, capsys) -> None:
+    p = write_recipe(_table_recipe(_table(tmp_path / "t.csv", ["pos", "neg"] * 30)))
+    for cmd in (["run", str(p), "--no-progress"], ["recipe", "--check", str(p), "-q"]):
+        _refused(capsys, [*cmd, "--set", "transfer.labeled_fraction=0.001"],
+                 "keeps the labels of 1 of", "Fix: --set transfer.labeled_fraction=")  # fmt: skip
+    _refused(capsys, ["run", str(p), "--no-progress", "--set", "transfer.exclude_classes=[0,1]"],
+             "leaves out every class of the data (2)", "Fix: leave at least one class")  # fmt: skip
+    _refused(capsys, ["run", str(p), "--no-progress", "--set", "transfer.exclude_classes=[5]"],
+             "are not classes of the data (0..1). Fix: name classes by their index (0: neg, 1: pos)")  # fmt: skip

@@ -94,21 +94,32 @@ def transfer_set(bundle: DataBundle, exclude_classes: list[int], labeled_fractio
     import dataclasses
 
     bad = [c for c in exclude_classes if not 0 <= c < bundle.num_classes]
+    names = ", ".join(f"{i}: {n}" for i, n in enumerate(bundle.class_names[:12]))
     if bad:
-        raise DataError(f"transfer.exclude_classes {bad} are not classes of the data (0..{bundle.num_classes - 1}).")
+        raise DataError(f"transfer.exclude_classes {bad} are not classes of the data (0..{bundle.num_classes - 1}). "
+                        f"Fix: name classes by their index ({names}).")  # fmt: skip
     if len(set(exclude_classes)) >= bundle.num_classes:
-        raise DataError("transfer.exclude_classes leaves no class to train on.")
+        raise DataError(
+            f"transfer.exclude_classes {sorted(set(exclude_classes))} leaves out every class of the data "
+            f"({bundle.num_classes}), so the students would have nothing to train on. Fix: leave at least one class "
+            "out of transfer.exclude_classes (it names the classes the students never see)."
+        )
     y = bundle.train.y.numpy()
     keep = np.flatnonzero(~np.isin(y, exclude_classes))
     train = bundle.train.subset(keep)
     if labeled_fraction < 1.0:
         rng = np.random.default_rng(seed)
-        n_labeled = max(1, int(round(len(keep) * labeled_fraction)))
+        n_labeled = labeled_count(len(keep), labeled_fraction)
         unlabeled = rng.permutation(len(keep))[n_labeled:]
         labels = train.y.clone()
         labels[torch.as_tensor(unlabeled, dtype=torch.long)] = -100
         train = Split(train.x, labels, train.ids)
     return dataclasses.replace(bundle, train=train), keep
+
+
+def labeled_count(n: int, labeled_fraction: float) -> int:
+    """How many of ``n`` training samples keep their label with ``transfer.labeled_fraction``."""
+    return n if labeled_fraction >= 1.0 else max(1, int(round(n * labeled_fraction)))
 
 
 def labeled_only(bundle: DataBundle) -> DataBundle:
@@ -229,5 +240,5 @@ def _refuse_duplicates(p: Path, names: list[str]) -> None:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-__all__ = ["FASHION_CLASSES", "FASHION_MNIST_DIR", "IMAGE_SUFFIXES", "DataBundle", "Split", "labeled_only",
+__all__ = ["FASHION_CLASSES", "FASHION_MNIST_DIR", "IMAGE_SUFFIXES", "DataBundle", "Split", "labeled_count", "labeled_only",
            "load_fashion_mnist", "read_idx", "read_table", "split_indices", "transfer_set", "write_idx"]  # fmt: skip

@@ -5,6 +5,8 @@ the optional packages), and the check after the teacher is ready that it beats c
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ from torch import nn
 from distill.core.context import require
 from distill.data import DataBundle
 from distill.tasks.classification.data import build_data
-from distill.errors import Problems, RecipeError, TeacherError
+from distill.errors import DataError, Problems, RecipeError, TeacherError
 from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.builders import build_models
 from distill.tasks.classification.features import feature_shapes, layer_names
@@ -73,6 +75,8 @@ def preflight(recipe: Recipe) -> Setup:
             check_output_classes(probe, data.in_shape, data.num_classes, "student")
     with problems.check():
         views = _check_terms(recipe, data, objective, teacher_module, probe, teacher)
+    with problems.check():
+        check_transfer(recipe, data, world_size())
     problems.raise_any()
     augmenting = recipe.train.augment != "none" and data.kind == "image"
     _, teacher_layers = layer_names(objective)
@@ -123,6 +127,39 @@ def _check_terms(recipe: Recipe, data: DataBundle, objective: list[Any], teacher
             f"precomputed outputs. Fix: {fix}."
         )
     return views
+
+
+def world_size() -> int:
+    """The processes a run trains in: torchrun's WORLD_SIZE, or the --nproc the parent is about to launch."""
+    return max(1, int(os.environ.get("WORLD_SIZE") or os.environ.get("DISTILL_NPROC") or 1))
+
+
+def check_transfer(recipe: Recipe, data: DataBundle, world: int = 1) -> None:
+    """The students' training split the ``transfer`` section leaves: a class to train on, at least 2 samples a
+    process, and (with ``labeled_fraction`` < 1) enough labelled samples for every class and every process."""
+    from distill.data import labeled_count, transfer_set
+
+    tr = recipe.transfer
+    student, keep = transfer_set(data, tr.exclude_classes, tr.labeled_fraction, tr.seed)  # names bad classes
+    need = 2 * world
+    if len(student.train) < need:
+        raise DataError(
+            f"the students' training split has {len(student.train)} samples (after transfer.exclude_classes) for "
+            f"{world} process(es): at least {need} are needed. Fix: use more data, fewer --nproc, or exclude fewer classes."
+        )
+    if tr.labeled_fraction >= 1.0:
+        return
+    trained = data.num_classes - len(set(tr.exclude_classes))
+    labeled = labeled_count(len(keep), tr.labeled_fraction)
+    need = max(need, trained)
+    if labeled < need:
+        frac = min(1.0, math.ceil(1000 * need / len(keep)) / 1000)
+        raise DataError(
+            f"transfer.labeled_fraction {tr.labeled_fraction:g} keeps the labels of {labeled} of {len(keep)} training "
+            f"samples: fewer than the {trained} classes the students train on (and the 2 per process the hard-label "
+            f"training needs), so the hard labels cannot show every class. Fix: --set transfer.labeled_fraction={frac:g} "
+            f"(or more), which keeps {labeled_count(len(keep), frac)}."
+        )
 
 
 def check_teacher_beats_chance(setup: Setup, val_logits: torch.Tensor | None, batch_size: int) -> None:
