@@ -52,8 +52,8 @@ from distill.tasks.text_classification.recipe import example_recipe  # noqa: E40
 SEEDS = (0, 1, 2)
 # labelled sample (70/10/20 train/validation/test), transfer-set cap, token limit: what fits an hour on one thread
 SIZES = {
-    "builtin:wordnet-lexnames": {"max_examples": 6000, "max_transfer": 30000, "max_length": 64},
-    "builtin:fortunes-topics": {"max_examples": 3000, "max_transfer": 10000, "max_length": 64},
+    "builtin:wordnet-lexnames": {"max_examples": 4000, "max_transfer": 15000, "max_length": 64},
+    "builtin:fortunes-topics": {"max_examples": 2000, "max_transfer": 6000, "max_length": 48},
 }
 QUICK = {"max_examples": 1500, "max_transfer": 3000, "max_length": 64}
 GROUPS = ("layers-0-5", "layers-0-5-hard", "static", "static-hard")
