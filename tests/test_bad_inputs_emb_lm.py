@@ -165,3 +165,20 @@ def test_lm_teacher_that_is_not_a_causal_lm_or_half_initialised_is_refused(lm_ro
     raw["teacher"]["dir"] = str(half)
     err = refused(raw, capsys)
     assert "1 tensor(s) missing" in err and "transformer.h.0.mlp.c_fc.weight" in err and "at random" in err
+
+
+def test_lm_blocks_longer_than_the_positions_or_text_shorter_than_a_block_are_refused_first(lm_root: Path,
+                                                                                           tmp_path: Path,
+                                                                                           capsys) -> None:  # fmt: skip
+    err = refused(lm_raw(lm_root, block_len=64), capsys)
+    assert "data.block_len 64 is longer than the teacher can read: it has 32 positions" in err
+    assert "Fix: set data.block_len to 32 or less" in err
+    short = tmp_path / "short.txt"
+    short.write_text("A cat.\n%\nA dog.\n%\nThe sun.\n")
+    err = refused(lm_raw(lm_root, path=str(short)), capsys)
+    assert "fewer than one block of 32" in err and "Fix: add text" in err
+    raw = lm_raw(lm_root, path=str(short), tokenizer={"vocab_size": 300, "min_frequency": 1})  # trained here
+    raw["teacher"] = {"model": {"layers": 1, "width": 16, "heads": 2}, "train": {"steps": 2, "batch_size": 4}}
+    err = refused(raw, capsys)
+    assert "fewer than one block of 32" in err
+

@@ -94,34 +94,66 @@ def read_text(recipe: Any) -> Documents:
     return Documents(train_docs, val_docs, {"documents_read": n_read, "documents": len(docs)})
 
 
-def prepare_data(recipe: Any, run_dir: Path, docs: Documents | None = None, accelerator: Any = None) -> LMData:
-    """Tokenizer (the teacher's, a given one, or trained here on the training documents: by the main
-    process, which saves it for the others to load) and packed blocks."""
+@dataclass
+class Prepared:
+    """What the preflight read and checked before anything is written: the documents, the tokenizer (loaded,
+    or trained here in memory and saved once the run directory exists), the packed blocks and a given teacher."""
+
+    docs: Documents
+    tokenizer: Any = None
+    trained_here: bool = False
+    train: torch.Tensor | None = None
+    val: torch.Tensor | None = None
+    teacher: Any = None
+
+
+def tokenize_text(recipe: Any, docs: Documents) -> tuple[Any, bool, torch.Tensor, torch.Tensor]:
+    """The tokenizer (the given one, the teacher's, or trained on the training documents, in memory) and
+    the packed training and validation blocks: a text too short for one block is refused here."""
     d = recipe.data
-    docs = docs or read_text(recipe)
-    train_docs, val_docs = docs.train, docs.val
+    tok_dir = d.tokenizer.dir or recipe.teacher.dir
+    if tok_dir is not None:
+        tokenizer, trained = load_tokenizer(tok_dir), False
+    else:
+        tokenizer, trained = train_tokenizer(docs.train, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency), True
+    train = pack_blocks(docs.train, tokenizer, d.block_len, what="training")
+    val = pack_blocks(docs.val, tokenizer, d.block_len, what="validation")
+    return tokenizer, trained, train, val
+
+
+def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, accelerator: Any = None) -> LMData:
+    """Tokenizer (the teacher's, a given one, or trained here on the training documents: by the preflight,
+    saved by the main process for the others to load; resuming, the run's own) and packed blocks."""
+    d = recipe.data
+    prepared = prepared or Prepared(read_text(recipe))
+    docs = prepared.docs
     tok_dir = d.tokenizer.dir or recipe.teacher.dir
     trained = (run_dir / "tokenizer" / "tokenizer.json").exists()
     if tok_dir is None:
         barrier(accelerator)  # every process has looked before the main one writes
+    tokenizer = prepared.tokenizer
     if tok_dir is not None:
-        tokenizer = load_tokenizer(tok_dir)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tok_dir)
     elif trained:
-        tokenizer = load_tokenizer(run_dir / "tokenizer")
+        tokenizer = load_tokenizer(run_dir / "tokenizer")  # resuming: the run's own tokenizer
     else:
         if is_main(accelerator):
             t0 = time.perf_counter()
-            tokenizer = train_tokenizer(train_docs, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency)
+            if tokenizer is None:
+                tokenizer = train_tokenizer(docs.train, d.tokenizer.vocab_size, min_frequency=d.tokenizer.min_frequency)
             save_tokenizer(tokenizer, run_dir / "tokenizer")
-            log.info("tokenizer: byte-level BPE, %d tokens, trained on %d documents in %.1fs",
-                     len(tokenizer), len(train_docs), time.perf_counter() - t0)  # fmt: skip
+            log.info("tokenizer: byte-level BPE, %d tokens, trained on %d documents (%.1fs to save)",
+                     len(tokenizer), len(docs.train), time.perf_counter() - t0)  # fmt: skip
         barrier(accelerator)
         if not is_main(accelerator):
             tokenizer = load_tokenizer(run_dir / "tokenizer")
-    train = pack_blocks(train_docs, tokenizer, d.block_len, what="training")
-    val = pack_blocks(val_docs, tokenizer, d.block_len, what="validation")
-    stats = {**docs.stats, "train_documents": len(train_docs),
-             "val_documents": len(val_docs), "train_blocks": len(train), "val_blocks": len(val),
+    if tokenizer is prepared.tokenizer and prepared.train is not None:
+        train, val = prepared.train, prepared.val
+    else:
+        train = pack_blocks(docs.train, tokenizer, d.block_len, what="training")
+        val = pack_blocks(docs.val, tokenizer, d.block_len, what="validation")
+    stats = {**docs.stats, "train_documents": len(docs.train),
+             "val_documents": len(docs.val), "train_blocks": len(train), "val_blocks": len(val),
              "block_len": d.block_len, "train_tokens": int(train.numel()), "vocab_size": len(tokenizer)}  # fmt: skip
     log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", docs.stats["documents_read"],
              docs.stats["documents"], len(train), len(val), d.block_len)  # fmt: skip

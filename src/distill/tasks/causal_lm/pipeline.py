@@ -35,15 +35,16 @@ import yaml
 
 from distill.tasks.causal_lm.text import read_pairs
 from distill.tasks.causal_lm.data import (
-    Documents,
     LMData,
     LMRunResult,
     barrier,
     blocks_fingerprint,
     is_main,
+    Prepared,
     prepare_data,
     read_text,
     save_model,
+    tokenize_text,
 )
 from distill.core.checkpoint import CheckpointStore
 from distill.tasks.causal_lm.loop import Batch, Objective, block_batches, fit_lm, on_policy_batches
@@ -112,12 +113,7 @@ def prepare_teacher(recipe: Any, data: LMData, run_dir: Path, accelerator: Any, 
         teacher, history, seconds = train_ce("teacher", _build(t.model, data, cfg.seed), cfg, data, run_dir=run_dir,
                                              accelerator=accelerator, resume=resume, progress=progress)  # fmt: skip
         info = {"source": "trained here", "train_seconds": round(seconds, 2), "history": history}
-    n_pos = getattr(teacher.config, "n_positions", None) or getattr(teacher.config, "max_position_embeddings", None)
-    if n_pos is not None and n_pos < data.train.shape[1]:
-        raise ModelError(
-            f"the teacher handles at most {n_pos} positions but data.block_len is {data.train.shape[1]}. "
-            f"Fix: set data.block_len ≤ {n_pos}."
-        )
+    check_positions(teacher, data.train.shape[1], "teacher")  # a given teacher: already by the preflight
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -254,23 +250,41 @@ STAGES = {
 }  # fmt: skip
 
 
-def preflight(recipe: Any) -> tuple[Documents, Any]:
-    """Read and split the documents, load a given teacher and read the completions file before anything is
+def preflight(recipe: Any) -> Prepared:
+    """Read and split the documents, load a given teacher (and check it reads a block), get the tokenizer and
+    pack the blocks (a text too short for one is refused), read the completions file: all before anything is
     written; every problem among these independent checks is reported at once."""
     from distill.errors import Problems
 
     problems = Problems()
-    teacher = None
+    teacher = docs = None
     with problems.check():
         docs = read_text(recipe)
     if recipe.teacher.dir is not None:
         with problems.check():
             teacher = load_causal_lm(recipe.teacher.dir, trust_remote_code=recipe.teacher.trust_remote_code)
+            check_positions(teacher, recipe.data.block_len, "teacher")
     if recipe.distill.completions is not None:
         with problems.check():
             read_pairs(recipe.distill.completions)  # a bad completions file fails here
+    prepared = Prepared(docs, teacher=teacher) if docs is not None else None
+    # the teacher's folder holds the tokenizer: when the teacher is refused, that is the one problem to fix
+    own_tokenizer = recipe.data.tokenizer.dir is not None or recipe.teacher.dir is None or teacher is not None
+    if prepared is not None and own_tokenizer:
+        with problems.check():
+            prepared.tokenizer, prepared.trained_here, prepared.train, prepared.val = tokenize_text(recipe, docs)
     problems.raise_any()
-    return docs, teacher
+    return prepared
+
+
+def check_positions(model: Any, block_len: int, who: str) -> None:
+    """A block longer than the model's position embeddings cannot be read by it."""
+    n_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if isinstance(n_pos, int) and n_pos < block_len:
+        raise ModelError(
+            f"data.block_len {block_len} is longer than the {who} can read: it has {n_pos} positions (its "
+            f"config's n_positions/max_position_embeddings). Fix: set data.block_len to {n_pos} or less."
+        )
 
 
 def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -283,26 +297,26 @@ def run_lm(recipe: Any, *, resume: bool = False, overwrite: bool = False, progre
         accelerator = make_accelerator()  # under torchrun: DDP (over gloo without a GPU)
         main = accelerator.is_main_process
         setup_rank_logging(None, console, main)
-        docs, loaded = preflight(recipe)
+        prepared = preflight(recipe)
         plan = plan_run_dir(recipe, resume, overwrite)  # every process reaches the same plan
         accelerator.wait_for_everyone()
         run_dir = prepare_run_dir(recipe, plan, STAGES) if main else recipe.run_dir
         accelerator.wait_for_everyone()  # the directory is ready (and, resuming, what changed is dropped)
         setup_rank_logging(run_dir if main else None, console, main)
         with lifecycle(run_dir, main_process=main):
-            return _run(recipe, run_dir, docs, loaded, accelerator, resume=resume, progress=progress,
+            return _run(recipe, run_dir, prepared, accelerator, resume=resume, progress=progress,
                         console=console, stop_after_steps=stop_after_steps)  # fmt: skip
 
 
-def _run(recipe: Any, run_dir: Path, docs: Documents, loaded: Any, accelerator: Any, *, resume: bool,
+def _run(recipe: Any, run_dir: Path, prepared: Prepared, accelerator: Any, *, resume: bool,
          progress: bool, console: bool, stop_after_steps: int | None) -> LMRunResult:  # fmt: skip
     t_start = time.perf_counter()
     world = accelerator.num_processes
     if world > 1:
         log.info("%d processes (%s), batch size %d per process (%d per micro-batch in all)", world,
                  accelerator.distributed_type, recipe.train.batch_size, world * recipe.train.batch_size)  # fmt: skip
-    data = prepare_data(recipe, run_dir, docs, accelerator)
-    teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress, loaded)
+    data = prepare_data(recipe, run_dir, prepared, accelerator)
+    teacher, teacher_info = prepare_teacher(recipe, data, run_dir, accelerator, resume, progress, prepared.teacher)
     student = prepare_student(recipe, teacher, data)
     if recipe.distill.completions is None:  # token ids are shared unless the student learns from text
         check_same_vocab(teacher, student, data.tokenizer)
