@@ -182,3 +182,29 @@ def test_lm_blocks_longer_than_the_positions_or_text_shorter_than_a_block_are_re
     err = refused(raw, capsys)
     assert "fewer than one block of 32" in err
 
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_lm_eval_of_a_run_missing_its_files_refuses_and_rewrites_nothing(lm_root: Path, capsys) -> None:
+    raw = lm_raw(lm_root, tokenizer={"vocab_size": 300, "min_frequency": 1})  # the tokenizer is trained in the run
+    raw["teacher"] = {"model": {"layers": 1, "width": 16, "heads": 2}, "train": {"steps": 2, "batch_size": 4}}
+    assert main(["run", _write(raw), "--no-progress"]) == 0
+    run = Path("runs/lm")
+    assert (run / "tokenizer" / "tokenizer.json").is_file()  # trained by the preflight, saved with the run
+    assert main(["eval", str(run)]) == 0
+    capsys.readouterr()
+    (run / "student" / "tokenizer.json").unlink()
+    for f in (run / "tokenizer").iterdir():
+        f.unlink()
+    before = _files(run)
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"a file of the finished run is missing: {run / 'tokenizer' / 'tokenizer.json'}" in err
+    assert "Fix: rerun the recipe" in err and "Traceback" not in err
+    assert _files(run) == before  # no tokenizer trained again, nothing rewritten
+    (run / "student" / "model.safetensors").unlink()
+    before = _files(run)
+    assert main(["eval", str(run)]) == 2
+    assert f"missing: {run / 'student' / 'model.safetensors'}" in capsys.readouterr().err and _files(run) == before

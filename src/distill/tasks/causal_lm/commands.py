@@ -4,16 +4,38 @@ baseline measured again side by side on the held-out blocks)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 from distill.core.context import run_context
 from distill.core.logs import setup_logging
 from distill.core.recipes import run_recipe
-from distill.errors import RunDirError
 from distill.tasks.causal_lm.models import load_causal_lm
-from distill.tasks.causal_lm.data import prepare_data
+from distill.tasks.causal_lm.data import missing_run_file, prepare_data
 from distill.tasks.causal_lm.evaluate import comparison
 from distill.tasks.causal_lm.data import LMRunResult
+
+
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _model_folders(recipe: Any, run_dir: Path) -> dict[str, Path]:
+    """The model folders a finished run's eval reads (teacher, student, baseline when the recipe trained one),
+    each checked for its config and weights, and the run's tokenizer when it was trained in the run."""
+    folders = {"teacher": Path(recipe.teacher.dir) if recipe.teacher.dir else run_dir / "teacher",
+               "student": run_dir / "student"}  # fmt: skip
+    if recipe.eval.baseline:
+        folders["baseline"] = run_dir / "baseline"
+    for role, folder in folders.items():
+        if role == "teacher" and recipe.teacher.dir:
+            continue  # the given teacher's folder is not the run's: load_causal_lm says what is wrong with it
+        if not (folder / "config.json").is_file():
+            raise missing_run_file(run_dir, folder / "config.json")
+        if not any((folder / w).is_file() for w in _WEIGHTS):
+            raise missing_run_file(run_dir, folder / "model.safetensors")
+    if not (recipe.data.tokenizer.dir or recipe.teacher.dir) and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
+        raise missing_run_file(run_dir, run_dir / "tokenizer" / "tokenizer.json")
+    return folders
 
 
 def evaluate_lm_run(run_dir: str | Path, *, console: bool = True) -> LMRunResult:
@@ -24,15 +46,11 @@ def evaluate_lm_run(run_dir: str | Path, *, console: bool = True) -> LMRunResult
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
     setup_logging(None, console=console)
+    folders = _model_folders(recipe, run_dir)  # every file it reads is there before anything runs
     with run_context(recipe.train.num_threads):
-        data = prepare_data(recipe, run_dir)
-        models = {}
-        for role in ("teacher", "student", "baseline"):
-            folder = Path(recipe.teacher.dir) if role == "teacher" and recipe.teacher.dir else run_dir / role
-            if (folder / "config.json").exists():
-                models[role] = load_causal_lm(folder, trust_remote_code=recipe.teacher.trust_remote_code)
-            elif role != "baseline":
-                raise RunDirError(f"{folder} is missing: the run did not finish. Fix: finish it with --resume.")
+        data = prepare_data(recipe, run_dir, finished=True)
+        models = {role: load_causal_lm(folder, trust_remote_code=recipe.teacher.trust_remote_code)
+                  for role, folder in folders.items()}  # fmt: skip
         table, comp, extra = comparison(models, data, recipe)
     write_json(run_dir / "eval.json", {"task": "causal_lm", "models": comp, **extra})
     write_text(run_dir / "eval.md", table)

@@ -121,9 +121,11 @@ def tokenize_text(recipe: Any, docs: Documents) -> tuple[Any, bool, torch.Tensor
     return tokenizer, trained, train, val
 
 
-def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, accelerator: Any = None) -> LMData:
+def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, accelerator: Any = None, *,
+                 finished: bool = False) -> LMData:  # fmt: skip
     """Tokenizer (the teacher's, a given one, or trained here on the training documents: by the preflight,
-    saved by the main process for the others to load; resuming, the run's own) and packed blocks."""
+    saved by the main process for the others to load; resuming, the run's own) and packed blocks.
+    ``finished``: for a post-run command, which reads the run's own tokenizer and never writes one."""
     d = recipe.data
     prepared = prepared or Prepared(read_text(recipe))
     docs = prepared.docs
@@ -136,6 +138,8 @@ def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, a
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(tok_dir)
     elif trained:
         tokenizer = load_tokenizer(run_dir / "tokenizer")  # resuming: the run's own tokenizer
+    elif finished:
+        raise missing_run_file(run_dir, run_dir / "tokenizer" / "tokenizer.json")
     else:
         if is_main(accelerator):
             t0 = time.perf_counter()
@@ -158,6 +162,17 @@ def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, a
     log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", docs.stats["documents_read"],
              docs.stats["documents"], len(train), len(val), d.block_len)  # fmt: skip
     return LMData(tokenizer, train, val, stats)
+
+
+def missing_run_file(run_dir: Path, path: Path) -> Exception:
+    """The error of a post-run command that finds a file of the finished run gone (it never rewrites one)."""
+    from distill.errors import RunDirError
+
+    return RunDirError(
+        f"a file of the finished run is missing: {path}. A command on a finished run reads its files and never "
+        f"writes them again (making it anew would give another model than the run measured). Fix: rerun the "
+        f"recipe (distill run {run_dir / 'recipe.yaml'} --overwrite), or restore the file."
+    )
 
 
 def blocks_fingerprint(blocks: torch.Tensor) -> str:
