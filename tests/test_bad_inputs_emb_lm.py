@@ -208,3 +208,22 @@ def test_lm_eval_of_a_run_missing_its_files_refuses_and_rewrites_nothing(lm_root
     before = _files(run)
     assert main(["eval", str(run)]) == 2
     assert f"missing: {run / 'student' / 'model.safetensors'}" in capsys.readouterr().err and _files(run) == before
+
+
+def test_lm_separator_lines_without_data_separator_are_warned_about(lm_root: Path, tmp_path: Path, capsys) -> None:
+    from distill.tasks.causal_lm.text import separator_like
+
+    assert separator_like(["a b", "%"] * 10) == ("%", 10) and separator_like(["a b", "c d", "}"] * 5) == ("}", 5)
+    assert separator_like(["a b"] * 30 + ["---"] * 3) is None  # under a tenth: no warning
+    raw = lm_raw(lm_root)
+    del raw["data"]["separator"]
+    assert main(["recipe", "--check", _write(raw)]) == 0
+    err = capsys.readouterr().err
+    assert "lines (50%) hold only '%', which looks like a document separator" in err
+    assert "Fix: set data.separator: '%'" in err and not Path("runs").exists()
+    assert main(["run", _write(raw), "--no-progress"]) == 0
+    assert capsys.readouterr().err.count("looks like a document separator") == 1  # once on the console
+    assert "Fix: set data.separator: '%'" in Path("runs/lm/run.log").read_text()
+    assert "looks like a document separator" in json.loads(Path("runs/lm/metrics.json").read_text())["data"]["warnings"][0]
+    raw["data"]["separator"] = "%"  # with the separator set: no warning
+    assert main(["recipe", "--check", _write(raw)]) == 0 and "separator" not in capsys.readouterr().err

@@ -20,6 +20,7 @@ from distill.tasks.causal_lm.text import (
     pack_blocks,
     read_documents,
     save_tokenizer,
+    separator_like,
     split_documents,
     train_tokenizer,
 )
@@ -86,12 +87,36 @@ def read_text(recipe: Any) -> Documents:
     d = recipe.data
     docs = read_documents(d.path, d.format, separator=d.separator, text_field=d.text_field)
     n_read = len(docs)
+    warnings = [w] if (w := _separator_warning(recipe, docs)) else []
     if d.max_documents:
         docs = docs[: d.max_documents]
     if d.dedup:
         docs = deduplicate(docs)
     train_docs, val_docs = split_documents(docs, d.val_fraction, d.seed)
-    return Documents(train_docs, val_docs, {"documents_read": n_read, "documents": len(docs)})
+    stats: dict[str, Any] = {"documents_read": n_read, "documents": len(docs), **({"warnings": warnings} if warnings else {})}
+    return Documents(train_docs, val_docs, stats)
+
+
+def _separator_warning(recipe: Any, docs: list[str]) -> str | None:
+    """Said (console and run.log, and in metrics.json's data) when a text read one document per line repeats
+    a line that looks like a separator: a warning, not a refusal, since such lines can be text (code's '}')."""
+    d = recipe.data
+    if d.separator is not None or (d.format != "text" and not (d.format == "auto" and _read_as_text(Path(d.path)))):
+        return None
+    found = separator_like(docs)
+    if found is None:
+        return None
+    line, n = found
+    message = (f"data.path {d.path}: {n} of its {len(docs)} lines ({100 * n / len(docs):.0f}%) hold only {line!r}, "
+               f"which looks like a document separator, but data.separator is not set: every line is read as a "
+               f"document, the {line!r} lines too, and a document of several lines is cut into one per line. "
+               f"Fix: set data.separator: {line!r} (if those lines are text, ignore this).")  # fmt: skip
+    log.warning("warning: %s", message)
+    return message
+
+
+def _read_as_text(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() not in (".jsonl", ".parquet")
 
 
 @dataclass
@@ -156,6 +181,8 @@ def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, a
     else:
         train = pack_blocks(docs.train, tokenizer, d.block_len, what="training")
         val = pack_blocks(docs.val, tokenizer, d.block_len, what="validation")
+    for message in docs.stats.get("warnings", []):
+        log.warning("warning: %s", message, extra={"file_only": True})  # said on the console by the preflight
     stats = {**docs.stats, "train_documents": len(docs.train),
              "val_documents": len(docs.val), "train_blocks": len(train), "val_blocks": len(val),
              "block_len": d.block_len, "train_tokens": int(train.numel()), "vocab_size": len(tokenizer)}  # fmt: skip

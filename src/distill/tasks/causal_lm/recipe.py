@@ -39,7 +39,8 @@ class LMDataConfig(_Section):
     separator: str | None = Field(
         None,
         description="text: a line holding only this string separates documents ('%' for fortune files); "
-        "default: one document per line.",
+        "default: one document per line (then a short line without letters or digits, such as '%', that makes up "
+        "more than 10% of the lines is named in a warning with this fix: it is read as a document of its own).",
     )
     text_field: str = Field(
         "text", description="jsonl/parquet: the field of the document text (or use `prompt`/`completion` fields)."

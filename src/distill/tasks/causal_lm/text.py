@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,16 @@ def _text_files(folder: Path) -> list[Path]:
     if not files:
         raise DataError(f"the folder {folder} holds no text files. Fix: point data.path at a text file or a folder of them.")
     return files
+
+
+def separator_like(docs: list[str], share: float = 0.1) -> tuple[str, int] | None:
+    """The line that looks like a document separator (short, no letter or digit: '%', '---', '***') when it
+    makes up more than ``share`` of ``docs`` (the lines of a file read one document per line), with its count."""
+    counts = Counter(d for d in docs if len(d) <= 5 and not any(c.isalnum() for c in d))
+    if not counts or len(docs) < 10:
+        return None
+    line, n = counts.most_common(1)[0]
+    return (line, n) if n > share * len(docs) else None
 
 
 def read_records(path: str | Path, fmt: str = "auto") -> list[dict[str, Any]]:
