@@ -126,3 +126,50 @@ def test_a_transfer_set_too_small_or_empty_is_refused_by_the_preflight(write_rec
              "leaves out every class of the data (2)", "Fix: leave at least one class")  # fmt: skip
     _refused(capsys, ["run", str(p), "--no-progress", "--set", "transfer.exclude_classes=[5]"],
              "are not classes of the data (0..1). Fix: name classes by their index (0: neg, 1: pos)")  # fmt: skip
+
+
+def test_post_run_commands_refuse_a_run_whose_weights_are_gone_or_cut(write_recipe, tmp_path: Path, capsys) -> None:
+    import json
+
+    raw = tiny_recipe(export={"formats": ["torch"]}, compress={"quantize": {"kind": "dynamic"}})
+    raw["train"]["epochs"] = 1
+    raw["teacher"]["train"]["epochs"] = 1
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q"]) == 0
+    run = Path("runs/tiny")
+    capsys.readouterr()
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    weights = run / "student.safetensors"
+    whole = weights.read_bytes()
+    for damage, why in (("truncated", "not a complete safetensors file"), ("deleted", "it is missing")):
+        if damage == "truncated":
+            weights.write_bytes(whole[: len(whole) // 2])
+        else:
+            weights.unlink()
+        before = sorted(p.relative_to(run) for p in run.rglob("*"))
+        for cmd in ("bench", "report", "eval", "export", "compress"):
+            assert main([cmd, str(run)]) == 2, cmd
+            err = capsys.readouterr().err
+            assert "a file of the finished run is missing or unreadable" in err and why in err, err
+            assert f"Fix: rerun the recipe: distill run {run / 'recipe.yaml'}" in err and "did not finish" not in err
+            assert "Traceback" not in err
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written
+    weights.write_bytes(whole)
+    assert main(["eval", str(run), "-q"]) == 0
+
+
+def test_students_at_chance_are_said_loudly(write_recipe, capsys) -> None:
+    import json
+
+    from distill.report.chance import chance_level
+
+    assert chance_level(0.1, [0, 1] * 50, 2)["at_chance"] and not chance_level(0.9, [0, 1] * 50, 2)["at_chance"]
+    raw = tiny_recipe()
+    raw["teacher"]["train"]["epochs"] = 1
+    assert main(["run", str(write_recipe(raw)), "--no-progress", "-q", "--set", "train.optimizer.lr=1e6"]) == 0
+    out = capsys.readouterr().out
+    line = "the distilled student is at chance level ("
+    assert line in out and "Fix: lower train.optimizer.lr (it is 1e+06" in out  # the printed summary
+    assert line in Path("runs/tiny/comparison.md").read_text() and f"WARNING: {line}" in Path("runs/tiny/run.log").read_text()
+    metrics = json.loads(Path("runs/tiny/metrics.json").read_text())
+    assert "student" in metrics["summary"]["at_chance"]
+    assert {m["role"]: m.get("at_chance") for m in metrics["models"]}["student"] is True

@@ -53,6 +53,7 @@ def comparison(entries: list[dict[str, Any]]) -> dict[str, Any]:
             "throughput_speedup": ratio(sc["throughput"], tc["throughput"]),
             "size_ratio": ratio(sc.get("size_bytes"), tc.get("size_bytes")),
         }
+        summary["at_chance"] = [e["role"] for e in entries if e.get("at_chance")]  # students no better than chance
         if baseline is not None:
             summary["gain_over_baseline"] = student["test_acc"] - baseline["test_acc"]
         trees = next((e for e in entries if e["role"] == "trees"), None)
@@ -107,4 +108,7 @@ def render_markdown(table: dict[str, Any]) -> str:
             out += (f" Against gradient-boosted trees fitted on the same training rows (the non-neural baseline): "
                     f"{100 * s['gain_over_trees']:+.2f} points.")
         out += f"\nLatency and throughput: this CPU, {c[0]['threads']} thread(s), eager PyTorch, measured side by side in one process.\n"
+    notes = [e["chance_note"] for e in entries if e.get("at_chance") and e.get("chance_note")]
+    if notes:
+        out += "\n" + "\n".join(f"**Warning: {n}**" for n in notes) + "\n"
     return out

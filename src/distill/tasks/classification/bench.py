@@ -24,8 +24,11 @@ def bench_run(run_dir: str | Path, *, memory: bool = True, threads: int | None =
     from distill.core.context import torch_threads
     from distill.tasks.classification.data import build_data
 
+    from distill.tasks.classification.run_files import check_run_files
+
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir)
+    check_run_files(run_dir, "bench")
     with torch_threads(threads):
         bench = _Bench(build_data(recipe.data), recipe.eval, torch.get_num_threads(), memory, run_dir / "bench")
         _bench_teacher(bench, run_dir, recipe)

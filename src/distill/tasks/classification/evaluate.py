@@ -79,13 +79,36 @@ def evaluate_models(
 
         preds = {"test_labels": data.test.y.clone(), **{f"test_logits.{r}": o["test"].contiguous() for r, o in logits.items()}}
         write_with(predictions_path, lambda tmp: save_file(preds, str(tmp)))
+    _flag_chance(entries, data, recipe)
     return comparison(entries), logits
+
+
+def _flag_chance(entries: list[dict[str, Any]], data: DataBundle, recipe: Recipe) -> None:
+    """Mark (``at_chance``, ``chance_note``) and log loudly each student no better than chance on the test split."""
+    from distill.report.chance import chance_level, chance_message
+
+    lr = recipe.train.optimizer.lr
+    fix = (f"lower train.optimizer.lr (it is {lr:g}; try 10x smaller) or train longer (train.epochs), and check the "
+           "loss in run.log; the teacher's accuracy above shows what the data allows.")  # fmt: skip
+    labels = data.test.y.tolist()
+    for e in entries:
+        if e["role"] == "teacher":
+            continue
+        verdict = chance_level(e["test_acc"], labels, data.num_classes)
+        e["at_chance"] = verdict["at_chance"]
+        if verdict["at_chance"]:
+            what = {"student": "distilled student", "baseline": "hard-label student (the baseline)"}.get(e["role"], e["label"])
+            e["chance_note"] = chance_message(what, verdict, fix)
+            log.warning("WARNING: %s", e["chance_note"])
 
 
 def evaluate(run_dir: str | Path, *, console: bool = True) -> RunResult:
     """Re-evaluate a finished run: rebuild the models from its weights, measure, write eval.json."""
+    from distill.tasks.classification.run_files import check_run_files
+
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
+    check_run_files(run_dir, "eval")
     setup_logging(None, console=console)
     with torch_threads(recipe.train.num_threads):  # the caller's thread count comes back after
         data = build_data(recipe.data)

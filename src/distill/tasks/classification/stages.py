@@ -20,6 +20,7 @@ from torch import nn
 
 from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
 from distill.tasks.classification.signal import student_view, teacher_outputs
+from distill.tasks.classification.run_files import check_run_files
 from distill.errors import ExportError, RecipeError, UnsupportedError
 from distill.fsutil import write_json
 from distill.core.recipes import validate_recipe
@@ -63,6 +64,7 @@ def compress_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir, overrides)
     cfg = _compress_section(recipe, run_dir)
+    check_run_files(run_dir, "compress")
     data = build_data(recipe.data)
     model = _load_student(run_dir, recipe, data)
     out_dir = run_dir / "compressed"
@@ -204,6 +206,7 @@ def export_run(
 
     run_dir = Path(run_dir)
     recipe = _recipe(run_dir, overrides)
+    check_run_files(run_dir, "export")
     cfg = recipe.export or ExportConfig()
     formats = list(formats or cfg.formats)
     data = build_data(recipe.data)
