@@ -173,3 +173,32 @@ def test_students_at_chance_are_said_loudly(write_recipe, capsys) -> None:
     metrics = json.loads(Path("runs/tiny/metrics.json").read_text())
     assert "student" in metrics["summary"]["at_chance"]
     assert {m["role"]: m.get("at_chance") for m in metrics["models"]}["student"] is True
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_a_user_error_of_a_two_process_run_is_said_once_without_a_traceback(write_recipe, tmp_path: Path) -> None:
+    bad = _table(tmp_path / "nolabel.csv", ["pos", "neg"] * 20)
+    bad.write_text(bad.read_text().replace(",neg\n", ",\n", 3))
+    p = write_recipe(_table_recipe(bad))
+    out = _cli("run", str(p), "--no-progress", "--nproc", "2")  # found by the preflight, before any process starts
+    assert out.returncode == 2
+    assert out.stderr.count("error: 3 rows have no label in column 'label'. Fix: drop them.") == 1, out.stderr
+    assert not Path("runs").exists()
+    taken = Path("runs/tiny")  # found by the workers, after the preflight: the run directory is taken
+    taken.mkdir(parents=True)
+    (taken / "recipe.yaml").write_text("name: tiny\n")
+    out = _cli("run", str(write_recipe(tiny_recipe())), "--no-progress", "--nproc", "2")
+    assert out.returncode == 2
+    assert out.stderr.count("error: the run directory runs/tiny already exists") == 1, out.stderr
+    for noise in ("Traceback", "ChildFailedError", "FAILED", "torch/distributed/elastic"):
+        assert noise not in out.stderr, out.stderr
+    assert sorted(p.name for p in taken.iterdir()) == ["recipe.yaml"]

@@ -23,13 +23,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- commands
-def _relaunch(nproc: int, argv: list[str]) -> int:
-    """Re-run this command under torchrun with ``nproc`` processes; return its exit code."""
-    import os
-    import subprocess
+# torchrun in this process's child, quiet about a worker that failed: distill's own message says what went
+# wrong (once, from the parent), so torchrun's ChildFailedError traceback, its "distill FAILED" block and its
+# elastic log lines are left out; its exit code is the first failed worker's
+_LAUNCHER = """
+import logging, sys
+from torch.distributed.run import main
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+logging.disable(logging.ERROR)
+try:
+    main()
+except ChildFailedError as exc:
+    code = exc.get_first_failure()[1].exitcode
+    sys.exit(code if isinstance(code, int) and 0 < code < 256 else 1)
+"""
 
-    if nproc < 1:
-        raise DistillError(f"--nproc must be >= 1 (got {nproc})")
+
+def _relaunch(nproc: int, argv: list[str], debug: bool = False) -> int:
+    """Re-run this command under torchrun with ``nproc`` processes; return its exit code. A worker that stops
+    on an error leaves its message and exit code in a file instead of printing it; the first one (by rank)
+    is printed here, once. With ``--debug`` torchrun runs as it is, tracebacks and all."""
+    import json
+    import subprocess
+    import tempfile
+
     rest, skip = [], False
     for a in argv:
         if skip:
@@ -41,21 +58,33 @@ def _relaunch(nproc: int, argv: list[str]) -> int:
         if a.startswith("--nproc="):
             continue
         rest.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "distill", *rest]
-    import tempfile
-
+    launcher = ["-m", "torch.distributed.run"] if debug else ["-c", _LAUNCHER]
+    cmd = [sys.executable, *launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "distill", *rest]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        # torchrun reports any failed worker as exit code 1; a worker that stops on a user
-        # error (DistillError) leaves its own exit code here so that we can return it
         env["DISTILL_EXIT_FILE"] = str(Path(tmp) / "exit")
-        print(f"launching {nproc} processes: {' '.join(cmd[1:])}", file=sys.stderr)
+        print(f"launching {nproc} processes: torchrun --nproc_per_node={nproc} -m distill {' '.join(rest)}",
+              file=sys.stderr)  # fmt: skip
         done = subprocess.run(cmd, env=env)
-        exit_file = Path(env["DISTILL_EXIT_FILE"])
-        if done.returncode != 0 and exit_file.exists():
-            return int(exit_file.read_text().strip() or done.returncode)
-    return done.returncode
+        if done.returncode == 0 or debug:
+            return done.returncode
+        reports = []
+        ranked = [f for f in Path(tmp).glob("exit.*") if f.suffix[1:].isdigit()]
+        for f in sorted(ranked, key=lambda f: int(f.suffix[1:])):
+            try:
+                reports.append(json.loads(f.read_text()))
+            except (OSError, ValueError):
+                continue
+    if not reports:
+        print(f"error: a process of the {nproc}-process run stopped with exit code {done.returncode} before it could "
+              "say why (killed, or out of memory?). Fix: rerun with --debug for every process's output, or without "
+              "--nproc.", file=sys.stderr)  # fmt: skip
+        return done.returncode if done.returncode > 0 else 1
+    first = reports[0]
+    if first.get("message"):
+        print(first["message"], file=sys.stderr)
+    return int(first.get("code", done.returncode) or 1)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -68,10 +97,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)  # validate before starting processes
     task = task_of_recipe(recipe)
+    if args.nproc < 1:
+        raise DistillError(f"--nproc must be >= 1 (got {args.nproc}). Fix: give the number of processes, e.g. --nproc 2.")
     if args.nproc != 1 and task.nproc is not None:
         raise UnsupportedError(f"--nproc {args.nproc}: {task.nproc}.")
     if args.nproc != 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch(args.nproc, args.argv)
+        _preflight_for(recipe, args.nproc)  # a bad input is said once, here, before any process starts
+        return _relaunch(args.nproc, args.argv, debug=args.debug)
     try:
         result = api.run(recipe, resume=args.resume, overwrite=args.overwrite,
                          progress=not (args.no_progress or args.quiet), console=not args.quiet)  # fmt: skip
@@ -80,6 +112,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:
         print(result.table_markdown)
     return 0
+
+
+def _preflight_for(recipe: object, nproc: int) -> None:
+    """The run's preflight (the checks ``distill recipe --check`` makes) for ``nproc`` processes, in this process."""
+    from distill import api
+
+    before = os.environ.get("DISTILL_NPROC")
+    os.environ["DISTILL_NPROC"] = str(nproc)
+    try:
+        api.check(recipe, console=False)
+    finally:
+        if before is None:
+            os.environ.pop("DISTILL_NPROC", None)
+        else:
+            os.environ["DISTILL_NPROC"] = before
 
 
 def _close_process_group() -> None:
@@ -246,36 +293,50 @@ def main(argv: list[str] | None = None) -> int:
     from distill.core.logs import setup_logging
 
     setup_logging(None)  # this command's stderr (a command may set it up again, quieter or with its run.log)
+    message = ""
     try:
         code = func(args)
     except DistillError as exc:
-        if os.environ.get("DISTILL_EXIT_FILE"):
-            Path(os.environ["DISTILL_EXIT_FILE"]).write_text(str(exc.exit_code))
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        code = exc.exit_code
+        message, code = f"error: {exc}", exc.exit_code
     except OSError as exc:  # a file-system problem no check caught: say which path and why, not a traceback
         if args.debug:
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot access{where}: {exc.strerror or exc}. Fix: check that the path exists and that you "
-              "may read and write it (--debug shows where it happened).", file=sys.stderr)  # fmt: skip
+        message = (f"error: cannot access{where}: {exc.strerror or exc}. Fix: check that the path exists and that you "
+                   "may read and write it (--debug shows where it happened).")  # fmt: skip
         code = 2
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("\ninterrupted: the last finished epoch is checkpointed; continue with --resume", file=sys.stderr)
-        code = 130
+        message, code = "\ninterrupted: the last finished epoch is checkpointed; continue with --resume", 130
     except Exception as exc:  # not a user error we foresaw: one line, not a traceback; --debug shows it
         if args.debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc}\nThis is a bug in distill or in code of yours that it "
-              "called (a factory, a model's forward). Rerun with --debug for the traceback.", file=sys.stderr)  # fmt: skip
+        message = (f"error: unexpected {type(exc).__name__}: {exc}\nThis is a bug in distill or in code of yours that "
+                   "it called (a factory, a model's forward). Rerun with --debug for the traceback.")  # fmt: skip
         code = 1
+    if message:
+        _say(message, code)
     if _torchrun_worker():
         _worker_exit(code)
     return code
+
+
+def _say(message: str, code: int) -> None:
+    """Print the error; in a worker that ``distill run --nproc`` launched, leave it (and the exit code) for the
+    parent instead, which prints the first worker's once (every worker usually meets the same error)."""
+    import json
+
+    target = os.environ.get("DISTILL_EXIT_FILE")
+    if not (target and _torchrun_worker()):
+        print(message, file=sys.stderr)
+        return
+    rank = os.environ.get("RANK", "0")
+    tmp = Path(f"{target}.{rank}.tmp")
+    tmp.write_text(json.dumps({"code": code, "message": message}))
+    tmp.replace(f"{target}.{rank}")
 
 
 def _torchrun_worker() -> bool:
