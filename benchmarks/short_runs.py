@@ -3,7 +3,7 @@ results written to a scratch folder (never over benchmarks/results/). A check th
 after a change; the figures it prints are smoke-run figures, not results.
 
     .venv/bin/python benchmarks/short_runs.py            # all, ~20-30 min on 2 cores
-    .venv/bin/python benchmarks/short_runs.py overhead lm  # some
+    .venv/bin/python benchmarks/short_runs.py overhead lm  # some: their rows replace those of the last run
 
 Writes benchmarks/results/short_runs.{json,md}: per benchmark the command, exit code, wall time and the last
 lines it printed. Needs what the suites need: Debian's dataset-fashion-mnist and fortunes, the `embeddings`
@@ -72,11 +72,20 @@ def main(argv: list[str]) -> int:
             print(f"[short] {name} ...", file=sys.stderr, flush=True)
             rows.append(run_one(name, Path(tmp) / name, timeout=1800))
             print(f"[short] {name}: exit {rows[-1]['exit_code']} in {rows[-1]['seconds']} s", file=sys.stderr, flush=True)
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": rows, "no_short_mode": NO_SHORT_MODE}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for r in rows:
+        r["date"] = now
+    if argv and (RESULTS / "short_runs.json").is_file():  # some suites: their rows replace those of the last full run
+        kept = {r["benchmark"]: r for r in json.loads((RESULTS / "short_runs.json").read_text())["runs"]}
+        for r in kept.values():
+            r.setdefault("date", json.loads((RESULTS / "short_runs.json").read_text())["date"])
+        kept.update({r["benchmark"]: r for r in rows})
+        rows = [kept[n] for n in RUNS if n in kept]
+    out = {"date": now, "runs": rows, "no_short_mode": NO_SHORT_MODE}
     command = " ".join(["python benchmarks/short_runs.py", *argv])
-    md = ["# Short runs of the maintained benchmarks", "", f"{out['date']} · `{command}`", "",
-          "| benchmark | command | exit | seconds |", "|---|---|---|---|"]  # fmt: skip
-    md += [f"| {r['benchmark']} | `{r['command']}` | {r['exit_code']} | {r['seconds']} |" for r in rows]
+    md = ["# Short runs of the maintained benchmarks", "", f"{out['date']} · `{command}` (each row: when it ran)", "",
+          "| benchmark | command | exit | seconds | ran |", "|---|---|---|---|---|"]  # fmt: skip
+    md += [f"| {r['benchmark']} | `{r['command']}` | {r['exit_code']} | {r['seconds']} | {r['date'][:16]} |" for r in rows]
     if NO_SHORT_MODE:
         md += ["", f"No short mode yet (not run here): {', '.join(NO_SHORT_MODE)}.", ""]
     for r in rows:
