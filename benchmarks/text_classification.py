@@ -53,7 +53,7 @@ SEEDS = (0, 1, 2)
 # labelled sample (70/10/20 train/validation/test), transfer-set cap, token limit: what fits an hour on one thread
 SIZES = {
     "builtin:wordnet-lexnames": {"max_examples": 4000, "max_transfer": 15000, "max_length": 64},
-    "builtin:fortunes-topics": {"max_examples": 2000, "max_transfer": 6000, "max_length": 48},
+    "builtin:fortunes-topics": {"max_examples": 1500, "max_transfer": 6000, "max_length": 40, "layer_epochs": 2},
 }
 QUICK = {"max_examples": 1500, "max_transfer": 3000, "max_length": 64}
 GROUPS = ("layers-0-5", "layers-0-5-hard", "static", "static-hard")
@@ -70,6 +70,8 @@ def corpus_recipe(source: str, work: Path, quick: bool) -> dict[str, Any]:
     for seed in SEEDS:
         for name, spec in base.items():
             train = {**raw["train"], **spec.get("train", {}), "seed": seed}
+            if spec["kind"] == "layers" and "layer_epochs" in size:
+                train["epochs"] = size["layer_epochs"]
             if quick:
                 train["epochs"] = 1
             students.append({**copy.deepcopy(spec), "name": f"{name}-s{seed}", "train": train})
@@ -79,7 +81,8 @@ def corpus_recipe(source: str, work: Path, quick: bool) -> dict[str, Any]:
     if quick:
         raw["teacher"]["epochs"] = 1
     raw["name"] = source.split(":")[1]
-    raw["eval"] = {"batch_size": 64, "speed_texts": 512, "latency_texts": 100}
+    raw["eval"] = {"batch_size": 64, "speed_texts": 512, "latency_texts": 100,
+                   "allow_chance_teacher": quick}  # a 1-epoch teacher may be at chance: --quick checks that it runs
     raw["export"] = {"onnx": False}  # the ONNX path is the tests' (raw text in, the in-run accuracy out)
     raw["output"] = {"dir": str(work / raw["name"]), "report": False, "cache_dir": str(work / "cache")}
     return raw
@@ -147,31 +150,45 @@ def corpus_lines(source: str, raw: dict[str, Any], stats: dict[str, Any], a: dic
     return md
 
 
+def corpus_entry(raw: dict[str, Any], run_dir: Path, quick: bool) -> dict[str, Any]:
+    """One corpus's part of the result, from its finished run directory."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = metrics["models"]
+    agg = aggregate(rows)
+    return {"recipe": raw, "run_dir": str(run_dir), "data": metrics["data"] | {"labels": None},
+            "wall_seconds": metrics["seconds"], "summary": agg, "targets": {} if quick else judge(agg),
+            "table": (run_dir / "comparison.md").read_text(),
+            "models": [{k: v for k, v in r.items() if k not in {"history", "per_class_accuracy"}} for r in rows]}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1,500 texts, 1 epoch each: a check that it runs")
     ap.add_argument("--out", help="write STEM.json and STEM.md instead of benchmarks/results/text_classification")
+    ap.add_argument("--corpus", action="append", choices=list(SIZES), help="run only this corpus (repeatable)")
+    ap.add_argument("--assemble", nargs="+", metavar="RUN_DIR", help="write the result from finished run directories "
+                    "(one per corpus, e.g. two single-thread processes run side by side) instead of running")  # fmt: skip
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="text-classification-"))
     t0 = time.perf_counter()
     corpora: dict[str, Any] = {}
-    for source in SIZES:
+    if args.assemble:
+        import yaml
+
+        for d in map(Path, args.assemble):
+            raw = yaml.safe_load((d / "recipe.yaml").read_text())
+            corpora[raw["data"]["source"]] = corpus_entry(raw, d, args.quick)
+    work = Path(tempfile.mkdtemp(prefix="text-classification-"))
+    for source in [] if args.assemble else (args.corpus or list(SIZES)):
         raw = corpus_recipe(source, work, args.quick)
-        started = time.perf_counter()
         result = distill.run(distill.load_recipe(raw=raw), progress=False, console=False)
-        metrics = json.loads((result.run_dir / "metrics.json").read_text())
         shutil.rmtree(result.run_dir / "checkpoints", ignore_errors=True)  # 12 students' epochs: gigabytes
-        agg = aggregate(result.rows)
-        corpora[source] = {"recipe": raw, "run_dir": str(result.run_dir), "data": metrics["data"] | {"labels": None},
-                           "wall_seconds": round(time.perf_counter() - started, 1), "summary": agg,
-                           "targets": {} if args.quick else judge(agg), "table": result.table_markdown,
-                           "models": [{k: v for k, v in r.items() if k not in {"history", "per_class_accuracy"}}
-                                      for r in result.rows]}  # fmt: skip
-    out = results_io.header("text_classification", quick=args.quick, wall_seconds=round(time.perf_counter() - t0, 1),
-                            seeds=list(SEEDS), corpora=corpora)  # fmt: skip
+        corpora[source] = corpus_entry(raw, result.run_dir, args.quick)
+    wall = sum(c["wall_seconds"] for c in corpora.values()) if args.assemble else time.perf_counter() - t0
+    out = results_io.header("text_classification", quick=args.quick, wall_seconds=round(wall, 1), seeds=list(SEEDS),
+                            corpora=corpora)  # fmt: skip
     md = results_io.title_lines("Text classification: all-MiniLM-L6-v2 distilled, against hard-label twins", out)
     md += [f"Command: `{out['command']}`. Each corpus: one run, teacher fine-tuned once, students with train.seed "
            f"{', '.join(map(str, SEEDS))} (mean ± sample std). Speed-ups over the teacher, raw text in, labels out, "
