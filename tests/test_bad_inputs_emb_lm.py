@@ -227,3 +227,18 @@ def test_lm_separator_lines_without_data_separator_are_warned_about(lm_root: Pat
     assert "looks like a document separator" in json.loads(Path("runs/lm/metrics.json").read_text())["data"]["warnings"][0]
     raw["data"]["separator"] = "%"  # with the separator set: no warning
     assert main(["recipe", "--check", _write(raw)]) == 0 and "separator" not in capsys.readouterr().err
+
+
+def test_embedding_teacher_with_missing_weights_is_refused(emb_root: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    half = tmp_path / "half"
+    shutil.copytree(emb_root / "st-teacher", half)
+    weights = load_file(str(half / "model.safetensors"))
+    gone = next(k for k in weights if "encoder.layer.0.attention.self.query.weight" in k)
+    weights.pop(gone)
+    save_file(weights, str(half / "model.safetensors"), metadata={"format": "pt"})
+    err = refused(emb_raw(emb_root, path=str(half)), capsys)
+    assert "1 tensor(s) missing" in err and "encoder.layer.0.attention.self.query.weight" in err and "at random" in err

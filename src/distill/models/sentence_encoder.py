@@ -278,8 +278,12 @@ def load_sentence_encoder(
     hf_dir, pool_mode, norm, dense, seq = _read_modules(root)
     kept = _check_model_folder(root, hf_dir).get("distill_kept_heads")
     try:
-        backbone = (load_head_pruned(hf_dir, kept, trust_remote_code=trust_remote_code) if kept else
-                    AutoModel.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code))  # fmt: skip
+        if kept:
+            backbone = load_head_pruned(hf_dir, kept, trust_remote_code=trust_remote_code)
+        else:
+            backbone, info = AutoModel.from_pretrained(str(hf_dir), local_files_only=True, output_loading_info=True,
+                                                       trust_remote_code=trust_remote_code)  # fmt: skip
+            _check_loading_info(hf_dir, backbone, info)
         tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
     except ModelError:
         raise
@@ -325,6 +329,20 @@ def _check_model_folder(root: Path, hf_dir: Path) -> dict[str, Any]:
             f"modules have their own config.json: is teacher.path a subfolder?). Fix: {_FOLDER_FIX}"
         )
     return cfg
+
+
+def _check_loading_info(hf_dir: Path, backbone: nn.Module, info: dict[str, Any]) -> None:
+    """Weights the folder lacks (or holds in another shape) would be used at their random initialisation; the
+    pooler is not used (sentence embeddings pool the token states), so it may be missing."""
+    missing = sorted(str(k) for k in info.get("missing_keys") or [] if "pooler." not in f".{k}")
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        names = missing + mismatched
+        raise ModelError(
+            f"the weights in {hf_dir} do not fill {type(backbone).__name__}: {len(missing)} tensor(s) missing and "
+            f"{len(mismatched)} of another shape ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+            f"transformers would initialise them at random, a half-trained encoder. Fix: {_FOLDER_FIX}"
+        )
 
 
 def position_limit(config: Any) -> int | None:
