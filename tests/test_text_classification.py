@@ -92,8 +92,10 @@ def test_a_finetuned_teacher_is_distilled_into_students_that_ship(finetuned: Pat
     assert metrics["data"]["labels"] == ["animals", "computing", "weather"]
     # the transfer set: the file's texts less those in the labelled splits, trained on by the distilled students
     from distill.tasks.text_classification.data import load_labelled_texts
+    from distill.tasks.text_classification.transfer import with_transfer
 
-    data = load_labelled_texts(distill.load_recipe(path=finetuned / "recipe.yaml").data)
+    cfg = distill.load_recipe(path=finetuned / "recipe.yaml").data
+    data = with_transfer(load_labelled_texts(cfg), cfg)
     assert data.transfer is not None and metrics["data"]["transfer"] == len(data.transfer) <= 120
     held = set(data.train.texts + data.val.texts + data.test.texts)
     assert not held & set(data.transfer.texts) and (data.transfer.labels == -1).all()
@@ -209,7 +211,7 @@ def test_bad_data_is_refused_before_anything_is_written(world: dict[str, Path], 
     _refused(with_data(label_column="topic"), capsys, tmp_path, "no column 'topic'", "columns: text, label")
     _refused(with_data(label_column="text"), capsys, tmp_path, "also a text column")
     few = labelled_rows(60) + [("a lone plant text", "plants")]
-    _refused(with_data(source=str(write_csv(tmp_path / "few.csv", few))), capsys, tmp_path, "plants (1)")
+    _refused(with_data(source=str(write_csv(tmp_path / "few.csv", few))), capsys, tmp_path, "'plants' (1)")
     blank = labelled_rows(60) + [("   ", "animals")]
     _refused(with_data(source=str(write_csv(tmp_path / "blank.csv", blank))), capsys, tmp_path, "blank text")
     one = [(t, "animals") for t, _ in labelled_rows(30)]
@@ -403,3 +405,26 @@ def test_a_decoder_teacher_gpt2_style(tmp_path: Path) -> None:
     for name in ("l1", "static"):
         cfg = json.loads((result.run_dir / "students" / name / "onnx" / "config.json").read_text())
         assert cfg["inputs"] == ["input_ids", "attention_mask"] and cfg["labels"] == ["animals", "computing", "weather"]
+
+
+def test_label_spellings_and_tiny_classes_are_refused_and_students_at_chance_said(
+        world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    from distill.tasks.text_classification.results import students_at_chance, summary
+
+    rows = labelled_rows(120)
+    spaced = [(t, lab + " " if i % 4 == 0 else lab) for i, (t, lab) in enumerate(rows)]  # "animals " beside "animals"
+    r = raw(world, "spelled")
+    r["data"]["source"] = str(write_csv(tmp_path / "spaced.csv", spaced))
+    r["output"]["dir"] = str(tmp_path / "spelled")
+    _refused(r, capsys, tmp_path, "differ only by surrounding spaces or case", "'animals '", "Fix: clean the labels")
+    r["data"]["source"] = str(write_csv(tmp_path / "tiny.csv", rows + [("a lone text about tea", "drinks")]))
+    _refused(r, capsys, tmp_path, "fewer than 3 samples", "'drinks' (1)")
+    # a student no better than always answering the commonest class is flagged, loudly, in its row and the summary
+    labels = np.repeat(np.arange(3), 20)
+    table = [{"role": "teacher", "name": "t", "accuracy": 0.9},
+             {"role": "student", "name": "good", "accuracy": 0.8, "retention": 0.89, "size_bytes": 1},
+             {"role": "student", "name": "flat", "accuracy": 0.34, "retention": 0.38, "size_bytes": 1}]
+    lines = students_at_chance(table, labels, 3)
+    assert [r["at_chance"] for r in table[1:]] == [False, True] and len(lines) == 1
+    assert "student flat is at chance level" in lines[0] and "Fix:" in lines[0]
+    assert summary(table)["at_chance"] == ["flat"]

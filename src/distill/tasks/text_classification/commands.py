@@ -16,6 +16,7 @@ from distill.tasks.text_classification.measure import export_students, time_mode
 from distill.tasks.text_classification.pipeline import Setup, TextResult, load_teacher, student_stage
 from distill.tasks.text_classification.signal import teacher_logits
 from distill.tasks.text_classification.data import load_labelled_texts
+from distill.tasks.text_classification.transfer import with_transfer
 from distill.tasks.text_classification.results import quality, render_table
 
 
@@ -23,7 +24,7 @@ def _loaded(run_dir: str | Path) -> tuple[Any, Path, Setup]:
     """The recipe, the run directory, and its data, teacher and students loaded from the run (nothing trained)."""
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
-    data = load_labelled_texts(recipe.data)
+    data = with_transfer(load_labelled_texts(recipe.data), recipe.data)
     if recipe.teacher.kind == "finetune":
         teacher, _ = load_text_model(run_dir / "teacher")
         tpath = run_dir / "teacher"

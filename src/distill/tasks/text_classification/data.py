@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 
 from distill.core.logs import log
 from distill.data.corpus import FORTUNES_DIR, WORDNET_DIR, fortune_entries, is_prose, wordnet_glosses
+from distill.data.labels import label_variants, small_classes, small_classes_message, variants_message
 from distill.errors import DataError
 from distill.tasks.text_classification.recipe import BUILTIN_TEXT_SETS, TextDataConfig
 
@@ -58,6 +60,7 @@ class LabelledTexts:
     dropped_conflicts: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     transfer: Split | None = None  # unlabelled texts (labels -1) the students learn the teacher's soft labels on
+    unsampled: Split | None = None  # with data.transfer: the source's labelled texts outside the sample (transfer.py)
 
     @property
     def num_labels(self) -> int:
@@ -224,17 +227,18 @@ def load_labelled_texts(cfg: TextDataConfig) -> LabelledTexts:
                     len(conflicted))  # fmt: skip
     keys = sorted(by_id)  # stable: by id, not by file order
     names = _order_labels({by_id[k][2] for k in keys})
+    variants = label_variants(names)
+    if variants:
+        counts_by_name = dict(Counter(by_id[k][2] for k in keys))
+        raise DataError(variants_message(variants, cfg.source, counts_by_name))
     if len(names) < 2:
         raise DataError(f"{cfg.source} has one class ({names[0] if names else 'none'}): nothing to classify. Fix: give "
                         "texts of at least two labels.")  # fmt: skip
     index = {n: i for i, n in enumerate(names)}
     y = np.array([index[by_id[k][2]] for k in keys], dtype=np.int64)
-    counts = np.bincount(y, minlength=len(names))
-    rare = [f"{names[c]} ({counts[c]})" for c in np.flatnonzero(counts < 3)]
-    if rare:
-        raise DataError(f"{cfg.source}: {len(rare)} classes have fewer than 3 texts, too few to appear in train, "
-                        f"validation and test: {', '.join(rare[:10])}. Fix: add texts of those classes or remove "
-                        "their rows.")  # fmt: skip
+    small = small_classes(by_id[k][2] for k in keys)
+    if small:
+        raise DataError(small_classes_message(small, cfg.source))
     # each example's place in its class is a hash of the seed and its id: the split does not depend on the file's
     # order, and adding or removing a few texts moves only those
     rank = np.array([int(hashlib.sha1(f"{cfg.seed}:{k}".encode()).hexdigest()[:12], 16) for k in keys])
@@ -257,17 +261,13 @@ def load_labelled_texts(cfg: TextDataConfig) -> LabelledTexts:
 
     out = LabelledTexts(names, split(parts["train"]), split(parts["val"]), split(parts["test"]), cfg.source,
                         dropped_conflicts=len(conflicted))  # fmt: skip
-    if cfg.transfer is not None:
-        from distill.tasks.text_classification.transfer import transfer_split
-
+    if cfg.transfer is not None:  # its texts are read by transfer.with_transfer, which may take these
         taken = set(chosen.tolist())
-        left_out = split([i for i in range(len(keys)) if i not in taken])
-        out.transfer = transfer_split(cfg, out, left_out)
+        out.unsampled = split([i for i in range(len(keys)) if i not in taken])
     out.stats = {"classes": len(names), "train": len(out.train), "val": len(out.val), "test": len(out.test),
-                 "transfer": len(out.transfer) if out.transfer is not None else 0,
-                 "dropped_conflicting_labels": len(conflicted), "pairs": pairs is not None}  # fmt: skip
-    log.info("data: %s, %d classes, %d train / %d validation / %d test texts, %d transfer texts", cfg.source,
-             len(names), len(out.train), len(out.val), len(out.test), out.stats["transfer"])  # fmt: skip
+                 "transfer": 0, "dropped_conflicting_labels": len(conflicted), "pairs": pairs is not None}  # fmt: skip
+    log.info("data: %s, %d classes, %d train / %d validation / %d test texts", cfg.source,
+             len(names), len(out.train), len(out.val), len(out.test))  # fmt: skip
     return out
 
 

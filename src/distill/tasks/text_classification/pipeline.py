@@ -32,11 +32,13 @@ from distill.tasks.text_classification.folders import count_parameters, folder_b
 from distill.tasks.text_classification.data import LabelledTexts, load_labelled_texts
 from distill.tasks.text_classification.recipe import TextClassificationRecipe, TextStudentConfig
 from distill.tasks.text_classification import students as S
-from distill.tasks.text_classification.results import fit_tfidf_baseline, join_pairs, quality, render_table, summary
+from distill.tasks.text_classification.results import (
+    fit_tfidf_baseline, join_pairs, quality, render_table, students_at_chance, summary,
+)
 from distill.tasks.text_classification.signal import check_against_chance, teacher_logits
 from distill.tasks.text_classification.measure import export_students, time_models
 from distill.tasks.text_classification.train import Objective, Schedule, fit
-from distill.tasks.text_classification.transfer import training_rows
+from distill.tasks.text_classification.transfer import training_rows, with_transfer
 
 # Chosen on a tuning split of WordNet (data.seed 1; benchmarks/text_classification.py's recipe, 2026-12-03): layers
 # 0 and 5 copied from the fine-tuned teacher, 4 epochs, kept 97.8% of its test accuracy at 3e-4, 95.6% at 1e-4.
@@ -100,7 +102,7 @@ def preflight(recipe: TextClassificationRecipe) -> Setup:
             require({"onnx": "export", "onnxruntime": "export"}, "export.onnx (ONNX folders of the students)")
     data = teacher = None
     with problems.check():
-        data = load_labelled_texts(recipe.data)
+        data = with_transfer(load_labelled_texts(recipe.data), recipe.data)
     with problems.check():
         teacher, tpath = load_teacher(recipe, data.label_names if data is not None else None)
     students: dict[str, M.TextModel] = {}
@@ -189,10 +191,11 @@ def start_processes() -> Ranks:
     if "WORLD_SIZE" not in os.environ:
         return Ranks()
     import torch
-    from accelerate import Accelerator
+
+    from distill.core.accelerate import make_accelerator
 
     with torch.random.fork_rng(devices=[]):
-        Accelerator(cpu=not torch.cuda.is_available())
+        make_accelerator()  # under torchrun: the process group (gloo without a GPU)
     return Ranks.current()
 
 
@@ -237,6 +240,9 @@ def _run(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, ranks: R
     if recipe.export.onnx:
         export_students(recipe, setup, models, rows, run_dir)
     table = render_table(rows, teacher_pass_seconds=teacher_pass)
+    for line in students_at_chance(rows, data.test.labels, len(data.label_names)):
+        log.warning("%s", line)
+        table += f"\n**{line}**\n"
     write_results(recipe, setup, run_dir, rows, table, teacher_pass, time.perf_counter() - started, ranks.world)
     if recipe.output.report:
         from distill.tasks.text_classification.report import write_text_report

@@ -84,13 +84,31 @@ def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | No
     return "\n".join(lines + notes) + "\n"
 
 
+def students_at_chance(rows: list[dict[str, Any]], labels: np.ndarray, num_classes: int) -> list[str]:
+    """Mark each student row ``at_chance`` (:func:`distill.report.chance.chance_level` on the test split) and
+    return the loud line for each one that is: the run still succeeds, but must not read as a success."""
+    from distill.report.chance import chance_level, chance_message
+
+    lines = []
+    for r in rows:
+        if r["role"] != "student":
+            continue
+        verdict = chance_level(r["accuracy"], labels, num_classes)
+        r["at_chance"] = verdict["at_chance"]
+        if verdict["at_chance"]:
+            lines.append(chance_message(f"student {r['name']}", verdict, "lower its train.lr or train it longer "
+                                        "(train.epochs); check that the teacher is good (its row above)."))
+    return lines
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The best student by test accuracy, its retention, speed-up and size cut; the baseline's accuracy."""
     teacher = rows[0]
     students = [r for r in rows if r["role"] == "student"]
     best = max(students, key=lambda r: r["accuracy"]) if students else None
     base = next((r for r in rows if r["role"] == "baseline"), None)
-    out: dict[str, Any] = {"teacher_accuracy": teacher["accuracy"]}
+    out: dict[str, Any] = {"teacher_accuracy": teacher["accuracy"],
+                           "at_chance": [r["name"] for r in students if r.get("at_chance")]}
     if best is not None:
         out.update(best_student=best["name"], best_accuracy=best["accuracy"], retention=best["retention"],
                    speedup_b1=best.get("speedup_b1"), size_ratio=best["size_bytes"] / teacher["size_bytes"]

@@ -22,6 +22,14 @@ from distill.tasks.text_classification.models import Encoded
 from distill.tasks.text_classification.recipe import TextDataConfig
 
 
+def with_transfer(data: LabelledTexts, cfg: TextDataConfig) -> LabelledTexts:
+    """``data`` (from :func:`~.data.load_labelled_texts`) with its transfer set, when ``cfg.transfer`` names one."""
+    if cfg.transfer is not None:
+        data.transfer = transfer_split(cfg, data, data.unsampled or Split([], None, np.zeros(0, np.int64), []))
+        data.stats["transfer"] = len(data.transfer)
+    return data
+
+
 def transfer_split(cfg: TextDataConfig, data: LabelledTexts, left_out: Split) -> Split:
     """The transfer texts ``cfg.transfer`` names (``left_out``: the source's texts outside the labelled sample)."""
     assert cfg.transfer is not None
