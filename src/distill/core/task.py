@@ -107,7 +107,7 @@ TASKS: dict[str, Task] = {
             "compress": "distill.tasks.classification.stages:compress_run",
             "export": "distill.tasks.classification.stages:export_run",
             "bench": "distill.tasks.classification.bench:bench_run",
-            "report": "distill.report:write_classification_report",
+            "report": "distill.tasks.classification.report:write_classification_report",
             "layers": "distill.tasks.classification.builders:list_layers",
         },
     ),

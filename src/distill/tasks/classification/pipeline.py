@@ -364,7 +364,7 @@ def _optional_stages(recipe: Recipe, run_dir: Path, metrics: dict[str, Any], pro
         metrics["export"] = export_run(run_dir)
         write_json(run_dir / "metrics.json", metrics)
     if recipe.output.report:
-        from distill.report import write_classification_report
+        from distill.tasks.classification.report import write_classification_report
 
         written = write_classification_report(run_dir)
         log.info("report: %s", "; ".join(str(p) for p in written))
