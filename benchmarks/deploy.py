@@ -28,7 +28,7 @@ from distill.api import bench as bench_run
 from distill.api import compress as compress_run
 from distill.api import export as export_run
 from distill.tasks.classification.bench import render_bench
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent
 SOURCE = ROOT / ".work" / "fashion_mnist" / "seed0"

@@ -66,7 +66,7 @@ import torch
 
 from distill import run  # the public API (the same call for every task)
 from distill.tasks.embedding.table import render_table
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.core.recipes import validate_recipe
 
 ROOT = Path(__file__).resolve().parent

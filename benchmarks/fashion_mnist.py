@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from distill import run  # the public API (the same call for every task)
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.data import FASHION_MNIST_DIR
 from distill.core.recipes import validate_recipe
 from distill.core.results import by_role

@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from distill.compress import dynamic_int8, sensitivity_int8  # noqa: E402
-from distill.fsutil import write_json, write_text  # noqa: E402
+from distill.core.fsutil import write_json, write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODULES = ["os", "json", "collections", "argparse", "pathlib", "itertools", "functools", "logging", "subprocess",

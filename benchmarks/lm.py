@@ -35,7 +35,7 @@ import torch
 from distill.tasks.causal_lm.loop import Objective, block_batches, fit_lm
 from distill.tasks.causal_lm.data import prepare_data, save_model
 from distill.tasks.causal_lm.pipeline import offline_cache
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.losses.token import TOKEN_LOSSES
 from distill.tasks.causal_lm.models import count_parameters, macs_per_token
 from distill.tasks.causal_lm.signal import (

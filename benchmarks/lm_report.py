@@ -247,7 +247,7 @@ def markdown(out: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import argparse
 
-    from distill.fsutil import write_text
+    from distill.core.fsutil import write_text
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default=str(RESULTS / "lm.json"), help="the saved result to render")

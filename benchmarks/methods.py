@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from distill import run  # the public API (the same call for every task)
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.core.recipes import validate_recipe
 
 ROOT = Path(__file__).resolve().parent

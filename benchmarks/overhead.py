@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         memory_child(args.memory_child, args.vocab)
         return 0
-    from distill.fsutil import write_json, write_text
+    from distill.core.fsutil import write_json, write_text
 
     rounds = args.rounds if args.rounds is not None else (2 if args.quick else 6)
     started = time.time()

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import torch
 
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

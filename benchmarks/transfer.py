@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from distill import run  # the public API (the same call for every task)
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.core.recipes import validate_recipe
 from distill.core.results import by_role
 

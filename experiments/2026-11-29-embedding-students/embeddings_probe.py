@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     raw["output"]["dir"] = str(bench.WORK / (("probe-validation" if args.validation else "probe") + (f"-{args.tag}" if args.tag else "")))
     if args.validation:
         from distill.tasks.embedding.pipeline import load_texts
-        from distill.fsutil import write_text
+        from distill.core.fsutil import write_text
 
         train = load_texts(validate_recipe(bench.recipe(False))).train
         path = bench.WORK / "validation.txt"

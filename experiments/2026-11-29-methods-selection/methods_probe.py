@@ -117,7 +117,7 @@ def flip_averaged() -> None:
 
     from distill.tasks.classification.data import build_data
     from distill.tasks.classification.builders import load_run_teacher
-    from distill.fsutil import atomic_path
+    from distill.core.fsutil import atomic_path
     from distill.core.recipes import validate_recipe
     from distill.tasks.classification.objective import accuracy_from_logits, predict_logits
 

@@ -30,7 +30,7 @@ from distill.compress import onnx_int8
 from distill.tasks.classification.data import build_data
 from distill.tasks.classification.stages import _recipe
 from distill.export import OrtRunner, onnx_session
-from distill.fsutil import write_text
+from distill.core.fsutil import write_text
 
 ROOT = Path(__file__).resolve().parents[2] / "benchmarks"  # deploy.py's work files, and results/
 RUN = ROOT / ".work" / "deploy" / "chain"

@@ -17,7 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from distill.errors import ExportError
-from distill.fsutil import atomic_path
+from distill.core.fsutil import atomic_path
 
 log = logging.getLogger("distill")
 ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")

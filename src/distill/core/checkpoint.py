@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from distill.errors import CheckpointError
-from distill.fsutil import sha256_file, write_json, write_with
+from distill.core.fsutil import sha256_file, write_json, write_with
 
 log = logging.getLogger("distill")
 KEEP = 2

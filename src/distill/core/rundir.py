@@ -30,7 +30,7 @@ import yaml
 
 from distill.core.logs import log_to_file
 from distill.errors import DistillError, RunDirError
-from distill.fsutil import file_in_the_way, write_json, write_text
+from distill.core.fsutil import file_in_the_way, write_json, write_text
 
 log = logging.getLogger("distill")
 STATUS = "status.json"

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import ExportError
-from distill.fsutil import atomic_path
+from distill.core.fsutil import atomic_path
 
 log = logging.getLogger("distill")
 

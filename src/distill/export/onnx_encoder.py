@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from distill.errors import ExportError
 from distill.export.onnx import _quiet_legacy_exporter, eval_mode, onnx_session
-from distill.fsutil import atomic_path
+from distill.core.fsutil import atomic_path
 from distill.models.sentence import SentenceEncoder
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from distill.errors import ExportError
 from distill.export.onnx import _quiet_legacy_exporter, eval_mode, onnx_session
-from distill.fsutil import atomic_path, write_json
+from distill.core.fsutil import atomic_path, write_json
 
 
 class _Logits(nn.Module):

@@ -96,7 +96,7 @@ def read_metadata(onnx_path: Path) -> dict[str, Any]:
 
 def ship_folder(folder: Path, meta: dict[str, Any], files: list[str]) -> None:
     """``classifier.json``, ``classifier.py`` and a README saying how to call the files, in ``folder``."""
-    from distill.fsutil import write_json, write_text
+    from distill.core.fsutil import write_json, write_text
 
     write_json(folder / "classifier.json", {**meta, "files": files})
     shutil.copyfile(RUNTIME, folder / "classifier.py")

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import ExportError, ModelError
-from distill.fsutil import sha256_file, write_json, write_with
+from distill.core.fsutil import sha256_file, write_json, write_with
 
 FORMAT = "distill.torch"
 FORMAT_VERSION = 1

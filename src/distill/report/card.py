@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from distill.fsutil import write_text
+from distill.core.fsutil import write_text
 from distill.report.licences import PERMISSIVE, fm_licence, hub_licence, licence_status  # noqa: F401 (re-exported)
 from distill.report.provenance import reproduce_command, teacher_identity, teacher_origin  # noqa: F401 (re-exported)
 from distill.report.run_data import kd_temperature, loss_terms, read_run

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.fsutil import write_text
+from distill.core.fsutil import write_text
 from distill.report.analysis import confusion_matrix, dark_knowledge, per_class_accuracy, top_pairs
 from distill.report.provenance import reproduce_command, teacher_identity, teacher_origin
 from distill.report.run_data import ROLES, RunData, kd_temperature, loss_terms, read_run

@@ -41,7 +41,7 @@ def _model_folders(recipe: Any, run_dir: Path) -> dict[str, Path]:
 def evaluate_lm_run(run_dir: str | Path, *, console: bool = True) -> LMRunResult:
     """Load the teacher, student (and baseline) of a finished run and measure them again side by side on its
     held-out blocks; write eval.json and print the table."""
-    from distill.fsutil import write_json, write_text
+    from distill.core.fsutil import write_json, write_text
 
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)

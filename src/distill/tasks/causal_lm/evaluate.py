@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.tasks.causal_lm.models import count_parameters, macs_per_token
 from distill.tasks.causal_lm.signal import evaluate_lm, lm_logits, samples, tokens_per_second
 

@@ -90,7 +90,7 @@ def train_ce(role: str, model: Any, cfg: Any, data: LMData, *, run_dir: Path, ac
     seconds = time.perf_counter() - t0
     model = getattr(model, "module", model)
     if accelerator.is_main_process:
-        from distill.fsutil import write_json
+        from distill.core.fsutil import write_json
 
         save_model(model, out, data.tokenizer)
         write_json(run_dir / "history" / f"{role}.json", history)
@@ -226,7 +226,7 @@ def sequence_data(recipe: Any, teacher: Any, data: LMData, run_dir: Path, progre
                                           batch_size=recipe.eval.batch_size, progress=progress)  # fmt: skip
             info.update(source="teacher generation", generate_seconds=round(time.perf_counter() - t0, 2))
             log.info("sequence: the teacher wrote %d continuations of %d tokens", n, d.gen_len)
-        from distill.fsutil import write_with
+        from distill.core.fsutil import write_with
 
         tensors = {"ids": ids.contiguous(), "mask": mask.to(torch.uint8).contiguous()}
         write_with(stored, lambda tmp: save_file(tensors, str(tmp)))
@@ -352,7 +352,7 @@ def _student(recipe: Any, student: Any, make_batch: Any, objective: Objective, d
              accelerator: Any, resume: bool, progress: bool,
              stop_after_steps: int | None) -> tuple[Any, list[dict[str, Any]], float]:  # fmt: skip
     """Distil the student (every process), save it and its history (the main process); reuse it when resuming."""
-    from distill.fsutil import write_json
+    from distill.core.fsutil import write_json
 
     out = run_dir / "student"
     if resume and (out / "config.json").exists():

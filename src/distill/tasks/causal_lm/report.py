@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from distill.fsutil import write_text
+from distill.core.fsutil import write_text
 from distill.report.card import hub_licence
 from distill.report.common import (
     figure_png,

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from distill.errors import CacheError
-from distill.fsutil import sha256_file, write_json, write_with
+from distill.core.fsutil import sha256_file, write_json, write_with
 from distill.losses.token import TeacherTopK, dense_sample, dense_topk
 from distill.losses.token_views import DRAWS
 from distill.tasks.causal_lm.topk_cache import (

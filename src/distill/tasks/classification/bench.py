@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.builders import load_run_teacher
 from distill.tasks.classification.stages import _accuracy, _builder, _load_student, _recipe

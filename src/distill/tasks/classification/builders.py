@@ -12,7 +12,7 @@ from torch import nn
 from distill.core.recipes import run_recipe
 from distill.data import DataBundle
 from distill.errors import ModelError, RunDirError, TeacherError
-from distill.fsutil import write_with
+from distill.core.fsutil import write_with
 from distill.models import build, build_from_factory
 from distill.tasks.classification.recipe import Recipe
 from distill.tasks.classification.teachers import TorchTeacher, build_teacher_module, load_weights

@@ -17,7 +17,7 @@ from distill.tasks.classification import trees
 from distill.tasks.classification.builders import load_run_recipe, load_run_student, load_run_teacher
 from distill.core.context import torch_threads
 from distill.core.logs import setup_logging
-from distill.fsutil import write_json, write_with
+from distill.core.fsutil import write_json, write_with
 from distill.tasks.classification.recipe import Recipe
 from distill.report import comparison, render_markdown
 from distill.tasks.classification.objective import accuracy_from_logits, predict_logits

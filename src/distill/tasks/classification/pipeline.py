@@ -40,7 +40,7 @@ from distill.tasks.classification.preflight import Setup, check_teacher_beats_ch
 from distill.tasks.classification.signal import student_view, teacher_outputs
 from distill.core.context import environment, run_context
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.core.recipes import validate_recipe
 from distill.tasks.classification.recipe import LossTerm, Recipe, TrainConfig
 from distill.report import licence_status, render_markdown

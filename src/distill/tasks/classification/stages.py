@@ -22,7 +22,7 @@ from distill.tasks.classification.builders import load_run_recipe, load_run_stud
 from distill.tasks.classification.signal import student_view, teacher_outputs
 from distill.tasks.classification.run_files import check_run_files
 from distill.errors import ExportError, RecipeError, UnsupportedError
-from distill.fsutil import write_json
+from distill.core.fsutil import write_json
 from distill.core.recipes import validate_recipe
 from distill.recipe import apply_overrides
 from distill.tasks.classification.recipe import LossTerm, Recipe, TrainConfig

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.fsutil import write_with
+from distill.core.fsutil import write_with
 from distill.tasks.classification.teachers.sklearn import SklearnTeacher
 
 log = logging.getLogger("distill")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from distill.core.logs import log
-from distill.fsutil import atomic_path
+from distill.core.fsutil import atomic_path
 from distill.models.sentence import SentenceEncoder
 
 

@@ -19,7 +19,7 @@ from distill.tasks.embedding.pipeline import EmbedResult, measurer, preflight, r
 from distill.tasks.embedding.students import folder_bytes, load_student, student_encoder
 from distill.tasks.embedding.texts import load_texts
 from distill.errors import RunDirError, UnsupportedError
-from distill.fsutil import write_json
+from distill.core.fsutil import write_json
 from distill.models.sentence import count_parameters
 from distill.tasks.embedding.recipe import EmbeddingRecipe
 

@@ -27,7 +27,7 @@ from distill.core.checkpoint import CheckpointStore
 from distill.core.logs import log, setup_rank_logging
 from distill.core.context import environment, require, torch_threads
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
-from distill.fsutil import write_json, write_text
+from distill.core.fsutil import write_json, write_text
 from distill.models.sentence import SentenceEncoder, count_parameters, load_sentence_encoder
 from distill.tasks.embedding.recipe import EmbeddingRecipe, EmbedStudentConfig
 from distill.tasks.embedding.card import embedding_model_card, teacher_display_name

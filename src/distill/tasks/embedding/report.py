@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.fsutil import write_text
+from distill.core.fsutil import write_text
 from distill.report.common import read_json, load_task_run, fmt, render_page, new_figure, figure_png, style_axes, log_axis_ticks, teacher_licence
 from distill.report.plots import ROLE_COLOURS, data_uri, pareto_front, training_curves
 

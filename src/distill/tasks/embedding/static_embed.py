@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from distill.tasks.embedding import static_model as light
 from distill.errors import ModelError
-from distill.fsutil import write_bytes, write_json, write_text
+from distill.core.fsutil import write_bytes, write_json, write_text
 
 MIN_WEIGHT = 1e-6
 

@@ -10,7 +10,7 @@ from typing import Any
 from distill.core.logs import setup_logging
 from distill.core.recipes import run_recipe
 from distill.errors import RunDirError
-from distill.fsutil import write_json
+from distill.core.fsutil import write_json
 from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model
 from distill.tasks.text_classification.measure import export_students, time_models
 from distill.tasks.text_classification.pipeline import Setup, TextResult, load_teacher, student_stage

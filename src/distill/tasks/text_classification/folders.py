@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.fsutil import write_json
+from distill.core.fsutil import write_json
 from distill.tasks.text_classification.models import (
     KIND_FILE,
     FactoryClassifier,

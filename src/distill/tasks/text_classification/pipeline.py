@@ -26,7 +26,7 @@ from distill.core.distributed import Ranks
 from distill.core.logs import log, setup_rank_logging
 from distill.core.rundir import lifecycle, plan_run_dir, prepare_run_dir
 from distill.errors import Problems, TeacherError
-from distill.fsutil import atomic_path, write_json, write_text
+from distill.core.fsutil import atomic_path, write_json, write_text
 from distill.tasks.text_classification import models as M
 from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model, save_text_model
 from distill.tasks.text_classification.data import LabelledTexts, load_labelled_texts

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from distill.fsutil import write_text
+from distill.core.fsutil import write_text
 
 
 def _histories(metrics: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from distill.core.logs import log
 from distill.errors import TeacherError
-from distill.fsutil import atomic_path
+from distill.core.fsutil import atomic_path
 from distill.tasks.text_classification import models as M
 from distill.tasks.text_classification.data import LabelledTexts
 from distill.tasks.text_classification.recipe import TextClassificationRecipe
@@ -54,7 +54,7 @@ def teacher_logits(recipe: TextClassificationRecipe, data: LabelledTexts, teache
 
 
 def _logits_key(recipe: TextClassificationRecipe, data: LabelledTexts, folder: Path) -> str:
-    from distill.fsutil import sha256_file
+    from distill.core.fsutil import sha256_file
 
     h = hashlib.sha256()
     for p in sorted(Path(folder).rglob("*")):

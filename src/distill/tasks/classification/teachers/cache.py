@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from distill.fsutil import write_with
+from distill.core.fsutil import write_with
 
 log = logging.getLogger("distill")
 
