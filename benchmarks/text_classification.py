@@ -48,6 +48,7 @@ import results_io  # noqa: E402
 
 import distill  # noqa: E402
 from distill.tasks.text_classification.recipe import example_recipe  # noqa: E402
+from distill.tasks.text_classification.results import render_table  # noqa: E402
 
 SEEDS = (0, 1, 2)
 # labelled sample (70/10/20 train/validation/test), transfer-set cap, token limit: what fits an hour on one thread
@@ -157,7 +158,7 @@ def corpus_entry(raw: dict[str, Any], run_dir: Path, quick: bool) -> dict[str, A
     agg = aggregate(rows)
     return {"recipe": raw, "run_dir": str(run_dir), "data": metrics["data"] | {"labels": None},
             "wall_seconds": metrics["seconds"], "summary": agg, "targets": {} if quick else judge(agg),
-            "table": (run_dir / "comparison.md").read_text(),
+            "table": render_table(rows, teacher_pass_seconds=metrics.get("teacher_pass_seconds")),
             "models": [{k: v for k, v in r.items() if k not in {"history", "per_class_accuracy"}} for r in rows]}  # fmt: skip
 
 

@@ -61,7 +61,7 @@ def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | No
     size = rows[0].get("batch_size", 64) if rows else 64
     head = ("| model | kind | test acc | macro-F1 | agrees w/ teacher | retention | size | ONNX | params | "
             f"texts/s b{size} | speed-up b{size} | texts/s b1 | speed-up b1 | train time |")  # fmt: skip
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         train = "-" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f} s"
         speedup = "-" if r.get("speedup_b1") is None else f"{r['speedup_b1']:.1f}x"
