@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import ModelError
+from distill.models.hf_load import check_loading_info
 from distill.models.heads import load_head_pruned
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
@@ -283,7 +284,7 @@ def load_sentence_encoder(
         else:
             backbone, info = AutoModel.from_pretrained(str(hf_dir), local_files_only=True, output_loading_info=True,
                                                        trust_remote_code=trust_remote_code)  # fmt: skip
-            _check_loading_info(hf_dir, backbone, info)
+            check_loading_info(hf_dir, backbone, info, fix=_FOLDER_FIX, what="encoder", unused=("pooler.",))
         tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=trust_remote_code)
     except ModelError:
         raise
@@ -329,20 +330,6 @@ def _check_model_folder(root: Path, hf_dir: Path) -> dict[str, Any]:
             f"modules have their own config.json: is teacher.path a subfolder?). Fix: {_FOLDER_FIX}"
         )
     return cfg
-
-
-def _check_loading_info(hf_dir: Path, backbone: nn.Module, info: dict[str, Any]) -> None:
-    """Weights the folder lacks (or holds in another shape) would be used at their random initialisation; the
-    pooler is not used (sentence embeddings pool the token states), so it may be missing."""
-    missing = sorted(str(k) for k in info.get("missing_keys") or [] if "pooler." not in f".{k}")
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
-    if missing or mismatched:
-        names = missing + mismatched
-        raise ModelError(
-            f"the weights in {hf_dir} do not fill {type(backbone).__name__}: {len(missing)} tensor(s) missing and "
-            f"{len(mismatched)} of another shape ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
-            f"transformers would initialise them at random, a half-trained encoder. Fix: {_FOLDER_FIX}"
-        )
 
 
 def position_limit(config: Any) -> int | None:

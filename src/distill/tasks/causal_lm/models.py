@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from distill.errors import ModelError
+from distill.models.hf_load import check_loading_info
 
 
 _CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")  # the endings of transformers' next-token architectures
@@ -88,23 +89,10 @@ def load_causal_lm(directory: str | Path, *, trust_remote_code: bool = False) ->
         raise ModelError(f"cannot load the model in {d}: {exc}. Fix: check the folder's files.") from None
     except Exception as exc:
         raise ModelError(f"cannot load the model in {d} ({type(exc).__name__}: {exc}). Fix: check the folder's files.") from None
-    _check_loading_info(d, model, info)
+    check_loading_info(d, model, info, fix="point teacher.dir at the complete folder save_pretrained wrote for this "
+                       "model (its config.json and all of its weights).")
     model.eval()
     return model
-
-
-def _check_loading_info(d: Path, model: Any, info: dict[str, Any]) -> None:
-    """Weights the folder lacks (or holds in another shape) would be used at their random initialisation."""
-    missing = sorted(info.get("missing_keys") or [])
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
-    if missing or mismatched:
-        names = missing + mismatched
-        raise ModelError(
-            f"the weights in {d} do not fill {type(model).__name__}: {len(missing)} tensor(s) missing and "
-            f"{len(mismatched)} of another shape ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
-            "transformers would initialise them at random, a half-trained model. Fix: point teacher.dir at the "
-            "complete folder save_pretrained wrote for this model (its config.json and all of its weights)."
-        )
 
 
 def build_causal_lm(
