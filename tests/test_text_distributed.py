@@ -34,14 +34,14 @@ def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     raw = {
         "task": "text_classification", "name": "tc",
         "data": {"source": "texts.csv", "max_length": 32, "transfer": "transfer.txt"},
-        "teacher": {"kind": "finetune", "path": str(tmp_path / "encoder"), "epochs": 4, "lr": 5e-3, "batch_size": 15},
+        "teacher": {"kind": "finetune", "path": str(tmp_path / "encoder"), "epochs": 2, "lr": 5e-3, "batch_size": 15},
         "students": [
             {"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 2, "batch_size": 15, "hidden": 0.5}},
             {"name": "static", "kind": "static", "dim": 8, "ngram_buckets": 32,
              "train": {"epochs": 2, "batch_size": 15, "lr": 1e-2}},
         ],
         # 15 texts a step: shares of 8 and 7; the static student also trains on the transfer set (KD only)
-        "eval": {"speed_texts": 8, "latency_texts": 2, "allow_chance_teacher": True},
+        "eval": {"speed_texts": 8, "latency_texts": 2, "allow_chance_teacher": True, "baseline": False},
         "export": {"onnx": False},
         "output": {"report": False, "cache_dir": str(tmp_path / "cache")},
     }  # fmt: skip
@@ -61,7 +61,7 @@ def test_two_processes_match_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         for ea, eb in zip(ha, hb, strict=True):
             assert ea.keys() == eb.keys()
             for k in ea:
-                assert eb[k] == pytest.approx(ea[k], rel=1e-5, abs=1e-6), (name, k)
+                assert eb[k] == pytest.approx(ea[k], rel=1e-5, abs=2e-6), (name, k)  # histories are rounded to 1e-6
     assert json.loads(Path("runs/one/students/static.train.json").read_text())["transfer_texts"] > 0
     from safetensors.torch import load_file
 

@@ -96,15 +96,17 @@ def _dense(model: TextModel) -> list[nn.Parameter]:
 
 
 def _step_loss(model: TextModel, batch: dict[str, Tensor], labels: Tensor, t_logits: Tensor | None, obj: Objective,
-               teacher: TextModel | None, mapping: list[int] | None, *, rows: int,
-               known: int) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
-    """This process's part of the loss of a global batch of ``rows`` texts (``known`` of them labelled): every
-    term is normalised by the global batch, so the parts of all processes add up to the one-process loss."""
+               teacher: TextModel | None, mapping: list[int] | None, *, rows: int, known: int,
+               tokens: int) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
+    """This process's part of the loss of a global batch of ``rows`` texts (``known`` of them labelled, ``tokens``
+    tokens in all): every term is normalised by the global batch (per-token terms by its tokens), so the parts of
+    all processes add up to the one-process loss."""
     features = (obj.hidden > 0 or obj.attention > 0) and teacher is not None and mapping is not None
     flags = {"hidden": obj.hidden > 0, "attentions": obj.attention > 0}
     out = model.module(**batch, **flags) if features else model.module(**batch)
     logits, s_hidden, s_attn = out if features else (out, None, None)
     share = len(labels) / rows  # the batch-mean terms, weighted by this process's share of the rows
+    token_share = float(batch["attention_mask"].sum()) / tokens  # the per-token terms, by its share of the tokens
     parts: dict[str, Tensor] = {}
     if obj.kd and t_logits is not None:
         parts["kd"] = obj.kd * kd_loss(logits, t_logits, temperature=obj.temperature) * share
@@ -118,10 +120,10 @@ def _step_loss(model: TextModel, batch: dict[str, Tensor], labels: Tensor, t_log
         mask = batch["attention_mask"]
         if s_hidden is not None:
             h = sum(hidden_loss(s_hidden[si + 1], t_hidden[ti + 1], mask) for si, ti in enumerate(mapping))
-            parts["hidden"] = obj.hidden * h / len(mapping) * share
+            parts["hidden"] = obj.hidden * h / len(mapping) * token_share
         if s_attn is not None:
             a = sum(attention_loss(s_attn[si], t_attn[ti], mask) for si, ti in enumerate(mapping))
-            parts["attention"] = obj.attention * a / len(mapping) * share
+            parts["attention"] = obj.attention * a / len(mapping) * token_share
     return sum(parts.values(), logits.new_zeros(())), parts
 
 
@@ -184,7 +186,8 @@ class _Loop:
         if mine:
             batch = self.enc.batch(mine, self.model.uses_token_types)
             loss, parts = _step_loss(self.model, batch, self.y[mine], self.tl[mine] if self.tl is not None else None,
-                                     obj, self.teacher, self.mapping, rows=len(idx), known=known)  # fmt: skip
+                                     obj, self.teacher, self.mapping, rows=len(idx), known=known,
+                                     tokens=sum(len(self.enc.ids[i]) for i in idx))  # fmt: skip
             loss.backward()
         values = torch.stack([parts[k].detach().float() if k in parts else torch.zeros(()) for k in names]) \
             if names else torch.zeros(0)  # fmt: skip
