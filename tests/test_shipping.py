@@ -116,3 +116,13 @@ def test_the_version_is_said_once_and_pyproject_agrees() -> None:
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
     assert distill.__version__ == __version__ == pyproject["project"]["version"]
+
+
+def test_importing_distill_and_its_cli_loads_no_torch() -> None:
+    """`import distill` and `distill --help` stay fast: torch (2 s) loads only when a command needs it."""
+    import subprocess
+    import sys
+
+    code = "import sys, distill, distill.cli, distill.api; assert 'torch' not in sys.modules, 'torch was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -10,12 +10,13 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
 
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """torch runs on ``n`` threads inside the block (None or 0: as it is); the caller's count comes back after."""
+    import torch  # here, not at the top: `import distill` (the API, the CLI's --help) must not load torch
+
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -28,6 +29,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 @contextlib.contextmanager
 def torch_seed(seed: int) -> Iterator[None]:
     """torch's CPU generator seeded with ``seed`` inside the block; the caller's state comes back after."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -37,6 +40,8 @@ def torch_seed(seed: int) -> Iterator[None]:
 def run_context(threads: int | None) -> Iterator[None]:
     """What a run changes of the process, undone after it: the thread count and torch's generator
     (training loops seed it for dropout)."""
+    import torch
+
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
         yield
 
@@ -55,6 +60,8 @@ def keeps_process_state(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def environment() -> dict[str, Any]:
     """Where a run was measured: torch, threads, platform, processor, and the command."""
+    import torch
+
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
