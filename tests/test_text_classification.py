@@ -428,3 +428,68 @@ def test_label_spellings_and_tiny_classes_are_refused_and_students_at_chance_sai
     assert [r["at_chance"] for r in table[1:]] == [False, True] and len(lines) == 1
     assert "student flat is at chance level" in lines[0] and "Fix:" in lines[0]
     assert summary(table)["at_chance"] == ["flat"]
+
+
+def test_the_timed_path_tokenises_as_transformers_does(world: dict[str, Path]) -> None:
+    """The throughput columns time texts tokenised by the Rust tokenizer (as the exported runtime does): the same
+    ids, mask and token types as the transformers tokenizer gives, for single texts, pairs and truncated texts."""
+    from distill.tasks.text_classification.measure import classify_fn
+    from distill.tasks.text_classification.models import init_finetune_teacher
+
+    model = init_finetune_teacher(world["encoder"], ["a", "b"])
+    model.module.eval()
+    texts = [t for t, _ in labelled_rows(12)]
+    texts[3] = " ".join([texts[3]] * 8)  # longer than the limit: truncated
+    for inputs in (texts, list(zip(texts, reversed(texts), strict=True))):
+        fn = classify_fn(model, 16)
+        got = fn.tensors(inputs)
+        pairs = isinstance(inputs[0], tuple)
+        want = model.tokenizer([x[0] for x in inputs] if pairs else inputs, [x[1] for x in inputs] if pairs else None,
+                               truncation=True, max_length=16, padding=True, return_tensors="pt")  # fmt: skip
+        assert got["input_ids"].shape[1] == 16
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert torch.equal(got[key], want[key]), key
+        assert fn(inputs).shape == (len(inputs),)
+
+
+def test_static_tables_are_kept_as_int8_and_measured_as_kept(world: dict[str, Path], tmp_path: Path) -> None:
+    """A trained static student's tables are rounded to how they are kept (int8 rows with a scale, or float16):
+    the folder holds them so (4x / 2x smaller than float32), loading gives back exactly the weights the run
+    measured, and the eval path (embedding_bag) gives the training path's logits."""
+    from distill.tasks.text_classification.folders import load_text_model, save_text_model
+    from distill.tasks.text_classification.models import StaticClassifier, TextModel, init_finetune_teacher
+
+    tok = init_finetune_teacher(world["encoder"], ["a", "b"]).tokenizer
+    torch.manual_seed(0)
+    enc = tok([t for t, _ in labelled_rows(20)], padding=True, return_tensors="pt")
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    sizes = {}
+    for dtype in ("float32", "float16", "int8"):
+        m = StaticClassifier(torch.randn(len(tok), 64), 3, tok.pad_token_id, ngram_buckets=4096)
+        with torch.no_grad():
+            m.bigrams.weight.normal_()
+            m.bigrams.weight[:100] = 0  # untouched buckets stay zero rows
+        before = m.table.weight.detach().clone()
+        m.store_tables(dtype)
+        if dtype == "float32":
+            assert torch.equal(m.table.weight, before)
+        else:
+            assert not torch.equal(m.table.weight, before)
+            assert (m.table.weight - before).abs().max() < 0.02 * before.abs().max()
+        m.eval()
+        kept = m(**batch)
+        m.train()
+        assert torch.allclose(m(**batch), kept, atol=1e-5)  # the gather path (training, ONNX) sums the same rows
+        m.eval()
+        folder = tmp_path / dtype
+        save_text_model(TextModel(m, tok, "static"), folder, ["x", "y", "z"])
+        sizes[dtype] = (folder / "model.pt").stat().st_size
+        back, names = load_text_model(folder)
+        assert names == ["x", "y", "z"] and back.module.tables == dtype
+        for name in ("table", "bigrams"):
+            assert torch.equal(getattr(back.module, name).weight, getattr(m, name).weight), (dtype, name)
+        assert torch.equal(back.module(**batch), kept)
+        save_text_model(back, tmp_path / f"{dtype}-again", ["x", "y", "z"])  # saved again: the same bytes' worth
+        again, _ = load_text_model(tmp_path / f"{dtype}-again")
+        assert torch.equal(again.module.table.weight, m.table.weight)
+    assert sizes["int8"] < 0.3 * sizes["float32"] and sizes["float16"] < 0.55 * sizes["float32"], sizes

@@ -41,10 +41,11 @@ def save_text_model(model: TextModel, folder: Path, names: list[str], *, factory
             m.net.config.label2id = {n: i for i, n in enumerate(names)}
             m.net.save_pretrained(str(tmp))
         else:
-            torch.save(m.state_dict(), tmp / "model.pt")
+            torch.save(packed_state(m) if isinstance(m, StaticClassifier) else m.state_dict(), tmp / "model.pt")
             info: dict[str, Any] = {"kind": model.kind, "labels": names, "vocab_size": len(model.tokenizer)}
             if isinstance(m, StaticClassifier):
-                info.update(dim=m.table.embedding_dim, pad_token_id=m.table.padding_idx, ngram_buckets=m.ngram_buckets)
+                info.update(dim=m.table.embedding_dim, pad_token_id=m.table.padding_idx, ngram_buckets=m.ngram_buckets,
+                            tables=m.tables)  # fmt: skip
             else:
                 info["factory"] = factory
             write_json(tmp / KIND_FILE, info)
@@ -71,6 +72,9 @@ def load_text_model(folder: str | Path) -> tuple[TextModel, list[str]]:
     if info["kind"] == "static":
         module: nn.Module = StaticClassifier(torch.zeros(info["vocab_size"], info["dim"]), len(info["labels"]),
                                              info["pad_token_id"] or 0, info.get("ngram_buckets", 0))  # fmt: skip
+        module.tables = info.get("tables", "float32")
+        module.scales = {k[: -len(".weight.scale")]: v for k, v in state.items() if k.endswith(".weight.scale")}
+        state = unpacked_state(state)
     else:
         from distill.core.task import resolve
 
@@ -78,6 +82,33 @@ def load_text_model(folder: str | Path) -> tuple[TextModel, list[str]]:
     module.load_state_dict(state)
     module.eval()
     return TextModel(module, tok, info["kind"]), list(info["labels"])
+
+
+def packed_state(m: StaticClassifier) -> dict[str, torch.Tensor]:
+    """A static student's weights with its tables as ``m.tables`` keeps them: int8 rows plus a scale each
+    (``NAME.weight.int8``, ``NAME.weight.scale``), float16, or float32; the rest as they are."""
+    state = m.state_dict()
+    for name in m.tables_of():
+        w = state.pop(f"{name}.weight")
+        if m.tables == "int8":
+            state[f"{name}.weight.int8"], state[f"{name}.weight.scale"] = m.int8_table(name)
+        else:
+            state[f"{name}.weight"] = w.half() if m.tables == "float16" else w
+    return state
+
+
+def unpacked_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:func:`packed_state` back to float32 weights (the values the run measured)."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".weight.scale"):
+            continue
+        if key.endswith(".weight.int8"):
+            base = key[: -len(".int8")]
+            out[base] = value.float() * state[base + ".scale"]
+        else:
+            out[key] = value.float() if value.is_floating_point() else value
+    return out
 
 
 def count_parameters(model: TextModel) -> int:

@@ -60,7 +60,9 @@ class StaticClassifier(nn.Module):
     """A token table (and, with ``ngram_buckets``, a table of hashed token bigrams), the mean of a text's rows, a
     linear head: ``(B, T) ids -> (B, C)`` logits. The tables have sparse gradients (a step touches only the rows
     of its batch); the bigram hash is computed from the ids inside the model, so an exported file reads the
-    tokenizer's ids alone."""
+    tokenizer's ids alone. Trained, the tables are kept as ``tables`` says (:meth:`store_tables`): int8 rows with
+    a scale each, float16, or float32. In eval mode the mean is one ``embedding_bag`` call per table (no (B, T, D)
+    tensor); training and ONNX export gather the rows, the same sums."""
 
     HASH = 1_000_003  # bigram (a, b) -> (a * HASH + b) mod buckets
 
@@ -74,8 +76,42 @@ class StaticClassifier(nn.Module):
         self.head = nn.Linear(table.shape[1], num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        self.tables = "float32"
+        self.scales: dict[str, Tensor] = {}  # int8 tables: each row's scale, as store_tables rounded it
+
+    def tables_of(self) -> dict[str, nn.Embedding]:
+        return {"table": self.table} | ({"bigrams": self.bigrams} if self.bigrams is not None else {})
+
+    @torch.no_grad()
+    def store_tables(self, dtype: str) -> None:
+        """Round the trained tables to what ``dtype`` keeps (in place, still float32 tensors), so that what is
+        measured in the run is what the saved folder and the ONNX file hold: 'int8' (per row: ``q * scale``, q in
+        -127..127, scale = the row's largest |value| / 127), 'float16', or 'float32' (unchanged)."""
+        if dtype not in TABLE_DTYPES:
+            raise ValueError(f"tables must be one of {TABLE_DTYPES}, not {dtype!r}")
+        for name, emb in self.tables_of().items():
+            w = emb.weight
+            if dtype == "float16":
+                w.copy_(w.half().float())
+            elif dtype == "int8":
+                q, self.scales[name] = int8_rows(w)
+                w.copy_(q.float() * self.scales[name])
+        self.tables = dtype
+
+    def int8_table(self, name: str) -> tuple[Tensor, Tensor]:
+        """``(q, scale)`` of an int8 table with ``q * scale`` exactly its weights (the scales store_tables used
+        while they still give the weights back; else found again)."""
+        w = self.tables_of()[name].weight.detach()
+        scale = self.scales.get(name)
+        if scale is not None:
+            q = torch.round(w / scale).clamp(-127, 127)
+            if torch.equal(q * scale, w):
+                return q.to(torch.int8), scale
+        return int8_rows(w)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        if not self.training and not torch.onnx.is_in_onnx_export():
+            return self._bagged(input_ids, attention_mask)
         m = attention_mask.unsqueeze(-1).to(self.table.weight.dtype)
         total, count = (self.table(input_ids) * m).sum(1), m.sum(1)
         if self.bigrams is not None:
@@ -84,6 +120,29 @@ class StaticClassifier(nn.Module):
             total = total + (self.bigrams(ids) * pair).sum(1)
             count = count + pair.sum(1)
         return self.head(total / count.clamp(min=1.0))
+
+    def _bagged(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
+        w = attention_mask.to(self.table.weight.dtype)
+        total = F.embedding_bag(input_ids, self.table.weight, mode="sum", per_sample_weights=w)
+        count = w.sum(1)
+        if self.bigrams is not None:
+            pair = w[:, :-1] * w[:, 1:]
+            ids = torch.remainder(input_ids[:, :-1] * self.HASH + input_ids[:, 1:], self.ngram_buckets)
+            total = total + F.embedding_bag(ids, self.bigrams.weight, mode="sum", per_sample_weights=pair)
+            count = count + pair.sum(1)
+        return self.head(total / count.clamp(min=1.0).unsqueeze(1))
+
+
+TABLE_DTYPES = ("int8", "float16", "float32")
+
+
+def int8_rows(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric int8: ``(q (N, D) int8, scale (N, 1) float32)`` with ``w ≈ q * scale`` (zero rows: scale 1)."""
+    top = w.abs().amax(1, keepdim=True)
+    scale = torch.where(top > 0, top / 127, torch.ones_like(top)).float()
+    return torch.round(w / scale).clamp(-127, 127).to(torch.int8), scale
 
 
 class FactoryClassifier(nn.Module):

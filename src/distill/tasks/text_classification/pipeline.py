@@ -336,6 +336,8 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
             stats = fit(model, enc, labels, t_logits, obj, sched,
                         CheckpointStore(run_dir / "checkpoints" / spec.name), resume=resume, progress=progress,
                         desc=spec.name, teacher=setup.teacher if mapping else None, mapping=mapping)  # fmt: skip
+        if isinstance(model.module, M.StaticClassifier):
+            model.module.store_tables(spec.tables)  # measured as it is kept
         if ranks.main:
             save_text_model(model, folder, data.label_names, factory=spec.factory)
             write_json(done, stats.to_dict() | {"texts": len(enc), "transfer_texts": len(enc) - len(data.train)})
