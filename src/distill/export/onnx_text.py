@@ -49,6 +49,7 @@ def export_text_onnx(model: nn.Module, tokenizer: Any, labels: Sequence[str], ou
                               do_constant_folding=True)  # fmt: skip
         except Exception as exc:  # the exporter raises many kinds
             raise ExportError(f"cannot export {type(model).__name__} to ONNX: {type(exc).__name__}: {exc}") from exc
+    compact_tables(path, model)
     session = onnx_session(path)
     with eval_mode(model), torch.no_grad():
         ref = np.concatenate([model(**b).float().numpy() for b in batches])
@@ -69,6 +70,59 @@ def export_text_onnx(model: nn.Module, tokenizer: Any, labels: Sequence[str], ou
         "usage": "distill.export.text_runtime.TextClassifierRuntime(this folder).predict(texts)",
     })  # fmt: skip
     return {"file": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "same_label": same, "texts": len(ref)}
+
+
+def compact_tables(path: Path, model: nn.Module) -> None:
+    """Keep a static student's tables in the ONNX file as they are kept in its folder (``model.tables``): each
+    float32 table the graph gathers from becomes an int8 table and a scale per row (Gather, Cast, Mul by the
+    gathered scale) or a float16 one (Gather, Cast). The values are the same: ``q * scale`` is what the run
+    measured (the text task's ``StaticClassifier.store_tables``). Other models are left as exported."""
+    kept = getattr(model, "tables", "float32")
+    if not callable(getattr(model, "tables_of", None)) or kept == "float32":
+        return
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    tables = {name: emb.weight.detach().numpy() for name, emb in model.tables_of().items()}
+    found: dict[str, str] = {}  # initializer -> table name
+    for init in graph.initializer:
+        for name, w in tables.items():
+            if tuple(init.dims) == w.shape and init.data_type == TensorProto.FLOAT and np.array_equal(numpy_helper.to_array(init), w):
+                found[init.name] = name
+    if sorted(found.values()) != sorted(tables):
+        raise ExportError(f"{path}: the static student's tables ({', '.join(tables)}) are not all initializers of the "
+                          "exported graph, so they cannot be kept as " + kept + ". Fix: report this; set "
+                          "students[].tables: float32 meanwhile.")  # fmt: skip
+    keep = [i for i in graph.initializer if i.name not in found]
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Gather" or node.input[0] not in found:
+            nodes.append(node)
+            continue
+        src, idx, out = node.input[0], node.input[1], node.output[0]
+        if kept == "int8":
+            nodes += [helper.make_node("Gather", [src + ".int8", idx], [out + ".q"], axis=0),
+                      helper.make_node("Cast", [out + ".q"], [out + ".f"], to=TensorProto.FLOAT),
+                      helper.make_node("Gather", [src + ".scale", idx], [out + ".s"], axis=0),
+                      helper.make_node("Mul", [out + ".f", out + ".s"], [out])]  # fmt: skip
+        else:
+            nodes += [helper.make_node("Gather", [src + ".f16", idx], [out + ".h"], axis=0),
+                      helper.make_node("Cast", [out + ".h"], [out], to=TensorProto.FLOAT)]  # fmt: skip
+    for src, name in found.items():
+        if kept == "int8":
+            q, scale = model.int8_table(name)
+            keep += [numpy_helper.from_array(q.numpy(), src + ".int8"), numpy_helper.from_array(scale.numpy(), src + ".scale")]
+        else:
+            keep.append(numpy_helper.from_array(tables[name].astype(np.float16), src + ".f16"))
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _write_tokenizer(tokenizer: Any, dst: Path) -> None:
