@@ -121,6 +121,11 @@ def test_an_hf_image_classifier_teaches_through_the_cli(folders: dict[str, Path]
     assert main(["eval", str(run_dir)]) == 0
     evaluated = json.loads((run_dir / "eval.json").read_text())["models"]
     assert _teacher_row(run_dir)["test_acc"] == pytest.approx(next(r for r in evaluated if r["role"] == "teacher")["test_acc"])
+    assert main(["bench", str(run_dir), "--no-memory"]) == 0  # the teacher has its row, as the run called it
+    bench = {s["stage"]: s for s in json.loads((run_dir / "bench.json").read_text())["stages"]}
+    assert bench["teacher"]["runtime"] == "PyTorch (transformers)" and bench["teacher"]["flops"] > 0
+    assert bench["teacher"]["test_acc"] == pytest.approx(teacher["test_acc"]) and bench["teacher"]["throughput"] > 0
+    assert bench["teacher"]["size_bytes"] > bench["distilled"]["size_bytes"]
     assert main(["report", str(run_dir)]) == 0
     card = (run_dir / "README.md").read_text()
     assert "| name | vit |" in card and str(folders["vit"]) in card  # named, and its folder in the recipe
@@ -268,3 +273,38 @@ def test_the_images_are_mapped_as_the_preprocessor_config_says(folders: dict[str
     (folder / "preprocessor_config.json").write_text("{not json")
     with pytest.raises(TeacherError, match="cannot read .*preprocessor_config.json"):
         load_hf_image_teacher(folder, data)
+
+
+@pytest.mark.parametrize("kind", ["deit", "convnext"])
+def test_resize_resample_and_crop_follow_the_image_processor(folders: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    """A processor that resizes with bicubic and centre-crops (DeiT: 24x24 then a 20x20 crop; ConvNeXT: shortest
+    edge 20 / crop_pct 0.9 = 22, then a 20x20 crop): the teacher's inputs match what transformers' own image
+    processor makes of the same images (PIL's bicubic against torch's: under a level of 255 apart on average)."""
+    import numpy as np
+    from PIL import Image
+    from transformers import ConvNextImageProcessor, DeiTImageProcessor
+
+    from distill.tasks.classification.teachers.hf_image import load_hf_image_teacher
+
+    folder = tmp_path / kind
+    _vit(NAMES, image_size=20).save_pretrained(folder)
+    mean, std = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+    if kind == "deit":
+        proc = DeiTImageProcessor(size={"height": 24, "width": 24}, crop_size={"height": 20, "width": 20}, resample=3,
+                                  image_mean=mean, image_std=std)  # fmt: skip
+    else:
+        proc = ConvNextImageProcessor(size={"shortest_edge": 20}, crop_pct=0.9, resample=3, image_mean=mean,
+                                      image_std=std)  # fmt: skip
+    proc.save_pretrained(folder)
+    data = _data(folders["root"])
+    teacher = load_hf_image_teacher(folder, data)
+    x = data.test.x[:6]
+    ours = teacher.pixels(x)
+    assert ours.shape == (6, 3, 20, 20)
+    gray = ((x * data.preprocessing["std"] + data.preprocessing["mean"]) * 255).round().clamp(0, 255).byte()
+    images = [Image.fromarray(g[0].numpy()).convert("RGB") for g in gray]
+    theirs = torch.as_tensor(np.asarray(proc(images, return_tensors="np")["pixel_values"]))
+    diff = (ours - theirs).abs() * 0.25 * 255  # in levels of 0..255
+    assert diff.mean() < 1 and diff.max() < 16, (float(diff.mean()), float(diff.max()))  # measured 0.36 and 10; a bilinear
+    # resize to 20x20 without the crop (the old mapping) was 54 and 188 apart
+    assert "bicubic" in teacher.pixels.describe() and "centre-cropped to 20x20" in teacher.pixels.describe()

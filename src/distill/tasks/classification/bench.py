@@ -91,13 +91,19 @@ class _Bench:
 
 
 def _bench_teacher(bench: _Bench, run_dir: Path, recipe: Recipe) -> None:
-    """The teacher in PyTorch and ONNX Runtime, when it is a module (not outputs from a file or an API)."""
+    """The teacher in PyTorch and ONNX Runtime, when it is a module (not outputs from a file or an API); a Hugging
+    Face teacher (teacher.kind hf) in PyTorch, as the run called it (its images mapped to the model's inputs)."""
     from distill.bench import count_flops
     from distill.export.onnx import export_onnx
     from distill.export.torch_format import save_torch
 
     data = bench.data
-    _teacher, tmodule, _ = load_run_teacher(run_dir, recipe, data)
+    teacher, tmodule, path = load_run_teacher(run_dir, recipe, data)
+    if tmodule is None and recipe.teacher.kind == "hf":
+        net = teacher.net
+        bench.add("teacher", "PyTorch (transformers)", teacher, path, count_flops(teacher, data.in_shape), _nparams(net),
+                  None, None)  # fmt: skip
+        return
     if tmodule is None:
         return
     tdir = save_torch(tmodule, bench.work / "teacher-torch", builder={"arch": recipe.teacher.arch, "in_shape": list(data.in_shape),

@@ -10,9 +10,12 @@ runs only with ``trust_remote_code``. Before it teaches:
   is an error that names both lists.
 * **images as the model expects them** (:class:`PixelMap`): the run's standardisation is undone (pixels in
   [0, 1]); grayscale is repeated to the model's ``num_channels`` (RGB becomes gray by ITU-R 601 luma for a
-  one-channel model); images are resized (bilinear, antialiased, no crop) to ``config.image_size``, else the
-  processor's ``crop_size`` (when it crops) or ``size``, else kept; then the processor's ``rescale_factor`` and
-  ``image_mean``/``image_std`` apply. Without ``preprocessor_config.json`` the model gets pixels in [0, 1].
+  one-channel model); images are resized as the processor says (``size``: height/width or a shortest edge,
+  ConvNeXT's ``crop_pct`` included), with its ``resample`` (PIL's bilinear, bicubic and nearest by torch's
+  antialiased ones; Lanczos, box and Hamming approximated, and the log says so), then centre-cropped to
+  ``crop_size`` when ``do_center_crop``; a folder without a processor (or one that neither resizes nor crops) is
+  resized to ``config.image_size``. Then the processor's ``rescale_factor`` and ``image_mean``/``image_std``
+  apply. Without ``preprocessor_config.json`` the model gets pixels in [0, 1].
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ class PixelMap:
     mean: tuple[float, ...] | None  # per channel, after rescaling (None: no normalisation)
     std: tuple[float, ...] | None
     source: str  # where rescale/mean/std came from
+    crop: tuple[int, int] | None = None  # centre crop (H, W) after the resize (pads with zeros where it is larger)
+    mode: str = "bilinear"  # torch's interpolation for the processor's resample
+    mode_note: str = ""  # where the resample is approximated
 
     def __call__(self, x: Tensor) -> Tensor:
         p = x.float() * self.data_std + self.data_mean  # pixels in [0, 1]
@@ -95,7 +101,13 @@ class PixelMap:
         elif cin == 3 and cout == 1:
             p = (p * torch.tensor(LUMA, dtype=p.dtype, device=p.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if self.size[0] != self.size[1]:
-            p = nn.functional.interpolate(p, size=self.size[1], mode="bilinear", align_corners=False, antialias=True)
+            if self.mode == "nearest":
+                p = nn.functional.interpolate(p, size=self.size[1], mode="nearest")
+            else:
+                p = nn.functional.interpolate(p, size=self.size[1], mode=self.mode, align_corners=False, antialias=True)
+                p = p.clamp(0.0, 1.0) if self.mode == "bicubic" else p  # PIL clips bicubic's overshoot to 0..255
+        if self.crop is not None:
+            p = centre_crop(p, self.crop)
         v = p * (255.0 * self.rescale)
         if self.mean is not None and self.std is not None:
             mean, std = (torch.tensor(t, dtype=v.dtype, device=v.device).view(1, -1, 1, 1)
@@ -109,11 +121,14 @@ class PixelMap:
         if cin != cout:
             steps.append(f"gray repeated to {cout} channels" if cin == 1 else "RGB to gray (luma)")
         if sin != sout:
-            steps.append(f"resized {sin[0]}x{sin[1]} -> {sout[0]}x{sout[1]} (bilinear)")
+            steps.append(f"resized {sin[0]}x{sin[1]} -> {sout[0]}x{sout[1]} ({self.mode}{self.mode_note})")
+        if self.crop is not None:
+            steps.append(f"centre-cropped to {self.crop[0]}x{self.crop[1]}")
         steps.append(f"pixels 0..255 x {self.rescale:.6g}")
         if self.mean is not None:
             steps.append(f"normalised with mean {list(self.mean)}, std {list(self.std or ())}")
-        shapes = f"images ({cin}, {sin[0]}, {sin[1]}) -> ({cout}, {sout[0]}, {sout[1]})"
+        end = self.crop or sout
+        shapes = f"images ({cin}, {sin[0]}, {sin[1]}) -> ({cout}, {end[0]}, {end[1]})"
         return f"{shapes}: {', '.join(steps)} ({self.source})"
 
 
@@ -133,6 +148,44 @@ def _hw(value: Any) -> tuple[int, int] | None:
     return None
 
 
+# PIL's resample codes (an image processor's ``resample``) -> torch's interpolation, and what is approximated
+RESAMPLE = {0: ("nearest", ""), 1: ("bicubic", ", for PIL's Lanczos"), 2: ("bilinear", ""), 3: ("bicubic", ""),
+            4: ("area", ", for PIL's box"), 5: ("bilinear", ", for PIL's Hamming")}  # fmt: skip
+
+
+def centre_crop(p: Tensor, crop: tuple[int, int]) -> Tensor:
+    """The centre ``crop`` of ``(N, C, H, W)`` images, as transformers' ``center_crop`` takes it (an image smaller
+    than the crop is padded with zeros around it first)."""
+    (h, w), (ch, cw) = p.shape[-2:], crop
+    if ch > h or cw > w:
+        top, left = max(0, (ch - h) // 2), max(0, (cw - w) // 2)
+        p = nn.functional.pad(p, (left, max(0, cw - w) - left, top, max(0, ch - h) - top))
+        h, w = p.shape[-2:]
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return p[..., top : top + ch, left : left + cw]
+
+
+def _resize_target(proc: dict[str, Any], h: int, w: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(resize (H, W), centre crop (H, W)) of an image processor for an ``h x w`` image, as transformers computes
+    them: ``size`` as height/width, or a shortest edge (the other scaled to keep the aspect; with ConvNeXT's
+    ``crop_pct`` and an edge under 384: resized to edge / crop_pct, then cropped to the edge); then ``crop_size``
+    when ``do_center_crop``. (None, None) when the processor neither resizes nor crops."""
+    size = proc.get("size") if proc.get("do_resize", True) else None
+    resize: tuple[int, int] | None = None
+    crop = _hw(proc.get("crop_size")) if proc.get("do_center_crop") else None
+    if isinstance(size, dict) and "shortest_edge" in size and not ("height" in size and "width" in size):
+        edge = int(size["shortest_edge"])
+        pct = proc.get("crop_pct")
+        if pct and "crop_pct" in proc and edge < 384 and not proc.get("do_center_crop"):  # ConvNeXT's rule
+            crop, edge = (edge, edge), int(edge / float(pct))
+        short, long = (h, w) if h <= w else (w, h)
+        other = int(edge * long / short)
+        resize = (edge, other) if h <= w else (other, edge)
+    elif size is not None:
+        resize = _hw(size)
+    return resize, crop
+
+
 def pixel_map(config: Any, processor: dict[str, Any] | None, data: Any, who: str) -> PixelMap:
     """How the data's images become the model's inputs (the module docstring says in which order)."""
     cin, h, w = (int(d) for d in data.in_shape)
@@ -141,11 +194,14 @@ def pixel_map(config: Any, processor: dict[str, Any] | None, data: Any, who: str
         raise TeacherError(f"{who}: the model takes {cout}-channel images and the data has {cin} channels. Fix: set "
                            "data.channels to the model's num_channels (1 or 3).")  # fmt: skip
     proc = processor or {}
-    size = _hw(getattr(config, "image_size", None))
-    if size is None and proc.get("do_center_crop"):
-        size = _hw(proc.get("crop_size"))
-    if size is None and proc.get("do_resize", True):
-        size = _hw(proc.get("size"))
+    size, crop = _resize_target(proc, h, w) if processor is not None else (None, None)
+    if size is None and crop is None:
+        size = _hw(getattr(config, "image_size", None))
+    code = proc.get("resample", 2)
+    if code not in RESAMPLE:
+        raise TeacherError(f"{who}: preprocessor_config.json's resample {code!r} is not one of PIL's codes "
+                           f"{sorted(RESAMPLE)}. Fix: set it to 2 (bilinear) or 3 (bicubic).")  # fmt: skip
+    mode, note = RESAMPLE[code]
     rescale, mean, std = 1.0 / 255.0, None, None
     if processor is not None:
         rescale = float(proc.get("rescale_factor", 1.0 / 255.0)) if proc.get("do_rescale", True) else 1.0
@@ -157,7 +213,7 @@ def pixel_map(config: Any, processor: dict[str, Any] | None, data: Any, who: str
     source = "preprocessor_config.json" if processor is not None else "no preprocessor_config.json: pixels in [0, 1]"
     pre = data.preprocessing
     return PixelMap(float(pre["mean"]), float(pre["std"]), (cin, cout), ((h, w), size or (h, w)), rescale, mean, std,
-                    source)  # fmt: skip
+                    source, crop, mode, note)  # fmt: skip
 
 
 def _per_channel(values: Any, channels: int, who: str) -> tuple[float, ...]:
