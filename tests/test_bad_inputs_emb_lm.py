@@ -201,13 +201,20 @@ def test_lm_eval_of_a_run_missing_its_files_refuses_and_rewrites_nothing(lm_root
     before = _files(run)
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
-    assert f"a file of the finished run is missing: {run / 'tokenizer' / 'tokenizer.json'}" in err
+    assert f"a file of the finished run is missing or unreadable: {run / 'tokenizer' / 'tokenizer.json'} (it is missing)" in err
     assert "Fix: rerun the recipe" in err and "Traceback" not in err
     assert _files(run) == before  # no tokenizer trained again, nothing rewritten
-    (run / "student" / "model.safetensors").unlink()
+    weights = run / "student" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # cut short: named as such, nothing written
     before = _files(run)
     assert main(["eval", str(run)]) == 2
-    assert f"missing: {run / 'student' / 'model.safetensors'}" in capsys.readouterr().err and _files(run) == before
+    err = capsys.readouterr().err
+    assert f"{weights} (it is not a complete safetensors file" in err and "Traceback" not in err and _files(run) == before
+    weights.unlink()
+    before = _files(run)
+    assert main(["eval", str(run)]) == 2
+    assert f"{weights} (it is missing)" in capsys.readouterr().err and _files(run) == before
 
 
 def test_lm_separator_lines_without_data_separator_are_warned_about(lm_root: Path, tmp_path: Path, capsys) -> None:
@@ -242,3 +249,41 @@ def test_embedding_teacher_with_missing_weights_is_refused(emb_root: Path, tmp_p
     save_file(weights, str(half / "model.safetensors"), metadata={"format": "pt"})
     err = refused(emb_raw(emb_root, path=str(half)), capsys)
     assert "1 tensor(s) missing" in err and "encoder.layer.0.attention.self.query.weight" in err and "at random" in err
+
+
+def test_embedding_and_text_post_run_commands_refuse_weights_gone_or_cut(emb_root: Path, capsys) -> None:
+    """A finished embedding or text-classification run whose student weights were cut short or deleted since: eval
+    and export name the file and why (exit 2, no traceback, nothing written), as classification and LM runs do."""
+    raw = emb_raw(emb_root)
+    raw["students"].append({"name": "st", "kind": "static", "dim": 8})
+    raw["output"]["dir"] = "runs/emb"
+    assert main(["run", _write(raw), "--no-progress"]) == 0
+    from tests.text_helpers import labelled_rows, write_csv
+
+    text = {"task": "text_classification", "name": "txt",
+            "data": {"source": str(write_csv(Path("t.csv"), labelled_rows(90))), "max_length": 24},
+            "teacher": {"kind": "finetune", "path": str(emb_root / "st-teacher"), "epochs": 1, "batch_size": 16},
+            "students": [{"name": "static", "kind": "static", "dim": 8, "train": {"epochs": 1}}],
+            "eval": {"speed_texts": 8, "latency_texts": 2, "allow_chance_teacher": True},
+            "output": {"dir": "runs/txt", "report": False}}  # fmt: skip
+    assert main(["run", _write(text, "t.yaml"), "--no-progress"]) == 0
+    capsys.readouterr()
+    for run, student in ((Path("runs/emb"), "l1"), (Path("runs/emb"), "st"), (Path("runs/txt"), "static")):
+        weights = next(p for p in sorted((run / "students" / student).rglob("*"))
+                       if p.suffix in (".safetensors", ".pt", ".npy") and "onnx" not in p.parts)  # fmt: skip
+        whole = weights.read_bytes()
+        for damage, why in (("cut", "it is not a complete"), ("deleted", "it is missing")):
+            if damage == "cut":
+                weights.write_bytes(whole[: len(whole) // 2])
+            else:
+                weights.unlink()
+            before = _files(run)
+            for cmd in ("eval", "export"):
+                assert main([cmd, str(run)]) == 2, (run, student, damage, cmd)
+                err = capsys.readouterr().err
+                assert f"a file of the finished run is missing or unreadable: {weights} ({why}" in err, err
+                assert "Fix: rerun the recipe" in err and "Traceback" not in err
+            assert _files(run) == before, (run, student, damage)
+        weights.write_bytes(whole)
+        assert main(["eval", str(run)]) == 0
+        capsys.readouterr()

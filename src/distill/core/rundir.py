@@ -69,6 +69,66 @@ def stored_recipe(run_dir: str | Path) -> dict[str, Any]:
     return raw
 
 
+# ------------------------------------------------------------ files of a finished run
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".bin", ".npy")
+
+
+def unreadable(path: Path) -> str | None:
+    """Why a file of a finished run cannot be read (missing, empty, a weights file truncated or corrupt), or None.
+    Weights are read whole (safetensors) or through their index (torch's zip, numpy's header and size)."""
+    if not path.is_file():
+        return "it is missing"
+    if path.stat().st_size == 0:
+        return "it is empty"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    f.get_tensor(key)
+        elif path.suffix in {".pt", ".bin"}:
+            import torch
+
+            torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        elif path.suffix == ".npy":
+            import numpy as np
+
+            np.load(str(path), mmap_mode="r", allow_pickle=False)
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # each reader raises its own kinds for a truncated or corrupt file
+        return f"it is not a complete {path.suffix[1:]} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None
+
+
+def folder_files(folder: Path, needs: Sequence[str] = ()) -> list[Path]:
+    """The files of a saved model folder a post-run command reads: ``needs`` (names in it) and every weights file
+    in it; a folder without any weights file stands for one (``model.safetensors``), so it is named missing."""
+    named = [folder / n for n in needs]
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES) if folder.is_dir() else []
+    if not weights and not any(p.suffix in WEIGHT_SUFFIXES for p in named):
+        weights = [folder / "model.safetensors"]
+    return named + [p for p in weights if p not in named]
+
+
+def check_run_files(run_dir: str | Path, paths: Sequence[Path], command: str | None = None) -> None:
+    """Refuse (``RunDirError``) when a file the finished run left, which a post-run command reads, is missing or
+    unreadable; every such file is named, before the command writes anything. (A command on a finished run
+    never makes such a file anew: that would be another model than the one the run measured.)"""
+    run_dir = Path(run_dir)
+    bad = [(p, why) for p in paths if (why := unreadable(Path(p))) is not None]
+    if not bad:
+        return
+    listed = "; ".join(f"{p} ({why})" for p, why in bad)
+    what = f"distill {command}" if command else "this command"
+    raise RunDirError(
+        f"a file of the finished run is missing or unreadable: {listed}. The run finished, but a file was deleted, "
+        f"moved or cut short since, so {what} has no such model to work on (nothing was written). Fix: rerun the "
+        f"recipe: distill run {run_dir / 'recipe.yaml'} --overwrite --set output.dir={run_dir}, or restore the file."
+    )
+
+
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / STATUS
     try:

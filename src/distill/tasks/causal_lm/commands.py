@@ -11,12 +11,12 @@ from distill.core.context import run_context
 from distill.core.logs import setup_logging
 from distill.core.recipes import run_recipe
 from distill.tasks.causal_lm.models import load_causal_lm
-from distill.tasks.causal_lm.data import missing_run_file, prepare_data
+from distill.core.rundir import check_run_files, folder_files
+from distill.tasks.causal_lm.data import prepare_data
 from distill.tasks.causal_lm.evaluate import comparison
 from distill.tasks.causal_lm.data import LMRunResult
 
 
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def _model_folders(recipe: Any, run_dir: Path) -> dict[str, Path]:
@@ -26,15 +26,14 @@ def _model_folders(recipe: Any, run_dir: Path) -> dict[str, Path]:
                "student": run_dir / "student"}  # fmt: skip
     if recipe.eval.baseline:
         folders["baseline"] = run_dir / "baseline"
+    files: list[Path] = []
     for role, folder in folders.items():
         if role == "teacher" and recipe.teacher.dir:
             continue  # the given teacher's folder is not the run's: load_causal_lm says what is wrong with it
-        if not (folder / "config.json").is_file():
-            raise missing_run_file(run_dir, folder / "config.json")
-        if not any((folder / w).is_file() for w in _WEIGHTS):
-            raise missing_run_file(run_dir, folder / "model.safetensors")
-    if not (recipe.data.tokenizer.dir or recipe.teacher.dir) and not (run_dir / "tokenizer" / "tokenizer.json").is_file():
-        raise missing_run_file(run_dir, run_dir / "tokenizer" / "tokenizer.json")
+        files += folder_files(folder, ["config.json"])
+    if not (recipe.data.tokenizer.dir or recipe.teacher.dir):
+        files.append(run_dir / "tokenizer" / "tokenizer.json")
+    check_run_files(run_dir, files, "eval")
     return folders
 
 

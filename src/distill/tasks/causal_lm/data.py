@@ -164,7 +164,9 @@ def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, a
     elif trained:
         tokenizer = load_tokenizer(run_dir / "tokenizer")  # resuming: the run's own tokenizer
     elif finished:
-        raise missing_run_file(run_dir, run_dir / "tokenizer" / "tokenizer.json")
+        from distill.core.rundir import check_run_files
+
+        check_run_files(run_dir, [run_dir / "tokenizer" / "tokenizer.json"])  # a command never trains it anew
     else:
         if is_main(accelerator):
             t0 = time.perf_counter()
@@ -189,17 +191,6 @@ def prepare_data(recipe: Any, run_dir: Path, prepared: Prepared | None = None, a
     log.info("data: %d documents (%d after dedup) → %d train / %d val blocks of %d tokens", docs.stats["documents_read"],
              docs.stats["documents"], len(train), len(val), d.block_len)  # fmt: skip
     return LMData(tokenizer, train, val, stats)
-
-
-def missing_run_file(run_dir: Path, path: Path) -> Exception:
-    """The error of a post-run command that finds a file of the finished run gone (it never rewrites one)."""
-    from distill.errors import RunDirError
-
-    return RunDirError(
-        f"a file of the finished run is missing: {path}. A command on a finished run reads its files and never "
-        f"writes them again (making it anew would give another model than the run measured). Fix: rerun the "
-        f"recipe (distill run {run_dir / 'recipe.yaml'} --overwrite), or restore the file."
-    )
 
 
 def blocks_fingerprint(blocks: torch.Tensor) -> str:

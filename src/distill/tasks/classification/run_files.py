@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from distill.errors import RunDirError
 
 
 def required_files(run_dir: Path) -> list[Path]:
@@ -30,33 +29,11 @@ def required_files(run_dir: Path) -> list[Path]:
     return [run_dir / n for n in names]
 
 
-def unreadable(path: Path) -> str | None:
-    """Why a safetensors file cannot be read (missing, empty, truncated or corrupt), or None."""
-    if not path.is_file():
-        return "it is missing"
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                f.get_tensor(key)
-    except Exception as exc:  # safetensors raises its own kinds for a truncated or corrupt file
-        return f"it is not a complete safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    return None
-
-
 def check_run_files(run_dir: str | Path, command: str) -> None:
     """Refuse (``RunDirError``) when a weights file the finished run needs is missing or unreadable."""
-    run_dir = Path(run_dir)
-    bad = [(p, why) for p in required_files(run_dir) if (why := unreadable(p)) is not None]
-    if not bad:
-        return
-    listed = "; ".join(f"{p} ({why})" for p, why in bad)
-    raise RunDirError(
-        f"a file of the finished run is missing or unreadable: {listed}. The run finished, but a file was deleted, "
-        f"moved or cut short since, so distill {command} has no such model to work on (nothing was written). "
-        f"Fix: rerun the recipe: distill run {run_dir / 'recipe.yaml'} --overwrite --set output.dir={run_dir}"
-    )
+    from distill.core.rundir import check_run_files as check
+
+    check(run_dir, required_files(Path(run_dir)), command)
 
 
-__all__ = ["check_run_files", "required_files", "unreadable"]
+__all__ = ["check_run_files", "required_files"]

@@ -28,11 +28,31 @@ def _finished(run_dir: str | Path) -> tuple[EmbeddingRecipe, Path]:
     return run_recipe(run_dir), Path(run_dir)
 
 
+def student_files(recipe: EmbeddingRecipe, run_dir: Path) -> None:
+    """Every student's folder is there (else the run did not finish) and its weights read whole (else a file was
+    deleted or cut short since): checked before anything is loaded or written."""
+    from distill.core.rundir import check_run_files, folder_files
+
+    files: list[Path] = []
+    for spec in recipe.students:
+        out_dir = run_dir / "students" / spec.name
+        if not out_dir.is_dir():
+            raise RunDirError(f"{out_dir} is missing: the run did not finish. Fix: finish it with --resume.")
+        if spec.kind == "static":
+            from distill.tasks.embedding.static_model import FILES
+
+            files += folder_files(out_dir, list(FILES))
+        else:
+            files += folder_files(out_dir, ["config.json"])
+    check_run_files(run_dir, files)
+
+
 def evaluate_embedding_run(run_dir: str | Path, *, console: bool = True) -> EmbedResult:
     """Load the teacher and the saved students of a finished run and measure them again side by side on its
     held-out text (agreement with the teacher, sentences/s); write eval.json and print the table."""
     recipe, run_dir = _finished(run_dir)
     setup_logging(None, console=console)
+    student_files(recipe, run_dir)
     with torch.random.fork_rng(devices=[]):
         setup = preflight(recipe.model_copy(update={"export": recipe.export.model_copy(update={"onnx": False})}))
         signal = teacher_signal(recipe, setup, progress=False)
@@ -81,6 +101,7 @@ def export_embedding_run(run_dir: str | Path, formats: list[str] | None = None,
         )
     require_onnx()
     setup_logging(None)
+    student_files(recipe, run_dir)
     texts = load_texts(recipe)
     files: dict[str, str] = {}
     report: dict[str, Any] = {}

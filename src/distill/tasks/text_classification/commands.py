@@ -9,9 +9,11 @@ from typing import Any
 
 from distill.core.logs import setup_logging
 from distill.core.recipes import run_recipe
+from distill.core.rundir import check_run_files, folder_files
 from distill.errors import RunDirError
 from distill.core.fsutil import write_json
 from distill.tasks.text_classification.folders import count_parameters, folder_bytes, load_text_model
+from distill.tasks.text_classification.models import KIND_FILE
 from distill.tasks.text_classification.measure import export_students, time_models
 from distill.tasks.text_classification.pipeline import Setup, TextResult, load_teacher, student_stage
 from distill.tasks.text_classification.signal import teacher_logits
@@ -24,18 +26,29 @@ def _loaded(run_dir: str | Path) -> tuple[Any, Path, Setup]:
     """The recipe, the run directory, and its data, teacher and students loaded from the run (nothing trained)."""
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
+    for spec in recipe.students:
+        if not (run_dir / "students" / f"{spec.name}.train.json").is_file():
+            raise RunDirError(f"{run_dir / 'students' / spec.name} is missing: the run did not finish. Fix: finish it "
+                              f"with `distill run RECIPE --resume --set output.dir={run_dir}`.")  # fmt: skip
+    check_run_files(run_dir, run_files(recipe, run_dir))
     data = with_transfer(load_labelled_texts(recipe.data), recipe.data)
     if recipe.teacher.kind == "finetune":
         teacher, _ = load_text_model(run_dir / "teacher")
         tpath = run_dir / "teacher"
     else:
         teacher, tpath = load_teacher(recipe, data.label_names)  # its labels matched as the run matched them
-    for spec in recipe.students:
-        if not (run_dir / "students" / f"{spec.name}.train.json").is_file():
-            raise RunDirError(f"{run_dir / 'students' / spec.name} is missing: the run did not finish. Fix: finish it "
-                              f"with `distill run RECIPE --resume --set output.dir={run_dir}`.")  # fmt: skip
     name = recipe.teacher.name or tpath.name
     return recipe, run_dir, Setup(data, teacher, tpath, name, {})
+
+
+def run_files(recipe: Any, run_dir: Path) -> list[Path]:
+    """The files of a finished run that eval and export read: the fine-tuned teacher's folder, each student's
+    (its weights, its config or KIND_FILE, its tokenizer)."""
+    files = folder_files(run_dir / "teacher", ["config.json", "tokenizer_config.json"]) if recipe.teacher.kind == "finetune" else []
+    for spec in recipe.students:
+        own = [KIND_FILE, "model.pt"] if spec.kind in ("static", "factory") else ["config.json"]
+        files += folder_files(run_dir / "students" / spec.name, [*own, "tokenizer_config.json"])
+    return files
 
 
 def evaluate_text_run(run_dir: str | Path, *, console: bool = True) -> TextResult:
