@@ -10,7 +10,7 @@ Per corpus, one run (so every model is timed side by side in one process):
 
 * teacher: all-MiniLM-L6-v2 with a new head, fine-tuned once on the labelled training split (8 epochs: see SIZES);
 * layers-0-5: the fine-tuned teacher's layers 0 and 5, distilled (0.9 KD at T=2 + 0.1 CE) on the training split
-  plus the transfer set (2 passes);
+  plus part of the transfer set (see SIZES);
 * static: the example recipe's static student (token table + hashed bigrams, mean, linear head; no network at
   inference), distilled on the training split plus the transfer set: the corpus's texts left out of the
   labelled sample, with the teacher's soft labels only (none is a validation or test text);
@@ -55,12 +55,13 @@ SEEDS = (0, 1, 2)
 # labelled sample (70/10/20 train/validation/test), transfer-set cap, token limit: what fits an hour on one thread
 # teacher_epochs: the example's 3 left the teacher below its own 2-layer hard-label student (60.1% against 68.9% on
 # WordNet, 2,797 training texts, 2026-12-03 14:15): it was not done learning. layer_transfer: the distilled layer
-# student also trains on the transfer set (its hard-label twin cannot: no labels), for layer_epochs passes.
+# student also trains on the transfer set (its hard-label twin cannot: no labels), its first layer_max_transfer texts,
+# for layer_epochs passes; the static student (seconds an epoch) takes all of it (max_transfer).
 SIZES = {
-    "builtin:wordnet-lexnames": {"max_examples": 4000, "max_transfer": 12000, "max_length": 64, "teacher_epochs": 8,
-                                 "layer_epochs": 2, "layer_transfer": True},
-    "builtin:fortunes-topics": {"max_examples": 1500, "max_transfer": 6000, "max_length": 40, "teacher_epochs": 8,
-                                "layer_epochs": 2, "layer_transfer": True},
+    "builtin:wordnet-lexnames": {"max_examples": 4000, "max_transfer": 40000, "max_length": 64, "teacher_epochs": 8,
+                                 "layer_epochs": 3, "layer_transfer": True, "layer_max_transfer": 12000},
+    "builtin:fortunes-topics": {"max_examples": 1500, "max_transfer": 11000, "max_length": 40, "teacher_epochs": 8,
+                                "layer_epochs": 3, "layer_transfer": True, "layer_max_transfer": 6000},
 }
 QUICK = {"max_examples": 1500, "max_transfer": 3000, "max_length": 64}
 GROUPS = ("layers-0-5", "layers-0-5-hard", "static", "static-hard")
@@ -81,6 +82,7 @@ def corpus_recipe(source: str, work: Path, quick: bool) -> dict[str, Any]:
             if spec["kind"] == "layers" and "layer_epochs" in size:
                 train["epochs"] = size["layer_epochs"]
                 train["transfer"] = size.get("layer_transfer", False)
+                train["max_transfer"] = size.get("layer_max_transfer")
             if quick:
                 train["epochs"] = hard["epochs"] = 1
             students.append({**copy.deepcopy(spec), "name": f"{name}-s{seed}", "train": train})

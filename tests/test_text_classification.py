@@ -501,3 +501,26 @@ def test_static_tables_are_kept_as_int8_and_measured_as_kept(world: dict[str, Pa
         again, _ = load_text_model(tmp_path / f"{dtype}-again")
         assert torch.equal(again.module.table.weight, m.table.weight)
     assert sizes["int8"] < 0.3 * sizes["float32"] and sizes["float16"] < 0.55 * sizes["float32"], sizes
+
+
+def test_a_student_takes_at_most_max_transfer_of_the_transfer_set(world: dict[str, Path]) -> None:
+    """train.max_transfer: the first N texts of the run's (seeded) transfer sample, with their teacher logits."""
+    from distill.core.recipes import validate_recipe
+    from distill.tasks.text_classification.data import load_labelled_texts
+    from distill.tasks.text_classification.models import encode, init_finetune_teacher
+    from distill.tasks.text_classification.transfer import training_rows, with_transfer
+
+    r = raw(world, "cap")
+    r["students"][0]["train"]["max_transfer"] = 7
+    recipe = validate_recipe(r)
+    assert recipe.train_of(recipe.students[0]).max_transfer == 7
+    data = with_transfer(load_labelled_texts(recipe.data), recipe.data)
+    tok = init_finetune_teacher(world["encoder"], data.label_names).tokenizer
+    splits = {"train": data.train, "transfer": data.transfer}
+    logits = {k: np.random.default_rng(0).normal(size=(len(v), 3)).astype(np.float32) for k, v in splits.items()}
+    tokens = lambda split: encode(tok, splits[split].inputs(), 32)  # noqa: E731
+    for limit, n in ((7, 7), (None, len(data.transfer)), (10_000, len(data.transfer))):
+        enc, labels, t = training_rows(tokens, data, logits, use=True, limit=limit)
+        assert len(enc) == len(labels) == len(t) == len(data.train) + n
+        assert (labels[len(data.train):] == -1).all() and np.array_equal(t[len(data.train):], logits["transfer"][:n])
+        assert enc.ids[len(data.train):] == tokens("transfer").ids[:n]

@@ -326,7 +326,8 @@ def student_stage(recipe: TextClassificationRecipe, spec: TextStudentConfig, set
         reuse = recipe.teacher.kind == "hf" and context is None  # the teacher has not changed since the preflight
         model = setup.students[spec.name] if reuse else build_student(spec, setup.teacher, data.label_names, context)
         enc, labels, t_logits = training_rows(lambda split: setup.tokens(model.tokenizer, split, recipe.data.max_length),
-                                              data, logits, use=cfg.transfer and cfg.kd > 0)  # fmt: skip
+                                              data, logits, use=cfg.transfer and cfg.kd > 0,
+                                              limit=cfg.max_transfer)  # fmt: skip
         sched = Schedule(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or DEFAULT_LR[spec.kind],
                          weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
                          max_minutes=cfg.max_minutes, seed=cfg.seed)  # fmt: skip

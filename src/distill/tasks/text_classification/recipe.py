@@ -101,6 +101,10 @@ class TextTrainConfig(Section):
         True, description="Also train on data.transfer's texts (KD term only, so only with kd > 0); off: the labelled "
         "training split alone.",
     )  # fmt: skip
+    max_transfer: int | None = Field(
+        None, gt=0, description="Train on at most this many of data.transfer's texts (the first of its seeded sample; "
+        "default: all of them): a cheap student can take a large transfer set, a transformer student a part of it.",
+    )  # fmt: skip
     num_threads: int | None = Field(None, gt=0, description="torch threads while training (default: leave as is).")
     seed: int = Field(0, description="Seed of initialisation and batch order.")
 

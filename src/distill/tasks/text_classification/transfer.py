@@ -96,13 +96,15 @@ def read_transfer_file(p: Path, cfg: TextDataConfig, pairs_task: bool) -> tuple[
 
 
 def training_rows(tokens: Callable[[str], Encoded], data: LabelledTexts, logits: dict[str, np.ndarray], *,
-                  use: bool) -> tuple[Encoded, np.ndarray, np.ndarray]:  # fmt: skip
-    """What a student trains on: the training split, and with ``use`` the transfer set after it (labels -1, the
-    teacher's logits), as (token ids, labels, teacher logits). ``tokens(split)``: that split's ids."""
+                  use: bool, limit: int | None = None) -> tuple[Encoded, np.ndarray, np.ndarray]:  # fmt: skip
+    """What a student trains on: the training split, and with ``use`` the transfer set after it (its first ``limit``
+    texts; labels -1, the teacher's logits), as (token ids, labels, teacher logits). ``tokens(split)``: that
+    split's ids."""
     enc, labels, t_logits = tokens("train"), data.train.labels, logits["train"]
     if not use or data.transfer is None or "transfer" not in logits:
         return enc, labels, t_logits
     extra = tokens("transfer")
-    types = enc.types + extra.types if enc.types is not None and extra.types is not None else None
-    return (Encoded(enc.ids + extra.ids, types, enc.pad_id), np.concatenate([labels, data.transfer.labels]),
-            np.concatenate([t_logits, logits["transfer"]]))  # fmt: skip
+    n = len(extra) if limit is None else min(limit, len(extra))
+    types = enc.types + extra.types[:n] if enc.types is not None and extra.types is not None else None
+    return (Encoded(enc.ids + extra.ids[:n], types, enc.pad_id), np.concatenate([labels, data.transfer.labels[:n]]),
+            np.concatenate([t_logits, logits["transfer"][:n]]))  # fmt: skip
