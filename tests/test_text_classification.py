@@ -186,6 +186,17 @@ def test_every_post_run_command_on_a_text_run(finetuned: Path, capsys: pytest.Ca
     for again, first in zip(ev, students, strict=True):
         assert again["accuracy"] == pytest.approx(first["accuracy"]), first["name"]
     assert main(["export", str(finetuned)]) == 0
+    # export takes export.* settings (the int8 folder of the factory student; a static one's tables are int8
+    # already) and refuses others, and formats it cannot write, before writing anything
+    assert main(["export", str(finetuned), "--set", "export.int8=true", "--set", "export.min_same_label=0.5"]) == 0
+    assert (finetuned / "students" / "bag" / "onnx-int8" / "model.onnx").is_file()
+    assert not (finetuned / "students" / "static" / "onnx-int8").exists()
+    capsys.readouterr()
+    for bad, needle in ((["--set", "train.epochs=1"], "takes export.* settings only"),
+                        (["--format", "torch"], "only --format onnx applies")):  # fmt: skip
+        assert main(["export", str(finetuned), *bad]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err
     assert main(["report", str(finetuned)]) == 0
     for command in ("compress", "bench"):
         assert main([command, str(finetuned)]) == 2
@@ -301,6 +312,7 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     r["data"] = {"source": str(tmp_path / "p.parquet"), "text_column": "q", "text_pair_column": "a", "label_column": "y",
                  "max_length": 48}  # fmt: skip
     r["students"] = [{"name": "l1", "kind": "layers", "layers": [1], "train": {"epochs": 1}}]
+    r["export"] = {"int8": True, "min_same_label": 0.9}
     r["output"]["dir"] = str(tmp_path / "pairs")
     r["output"]["report"] = False
     r["eval"]["allow_chance_teacher"] = True
@@ -314,7 +326,18 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     clf = TextClassifierRuntime(result.run_dir / "students" / "l1" / "onnx")
     got = clf.predict(test.inputs())  # (text, pair) tuples, raw
     acc = np.mean([g == clf.labels[y] for g, y in zip(got, test.labels, strict=True)])
-    assert acc == pytest.approx(next(row for row in result.rows if row["name"] == "l1")["accuracy"], abs=1e-9)
+    row = next(row for row in result.rows if row["name"] == "l1")
+    assert acc == pytest.approx(row["accuracy"], abs=1e-9)
+    # export.int8: an int8 folder beside, chosen on validation texts, its test accuracy measured on raw pairs
+    q = row["onnx_int8"]
+    folder = result.run_dir / "students" / "l1" / "onnx-int8"
+    assert q["file"] == str(folder / "model.onnx") and q["same_label"] >= 0.9 and q["texts"] == len(
+        load_labelled_texts(distill.load_recipe(raw=r).data).val)  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.onnx", "tokenizer.json"]
+    assert q["bytes"] < (result.run_dir / "students" / "l1" / "onnx" / "model.onnx").stat().st_size
+    got8 = TextClassifierRuntime(folder).predict(test.inputs())
+    assert np.mean([g == clf.labels[y] for g, y in zip(got8, test.labels, strict=True)]) == pytest.approx(q["accuracy"])
+    assert "int8 ONNX of l1 (export.int8, onnx-int8/)" in (result.run_dir / "comparison.md").read_text()
 
 
 def test_the_split_is_stable_stratified_and_deduplicated(tmp_path: Path) -> None:

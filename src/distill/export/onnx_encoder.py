@@ -108,10 +108,13 @@ def _weight_matmuls(path: Path) -> list[str]:
 
 
 def quantize_encoder_onnx(
-    src: Path, dst: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, *, min_cosine: float
-) -> dict[str, Any]:
-    """Dynamic int8 of ``src`` into ``dst``, keeping the most sensitive MatMuls in float until mean cosine
-    to ``reference`` >= ``min_cosine``. Returns the cosine, kept-float node names, file size."""
+    src: Path, dst: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, *, min_cosine: float,
+    score: Any = None, key: str = "cosine",
+) -> dict[str, Any]:  # fmt: skip
+    """Dynamic int8 of ``src`` into ``dst``, keeping the most sensitive MatMuls in float until the mean cosine
+    to ``reference`` (or ``score(reference, outputs)``, reported as ``key``) >= ``min_cosine``. Returns that
+    figure, kept-float node names, file size."""
+    measure = score or _cos
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = _weight_matmuls(src)
@@ -131,7 +134,7 @@ def quantize_encoder_onnx(
                 quantize_dynamic(str(src), str(p), **kwargs)
             finally:
                 root.setLevel(level)
-            return p, _cos(reference, _run(onnx_session(p), batches))
+            return p, measure(reference, _run(onnx_session(p), batches))
 
         best, cos = quant()
         kept: list[str] = []
@@ -145,9 +148,9 @@ def quantize_encoder_onnx(
                 if cos >= min_cosine:
                     break
         if cos < min_cosine:
-            return {"file": None, "cosine": cos, "kept_float": kept, "note": f"no int8 file: cosine {cos:.4f} < {min_cosine}"}
+            return {"file": None, key: cos, "kept_float": kept, "note": f"no int8 file: {key} {cos:.4f} < {min_cosine}"}
         with atomic_path(dst) as tmp:
             shutil.copyfile(best, tmp)
-        return {"file": str(dst), "bytes": dst.stat().st_size, "cosine": cos, "kept_float": kept, "quantized": len(nodes) - len(kept)}
+        return {"file": str(dst), "bytes": dst.stat().st_size, key: cos, "kept_float": kept, "quantized": len(nodes) - len(kept)}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -72,6 +72,35 @@ def export_text_onnx(model: nn.Module, tokenizer: Any, labels: Sequence[str], ou
     return {"file": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "same_label": same, "texts": len(ref)}
 
 
+def quantize_text_onnx(folder: str | Path, out_dir: str | Path, batches: Sequence[dict[str, Tensor]], *,
+                       min_same_label: float = 0.99) -> dict[str, Any]:  # fmt: skip
+    """An int8 copy of the exported folder ``folder`` in ``out_dir`` (ONNX Runtime's dynamic quantization, int8
+    weights per channel; ``tokenizer.json`` and ``config.json`` beside, so it runs as the float folder does).
+    The most sensitive matrices stay in float until the int8 file gives the float file's label on at least
+    ``min_same_label`` of ``batches`` (texts held out from training, the validation split in a run); when even
+    that fails, no file is written and the report says why."""
+    import shutil
+
+    from distill.export.onnx_encoder import quantize_encoder_onnx
+
+    src, out = Path(folder), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [i.name for i in onnx_session(src / "model.onnx").get_inputs()]
+    feeds = [{n: b[n].numpy() for n in names} for b in batches]
+    session = onnx_session(src / "model.onnx")
+    ref = np.concatenate([session.run(None, f)[0] for f in feeds])
+    same = lambda a, b: float((a.argmax(1) == b.argmax(1)).mean())  # noqa: E731
+    report = quantize_encoder_onnx(src / "model.onnx", out / "model.onnx", feeds, ref, min_cosine=min_same_label,
+                                   score=same, key="same_label")  # fmt: skip
+    if report.get("file") is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return report
+    for name in ("tokenizer.json", "config.json"):
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(src / name, tmp)
+    return report | {"texts": len(ref)}
+
+
 def compact_tables(path: Path, model: nn.Module) -> None:
     """Keep a static student's tables in the ONNX file as they are kept in its folder (``model.tables``): each
     float32 table the graph gathers from becomes an int8 table and a scale per row (Gather, Cast, Mul by the

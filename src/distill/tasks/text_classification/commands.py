@@ -75,9 +75,28 @@ def evaluate_text_run(run_dir: str | Path, *, console: bool = True) -> TextResul
 
 
 def export_text_run(run_dir: str | Path, formats: Any = None, overrides: Any = None) -> dict[str, Any]:
-    """Write every student's ONNX folder again (model.onnx, tokenizer.json, config.json), parity-checked."""
+    """Write every student's ONNX folder again (model.onnx, tokenizer.json, config.json), parity-checked; with
+    ``--set export.int8=true`` (only ``export.*`` may be set here) its int8 folder too."""
+    from distill.core.recipes import validate_recipe
+    from distill.errors import UnsupportedError
+    from distill.recipe import apply_overrides
+
+    wrong = sorted(set(formats or ["onnx"]) - {"onnx"})
+    if wrong:
+        raise UnsupportedError(f"--format {', '.join(wrong)}: a text classification run's students are saved as "
+                               "folders (RUN/students/NAME) and exported as ONNX folders; only --format onnx applies.")  # fmt: skip
+    others = [o for o in overrides or () if not str(o).startswith("export.")]
+    if others:
+        raise UnsupportedError(f"--set {', '.join(others)}: distill export of a finished run takes export.* settings "
+                               "only (the rest made the models it exports). Fix: rerun the recipe with them.")  # fmt: skip
     recipe, run_dir, setup = _loaded(run_dir)
+    if overrides:
+        recipe = validate_recipe(apply_overrides(recipe.to_dict(), list(overrides)), "--set")
     models = {spec.name: load_text_model(run_dir / "students" / spec.name)[0] for spec in recipe.students}
     rows = [{"name": spec.name} for spec in recipe.students]
     export_students(recipe, setup, models, rows, run_dir)
-    return {"files": {r["name"]: r["onnx"]["file"] for r in rows}}
+    out: dict[str, Any] = {"files": {r["name"]: r["onnx"]["file"] for r in rows}}
+    int8 = {r["name"]: r["onnx_int8"] for r in rows if r.get("onnx_int8")}
+    if int8:
+        out["int8"] = int8
+    return out

@@ -103,3 +103,26 @@ def export_students(recipe: TextClassificationRecipe, setup: Any, models: dict[s
         row["onnx"], row["onnx_bytes"] = report, report["bytes"]
         log.info("  %s: ONNX %s (%.1f MB, max |diff| %.2g)", spec.name, report["file"], report["bytes"] / 1e6,
                  report["max_abs_diff"])  # fmt: skip
+        if recipe.export.int8 and not isinstance(model.module, M.StaticClassifier):
+            row["onnx_int8"] = int8_folder(recipe, setup, model, run_dir / "students" / spec.name)
+
+
+def int8_folder(recipe: TextClassificationRecipe, setup: Any, model: M.TextModel, folder: Path) -> dict[str, Any]:
+    """The student's int8 ONNX folder (its kept-float matrices chosen on validation texts) and its test accuracy
+    on raw text, through the runtime a deployment uses."""
+    from distill.export.onnx_text import quantize_text_onnx
+    from distill.export.text_runtime import TextClassifierRuntime
+
+    val = setup.data.val.inputs()[:256]
+    enc = M.encode(model.tokenizer, val, recipe.data.max_length)
+    batches = [enc.batch(list(range(s, min(s + 32, len(enc)))), model.uses_token_types) for s in range(0, len(enc), 32)]
+    report = quantize_text_onnx(folder / "onnx", folder / "onnx-int8", batches, min_same_label=recipe.export.min_same_label)
+    if report.get("file") is None:
+        log.warning("  %s", report["note"])
+        return report
+    test = setup.data.test
+    got = TextClassifierRuntime(folder / "onnx-int8").logits(test.inputs()).argmax(1)
+    report["accuracy"] = float(np.mean(got == np.asarray(test.labels)))
+    log.info("  int8 ONNX %s (%.1f MB, %d matrices kept in float): test accuracy %.1f%%", report["file"],
+             report["bytes"] / 1e6, len(report["kept_float"]), 100 * report["accuracy"])  # fmt: skip
+    return report

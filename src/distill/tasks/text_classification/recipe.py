@@ -217,6 +217,16 @@ class TextExportConfig(Section):
     onnx: bool = Field(True, description="Export every student to ONNX (input_ids, attention_mask → logits) beside its "
                                          "tokenizer.json and label names, parity-checked against PyTorch.")  # fmt: skip
     max_abs_diff: float = Field(1e-4, gt=0, description="Parity bound of the ONNX file against PyTorch (max |logit difference|).")
+    int8: bool = Field(
+        False, description="Also write an int8 folder (students/NAME/onnx-int8) for each transformer or factory student: "
+        "ONNX Runtime's dynamic quantization (int8 weights per channel), the most sensitive matrices kept in float "
+        "until it gives the float file's label on export.min_same_label of the validation texts; its test accuracy "
+        "and size go into the comparison. (A static student's tables are int8 already: students[].tables.)",
+    )  # fmt: skip
+    min_same_label: float = Field(
+        0.99, gt=0, le=1, description="export.int8: share of validation texts on which the int8 file must give the "
+        "float file's label.",
+    )  # fmt: skip
 
 
 class TextClassificationRecipe(RecipeRoot):

@@ -76,6 +76,14 @@ def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | No
     notes = ["", "Test split, never trained on. Retention: the model's test accuracy over the teacher's. Size: the "
              "saved folder (weights, tokenizer); ONNX: the exported file. texts/s: raw text in, labels out, in this "
              "process, the models taking turns."]  # fmt: skip
+    for r in rows:
+        q = r.get("onnx_int8")
+        if q and q.get("file"):
+            notes.append(f"int8 ONNX of {r['name']} (export.int8, onnx-int8/): {_mb(q['bytes'])}, test accuracy "
+                         f"{_pct(q['accuracy'])}, the float file's label on {_pct(q['same_label'])} of "
+                         f"{q['texts']} validation texts, {len(q['kept_float'])} matrices kept in float.")  # fmt: skip
+        elif q:
+            notes.append(f"int8 ONNX of {r['name']}: not written ({q.get('note')}).")
     if teacher_pass_seconds is not None:
         notes.append(f"Train time of a student counts its training only; the teacher's pass over the texts "
                      f"(its logits, shared by every student) took {teacher_pass_seconds:.0f} s more (measured when "
