@@ -14,7 +14,7 @@ import logging
 import shutil
 import warnings
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +108,20 @@ def _weight_matmuls(path: Path) -> list[str]:
 
 
 def quantize_encoder_onnx(
-    src: Path, dst: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, *, min_cosine: float,
-    score: Any = None, key: str = "cosine",
+    src: Path, dst: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, *, min_cosine: float
+) -> dict[str, Any]:
+    """Dynamic int8 of ``src`` into ``dst``, keeping the most sensitive MatMuls in float until mean cosine
+    to ``reference`` >= ``min_cosine``. Returns the cosine, kept-float node names, file size."""
+    return quantize_onnx(src, dst, batches, reference, score=_cos, bound=min_cosine, key="cosine")
+
+
+def quantize_onnx(
+    src: Path, dst: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, *,
+    score: Callable[[np.ndarray, np.ndarray], float], bound: float, key: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Dynamic int8 of ``src`` into ``dst``, keeping the most sensitive MatMuls in float until the mean cosine
-    to ``reference`` (or ``score(reference, outputs)``, reported as ``key``) >= ``min_cosine``. Returns that
-    figure, kept-float node names, file size."""
-    measure = score or _cos
+    """Dynamic int8 of ``src`` into ``dst``, keeping the most sensitive MatMuls in float until
+    ``score(reference, outputs on batches) >= bound`` (the module docstring says how). Returns the score (as
+    ``key``), kept-float node names, file size; ``file`` None when even all-float MatMuls miss the bound."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = _weight_matmuls(src)
@@ -134,21 +141,21 @@ def quantize_encoder_onnx(
                 quantize_dynamic(str(src), str(p), **kwargs)
             finally:
                 root.setLevel(level)
-            return p, measure(reference, _run(onnx_session(p), batches))
+            return p, score(reference, _run(onnx_session(p), batches))
 
         best, cos = quant()
         kept: list[str] = []
-        if cos < min_cosine:
+        if cos < bound:
             drops = {n: 1.0 - quant(only=[n])[1] for n in nodes}
             for n in sorted(nodes, key=lambda n: -drops[n]):
                 kept.append(n)
                 if len(kept) == len(nodes):
                     break
                 best, cos = quant(exclude=kept)
-                if cos >= min_cosine:
+                if cos >= bound:
                     break
-        if cos < min_cosine:
-            return {"file": None, key: cos, "kept_float": kept, "note": f"no int8 file: {key} {cos:.4f} < {min_cosine}"}
+        if cos < bound:
+            return {"file": None, key: cos, "kept_float": kept, "note": f"no int8 file: {key} {cos:.4f} < {bound}"}
         with atomic_path(dst) as tmp:
             shutil.copyfile(best, tmp)
         return {"file": str(dst), "bytes": dst.stat().st_size, key: cos, "kept_float": kept, "quantized": len(nodes) - len(kept)}

@@ -81,17 +81,15 @@ def quantize_text_onnx(folder: str | Path, out_dir: str | Path, batches: Sequenc
     that fails, no file is written and the report says why."""
     import shutil
 
-    from distill.export.onnx_encoder import quantize_encoder_onnx
+    from distill.export.onnx_encoder import quantize_onnx
 
     src, out = Path(folder), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = [i.name for i in onnx_session(src / "model.onnx").get_inputs()]
-    feeds = [{n: b[n].numpy() for n in names} for b in batches]
     session = onnx_session(src / "model.onnx")
+    feeds = [{i.name: b[i.name].numpy() for i in session.get_inputs()} for b in batches]
     ref = np.concatenate([session.run(None, f)[0] for f in feeds])
-    same = lambda a, b: float((a.argmax(1) == b.argmax(1)).mean())  # noqa: E731
-    report = quantize_encoder_onnx(src / "model.onnx", out / "model.onnx", feeds, ref, min_cosine=min_same_label,
-                                   score=same, key="same_label")  # fmt: skip
+    report = quantize_onnx(src / "model.onnx", out / "model.onnx", feeds, ref, score=_same_label, bound=min_same_label,
+                           key="same_label")  # fmt: skip
     if report.get("file") is None:
         shutil.rmtree(out, ignore_errors=True)
         return report
@@ -99,6 +97,10 @@ def quantize_text_onnx(folder: str | Path, out_dir: str | Path, batches: Sequenc
         with atomic_path(out / name) as tmp:
             shutil.copyfile(src / name, tmp)
     return report | {"texts": len(ref)}
+
+
+def _same_label(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
 
 
 def compact_tables(path: Path, model: nn.Module) -> None:

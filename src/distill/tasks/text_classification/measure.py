@@ -14,39 +14,23 @@ from distill.tasks.text_classification.recipe import TextClassificationRecipe
 from distill.tasks.text_classification.results import join_pairs
 
 
-def runtime_tokenizer(tokenizer: Any, max_length: int) -> Any:
-    """A copy of ``tokenizer``'s Rust tokenizer that truncates to ``max_length`` and pads each batch to its longest
-    text, as the exported folder's runtime (export/text_runtime.py) sets up ``tokenizer.json``; None for a slow
-    (Python) tokenizer, which has no Rust tokenizer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    from tokenizers import Tokenizer
-
-    fast = Tokenizer.from_str(backend.to_str())
-    fast.enable_truncation(max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    fast.enable_padding(pad_id=int(pad), pad_token=tokenizer.pad_token or "[PAD]")
-    return fast
-
-
 def classify_fn(model: M.TextModel, max_length: int) -> Any:
     """Raw texts in, label indices out (tokenisation included): what the throughput columns time. Texts are
-    tokenised as the exported runtime does it: one ``encode_batch_fast`` call into the Rust tokenizer, which pads the
-    batch itself (the same ids as the transformers tokenizer's; a slow tokenizer goes through transformers)."""
+    tokenised as the exported runtime does it (:func:`distill.export.text_runtime.encode_feeds`: one call into the
+    Rust tokenizer, which pads the batch itself; the same ids as the transformers tokenizer's). A slow (Python)
+    tokenizer, which has no Rust tokenizer, goes through transformers."""
     import torch
 
+    from distill.export.text_runtime import batch_tokenizer, encode_feeds
+
     tok, types = model.tokenizer, model.uses_token_types
-    fast = runtime_tokenizer(tok, max_length)
+    backend = getattr(tok, "backend_tokenizer", None)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    fast = batch_tokenizer(backend.to_str(), max_length, pad, tok.pad_token or "[PAD]") if backend is not None else None
 
     def tensors(inputs: list[Any]) -> dict[str, Any]:
         if fast is not None:
-            encs = getattr(fast, "encode_batch_fast", fast.encode_batch)(list(inputs))  # fast: no character offsets
-            out = {"input_ids": torch.from_numpy(np.array([e.ids for e in encs], dtype=np.int64)),
-                   "attention_mask": torch.from_numpy(np.array([e.attention_mask for e in encs], dtype=np.int64))}  # fmt: skip
-            if types:
-                out["token_type_ids"] = torch.from_numpy(np.array([e.type_ids for e in encs], dtype=np.int64))
-            return out
+            return {k: torch.from_numpy(v) for k, v in encode_feeds(fast, inputs, types).items()}
         pairs = isinstance(inputs[0], tuple) if inputs else False
         texts = [x[0] for x in inputs] if pairs else list(inputs)
         enc = tok(texts, [x[1] for x in inputs] if pairs else None, truncation=True, max_length=max_length,
@@ -60,6 +44,12 @@ def classify_fn(model: M.TextModel, max_length: int) -> Any:
 
     classify.tensors = tensors  # type: ignore[attr-defined]  # the batch it classifies (tests compare the ids)
     return classify
+
+
+def padded_batches(model: M.TextModel, texts: list[Any], max_length: int, size: int = 32) -> list[dict[str, Any]]:
+    """``texts`` tokenised for ``model`` in padded batches of ``size`` (the examples an export is checked on)."""
+    enc = M.encode(model.tokenizer, texts, max_length)
+    return [enc.batch(list(range(s, min(s + size, len(enc)))), model.uses_token_types) for s in range(0, len(enc), size)]
 
 
 def time_models(recipe: TextClassificationRecipe, rows: list[dict[str, Any]], models: dict[str, M.TextModel],
@@ -94,8 +84,7 @@ def export_students(recipe: TextClassificationRecipe, setup: Any, models: dict[s
     texts = setup.data.test.inputs()[:256]
     for spec in recipe.students:
         model = models[spec.name]
-        enc = M.encode(model.tokenizer, texts, recipe.data.max_length)
-        batches = [enc.batch(list(range(s, min(s + 32, len(enc)))), model.uses_token_types) for s in range(0, len(enc), 32)]
+        batches = padded_batches(model, texts, recipe.data.max_length)
         row = next(r for r in rows if r["name"] == spec.name)
         report = export_text_onnx(model.module, model.tokenizer, setup.data.label_names,
                                   run_dir / "students" / spec.name / "onnx", batches,
@@ -113,9 +102,7 @@ def int8_folder(recipe: TextClassificationRecipe, setup: Any, model: M.TextModel
     from distill.export.onnx_text import quantize_text_onnx
     from distill.export.text_runtime import TextClassifierRuntime
 
-    val = setup.data.val.inputs()[:256]
-    enc = M.encode(model.tokenizer, val, recipe.data.max_length)
-    batches = [enc.batch(list(range(s, min(s + 32, len(enc)))), model.uses_token_types) for s in range(0, len(enc), 32)]
+    batches = padded_batches(model, setup.data.val.inputs()[:256], recipe.data.max_length)
     report = quantize_text_onnx(folder / "onnx", folder / "onnx-int8", batches, min_same_label=recipe.export.min_same_label)
     if report.get("file") is None:
         log.warning("  %s", report["note"])
