@@ -126,13 +126,14 @@ def test_exported_students_classify_raw_text_with_the_in_run_accuracy(finetuned:
         got = clf.predict(test.texts)
         truth = [clf.labels[i] for i in test.labels]
         assert np.mean([g == t for g, t in zip(got, truth, strict=True)]) == pytest.approx(rows[name]["accuracy"], abs=1e-9)
+        assert clf.tokenizer.word_path  # the tiny BERT tokenizer takes the runtime's word path for ASCII text
     # the static student's tables are int8 in the ONNX file too (the default students[].tables), a scale per row
     import onnx
 
     graph = onnx.load(str(finetuned / "students" / "static" / "onnx" / "model.onnx")).graph
     kinds = {i.name: (i.data_type, tuple(i.dims)) for i in graph.initializer}
     int8 = {n: d for n, (t, d) in kinds.items() if t == onnx.TensorProto.INT8}
-    assert sorted(d[0] for d in int8.values()) == [64, clf.tokenizer.get_vocab_size()], kinds  # bigram rows, tokens
+    assert sorted(d[0] for d in int8.values()) == [64, clf.tokenizer.rust.get_vocab_size()], kinds  # bigram rows, tokens
     assert not [n for n, (t, d) in kinds.items() if t == onnx.TensorProto.FLOAT and len(d) == 2 and d[0] >= 64 and d[1] == 16]
 
 

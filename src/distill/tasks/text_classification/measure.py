@@ -16,21 +16,21 @@ from distill.tasks.text_classification.results import join_pairs
 
 def classify_fn(model: M.TextModel, max_length: int) -> Any:
     """Raw texts in, label indices out (tokenisation included): what the throughput columns time. Texts are
-    tokenised as the exported runtime does it (:func:`distill.export.text_runtime.encode_feeds`: one call into the
-    Rust tokenizer, which pads the batch itself; the same ids as the transformers tokenizer's). A slow (Python)
-    tokenizer, which has no Rust tokenizer, goes through transformers."""
+    tokenised as the exported runtime does it (:class:`distill.export.text_runtime.BatchTokenizer`: the Rust
+    tokenizer, or its cache of words for plain-ASCII text; the same ids as the transformers tokenizer's). A slow
+    (Python) tokenizer, which has no Rust tokenizer, goes through transformers."""
     import torch
 
-    from distill.export.text_runtime import batch_tokenizer, encode_feeds
+    from distill.export.text_runtime import BatchTokenizer
 
     tok, types = model.tokenizer, model.uses_token_types
     backend = getattr(tok, "backend_tokenizer", None)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    fast = batch_tokenizer(backend.to_str(), max_length, pad, tok.pad_token or "[PAD]") if backend is not None else None
+    fast = BatchTokenizer(backend.to_str(), max_length, pad, tok.pad_token or "[PAD]") if backend is not None else None
 
     def tensors(inputs: list[Any]) -> dict[str, Any]:
         if fast is not None:
-            return {k: torch.from_numpy(v) for k, v in encode_feeds(fast, inputs, types).items()}
+            return {k: torch.from_numpy(v) for k, v in fast.feeds(inputs, types).items()}
         pairs = isinstance(inputs[0], tuple) if inputs else False
         texts = [x[0] for x in inputs] if pairs else list(inputs)
         enc = tok(texts, [x[1] for x in inputs] if pairs else None, truncation=True, max_length=max_length,
