@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the Rust tokenizer too: every model on one thread
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -92,7 +93,9 @@ def corpus_recipe(source: str, work: Path, quick: bool) -> dict[str, Any]:
     raw["name"] = source.split(":")[1]
     raw["eval"] = {"batch_size": 64, "speed_texts": 512, "latency_texts": 100,
                    "allow_chance_teacher": quick}  # a 1-epoch teacher may be at chance: --quick checks that it runs
-    raw["export"] = {"onnx": False}  # the ONNX path is the tests' (raw text in, the in-run accuracy out)
+    # every student exported (parity-checked); the layer students also as int8 files (export.int8), timed by the run
+    # beside the models through the runtime that ships them
+    raw["export"] = {"onnx": True, "int8": True}
     raw["output"] = {"dir": str(work / raw["name"]), "report": False, "cache_dir": str(work / "cache")}
     return raw
 
@@ -113,6 +116,14 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("accuracy", "retention", "agreement", "speedup_batch", "speedup_b1", "speed_batch", "speed_b1"):
             g[key], g[key + "_std"] = mean_std([r[key] for r in members])
         g["transfer_texts"] = members[0].get("transfer_texts", 0)
+        shipped = [r["onnx_int8"] for r in members if (r.get("onnx_int8") or {}).get("speed_batch")]
+        if len(shipped) == len(members):  # the int8 ONNX files (export.int8), timed in the run beside the models
+            q = {"kept_float": float(np.mean([len(x["kept_float"]) for x in shipped])),
+                 "bytes": float(np.mean([x["bytes"] for x in shipped]))}  # fmt: skip
+            for key in ("accuracy", "speedup_batch", "speedup_b1", "speed_batch", "same_label"):
+                q[key], q[key + "_std"] = mean_std([x[key] for x in shipped])
+            q["retention"], q["retention_std"] = mean_std([x["accuracy"] / teacher["accuracy"] for x in shipped])
+            g["int8"] = q
         out[group] = g
     return out
 
@@ -122,9 +133,12 @@ def judge(a: dict[str, Any]) -> dict[str, bool]:
     lay, st = a["layers-0-5"], a["static"]
     margin = {g: a[g]["accuracy"] - a[g + "-hard"]["accuracy"] > max(a[g]["accuracy_std"], a[g + "-hard"]["accuracy_std"])
               for g in ("layers-0-5", "static")}  # fmt: skip
+    q = lay.get("int8") or {"retention": 0.0, "speedup_batch": 0.0}
     return {
-        "layers-0-5 keeps >= 97% of the teacher's accuracy at >= 3x its texts/s (b64)":
+        "layers-0-5 keeps >= 97% of the teacher's accuracy at >= 3x its texts/s (b64), in PyTorch":
             lay["retention"] >= 0.97 and lay["speedup_batch"] >= 3,
+        "layers-0-5 as shipped (its int8 ONNX file) keeps >= 97% at >= 3x the teacher's texts/s (b64)":
+            q["retention"] >= 0.97 and q["speedup_batch"] >= 3,
         "static keeps >= 90% of the teacher's accuracy at >= 100x its texts/s (b64)":
             st["retention"] >= 0.90 and st["speedup_batch"] >= 100,
         "static beats TF-IDF + logistic regression": st["accuracy"] > a["baseline"]["accuracy"],
@@ -154,9 +168,63 @@ def corpus_lines(source: str, raw: dict[str, Any], stats: dict[str, Any], a: dic
         how = "hard labels only" if g.endswith("hard") else "distilled" + (", + transfer set" if r["transfer_texts"] else "")
         rows.append(f"| {g} ({how}) | {pm(r['accuracy'], r['accuracy_std'])} | {pm(r['retention'], r['retention_std'])} | "
                     f"{r['speedup_batch']:.1f}x | {r['speedup_b1']:.1f}x | {r['train_seconds']:.0f} s |")  # fmt: skip
+        q = r.get("int8")
+        if q:
+            rows.append(f"| {g}, int8 ONNX (export.int8; {q['kept_float']:.1f} matrices kept in float, "
+                        f"{q['bytes'] / 1e6:.1f} MB) | {pm(q['accuracy'], q['accuracy_std'])} | "
+                        f"{pm(q['retention'], q['retention_std'])} | {q['speedup_batch']:.1f}x | {q['speedup_b1']:.1f}x | - |")  # fmt: skip
     md += results_io.table(["model", "test acc (3 seeds)", "retention", "speed-up b64", "speed-up b1", "train time"], rows)
+    ctx = a.get("like_for_like")
+    if ctx:
+        md += [f"Like for like (timed after the run, side by side, {ctx['texts']} test texts): the teacher's own int8 "
+               f"ONNX file (made as export.int8 makes the students', {ctx['teacher_kept_float']} matrices kept in float) "
+               f"scores {100 * ctx['teacher_int8_accuracy']:.1f}% at {ctx['teacher_int8_speedup_batch']:.2f}x the "
+               f"PyTorch teacher (b64); {ctx['student']}'s int8 file runs at {ctx['student_int8_speedup_batch']:.2f}x "
+               f"the PyTorch teacher, {ctx['int8_over_int8_batch']:.2f}x the teacher's int8 file.", ""]  # fmt: skip
     md += results_io.table(["target", "met"], [f"| {k} | {'yes' if v else 'no'} |" for k, v in judged.items()])
     return md
+
+
+def like_for_like(run_dir: Path, student: str = "layers-0-5-s0") -> dict[str, Any]:
+    """int8 against int8: the run's teacher exported and quantized as export.int8 makes a student's file (its
+    kept-float matrices chosen on the validation texts), timed side by side with the PyTorch teacher and
+    ``student``'s int8 file, raw text in; its test accuracy. Written to RUN_DIR/like_for_like.json."""
+    import torch
+
+    from distill.bench.rates import side_by_side_rates
+    from distill.core.fsutil import write_json
+    from distill.export.onnx_text import export_text_onnx, quantize_text_onnx
+    from distill.export.text_runtime import TextClassifierRuntime
+    from distill.tasks.text_classification.data import load_labelled_texts
+    from distill.tasks.text_classification.folders import load_text_model
+    from distill.tasks.text_classification.measure import classify_fn, padded_batches
+
+    recipe = distill.load_recipe(path=run_dir / "recipe.yaml")
+    data, n = load_labelled_texts(recipe.data), recipe.data.max_length
+    teacher, _ = load_text_model(run_dir / "teacher")
+    work = run_dir / "like_for_like"
+    export_text_onnx(teacher.module, teacher.tokenizer, data.label_names, work / "teacher-onnx",
+                     padded_batches(teacher, data.test.inputs()[:256], n), max_length=n)  # fmt: skip
+    q = quantize_text_onnx(work / "teacher-onnx", work / "teacher-onnx-int8", padded_batches(teacher, data.val.inputs()[:256], n),
+                           min_same_label=recipe.export.min_same_label)  # fmt: skip
+    if q.get("file") is None:
+        raise SystemExit(f"the teacher's int8 file was not written: {q.get('note')}")
+    threads = torch.get_num_threads()
+    t8 = TextClassifierRuntime(work / "teacher-onnx-int8", threads=threads)
+    s8 = TextClassifierRuntime(run_dir / "students" / student / "onnx-int8", threads=threads)
+    fns = {"teacher": classify_fn(teacher, n), "teacher int8": lambda xs: t8.logits(list(xs)).argmax(1),
+           "student int8": lambda xs: s8.logits(list(xs)).argmax(1)}  # fmt: skip
+    texts = data.test.inputs()
+    rate = side_by_side_rates(fns, texts[: recipe.eval.speed_texts], recipe.eval.batch_size)
+    out = {"student": student, "texts": len(texts[: recipe.eval.speed_texts]), "threads": threads,
+           "teacher_kept_float": len(q["kept_float"]), "teacher_int8_bytes": q["bytes"],
+           "teacher_int8_accuracy": float(np.mean(t8.logits(texts).argmax(1) == np.asarray(data.test.labels))),
+           "rates_batch": rate, "teacher_int8_speedup_batch": rate["teacher int8"] / rate["teacher"],
+           "student_int8_speedup_batch": rate["student int8"] / rate["teacher"],
+           "int8_over_int8_batch": rate["student int8"] / rate["teacher int8"]}  # fmt: skip
+    write_json(run_dir / "like_for_like.json", out)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 def corpus_entry(raw: dict[str, Any], run_dir: Path, quick: bool) -> dict[str, Any]:
@@ -164,6 +232,8 @@ def corpus_entry(raw: dict[str, Any], run_dir: Path, quick: bool) -> dict[str, A
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = metrics["models"]
     agg = aggregate(rows)
+    if (run_dir / "like_for_like.json").is_file():
+        agg["like_for_like"] = json.loads((run_dir / "like_for_like.json").read_text())
     return {"recipe": raw, "run_dir": str(run_dir), "data": metrics["data"] | {"labels": None},
             "wall_seconds": metrics["seconds"], "summary": agg, "targets": {} if quick else judge(agg),
             "table": render_table(rows, teacher_pass_seconds=metrics.get("teacher_pass_seconds")),
@@ -194,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = corpus_recipe(source, work, args.quick)
         result = distill.run(distill.load_recipe(raw=raw), progress=False, console=False)
         shutil.rmtree(result.run_dir / "checkpoints", ignore_errors=True)  # 12 students' epochs: gigabytes
+        like_for_like(result.run_dir)
         corpora[source] = corpus_entry(raw, result.run_dir, args.quick)
     wall = sum(c["wall_seconds"] for c in corpora.values()) if args.assemble else time.perf_counter() - t0
     out = results_io.header("text_classification", quick=args.quick, wall_seconds=round(wall, 1), seeds=list(SEEDS),

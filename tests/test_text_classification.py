@@ -339,6 +339,10 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     got8 = TextClassifierRuntime(folder).predict(test.inputs())
     assert np.mean([g == clf.labels[y] for g, y in zip(got8, test.labels, strict=True)]) == pytest.approx(q["accuracy"])
     assert "int8 ONNX of l1 (export.int8, onnx-int8/)" in (result.run_dir / "comparison.md").read_text()
+    # ... and timed beside the models, against the same teacher figure as the rows
+    assert q["speed_batch"] > 0 and q["speed_b1"] > 0
+    assert q["speedup_batch"] == pytest.approx(q["speed_batch"] / result.rows[0]["speed_batch"])
+    assert "x the teacher), " in (result.run_dir / "comparison.md").read_text()
 
 
 def test_the_split_is_stable_stratified_and_deduplicated(tmp_path: Path) -> None:

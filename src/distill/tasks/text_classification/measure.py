@@ -53,13 +53,22 @@ def padded_batches(model: M.TextModel, texts: list[Any], max_length: int, size: 
 
 
 def time_models(recipe: TextClassificationRecipe, rows: list[dict[str, Any]], models: dict[str, M.TextModel],
-                baseline: Any, texts: list[Any]) -> None:  # fmt: skip
-    """Texts/s at batch ``eval.batch_size`` and 1 of every model, side by side in this process; speed-ups over the teacher."""
+                baseline: Any, texts: list[Any], run_dir: Path | None = None) -> None:  # fmt: skip
+    """Texts/s at batch ``eval.batch_size`` and 1 of every model, side by side in this process; speed-ups over the
+    teacher. A student's int8 ONNX folder (``export.int8``) is timed with them, through the runtime a deployment
+    uses, on as many threads as torch has: what ships, against the teacher as it was given."""
+    import torch
+
     from distill.bench.rates import side_by_side_rates
+    from distill.export.text_runtime import TextClassifierRuntime
 
     fns = {name: classify_fn(m, recipe.data.max_length) for name, m in models.items()}
     if baseline is not None:
         fns["baseline"] = lambda xs: baseline.predict(join_pairs(list(xs)))
+    shipped = {r["name"]: r["onnx_int8"] for r in rows if (r.get("onnx_int8") or {}).get("file") and run_dir is not None}
+    for name in shipped:
+        runtime = TextClassifierRuntime(run_dir / "students" / name / "onnx-int8", threads=torch.get_num_threads())
+        fns[f"{name} (int8 ONNX)"] = lambda xs, rt=runtime: rt.logits(list(xs)).argmax(1)
     for m in models.values():
         m.module.eval()
     size = recipe.eval.batch_size
@@ -69,11 +78,17 @@ def time_models(recipe: TextClassificationRecipe, rows: list[dict[str, Any]], mo
     for row in rows:
         key = by_role.get(row["role"], row["name"])
         row["speed_batch"], row["speed_b1"], row["batch_size"] = batched[key], b1[key], size
+    for name, q in shipped.items():
+        q["speed_batch"], q["speed_b1"] = batched[f"{name} (int8 ONNX)"], b1[f"{name} (int8 ONNX)"]
+    for r in [*rows, *shipped.values()]:
+        r["speedup_batch"] = r["speed_batch"] / rows[0]["speed_batch"]
+        r["speedup_b1"] = r["speed_b1"] / rows[0]["speed_b1"]
     for row in rows:
-        row["speedup_batch"] = row["speed_batch"] / rows[0]["speed_batch"]
-        row["speedup_b1"] = row["speed_b1"] / rows[0]["speed_b1"]
         log.info("speed %s: %.0f texts/s at batch %d, %.0f at batch 1", row["name"], row["speed_batch"], size,
                  row["speed_b1"])  # fmt: skip
+    for name, q in shipped.items():
+        log.info("speed %s (int8 ONNX): %.0f texts/s at batch %d (%.1fx the teacher), %.0f at batch 1", name,
+                 q["speed_batch"], size, q["speedup_batch"], q["speed_b1"])  # fmt: skip
 
 
 def export_students(recipe: TextClassificationRecipe, setup: Any, models: dict[str, M.TextModel],

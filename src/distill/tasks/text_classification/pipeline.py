@@ -235,10 +235,10 @@ def _run(recipe: TextClassificationRecipe, setup: Setup, run_dir: Path, ranks: R
         return TextResult(run_dir=run_dir, rows=[])  # the main process measures and writes
     for r in rows:
         r["retention"] = r["accuracy"] / rows[0]["accuracy"] if rows[0]["accuracy"] else None
-    with torch_threads(recipe.eval.threads or None):
-        time_models(recipe, rows, models, baseline, data.test.inputs())
-    if recipe.export.onnx:
+    if recipe.export.onnx:  # first: the int8 files it writes are timed beside the models
         export_students(recipe, setup, models, rows, run_dir)
+    with torch_threads(recipe.eval.threads or None):
+        time_models(recipe, rows, models, baseline, data.test.inputs(), run_dir)
     table = render_table(rows, teacher_pass_seconds=teacher_pass)
     for line in students_at_chance(rows, data.test.labels, len(data.label_names)):
         log.warning("%s", line)

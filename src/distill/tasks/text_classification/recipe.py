@@ -220,8 +220,8 @@ class TextExportConfig(Section):
     int8: bool = Field(
         False, description="Also write an int8 folder (students/NAME/onnx-int8) for each transformer or factory student: "
         "ONNX Runtime's dynamic quantization (int8 weights per channel), the most sensitive matrices kept in float "
-        "until it gives the float file's label on export.min_same_label of the validation texts; its test accuracy "
-        "and size go into the comparison. (A static student's tables are int8 already: students[].tables.)",
+        "until it gives the float file's label on export.min_same_label of the validation texts; its test accuracy, "
+        "size and speed (through its ONNX Runtime folder, timed beside the models) go into the comparison. (A static student's tables are int8 already: students[].tables.)",
     )  # fmt: skip
     min_same_label: float = Field(
         0.99, gt=0, le=1, description="export.int8: share of validation texts on which the int8 file must give the "

@@ -79,9 +79,13 @@ def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | No
     for r in rows:
         q = r.get("onnx_int8")
         if q and q.get("file"):
+            speed = "" if q.get("speed_batch") is None else (
+                f", {_rate(q['speed_batch'])} texts/s at b{size} ({q['speedup_batch']:.1f}x the teacher), "
+                f"{_rate(q['speed_b1'])} at b1 ({q['speedup_b1']:.1f}x), through its ONNX Runtime folder")
             notes.append(f"int8 ONNX of {r['name']} (export.int8, onnx-int8/): {_mb(q['bytes'])}, test accuracy "
-                         f"{_pct(q['accuracy'])}, the float file's label on {_pct(q['same_label'])} of "
-                         f"{q['texts']} validation texts, {len(q['kept_float'])} matrices kept in float.")  # fmt: skip
+                         f"{_pct(q['accuracy'])} (retention {_pct(q['accuracy'] / rows[0]['accuracy'])}), the float "
+                         f"file's label on {_pct(q['same_label'])} of {q['texts']} validation texts, "
+                         f"{len(q['kept_float'])} matrices kept in float{speed}.")  # fmt: skip
         elif q:
             notes.append(f"int8 ONNX of {r['name']}: not written ({q.get('note')}).")
     if teacher_pass_seconds is not None:
