@@ -202,3 +202,42 @@ def test_a_user_error_of_a_two_process_run_is_said_once_without_a_traceback(writ
     for noise in ("Traceback", "ChildFailedError", "FAILED", "torch/distributed/elastic"):
         assert noise not in out.stderr, out.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["recipe.yaml"]
+
+
+def test_a_photo_stored_sideways_with_an_exif_turn_is_read_upright(tmp_path: Path) -> None:
+    """A camera's JPEG often keeps its pixels sideways and says so in EXIF (Orientation 6: turn 90 degrees
+    clockwise to view); the folder reader and the shipped runtime both read it as a viewer shows it."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+    from PIL import Image
+
+    from distill.export.classifier_runtime import Classifier
+    from distill.tasks.classification.images import read_image_folder
+
+    upright = np.zeros((8, 4), dtype=np.uint8)  # 8 high, 4 wide: the top half white
+    upright[:4] = 255
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # as the camera stored it: 4 high, 8 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    root = tmp_path / "photos"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(stored).save(root / c / f"{i}.jpg", exif=exif, quality=100)
+    x, _, _, _ = read_image_folder(root, (8, 4), 1, (".jpg",))
+    assert x.shape == (6, 1, 8, 4)
+    assert x[0, 0, :4].mean() > 200 and x[0, 0, 4:].mean() < 50  # the top half is white: upright
+    # the runtime: an identity "model" shows the pixels it was given
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 8, 4])])  # fmt: skip
+    folder = tmp_path / "export"
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "m.onnx"))
+    (folder / "classifier.json").write_text(json.dumps({"classes": ["a", "b"], "files": ["m.onnx"], "kind": "image",
+                                                        "input_shape": [1, 8, 4],
+                                                        "image_file": {"mode": "L", "size": [8, 4]}}))  # fmt: skip
+    seen = Classifier(folder).session.run(None, {"x": Classifier(folder)._array([root / "a" / "0.jpg"])})[0]
+    assert np.array_equal(seen[0, 0].astype(np.uint8), x[0, 0])

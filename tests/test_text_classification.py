@@ -243,6 +243,12 @@ def test_bad_data_is_refused_before_anything_is_written(world: dict[str, Path], 
     _refused(with_data(source=str(write_csv(tmp_path / "empty.csv", []))), capsys, tmp_path, "has no rows")
     (tmp_path / "latin1.csv").write_bytes("text,label\ncaf\xe9 au lait,food\n".encode("latin-1"))
     _refused(with_data(source=str(tmp_path / "latin1.csv")), capsys, tmp_path, "not UTF-8")
+    # a header split by semicolons would read as one column; a column named twice would be renamed 'text.1'
+    (tmp_path / "semi.csv").write_text("text;label\n" + "\n".join(f"{t};{lab}" for t, lab in labelled_rows(30)))
+    _refused(with_data(source=str(tmp_path / "semi.csv")), capsys, tmp_path, "reads as one column named 'text;label'",
+             "split by semicolons", "Fix: save it comma-separated")  # fmt: skip
+    (tmp_path / "twice.csv").write_text("text,label,text\n" + "\n".join(f"{t},{lab},x" for t, lab in labelled_rows(30)))
+    _refused(with_data(source=str(tmp_path / "twice.csv")), capsys, tmp_path, "more than one column named 'text'")
     # the tiny teacher has 64 positions: a longer token limit would fail inside it, after the fine-tuning
     _refused(with_data(max_length=100), capsys, tmp_path, "data.max_length 100 is longer than the teacher can read",
              "64 positions")

@@ -201,7 +201,7 @@ def read_table(path: str | None) -> Any:
     try:
         if suffix in {".csv", ".txt", ".tsv"}:
             sep = "\t" if suffix == ".tsv" else ","
-            _check_header(p, sep)
+            check_header(p, sep)
             return pd.read_csv(p, sep=sep)
         if suffix in {".parquet", ".pq"}:
             df = pd.read_parquet(p)
@@ -216,12 +216,24 @@ def read_table(path: str | None) -> Any:
     raise DataError(f"unsupported table format {suffix!r} for {p}. Fix: use .csv, .tsv or .parquet.")
 
 
-def _check_header(p: Path, sep: str) -> None:
-    """A CSV's header names every column once (pandas would rename a second ``a`` to ``a.1`` unasked)."""
+def check_header(p: Path, sep: str) -> None:
+    """A CSV's header names every column once (pandas would rename a second ``a`` to ``a.1`` unasked), and a
+    header that reads as one column holding another separator (``text;label`` in a .csv) is refused: its rows
+    would read as one column."""
     import csv
 
     with open(p, encoding="utf-8-sig", newline="") as f:
         header = next(csv.reader(f, delimiter=sep), [])
+    others = {";": "semicolons", "\t": "tabs", "|": "bars", ",": "commas"}
+    if len(header) == 1:
+        found = [name for mark, name in others.items() if mark != sep and mark in header[0]]
+        if found:
+            kind = "comma" if sep == "," else "tab"
+            raise DataError(
+                f"{p} reads as one column named {header[0]!r}: its header is split by {found[0]}, not the {kind}s "
+                f"a {p.suffix} file is read with. Fix: save it {kind}-separated"
+                + (" (or tab-separated, named .tsv)." if sep == "," else " (or comma-separated, named .csv).")
+            )
     _refuse_duplicates(p, header)
 
 

@@ -12,8 +12,8 @@ columns differ (missing, extra, or in another order) is refused with both lists,
 read by position into the wrong features. A numpy array must be as wide as the feature list.
 
 A student trained on an image folder also takes image files (paths, or Pillow images): each is converted and
-resized as the run read its images (``classifier.json``'s ``image_file``: Pillow mode, size, bilinear), so a
-photo of any size gives the answer the run measured. That needs Pillow; pixel arrays do not.
+resized as the run read its images (``classifier.json``'s ``image_file``: turned upright by its EXIF
+orientation, then Pillow mode, size, bilinear), so a photo of any size gives the answer the run measured. That needs Pillow; pixel arrays do not.
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ class Classifier:
         """Image files or Pillow images as the run read them: (N, C, H, W) uint8 pixels."""
         spec = self.meta["image_file"]
         try:
-            from PIL import Image
+            from PIL import Image, ImageOps
         except ImportError:
             raise ImportError("reading image files needs Pillow: pip install pillow (or pass pixel arrays)") from None
         height, width = spec["size"]
         out = []
         for item in items:
-            im = item if hasattr(item, "convert") else Image.open(item)
+            im = ImageOps.exif_transpose(item if hasattr(item, "convert") else Image.open(item))  # upright, as the run read it
             arr = np.asarray(im.convert(spec["mode"]).resize((width, height), Image.Resampling.BILINEAR), np.uint8)
             out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
         return np.stack(out)

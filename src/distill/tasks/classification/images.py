@@ -23,7 +23,7 @@ def read_image_folder(path: str | Path | None, size: tuple[int, int], channels: 
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}. Fix: point data.path at a folder of class subfolders.")
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise DataError("reading images needs Pillow. Fix: pip install pillow.") from None
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -42,7 +42,8 @@ def read_image_folder(path: str | Path | None, size: tuple[int, int], channels: 
         for f in files[c]:
             try:
                 with Image.open(f) as im:
-                    im = im.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+                    # upright as a viewer shows it: a phone's photo is often stored sideways with an EXIF turn
+                    im = ImageOps.exif_transpose(im).convert(mode).resize((width, height), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 bad.append(f"{f.relative_to(root)} ({type(exc).__name__})")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from distill.core.logs import log
+from distill.data import check_header
 from distill.data.corpus import FORTUNES_DIR, WORDNET_DIR, fortune_entries, is_prose, wordnet_glosses
 from distill.data.labels import label_variants, small_classes, small_classes_message, variants_message
 from distill.errors import DataError
@@ -124,7 +125,11 @@ def read_frame(p: Path) -> Any:
                 raise DataError(f"{p} holds a JSON line that is not an object. Fix: one JSON object a line.")
             return pd.DataFrame(rows)
         if suffix in {".csv", ".tsv"}:
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, na_values=[""])
+            sep = "\t" if suffix == ".tsv" else ","
+            check_header(p, sep)  # no column twice, no header split by another separator
+            return pd.read_csv(p, sep=sep, keep_default_na=False, na_values=[""])
+    except DataError:
+        raise
     except UnicodeDecodeError:
         raise DataError(f"{p} is not UTF-8 text. Fix: save it as UTF-8.") from None
     except (ValueError, OSError) as exc:
