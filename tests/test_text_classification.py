@@ -127,6 +127,12 @@ def test_exported_students_classify_raw_text_with_the_in_run_accuracy(finetuned:
         truth = [clf.labels[i] for i in test.labels]
         assert np.mean([g == t for g, t in zip(got, truth, strict=True)]) == pytest.approx(rows[name]["accuracy"], abs=1e-9)
         assert clf.tokenizer.word_path  # the tiny BERT tokenizer takes the runtime's word path for ASCII text
+    # one string is one text (not a text per character); what is not a text is refused with its place
+    assert clf.predict(test.texts[0]) == clf.predict([test.texts[0]]) and len(clf.predict(test.texts[0])) == 1
+    for bad, needle in (([test.texts[0], None], "item 1 is NoneType"), ([b"bytes"], "item 0 is bytes"),
+                        ([("a text", "a pair")], "this model classifies single texts")):  # fmt: skip
+        with pytest.raises(TypeError, match=needle):
+            clf.predict(bad)
     # the static student's tables are int8 in the ONNX file too (the default students[].tables), a scale per row
     import onnx
 
@@ -332,6 +338,9 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     test = load_labelled_texts(distill.load_recipe(raw=r).data).test
     clf = TextClassifierRuntime(result.run_dir / "students" / "l1" / "onnx")
     got = clf.predict(test.inputs())  # (text, pair) tuples, raw
+    assert clf.config["pairs"] is True
+    with pytest.raises(TypeError, match="this model classifies pairs of texts"):
+        clf.predict([test.inputs()[0][0]])
     acc = np.mean([g == clf.labels[y] for g, y in zip(got, test.labels, strict=True)])
     row = next(row for row in result.rows if row["name"] == "l1")
     assert acc == pytest.approx(row["accuracy"], abs=1e-9)

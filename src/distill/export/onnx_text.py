@@ -31,7 +31,7 @@ class _Logits(nn.Module):
 
 def export_text_onnx(model: nn.Module, tokenizer: Any, labels: Sequence[str], out_dir: str | Path,
                      batches: Sequence[dict[str, Tensor]], *, max_length: int, max_abs_diff: float = 1e-4,
-                     opset: int = 17) -> dict[str, Any]:  # fmt: skip
+                     opset: int = 17, pairs: bool = False) -> dict[str, Any]:  # fmt: skip
     """Write the folder (see the module docstring); return the parity numbers. ``batches``: padded inputs
     (dicts of ``input_ids``, ``attention_mask`` and maybe ``token_type_ids``), the first one the tracing example."""
     out = Path(out_dir)
@@ -66,7 +66,7 @@ def export_text_onnx(model: nn.Module, tokenizer: Any, labels: Sequence[str], ou
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     write_json(out / "config.json", {
         "labels": list(labels), "max_length": int(max_length), "pad_token_id": int(pad),
-        "pad_token": tokenizer.pad_token or "[PAD]", "inputs": names, "output": "logits",
+        "pad_token": tokenizer.pad_token or "[PAD]", "inputs": names, "output": "logits", "pairs": bool(pairs),
         "usage": "distill.export.text_runtime.TextClassifierRuntime(this folder).predict(texts)",
     })  # fmt: skip
     return {"file": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "same_label": same, "texts": len(ref)}

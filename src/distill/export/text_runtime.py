@@ -173,11 +173,32 @@ class TextClassifierRuntime:
     def feeds(self, texts: Sequence[Any]) -> dict[str, np.ndarray]:
         return self.tokenizer.feeds(texts, "token_type_ids" in self.inputs)
 
-    def logits(self, texts: Sequence[Any], batch_size: int = 64) -> np.ndarray:
-        """``(N, C)`` logits of raw texts (or ``(text, pair)`` tuples)."""
+    def inputs_of(self, texts: Any) -> list[Any]:
+        """``texts`` as a list the tokenizer takes: one string is one text (not its characters); every item must
+        be a string, or a ``(text, pair)`` of two for a model trained on pairs (``config.json``'s ``pairs``)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        items = [tuple(x) if isinstance(x, list) else x for x in texts]
+        pairs = self.config.get("pairs")
+        for i, x in enumerate(items):
+            one = isinstance(x, str)
+            two = isinstance(x, tuple) and len(x) == 2 and all(isinstance(p, str) for p in x)
+            if pairs is True and not two:
+                raise TypeError(f"item {i} is {type(x).__name__} {x!r:.60}: this model classifies pairs of texts. "
+                                "Fix: pass (text, pair) tuples of two strings.")  # fmt: skip
+            if pairs is False and not one:
+                raise TypeError(f"item {i} is {type(x).__name__} {x!r:.60}: this model classifies single texts. "
+                                "Fix: pass strings (decode bytes, turn numbers or None into text or drop them).")  # fmt: skip
+            if not (one or two):
+                raise TypeError(f"item {i} is {type(x).__name__} {x!r:.60}. Fix: pass strings, or (text, pair) tuples.")
+        return items
+
+    def logits(self, texts: Sequence[Any] | str, batch_size: int = 64) -> np.ndarray:
+        """``(N, C)`` logits of raw texts (or ``(text, pair)`` tuples; one string is one text)."""
+        texts = self.inputs_of(texts)
         out = [self.session.run(None, self.feeds(texts[s : s + batch_size]))[0] for s in range(0, len(texts), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
-    def predict(self, texts: Sequence[Any], batch_size: int = 64) -> list[str]:
-        """The label name of each raw text."""
+    def predict(self, texts: Sequence[Any] | str, batch_size: int = 64) -> list[str]:
+        """The label name of each raw text (a list of one for one string)."""
         return [self.labels[i] for i in self.logits(texts, batch_size).argmax(1)]

@@ -103,7 +103,8 @@ def export_students(recipe: TextClassificationRecipe, setup: Any, models: dict[s
         row = next(r for r in rows if r["name"] == spec.name)
         report = export_text_onnx(model.module, model.tokenizer, setup.data.label_names,
                                   run_dir / "students" / spec.name / "onnx", batches,
-                                  max_length=recipe.data.max_length, max_abs_diff=recipe.export.max_abs_diff)  # fmt: skip
+                                  max_length=recipe.data.max_length, max_abs_diff=recipe.export.max_abs_diff,
+                                  pairs=bool(recipe.data.text_pair_column))  # fmt: skip
         row["onnx"], row["onnx_bytes"] = report, report["bytes"]
         log.info("  %s: ONNX %s (%.1f MB, max |diff| %.2g)", spec.name, report["file"], report["bytes"] / 1e6,
                  report["max_abs_diff"])  # fmt: skip
