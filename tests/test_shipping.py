@@ -69,6 +69,11 @@ def test_a_table_student_ships_with_its_feature_order_scaling_and_class_names(tm
     assert "alcohol" in str(err.value) and "the same names in another order" in str(err.value)
     with pytest.raises(ValueError, match="missing"):
         model.predict(rows[features[1:]])
+    # one row as a pandas Series is read by its names, not by position
+    one = rows[features].iloc[0]
+    assert model.predict(one) == model.predict(rows[features].iloc[:1])
+    with pytest.raises(ValueError, match="the same names in another order"):
+        model.predict(one[list(reversed(features))])
     # the int8 file ships the same way
     q8 = _load_runtime(export).__class__(export, file="student.int8.onnx")
     assert np.mean(np.array(q8.predict(rows[features])) == rows["label"].to_numpy()) > 0.7

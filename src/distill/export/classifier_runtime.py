@@ -65,6 +65,8 @@ class Classifier:
                 raise ValueError("this student was not trained on image files; pass its samples as numbers "
                                  f"({self.meta.get('pixels') or 'rows of its features'}).")
             rows = self._images(list(rows))
+        if hasattr(rows, "to_frame") and hasattr(rows, "index"):  # a pandas Series: one row, named by its index
+            rows = rows.to_frame().T
         names = self.feature_names
         columns = list(rows.columns) if hasattr(rows, "columns") else list(rows) if isinstance(rows, dict) else None
         if names is not None and columns is not None:
