@@ -227,6 +227,11 @@ def test_teacher_matches_sentence_transformers(teacher_dir: Path) -> None:
         theirs = SentenceTransformer(str(teacher_dir), device="cpu").encode(SENTENCES)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # Normalize module honoured
+    # a bare str is one text (not one per character), as sentence-transformers takes it; a non-str is refused
+    encoder = load_sentence_encoder(teacher_dir)
+    np.testing.assert_allclose(encoder.encode(SENTENCES[0]), ours[:1], atol=1e-6)
+    with pytest.raises(TypeError, match=r"texts\[1\] is a NoneType"):
+        encoder.encode([SENTENCES[0], None])
 
 
 def test_layer_selection_keeps_teacher_weights(teacher_dir: Path) -> None:

@@ -130,8 +130,11 @@ class SentenceEncoder(nn.Module):
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embeddings of ``texts`` as float32 (N, D), in input order. Texts are batched by length
-        (less padding), as sentence-transformers does; tokenisation is included."""
-        texts = list(texts)
+        (less padding), as sentence-transformers does; tokenisation is included. A bare str is one text."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        wrong = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if wrong is not None:
+            raise TypeError(f"texts[{wrong}] is a {type(texts[wrong]).__name__}, not a str. Fix: pass a list of strings.")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
