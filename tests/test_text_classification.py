@@ -358,6 +358,8 @@ def test_pairs_and_other_formats_are_read(world: dict[str, Path], tmp_path: Path
     assert q["speed_batch"] > 0 and q["speed_b1"] > 0
     assert q["speedup_batch"] == pytest.approx(q["speed_batch"] / result.rows[0]["speed_batch"])
     assert "x the teacher), " in (result.run_dir / "comparison.md").read_text()
+    card = (result.run_dir / "students" / "l1" / "README.md").read_text()
+    assert "`onnx-int8/` holds the same three files" in card and f"test accuracy {100 * q['accuracy']:.1f}%" in card
 
 
 def test_the_split_is_stable_stratified_and_deduplicated(tmp_path: Path) -> None:
