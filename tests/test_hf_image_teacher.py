@@ -212,10 +212,15 @@ def test_folders_that_are_not_image_classifiers_are_refused(folders: dict[str, P
     config.update(model_type="tiny-remote", auto_map={"AutoConfig": "configuration_tiny.TinyConfig",
                                                       "AutoModelForImageClassification": "modeling_tiny.TinyNet"})  # fmt: skip
     (remote / "config.json").write_text(json.dumps(config))
+    multi = tmp_path / "multi"  # one sigmoid per label: not a choice among them
+    shutil.copytree(folders["vit"], multi)
+    (multi / "config.json").write_text(json.dumps(json.loads((multi / "config.json").read_text())
+                                                  | {"problem_type": "multi_label_classification"}))  # fmt: skip
     from transformers import ViTModel
 
     ViTModel(_vit(NAMES).config, add_pooling_layer=False).save_pretrained(tmp_path / "base")  # no classifier head
     cases = {
+        str(multi): "problem_type multi_label_classification: its outputs are independent yes/no scores",
         str(tmp_path / "base"): "its weights lack classifier.",
         str(remote): "ships its own model code (config.json's auto_map), and code from a folder runs only when the "
         "recipe allows it. Fix: set teacher.trust_remote_code: true",

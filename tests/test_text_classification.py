@@ -182,6 +182,17 @@ def test_a_given_hf_teacher_is_matched_to_the_labels_by_name(finetuned: Path, wo
     with pytest.raises(distill.TeacherError, match=r"animals, plants, weather.*animals, computing, weather"):
         distill.run(distill.load_recipe(raw=r), progress=False, console=False)
     assert not (world["root"] / "hf-bad").exists()
+    # a multi-label classifier (one sigmoid per label) would be misread as class probabilities: refused
+    cfg["id2label"] = {str(i): names[o] for i, o in enumerate(order)}
+    (folder / "config.json").write_text(json.dumps(cfg | {"problem_type": "multi_label_classification"}))
+    with pytest.raises(distill.TeacherError, match="multi_label_classification: its outputs are independent"):
+        distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    # weights without the classification head: it would be random, refused (it loaded without a word)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, folder / "model.safetensors")
+    with pytest.raises(distill.TeacherError, match=r"its weights do not fill .*classifier\.(bias|weight)"):
+        distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    assert not (world["root"] / "hf-bad").exists()
 
 
 def test_every_post_run_command_on_a_text_run(finetuned: Path, capsys: pytest.CaptureFixture) -> None:

@@ -26,4 +26,16 @@ def check_loading_info(folder: Path, model: Any, info: dict[str, Any], *, fix: s
         )
 
 
-__all__ = ["check_loading_info"]
+def not_single_label(config: Any) -> str | None:
+    """Why a classifier's logits are not one softmax over its labels (its ``problem_type`` says multi-label: one
+    sigmoid per label; or regression), or None. Distilling such logits as class probabilities misreads them."""
+    kind = getattr(config, "problem_type", None)
+    if kind == "multi_label_classification":
+        return ("its config.json says problem_type multi_label_classification: its outputs are independent yes/no "
+                "scores, one sigmoid per label, not one choice among the labels")  # fmt: skip
+    if kind == "regression" or int(getattr(config, "num_labels", 2) or 2) < 2:
+        return "it is a regression model (problem_type regression, or one output), not a classifier"
+    return None
+
+
+__all__ = ["check_loading_info", "not_single_label"]

@@ -324,6 +324,13 @@ def _load_net(p: Path, trust_remote_code: bool, who: str) -> nn.Module:
                                "trust this folder.") from None  # fmt: skip
         raise TeacherError(f"{who} {p}: its config.json does not load: {type(exc).__name__}: {first}. Fix: point it "
                            f"at a folder that save_pretrained wrote.{fix}") from None  # fmt: skip
+    from distill.models.hf_load import not_single_label
+
+    wrong = not_single_label(config)
+    if wrong:
+        raise TeacherError(f"{who} {p}: {wrong}. distill's classification gives each sample one class (a softmax over "
+                           "the classes), so these outputs would be misread as class probabilities. Fix: use a "
+                           "single-label image classifier folder.")  # fmt: skip
     try:
         net, info = AutoModelForImageClassification.from_pretrained(
             str(p), config=config, trust_remote_code=trust_remote_code, local_files_only=True, use_safetensors=True,
