@@ -116,16 +116,22 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("accuracy", "retention", "agreement", "speedup_batch", "speedup_b1", "speed_batch", "speed_b1"):
             g[key], g[key + "_std"] = mean_std([r[key] for r in members])
         g["transfer_texts"] = members[0].get("transfer_texts", 0)
-        shipped = [r["onnx_int8"] for r in members if (r.get("onnx_int8") or {}).get("speed_batch")]
-        if len(shipped) == len(members):  # the int8 ONNX files (export.int8), timed in the run beside the models
-            q = {"kept_float": float(np.mean([len(x["kept_float"]) for x in shipped])),
-                 "bytes": float(np.mean([x["bytes"] for x in shipped]))}  # fmt: skip
-            for key in ("accuracy", "speedup_batch", "speedup_b1", "speed_batch", "same_label"):
-                q[key], q[key + "_std"] = mean_std([x[key] for x in shipped])
-            q["retention"], q["retention_std"] = mean_std([x["accuracy"] / teacher["accuracy"] for x in shipped])
-            g["int8"] = q
         out[group] = g
     return out
+
+
+def int8_group(shipped_run: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A group's int8 files (shipped.json: timed beside the teacher and its int8 file) over its seeds; None
+    unless every seed has one."""
+    files = [shipped_run["files"].get(r["name"]) for r in members]
+    if not members or any(f is None for f in files):
+        return {"seeds_with_file": sum(f is not None for f in files), "seeds": len(members)}
+    t8 = shipped_run["files"]["teacher int8"]["speed_batch"]
+    q: dict[str, Any] = {"seeds": len(files), "seeds_with_file": len(files)}
+    for key in ("accuracy", "retention", "speedup_batch", "speedup_b1", "speed_batch", "speed_b1", "bytes", "kept_float"):
+        q[key], q[key + "_std"] = mean_std([f[key] for f in files])
+    q["over_teacher_int8"], q["over_teacher_int8_std"] = mean_std([f["speed_batch"] / t8 for f in files])
+    return q
 
 
 def judge(a: dict[str, Any]) -> dict[str, bool]:
@@ -133,7 +139,7 @@ def judge(a: dict[str, Any]) -> dict[str, bool]:
     lay, st = a["layers-0-5"], a["static"]
     margin = {g: a[g]["accuracy"] - a[g + "-hard"]["accuracy"] > max(a[g]["accuracy_std"], a[g + "-hard"]["accuracy_std"])
               for g in ("layers-0-5", "static")}  # fmt: skip
-    q = lay.get("int8") or {"retention": 0.0, "speedup_batch": 0.0}
+    q = lay.get("int8") if "accuracy" in (lay.get("int8") or {}) else {"retention": 0.0, "speedup_batch": 0.0}
     return {
         "layers-0-5 keeps >= 97% of the teacher's accuracy at >= 3x its texts/s (b64), in PyTorch":
             lay["retention"] >= 0.97 and lay["speedup_batch"] >= 3,
@@ -169,26 +175,36 @@ def corpus_lines(source: str, raw: dict[str, Any], stats: dict[str, Any], a: dic
         rows.append(f"| {g} ({how}) | {pm(r['accuracy'], r['accuracy_std'])} | {pm(r['retention'], r['retention_std'])} | "
                     f"{r['speedup_batch']:.1f}x | {r['speedup_b1']:.1f}x | {r['train_seconds']:.0f} s |")  # fmt: skip
         q = r.get("int8")
-        if q:
-            rows.append(f"| {g}, int8 ONNX (export.int8; {q['kept_float']:.1f} matrices kept in float, "
+        if q and "accuracy" in q:
+            rows.append(f"| {g}, as shipped: int8 ONNX (export.int8; {q['kept_float']:.1f} matrices kept in float, "
                         f"{q['bytes'] / 1e6:.1f} MB) | {pm(q['accuracy'], q['accuracy_std'])} | "
                         f"{pm(q['retention'], q['retention_std'])} | {q['speedup_batch']:.1f}x | {q['speedup_b1']:.1f}x | - |")  # fmt: skip
+        elif q:
+            rows.append(f"| {g}, int8 ONNX | written for {q['seeds_with_file']} of {q['seeds']} seeds (the others "
+                        "missed export.min_same_label) | - | - | - | - |")  # fmt: skip
     md += results_io.table(["model", "test acc (3 seeds)", "retention", "speed-up b64", "speed-up b1", "train time"], rows)
-    ctx = a.get("like_for_like")
-    if ctx:
-        md += [f"Like for like (timed after the run, side by side, {ctx['texts']} test texts): the teacher's own int8 "
-               f"ONNX file (made as export.int8 makes the students', {ctx['teacher_kept_float']} matrices kept in float) "
-               f"scores {100 * ctx['teacher_int8_accuracy']:.1f}% at {ctx['teacher_int8_speedup_batch']:.2f}x the "
-               f"PyTorch teacher (b64); {ctx['student']}'s int8 file runs at {ctx['student_int8_speedup_batch']:.2f}x "
-               f"the PyTorch teacher, {ctx['int8_over_int8_batch']:.2f}x the teacher's int8 file.", ""]  # fmt: skip
+    sh = a.get("shipped")
+    if sh:
+        t8 = sh["files"]["teacher int8"]
+        lay8 = a["layers-0-5"].get("int8") or {}
+        over = f"; layers-0-5's int8 files run at {lay8['over_teacher_int8']:.2f}x the teacher's int8 file" if "over_teacher_int8" in lay8 else ""
+        md += [f"The int8 rows: timed after the run, side by side with the PyTorch teacher and the teacher's own int8 "
+               f"ONNX file ({sh['texts']} test texts, raw text in, {sh['threads']} thread; "
+               f"{'the int8 files written again with this checkout, ' if sh['reexported'] else ''}RUN/shipped.json). "
+               f"Like for like, the teacher's int8 file (made as export.int8 makes a student's, {t8['kept_float']} "
+               f"matrices kept in float) scores {100 * t8['accuracy']:.1f}% at {t8['speedup_batch']:.2f}x the PyTorch "
+               f"teacher (b64){over}.", ""]  # fmt: skip
     md += results_io.table(["target", "met"], [f"| {k} | {'yes' if v else 'no'} |" for k, v in judged.items()])
     return md
 
 
-def like_for_like(run_dir: Path, student: str = "layers-0-5-s0") -> dict[str, Any]:
-    """int8 against int8: the run's teacher exported and quantized as export.int8 makes a student's file (its
-    kept-float matrices chosen on the validation texts), timed side by side with the PyTorch teacher and
-    ``student``'s int8 file, raw text in; its test accuracy. Written to RUN_DIR/like_for_like.json."""
+def shipped(run_dir: Path, reexport: bool = False) -> dict[str, Any]:
+    """The layer students as they ship (their int8 ONNX folders, export.int8) against the teacher, raw text in:
+    the PyTorch teacher, the teacher's own int8 file (exported and quantized as export.int8 makes a student's,
+    its kept-float matrices chosen on the validation texts: int8 against int8) and every layer student's int8
+    file, timed side by side at batch eval.batch_size and 1; each file's test accuracy. ``reexport``: first write
+    the students' ONNX folders again with this checkout's export (``distill export RUN --set export.int8=true``).
+    Written to RUN_DIR/shipped.json."""
     import torch
 
     from distill.bench.rates import side_by_side_rates
@@ -199,30 +215,43 @@ def like_for_like(run_dir: Path, student: str = "layers-0-5-s0") -> dict[str, An
     from distill.tasks.text_classification.folders import load_text_model
     from distill.tasks.text_classification.measure import classify_fn, padded_batches
 
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    made = {r["name"]: r["onnx_int8"] for r in metrics["models"] if r.get("onnx_int8")}
+    if reexport:
+        made = distill.export(run_dir, ["onnx"], ["export.int8=true"]).get("int8", {})
     recipe = distill.load_recipe(path=run_dir / "recipe.yaml")
     data, n = load_labelled_texts(recipe.data), recipe.data.max_length
     teacher, _ = load_text_model(run_dir / "teacher")
-    work = run_dir / "like_for_like"
+    work = run_dir / "shipped"
     export_text_onnx(teacher.module, teacher.tokenizer, data.label_names, work / "teacher-onnx",
                      padded_batches(teacher, data.test.inputs()[:256], n), max_length=n)  # fmt: skip
     q = quantize_text_onnx(work / "teacher-onnx", work / "teacher-onnx-int8", padded_batches(teacher, data.val.inputs()[:256], n),
                            min_same_label=recipe.export.min_same_label)  # fmt: skip
     if q.get("file") is None:
         raise SystemExit(f"the teacher's int8 file was not written: {q.get('note')}")
-    threads = torch.get_num_threads()
-    t8 = TextClassifierRuntime(work / "teacher-onnx-int8", threads=threads)
-    s8 = TextClassifierRuntime(run_dir / "students" / student / "onnx-int8", threads=threads)
-    fns = {"teacher": classify_fn(teacher, n), "teacher int8": lambda xs: t8.logits(list(xs)).argmax(1),
-           "student int8": lambda xs: s8.logits(list(xs)).argmax(1)}  # fmt: skip
-    texts = data.test.inputs()
-    rate = side_by_side_rates(fns, texts[: recipe.eval.speed_texts], recipe.eval.batch_size)
-    out = {"student": student, "texts": len(texts[: recipe.eval.speed_texts]), "threads": threads,
-           "teacher_kept_float": len(q["kept_float"]), "teacher_int8_bytes": q["bytes"],
-           "teacher_int8_accuracy": float(np.mean(t8.logits(texts).argmax(1) == np.asarray(data.test.labels))),
-           "rates_batch": rate, "teacher_int8_speedup_batch": rate["teacher int8"] / rate["teacher"],
-           "student_int8_speedup_batch": rate["student int8"] / rate["teacher"],
-           "int8_over_int8_batch": rate["student int8"] / rate["teacher int8"]}  # fmt: skip
-    write_json(run_dir / "like_for_like.json", out)
+    threads, texts, truth = torch.get_num_threads(), data.test.inputs(), np.asarray(data.test.labels)
+    runtimes = {"teacher int8": TextClassifierRuntime(work / "teacher-onnx-int8", threads=threads)}
+    for spec in recipe.students:
+        folder = run_dir / "students" / spec.name / "onnx-int8"
+        if spec.kind == "layers" and (folder / "model.onnx").is_file():
+            runtimes[spec.name] = TextClassifierRuntime(folder, threads=threads)
+    fns: dict[str, Any] = {"teacher": classify_fn(teacher, n)}
+    fns |= {k: (lambda xs, rt=rt: rt.logits(list(xs)).argmax(1)) for k, rt in runtimes.items()}
+    batched = side_by_side_rates(fns, texts[: recipe.eval.speed_texts], recipe.eval.batch_size)
+    b1 = side_by_side_rates(fns, texts[: recipe.eval.latency_texts], 1)
+    teacher_acc = float(np.mean(classify_fn(teacher, n)(texts) == truth))
+    files = {}
+    for k, rt in runtimes.items():
+        acc = float(np.mean(rt.logits(texts).argmax(1) == truth))
+        onnx_int8 = work / "teacher-onnx-int8" if k == "teacher int8" else run_dir / "students" / k / "onnx-int8"
+        files[k] = {"accuracy": acc, "retention": acc / teacher_acc, "speed_batch": batched[k], "speed_b1": b1[k],
+                    "speedup_batch": batched[k] / batched["teacher"], "speedup_b1": b1[k] / b1["teacher"],
+                    "bytes": (onnx_int8 / "model.onnx").stat().st_size,
+                    "kept_float": len((q if k == "teacher int8" else made.get(k, {})).get("kept_float") or [])}  # fmt: skip
+    out = {"texts": len(texts[: recipe.eval.speed_texts]), "threads": threads, "reexported": reexport,
+           "teacher": {"accuracy": teacher_acc, "speed_batch": batched["teacher"], "speed_b1": b1["teacher"]},
+           "files": files}  # fmt: skip
+    write_json(run_dir / "shipped.json", out)
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -232,8 +261,11 @@ def corpus_entry(raw: dict[str, Any], run_dir: Path, quick: bool) -> dict[str, A
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = metrics["models"]
     agg = aggregate(rows)
-    if (run_dir / "like_for_like.json").is_file():
-        agg["like_for_like"] = json.loads((run_dir / "like_for_like.json").read_text())
+    if (run_dir / "shipped.json").is_file():
+        agg["shipped"] = json.loads((run_dir / "shipped.json").read_text())
+        for group in ("layers-0-5", "layers-0-5-hard"):  # the int8 files as timed there, beside the teacher's own
+            agg[group]["int8"] = int8_group(agg["shipped"], [r for r in rows if r["role"] == "student"
+                                                             and r["name"].rsplit("-s", 1)[0] == group])  # fmt: skip
     return {"recipe": raw, "run_dir": str(run_dir), "data": metrics["data"] | {"labels": None},
             "wall_seconds": metrics["seconds"], "summary": agg, "targets": {} if quick else judge(agg),
             "table": render_table(rows, teacher_pass_seconds=metrics.get("teacher_pass_seconds")),
@@ -245,12 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one corpus, one seed, 1,500 texts, 1 epoch each: a check that it runs")
     ap.add_argument("--out", help="write STEM.json and STEM.md instead of benchmarks/results/text_classification")
     ap.add_argument("--corpus", action="append", choices=list(SIZES), help="run only this corpus (repeatable)")
+    ap.add_argument("--reship", nargs="+", metavar="RUN_DIR", help="write the layer students' int8 folders of finished "
+                    "runs again with this checkout and time them (RUN_DIR/shipped.json), then stop; --assemble reads it")
     ap.add_argument("--assemble", nargs="+", metavar="RUN_DIR", help="write the result from finished run directories "
                     "(one per corpus, e.g. two single-thread processes run side by side) instead of running")  # fmt: skip
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.reship:
+        for d in map(Path, args.reship):
+            print(json.dumps(shipped(d, reexport=True), indent=1))
+        return 0
     t0 = time.perf_counter()
     corpora: dict[str, Any] = {}
     if args.assemble:
@@ -264,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = corpus_recipe(source, work, args.quick)
         result = distill.run(distill.load_recipe(raw=raw), progress=False, console=False)
         shutil.rmtree(result.run_dir / "checkpoints", ignore_errors=True)  # 12 students' epochs: gigabytes
-        like_for_like(result.run_dir)
+        shipped(result.run_dir)
         corpora[source] = corpus_entry(raw, result.run_dir, args.quick)
     wall = sum(c["wall_seconds"] for c in corpora.values()) if args.assemble else time.perf_counter() - t0
     out = results_io.header("text_classification", quick=args.quick, wall_seconds=round(wall, 1), seeds=list(SEEDS),
