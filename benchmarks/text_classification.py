@@ -176,7 +176,7 @@ def corpus_lines(source: str, raw: dict[str, Any], stats: dict[str, Any], a: dic
                     f"{r['speedup_batch']:.1f}x | {r['speedup_b1']:.1f}x | {r['train_seconds']:.0f} s |")  # fmt: skip
         q = r.get("int8")
         if q and "accuracy" in q:
-            rows.append(f"| {g}, as shipped: int8 ONNX (export.int8; {q['kept_float']:.1f} matrices kept in float, "
+            rows.append(f"| {g}, as shipped: int8 ONNX (export.int8; {q['kept_float']:.1f} weight nodes kept in float, "
                         f"{q['bytes'] / 1e6:.1f} MB) | {pm(q['accuracy'], q['accuracy_std'])} | "
                         f"{pm(q['retention'], q['retention_std'])} | {q['speedup_batch']:.1f}x | {q['speedup_b1']:.1f}x | - |")  # fmt: skip
         elif q:
@@ -192,8 +192,10 @@ def corpus_lines(source: str, raw: dict[str, Any], stats: dict[str, Any], a: dic
                f"ONNX file ({sh['texts']} test texts, raw text in, {sh['threads']} thread; "
                f"{'the int8 files written again with this checkout, ' if sh['reexported'] else ''}RUN/shipped.json). "
                f"Like for like, the teacher's int8 file (made as export.int8 makes a student's, {t8['kept_float']} "
-               f"matrices kept in float) scores {100 * t8['accuracy']:.1f}% at {t8['speedup_batch']:.2f}x the PyTorch "
-               f"teacher (b64){over}.", ""]  # fmt: skip
+               f"weight nodes kept in float) scores {100 * t8['accuracy']:.1f}% at {t8['speedup_batch']:.2f}x the PyTorch "
+               f"teacher (b64){over}."
+               + (" The int8 notes under the per-run tables below are the run's own files, before they were written "
+                  "again." if sh["reexported"] else ""), ""]  # fmt: skip
     md += results_io.table(["target", "met"], [f"| {k} | {'yes' if v else 'no'} |" for k, v in judged.items()])
     return md
 
