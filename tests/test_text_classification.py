@@ -187,6 +187,10 @@ def test_a_given_hf_teacher_is_matched_to_the_labels_by_name(finetuned: Path, wo
     (folder / "config.json").write_text(json.dumps(cfg | {"problem_type": "multi_label_classification"}))
     with pytest.raises(distill.TeacherError, match="multi_label_classification: its outputs are independent"):
         distill.run(distill.load_recipe(raw=r), progress=False, console=False)
+    # the default names LABEL_0..: refused with the hint to write its id2label
+    (folder / "config.json").write_text(json.dumps(cfg | {"id2label": {str(i): f"LABEL_{i}" for i in range(3)}}))
+    with pytest.raises(distill.TeacherError, match="default names LABEL_0..: write its id2label"):
+        distill.run(distill.load_recipe(raw=r), progress=False, console=False)
     # weights without the classification head: it would be random, refused (it loaded without a word)
     (folder / "config.json").write_text(json.dumps(cfg))
     save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, folder / "model.safetensors")
@@ -285,8 +289,9 @@ def test_bad_students_and_teachers_are_refused_together(world: dict[str, Path], 
                    "no_such_package", "dim (64) is wider than the teacher's token vectors (32)")
     assert err.count("Fix:") >= 3
     r["students"] = [{"name": "s", "kind": "static"}]
-    r["teacher"] = {"kind": "hf", "path": str(world["encoder"])}  # an encoder without a classifier's labels
-    _refused(r, capsys, tmp_path, "LABEL_0", "animals, computing, weather")
+    r["teacher"] = {"kind": "hf", "path": str(world["encoder"])}  # an encoder: no classifier head, no labels
+    _refused(r, capsys, tmp_path, "its weights do not fill BertForSequenceClassification", "classifier.weight",
+             "Fix: give the folder of a fine-tuned classifier, or teacher.kind: finetune")  # fmt: skip
     r["teacher"] = {"kind": "hf", "path": str(tmp_path)}
     _refused(r, capsys, tmp_path, "has no config.json")
 

@@ -76,7 +76,7 @@ def quantize_text_onnx(folder: str | Path, out_dir: str | Path, batches: Sequenc
                        min_same_label: float = 0.99) -> dict[str, Any]:  # fmt: skip
     """An int8 copy of the exported folder ``folder`` in ``out_dir`` (ONNX Runtime's dynamic quantization, int8
     weights per channel; ``tokenizer.json`` and ``config.json`` beside, so it runs as the float folder does).
-    The most sensitive matrices stay in float until the int8 file gives the float file's label on at least
+    The most sensitive weights (matrices, token tables) stay in float until the int8 file gives the float file's label on at least
     ``min_same_label`` of ``batches`` (texts held out from training, the validation split in a run); when even
     that fails, no file is written and the report says why."""
     import shutil

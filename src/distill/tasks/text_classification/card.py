@@ -54,7 +54,7 @@ def text_model_card(recipe: TextClassificationRecipe, spec: TextStudentConfig, m
     if q.get("file"):
         speed = f", {q['speed_batch']:,.0f} texts/s (batch {row.get('batch_size', 64)})" if q.get("speed_batch") else ""
         lines += [f"`onnx-int8/` holds the same three files with int8 weights ({q['bytes']:,} bytes, "
-                  f"{len(q['kept_float'])} matrices kept in float): `TextClassifierRuntime('onnx-int8')`; test accuracy "
+                  f"{len(q['kept_float'])} weight nodes kept in float): `TextClassifierRuntime('onnx-int8')`; test accuracy "
                   f"{_pct(q.get('accuracy'))}{speed}.", ""]  # fmt: skip
     if spec.kind in {"layers", "narrow", "hf"}:
         lines += ["Or with transformers, from this folder:", "", "```python",

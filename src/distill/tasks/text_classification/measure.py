@@ -126,6 +126,6 @@ def int8_folder(recipe: TextClassificationRecipe, setup: Any, model: M.TextModel
     test = setup.data.test
     got = TextClassifierRuntime(folder / "onnx-int8").logits(test.inputs()).argmax(1)
     report["accuracy"] = float(np.mean(got == np.asarray(test.labels)))
-    log.info("  int8 ONNX %s (%.1f MB, %d matrices kept in float): test accuracy %.1f%%", report["file"],
+    log.info("  int8 ONNX %s (%.1f MB, %d weight nodes kept in float): test accuracy %.1f%%", report["file"],
              report["bytes"] / 1e6, len(report["kept_float"]), 100 * report["accuracy"])  # fmt: skip
     return report

@@ -219,7 +219,7 @@ class TextExportConfig(Section):
     max_abs_diff: float = Field(1e-4, gt=0, description="Parity bound of the ONNX file against PyTorch (max |logit difference|).")
     int8: bool = Field(
         False, description="Also write an int8 folder (students/NAME/onnx-int8) for each transformer or factory student: "
-        "ONNX Runtime's dynamic quantization (int8 weights per channel), the most sensitive matrices kept in float "
+        "ONNX Runtime's dynamic quantization (int8 weights per channel), the most sensitive weights (matrices, token tables) kept in float "
         "until it gives the float file's label on export.min_same_label of the validation texts; its test accuracy, "
         "size and speed (through its ONNX Runtime folder, timed beside the models) go into the comparison. (A static student's tables are int8 already: students[].tables.)",
     )  # fmt: skip

@@ -85,7 +85,7 @@ def render_table(rows: list[dict[str, Any]], *, teacher_pass_seconds: float | No
             notes.append(f"int8 ONNX of {r['name']} (export.int8, onnx-int8/): {_mb(q['bytes'])}, test accuracy "
                          f"{_pct(q['accuracy'])} (retention {_pct(q['accuracy'] / rows[0]['accuracy'])}), the float "
                          f"file's label on {_pct(q['same_label'])} of {q['texts']} validation texts, "
-                         f"{len(q['kept_float'])} matrices kept in float{speed}.")  # fmt: skip
+                         f"{len(q['kept_float'])} weight nodes kept in float{speed}.")  # fmt: skip
         elif q:
             notes.append(f"int8 ONNX of {r['name']}: not written ({q.get('note')}).")
     if teacher_pass_seconds is not None:
