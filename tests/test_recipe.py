@@ -163,3 +163,13 @@ def test_shipped_recipes_are_valid() -> None:
     assert {"demo_digits.yaml", "demo_fashion_mnist.yaml", "fashion_mnist.yaml", "embeddings_wordnet.yaml"} <= set(names)
     for name in names:
         load_recipe(str(folder / name))
+
+
+def test_a_table_teacher_left_at_the_default_builder_is_an_mlp() -> None:
+    """The default torch teacher is a CNN (for images); on a table, where a CNN cannot read the rows, it is an MLP;
+    an arch the recipe names is kept."""
+    table = {"source": "table", "path": "t.csv", "label_column": "y"}
+    assert Recipe(**{"data": table}).teacher.arch == "mlp"
+    assert Recipe(**{"data": table, "teacher": {"arch": "cnn"}}).teacher.arch == "cnn"
+    assert Recipe(**{"data": {"source": "digits"}}).teacher.arch == "cnn"
+    assert Recipe(**{"data": table, "teacher": {"kind": "sklearn", "path": "m.skops"}}).teacher.arch is None

@@ -197,6 +197,15 @@ class Recipe(RecipeRoot):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
     @model_validator(mode="after")
+    def _table_teacher_arch(self) -> "Recipe":
+        """A torch teacher left at the default builder (a CNN, for images) is an MLP on a table: a CNN cannot
+        read rows of features. An arch the recipe names is kept (and a CNN on a table refused when it is built)."""
+        t = self.teacher
+        if self.data.source == "table" and t.kind == "torch" and t.factory is None and "arch" not in t.model_fields_set:
+            object.__setattr__(t, "arch", "mlp")
+        return self
+
+    @model_validator(mode="after")
     def _check_views(self) -> "Recipe":
         from distill.losses import REGISTRY
 

@@ -26,7 +26,8 @@ class TeacherConfig(Section):
         "names and the images are resized and normalised as its config and preprocessor_config.json say).",
     )
     arch: Literal["mlp", "cnn"] | None = Field(
-        "cnn", description="torch: built-in builder of the teacher ('mlp' or 'cnn'); null when `factory` is used."
+        "cnn", description="torch: built-in builder of the teacher ('mlp' or 'cnn'; left unset, 'mlp' on a table); null "
+        "when `factory` is used."
     )
     factory: str | None = Field(
         None,
