@@ -6,7 +6,9 @@ int8: ONNX Runtime's dynamic quantization (int8 weights, per channel). If the fu
 mean cosine to the float model on the given sentences is under ``min_cosine``, each node it quantizes that
 holds weights (MatMul and Gemm on a weight matrix, Gather from a table: the token embeddings) is quantized
 alone to measure how far it moves the output, and the most sensitive are kept in float, one at a time,
-until the bound holds (or every such node is float: then no int8 file is worth writing).
+until the bound holds (or every such node is float: then no int8 file is worth writing); then each kept node,
+least sensitive first, is quantized again if the bound still holds without it (a node kept early can be
+needless once a later one is float).
 """
 
 from __future__ import annotations
@@ -164,6 +166,12 @@ def quantize_onnx(
                 cos = score(reference, out)
                 if cos >= bound:
                     break
+            if cos >= bound:  # then each kept node, least sensitive first, goes back to int8 if the bound still holds
+                for n in sorted(kept[:-1], key=lambda n: drift[n]):
+                    trial = [k for k in kept if k != n]
+                    p, out = quant(exclude=trial)
+                    if score(reference, out) >= bound:
+                        kept, best, cos = trial, p, score(reference, out)
         if cos < bound:
             return {"file": None, key: cos, "kept_float": kept, "note": f"no int8 file: {key} {cos:.4f} < {bound}"}
         with atomic_path(dst) as tmp:
