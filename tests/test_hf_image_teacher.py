@@ -221,7 +221,7 @@ def test_folders_that_are_not_image_classifiers_are_refused(folders: dict[str, P
     ViTModel(_vit(NAMES).config, add_pooling_layer=False).save_pretrained(tmp_path / "base")  # no classifier head
     cases = {
         str(multi): "problem_type multi_label_classification: its outputs are independent yes/no scores",
-        str(tmp_path / "base"): "its weights lack classifier.",
+        str(tmp_path / "base"): "tensor(s) missing and 0 of another shape (classifier.",
         str(remote): "ships its own model code (config.json's auto_map), and code from a folder runs only when the "
         "recipe allows it. Fix: set teacher.trust_remote_code: true",
         str(tmp_path / "nowhere"): "is not a folder",

@@ -194,7 +194,7 @@ def test_a_given_hf_teacher_is_matched_to_the_labels_by_name(finetuned: Path, wo
     # weights without the classification head: it would be random, refused (it loaded without a word)
     (folder / "config.json").write_text(json.dumps(cfg))
     save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, folder / "model.safetensors")
-    with pytest.raises(distill.TeacherError, match=r"its weights do not fill .*classifier\.(bias|weight)"):
+    with pytest.raises(distill.TeacherError, match=r"do not fill BertForSequenceClassification: .*classifier\.(bias|weight)"):
         distill.run(distill.load_recipe(raw=r), progress=False, console=False)
     assert not (world["root"] / "hf-bad").exists()
 
@@ -290,7 +290,7 @@ def test_bad_students_and_teachers_are_refused_together(world: dict[str, Path], 
     assert err.count("Fix:") >= 3
     r["students"] = [{"name": "s", "kind": "static"}]
     r["teacher"] = {"kind": "hf", "path": str(world["encoder"])}  # an encoder: no classifier head, no labels
-    _refused(r, capsys, tmp_path, "its weights do not fill BertForSequenceClassification", "classifier.weight",
+    _refused(r, capsys, tmp_path, "do not fill BertForSequenceClassification", "classifier.weight",
              "Fix: give the folder of a fine-tuned classifier, or teacher.kind: finetune")  # fmt: skip
     r["teacher"] = {"kind": "hf", "path": str(tmp_path)}
     _refused(r, capsys, tmp_path, "has no config.json")

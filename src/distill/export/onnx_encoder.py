@@ -170,8 +170,9 @@ def quantize_onnx(
                 for n in sorted(kept[:-1], key=lambda n: drift[n]):
                     trial = [k for k in kept if k != n]
                     p, out = quant(exclude=trial)
-                    if score(reference, out) >= bound:
-                        kept, best, cos = trial, p, score(reference, out)
+                    trial_score = score(reference, out)
+                    if trial_score >= bound:
+                        kept, best, cos = trial, p, trial_score
         if cos < bound:
             return {"file": None, key: cos, "kept_float": kept, "note": f"no int8 file: {key} {cos:.4f} < {bound}"}
         with atomic_path(dst) as tmp:

@@ -7,19 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from distill.errors import ModelError
+from distill.errors import DistillError, ModelError
 
 
 def check_loading_info(folder: Path, model: Any, info: dict[str, Any], *, fix: str, what: str = "model",
-                       unused: Iterable[str] = ()) -> None:  # fmt: skip
-    """Raise a :class:`ModelError` (ending in ``Fix: {fix}``) when ``info`` lists missing or mis-shaped tensors;
-    a missing tensor whose name contains one of ``unused`` (e.g. ``"pooler."``) is allowed."""
+                       unused: Iterable[str] = (), error: type[DistillError] = ModelError) -> None:  # fmt: skip
+    """Raise ``error`` (a :class:`ModelError` unless told; ending in ``Fix: {fix}``) when ``info`` lists missing or
+    mis-shaped tensors; a missing tensor whose name contains one of ``unused`` (e.g. ``"pooler."``) is allowed."""
     skip = tuple(unused)
     missing = sorted(str(k) for k in info.get("missing_keys") or [] if not any(u in f".{k}" for u in skip))
     mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
     if missing or mismatched:
         names = missing + mismatched
-        raise ModelError(
+        raise error(
             f"the weights in {folder} do not fill {type(model).__name__}: {len(missing)} tensor(s) missing and "
             f"{len(mismatched)} of another shape ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
             f"transformers would initialise them at random, a half-trained {what}. Fix: {fix}"
@@ -31,11 +31,14 @@ def not_single_label(config: Any) -> str | None:
     sigmoid per label; or regression), or None. Distilling such logits as class probabilities misreads them."""
     kind = getattr(config, "problem_type", None)
     if kind == "multi_label_classification":
-        return ("its config.json says problem_type multi_label_classification: its outputs are independent yes/no "
-                "scores, one sigmoid per label, not one choice among the labels")  # fmt: skip
-    if kind == "regression" or int(getattr(config, "num_labels", 2) or 2) < 2:
-        return "it is a regression model (problem_type regression, or one output), not a classifier"
-    return None
+        why = ("its config.json says problem_type multi_label_classification: its outputs are independent yes/no "
+               "scores, one sigmoid per label, not one choice among the labels")  # fmt: skip
+    elif kind == "regression" or int(getattr(config, "num_labels", 2) or 2) < 2:
+        why = "it is a regression model (problem_type regression, or one output), not a classifier"
+    else:
+        return None
+    return f"{why}. distill gives each sample one class (a softmax over the classes), so these outputs would be " \
+        "misread as class probabilities"
 
 
 __all__ = ["check_loading_info", "not_single_label"]

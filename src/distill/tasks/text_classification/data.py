@@ -128,8 +128,6 @@ def read_frame(p: Path) -> Any:
             sep = "\t" if suffix == ".tsv" else ","
             check_header(p, sep)  # no column twice, no header split by another separator
             return pd.read_csv(p, sep=sep, keep_default_na=False, na_values=[""])
-    except DataError:
-        raise
     except UnicodeDecodeError:
         raise DataError(f"{p} is not UTF-8 text. Fix: save it as UTF-8.") from None
     except (ValueError, OSError) as exc:

@@ -260,16 +260,14 @@ def load_hf_classifier(path: str | Path, *, trust_remote_code: bool = False, wha
 
     p = Path(path)
     _check_folder(p, what)
-    from distill.models.hf_load import not_single_label
+    from distill.models.hf_load import check_loading_info, not_single_label
 
     try:
         config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
         wrong = not_single_label(config)
         if wrong:
-            raise TeacherError(f"{what} {p}: {wrong}. distill's text classification gives each text one label "
-                               "(a softmax over the labels), so these outputs would be misread as class "
-                               "probabilities. Fix: use a single-label classifier folder, or teacher.kind: finetune "
-                               "to fine-tune one on your labels.")  # fmt: skip
+            raise TeacherError(f"{what} {p}: {wrong}. Fix: use a single-label classifier folder, or teacher.kind: "
+                               "finetune to fine-tune one on your labels.")  # fmt: skip
         net, info = AutoModelForSequenceClassification.from_pretrained(
             str(p), config=config, trust_remote_code=trust_remote_code, output_loading_info=True)  # fmt: skip
         tok = load_tokenizer(p, trust_remote_code)
@@ -277,14 +275,9 @@ def load_hf_classifier(path: str | Path, *, trust_remote_code: bool = False, wha
         raise TeacherError(f"{what} {p} does not load as a Hugging Face sequence classifier: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0]}. Fix: point it at a folder saved with save_pretrained (config.json, "
                            "weights, tokenizer), or set trust_remote_code if it needs its own code.") from None  # fmt: skip
-    missing = sorted(str(k) for k in info.get("missing_keys") or [])
-    mismatched = [str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or []]
-    if missing or mismatched:
-        names = missing + mismatched
-        raise TeacherError(f"{what} {p}: its weights do not fill {type(net).__name__}: {', '.join(names[:5])}"
-                           f"{' ...' if len(names) > 5 else ''} would be random (a base model without its trained "
-                           "classification head?). Fix: give the folder of a fine-tuned classifier, or teacher.kind: "
-                           "finetune to fine-tune this encoder in the run.")  # fmt: skip
+    check_loading_info(p, net, info, what="teacher (a base model without its trained classification head?)",
+                       fix="give the folder of a fine-tuned classifier, or teacher.kind: finetune to fine-tune this "
+                       "encoder in the run.", error=TeacherError)  # fmt: skip
     if getattr(net.config, "pad_token_id", None) is None:
         net.config.pad_token_id = tok.pad_token_id
     net.eval()

@@ -324,13 +324,11 @@ def _load_net(p: Path, trust_remote_code: bool, who: str) -> nn.Module:
                                "trust this folder.") from None  # fmt: skip
         raise TeacherError(f"{who} {p}: its config.json does not load: {type(exc).__name__}: {first}. Fix: point it "
                            f"at a folder that save_pretrained wrote.{fix}") from None  # fmt: skip
-    from distill.models.hf_load import not_single_label
+    from distill.models.hf_load import check_loading_info, not_single_label
 
     wrong = not_single_label(config)
     if wrong:
-        raise TeacherError(f"{who} {p}: {wrong}. distill's classification gives each sample one class (a softmax over "
-                           "the classes), so these outputs would be misread as class probabilities. Fix: use a "
-                           "single-label image classifier folder.")  # fmt: skip
+        raise TeacherError(f"{who} {p}: {wrong}. Fix: use a single-label image classifier folder.")
     try:
         net, info = AutoModelForImageClassification.from_pretrained(
             str(p), config=config, trust_remote_code=trust_remote_code, local_files_only=True, use_safetensors=True,
@@ -348,11 +346,8 @@ def _load_net(p: Path, trust_remote_code: bool, who: str) -> nn.Module:
             ) from None
         raise TeacherError(f"{who} {p} does not load as a Hugging Face image classifier: {type(exc).__name__}: "
                            f"{first}. Fix: point it at a folder save_pretrained wrote.{fix}") from None  # fmt: skip
-    missing = list(info.get("missing_keys") or [])
-    if missing:
-        raise TeacherError(f"{who} {p}: its weights lack {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}, "
-                           "so those would be random (a base model without its classification head?). Fix: give the "
-                           "folder of a trained image classifier.")  # fmt: skip
+    check_loading_info(p, net, info, what="image classifier (a base model without its classification head?)",
+                       fix="give the folder of a trained image classifier.", error=TeacherError)
     return net
 
 
